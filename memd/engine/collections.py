@@ -1,0 +1,275 @@
+"""Hashes, sets, lists and sorted sets over the layered store.
+
+Each write reads what it needs (metadata, the touched elements), then emits a
+single OP_UPDATE carrying the key's full new metadata plus only the changed
+elements. A list is a contiguous run of positions ``[lo, hi)``: a push at
+either end adds one element and moves one bound — O(1) in the buffer, the
+WAL and the flush, however long the list. LTRIM only moves the bounds; the
+flush deletes what fell outside them with one range DELETE.
+
+Sorted-set range queries merge all members in Python (O(n log n) per call):
+fine for the timelines agents keep; an index-driven range over SQLite for
+very large zsets is future work.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from memd.engine.records import T_HASH, T_LIST, T_SET, T_ZSET
+from memd.engine.store import list_sub
+from memd.errors import CommandError
+
+if TYPE_CHECKING:
+    from memd.engine.keyspace import Keyspace
+
+_EMPTY = b""
+
+
+class CollectionsMixin:
+    """Collection commands' state changes; mixed into :class:`Keyspace`."""
+
+    # ---- hashes ---------------------------------------------------------------------
+
+    def hset(self: Keyspace, key: bytes, pairs: list[tuple[bytes, bytes]]) -> int:
+        m = self.typed_meta(key, T_HASH)
+        count = 0 if m is None else m[2]
+        added = 0
+        fresh: dict[bytes, bytes] = {}
+        for field, value in pairs:
+            if field not in fresh and (m is None or self.elem(key, field) is None):
+                added += 1
+            fresh[field] = value
+        self.update(key, T_HASH, m is None, None if m is None else m[1], count + added, 0, 0, list(fresh.items()))
+        return added
+
+    def hget(self: Keyspace, key: bytes, field: bytes) -> bytes | None:
+        return None if self.typed_meta(key, T_HASH) is None else self.elem(key, field)  # type: ignore[no-any-return]
+
+    def hmget(self: Keyspace, key: bytes, fields: list[bytes]) -> list[bytes | None]:
+        if self.typed_meta(key, T_HASH) is None:
+            return [None] * len(fields)
+        return [self.elem(key, f) for f in fields]
+
+    def hgetall(self: Keyspace, key: bytes) -> dict[bytes, bytes]:
+        return {} if self.typed_meta(key, T_HASH) is None else self.elems(key)
+
+    def hlen(self: Keyspace, key: bytes) -> int:
+        m = self.typed_meta(key, T_HASH)
+        return 0 if m is None else m[2]
+
+    def hdel(self: Keyspace, key: bytes, fields: list[bytes]) -> int:
+        return self._remove(key, T_HASH, fields)
+
+    def hincrby(self: Keyspace, key: bytes, field: bytes, delta: int) -> int:
+        m = self.typed_meta(key, T_HASH)
+        raw = None if m is None else self.elem(key, field)
+        cur = 0
+        if raw is not None:
+            try:
+                cur = int(raw)
+                if str(cur).encode() != raw:
+                    raise ValueError
+            except ValueError:
+                raise CommandError("hash value is not an integer") from None
+        new = cur + delta
+        if not -(1 << 63) <= new < (1 << 63):
+            raise CommandError("increment or decrement would overflow")
+        count = (0 if m is None else m[2]) + (raw is None)
+        self.update(key, T_HASH, m is None, None if m is None else m[1], count, 0, 0, [(field, str(new).encode())])
+        return new
+
+    def _remove(self: Keyspace, key: bytes, type_: int, subs: list[bytes]) -> int:
+        m = self.typed_meta(key, type_)
+        if m is None:
+            return 0
+        gone = [s for s in dict.fromkeys(subs) if self.elem(key, s) is not None]
+        if gone:
+            self.update(key, type_, False, m[1], m[2] - len(gone), 0, 0, [(s, None) for s in gone])
+        return len(gone)
+
+    # ---- sets -----------------------------------------------------------------------
+
+    def sadd(self: Keyspace, key: bytes, members: list[bytes]) -> int:
+        m = self.typed_meta(key, T_SET)
+        new = [x for x in dict.fromkeys(members) if m is None or self.elem(key, x) is None]
+        if new:
+            self.update(key, T_SET, m is None, None if m is None else m[1], (0 if m is None else m[2]) + len(new),
+                        0, 0, [(x, _EMPTY) for x in new])
+        return len(new)
+
+    def srem(self: Keyspace, key: bytes, members: list[bytes]) -> int:
+        return self._remove(key, T_SET, members)
+
+    def smembers(self: Keyspace, key: bytes) -> set[bytes]:
+        return set() if self.typed_meta(key, T_SET) is None else set(self.elems(key))
+
+    def sismember(self: Keyspace, key: bytes, member: bytes) -> bool:
+        return self.typed_meta(key, T_SET) is not None and self.elem(key, member) is not None
+
+    def scard(self: Keyspace, key: bytes) -> int:
+        m = self.typed_meta(key, T_SET)
+        return 0 if m is None else m[2]
+
+    # ---- lists ----------------------------------------------------------------------
+
+    def push(self: Keyspace, key: bytes, values: list[bytes], *, left: bool, only_existing: bool = False) -> int:
+        """LPUSH / RPUSH (LPUSHX / RPUSHX with ``only_existing``); returns the new length."""
+        m = self.typed_meta(key, T_LIST)
+        if m is None and only_existing:
+            return 0
+        exp, lo, hi = (None, 0, 0) if m is None else (m[1], m[3], m[4])
+        changes = []
+        for v in values:
+            if left:
+                lo -= 1
+                changes.append((list_sub(lo), v))
+            else:
+                changes.append((list_sub(hi), v))
+                hi += 1
+        self.update(key, T_LIST, m is None, exp, hi - lo, lo, hi, changes)
+        return hi - lo
+
+    def pop(self: Keyspace, key: bytes, *, left: bool, count: int | None = None) -> list[bytes] | None:
+        """LPOP / RPOP; None when the key does not exist."""
+        m = self.typed_meta(key, T_LIST)
+        if m is None:
+            return None
+        _, exp, n, lo, hi = m
+        take = min(n, 1 if count is None else count)
+        positions = range(lo, lo + take) if left else range(hi - 1, hi - 1 - take, -1)
+        subs = [list_sub(p) for p in positions]
+        out = [self.elem(key, s) for s in subs]
+        if left:
+            lo += take
+        else:
+            hi -= take
+        self.update(key, T_LIST, False, exp, hi - lo, lo, hi, [(s, None) for s in subs])
+        return out
+
+    def llen(self: Keyspace, key: bytes) -> int:
+        m = self.typed_meta(key, T_LIST)
+        return 0 if m is None else m[2]
+
+    def _bounds(self, start: int, stop: int, n: int) -> tuple[int, int]:
+        """Redis index rules -> a half-open [a, b) of offsets, possibly empty."""
+        if start < 0:
+            start = max(0, n + start)
+        if stop < 0:
+            stop = n + stop
+        stop = min(stop, n - 1)
+        return (start, stop + 1) if start <= stop else (0, 0)
+
+    def lrange(self: Keyspace, key: bytes, start: int, stop: int) -> list[bytes]:
+        m = self.typed_meta(key, T_LIST)
+        if m is None:
+            return []
+        a, b = self._bounds(start, stop, m[2])
+        if a >= b:
+            return []
+        lo = m[3]
+        found = self.elems(key, list_sub(lo + a), list_sub(lo + b))
+        return [found[list_sub(p)] for p in range(lo + a, lo + b)]
+
+    def lindex(self: Keyspace, key: bytes, index: int) -> bytes | None:
+        m = self.typed_meta(key, T_LIST)
+        if m is None:
+            return None
+        n = m[2]
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            return None
+        return self.elem(key, list_sub(m[3] + index))  # type: ignore[no-any-return]
+
+    def ltrim(self: Keyspace, key: bytes, start: int, stop: int) -> None:
+        m = self.typed_meta(key, T_LIST)
+        if m is None:
+            return
+        a, b = self._bounds(start, stop, m[2])
+        lo = m[3]
+        if (a, b) == (0, m[2]):
+            return
+        # O(1) in the WAL: only the bounds move; the flush deletes what falls outside
+        self.update(key, T_LIST, False, m[1], b - a, lo + a, lo + b, [])
+
+    # ---- sorted sets ----------------------------------------------------------------
+
+    def zadd(self: Keyspace, key: bytes, pairs: list[tuple[float, bytes]], *, nx: bool = False, xx: bool = False,
+             gt: bool = False, lt: bool = False, ch: bool = False, incr: bool = False) -> int | float | None:
+        """ZADD with Redis's flag rules; returns the count (added, or changed with CH),
+        or with INCR the new score (None when a flag prevented it)."""
+        m = self.typed_meta(key, T_ZSET)
+        count = 0 if m is None else m[2]
+        changes: dict[bytes, float] = {}
+        added = changed = 0
+        result: float | None = None
+        for score, member in pairs:
+            cur = changes.get(member)
+            if cur is None and m is not None:
+                cur = self.elem(key, member)
+            if cur is None:
+                if xx:
+                    continue
+                new = score
+            else:
+                if nx:
+                    continue
+                new = cur + score if incr else score
+                if math.isnan(new):
+                    raise CommandError("resulting score is not a number (NaN)")
+                if gt and new <= cur or lt and new >= cur:
+                    continue
+            if cur is None:
+                added += 1
+            elif new != cur:
+                changed += 1
+            changes[member] = float(new)
+            result = float(new)
+        if changes:
+            self.update(key, T_ZSET, m is None, None if m is None else m[1], count + added, 0, 0,
+                        list(changes.items()))
+        if incr:
+            return result
+        return added + changed if ch else added
+
+    def zscore(self: Keyspace, key: bytes, member: bytes) -> float | None:
+        return None if self.typed_meta(key, T_ZSET) is None else self.elem(key, member)  # type: ignore[no-any-return]
+
+    def zcard(self: Keyspace, key: bytes) -> int:
+        m = self.typed_meta(key, T_ZSET)
+        return 0 if m is None else m[2]
+
+    def zrem(self: Keyspace, key: bytes, members: list[bytes]) -> int:
+        return self._remove(key, T_ZSET, members)
+
+    def zitems(self: Keyspace, key: bytes) -> list[tuple[bytes, float]]:
+        """Every (member, score) in Redis order: by score, then member bytes."""
+        if self.typed_meta(key, T_ZSET) is None:
+            return []
+        items: list[tuple[bytes, Any]] = list(self.elems(key).items())
+        items.sort(key=lambda it: (it[1], it[0]))
+        return items
+
+    def zrange_by_rank(self: Keyspace, key: bytes, start: int, stop: int, rev: bool = False
+                       ) -> list[tuple[bytes, float]]:
+        items = self.zitems(key)
+        if rev:
+            items.reverse()
+        a, b = self._bounds(start, stop, len(items))
+        return items[a:b]
+
+    def zrange_by_score(self: Keyspace, key: bytes, lo: float, lo_open: bool, hi: float, hi_open: bool,
+                        rev: bool = False, offset: int = 0, count: int = -1) -> list[tuple[bytes, float]]:
+        def inside(s: float) -> bool:
+            return (s > lo if lo_open else s >= lo) and (s < hi if hi_open else s <= hi)
+        items = [it for it in self.zitems(key) if inside(it[1])]
+        if rev:
+            items.reverse()
+        if offset < 0:
+            return []
+        return items[offset:] if count < 0 else items[offset:offset + count]
+
+
+__all__ = ["CollectionsMixin"]

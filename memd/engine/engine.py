@@ -1,0 +1,338 @@
+"""The write-behind engine: the one object the command layer talks to.
+
+Public API (stable; the server is built against it)::
+
+    async with Engine(data_dir, fsync="everysec", ...) as engine:
+        ks = engine.keyspace          # typed reads and writes, all synchronous
+        await engine.admit()          # backpressure gate: call before running write commands
+        ks.set(b"k", b"v")            # applies to the memtable + frames a WAL record (no I/O)
+        with engine.batch():          # MULTI/EXEC: every op inside becomes ONE WAL record
+            ks.incrby(b"n", 1); ks.rpush(b"l", [b"x"])
+        await engine.wait_durable()   # reply only after this: durability per fsync policy
+        await engine.sync()           # WAITAOF barrier: everything so far is fsynced
+        await engine.flush()          # MEMD.FLUSH
+        engine.stats()                # figures for INFO / MEMD.STATS
+
+Why reads and writes are synchronous: a command must be atomic. Running it
+start to finish on the event-loop thread — memtable lookups, and for flushed
+data a microsecond point read on a read-only sqlite3 connection — means no
+other command can interleave. The only awaits are *around* commands:
+``admit()`` before (bounded wait when the buffer is full) and
+``wait_durable()`` after (group commit). The server processes a whole
+pipelined batch of commands between those two awaits, so one write()+fsync
+serves the batch.
+
+Writes: every op is framed into the WAL's pending chunk with the next LSN
+*before* the memtable sees it, so nothing is visible that is not logged.
+Flush: past ``flush_max_records`` / ``flush_max_bytes`` / ``flush_max_age``
+the active memtable is frozen (it keeps serving reads), the WAL rotates, the
+frozen table is written to SQLite in one transaction that also stores its
+highest LSN, and the WAL segments it covered are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from memd.engine.fileops import FileOps
+from memd.engine.keyspace import Keyspace
+from memd.engine.memtable import Memtable
+from memd.engine.records import Op
+from memd.engine.store import Store
+from memd.engine.wal import WAL, RecoveryReport
+from memd.errors import DataDirLockedError, DurabilityError, MemdError, OverloadError
+
+log = logging.getLogger("memd.engine")
+
+DEFAULT_FLUSH_MAX_RECORDS = 100_000
+DEFAULT_FLUSH_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_FLUSH_MAX_AGE = 5.0
+DEFAULT_BUFFER_MAX_BYTES = 512 * 1024 * 1024
+DEFAULT_WRITE_TIMEOUT = 5.0
+LOCK_NAME = "memd.lock"
+DB_NAME = "memd.sqlite3"
+WAL_DIR = "wal"
+
+
+def lock_data_dir(data_dir: str) -> int:
+    """Take the data directory's exclusive lock; return its fd (keep it open)."""
+    os.makedirs(data_dir, mode=0o750, exist_ok=True)
+    path = os.path.join(data_dir, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirLockedError(
+            f"{data_dir} is in use by another memd process (pid {holder}): stop it first, "
+            "or point --data-dir elsewhere") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class Engine:
+    """WAL + memtables + SQLite, with background syncer and flusher tasks."""
+
+    def __init__(self, data_dir: str, *, fsync: str = "everysec", recovery: str = "tolerate-tail",
+                 wal_segment_bytes: int = 64 * 1024 * 1024, wal_compress_min: int = 1024,
+                 flush_max_records: int = DEFAULT_FLUSH_MAX_RECORDS, flush_max_bytes: int = DEFAULT_FLUSH_MAX_BYTES,
+                 flush_max_age: float = DEFAULT_FLUSH_MAX_AGE, buffer_max_bytes: int = DEFAULT_BUFFER_MAX_BYTES,
+                 write_timeout: float = DEFAULT_WRITE_TIMEOUT, clock: Callable[[], float] = time.time,
+                 fileops: FileOps | None = None) -> None:
+        self.data_dir = data_dir
+        self.recovery_mode = recovery
+        self.flush_max_records = flush_max_records
+        self.flush_max_bytes = flush_max_bytes
+        self.flush_max_age = flush_max_age
+        self.buffer_max_bytes = buffer_max_bytes
+        self.write_timeout = write_timeout
+        self.clock = clock
+        self.wal = WAL(os.path.join(data_dir, WAL_DIR), fsync=fsync, segment_bytes=wal_segment_bytes,
+                       compress_min=wal_compress_min, fileops=fileops)
+        self.store = Store(os.path.join(data_dir, DB_NAME))
+        self.active = Memtable()
+        self.frozen: Memtable | None = None
+        self.keyspace = Keyspace(self)
+        self.last_lsn = 0
+        self.recovery_report = RecoveryReport()
+        self.flush_error: str | None = None
+        self.flush_count = 0
+        self.last_flush_seconds = 0.0
+        self.last_flush_rows = 0
+        self._batch: list[Op] | None = None
+        self._flush_wanted = anyio.Event()
+        self._flushed = anyio.Event()
+        self._lock_fd = -1
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closed = False
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        self._lock_fd = lock_data_dir(self.data_dir)
+        try:
+            os.makedirs(self.wal.directory, mode=0o750, exist_ok=True)
+            await self.store.open()
+            await self._recover()
+            self._tg = anyio.create_task_group()
+            await self._tg.__aenter__()
+            await self._tg.start(self.wal.run_syncer)
+            self._tg.start_soon(self._flush_loop)
+        except BaseException:
+            await self.store.close()
+            os.close(self._lock_fd)
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Final flush, fsync, close. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with anyio.CancelScope(shield=True):
+                if not self.wal.fatal_error:
+                    try:
+                        await self.wal.sync()  # the WAL alone now holds everything, whatever happens next
+                        await self._flush_all()
+                    except (MemdError, OSError) as exc:
+                        log.error("final_flush_failed error=%r (the WAL still holds the data)", str(exc))
+                await self.wal.close()
+        finally:
+            # the task group must be left outside the shield: cancel scopes nest strictly
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+                await self._tg.__aexit__(None, None, None)
+            with anyio.CancelScope(shield=True):
+                await self.store.close()
+            os.close(self._lock_fd)
+        log.info("engine_closed last_lsn=%d flushed_lsn=%d", self.last_lsn, self.store.flushed_lsn)
+
+    async def _recover(self) -> None:
+        t0 = time.perf_counter()
+        report = self.recovery_report
+        flushed = self.store.flushed_lsn
+        last = flushed
+        for rec in self.wal.replay(flushed, self.recovery_mode, report):
+            self.active.apply(rec.lsn, rec.ops)
+            last = rec.lsn
+            if self.active.bytes >= self.buffer_max_bytes or self.active.records >= 10 * self.flush_max_records:
+                # a WAL bigger than the buffer: flush as we go instead of holding it all in memory
+                self.last_lsn = last
+                await self._flush_frozen(self._freeze(rotate=False))
+        self.last_lsn = max(last, report.last_lsn, flushed)
+        self.wal.start(self.last_lsn + 1)
+        report.seconds = time.perf_counter() - t0
+        log.info("recovery_done replayed=%d skipped_flushed=%d segments=%d last_lsn=%d flushed_lsn=%d "
+                 "truncated=%d skipped_corrupt=%d seconds=%.3f", report.records, report.skipped_flushed,
+                 report.segments, self.last_lsn, flushed, len(report.truncated), len(report.skipped_corrupt),
+                 report.seconds)
+
+    # ---- writes ----------------------------------------------------------------
+
+    def apply(self, ops: list[Op]) -> None:
+        """Log and apply one command's effects (inside :meth:`batch`: collect them)."""
+        if not ops:
+            return
+        if self._batch is not None:
+            self.active.apply(self.last_lsn + 1, ops)  # visible to the rest of the transaction
+            self._batch.extend(ops)
+            return
+        self.wal.check_writable()
+        lsn = self.last_lsn + 1
+        self.wal.append(lsn, ops)
+        self.last_lsn = lsn
+        self.active.apply(lsn, ops)
+        self._maybe_flush()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Everything applied inside becomes one WAL record: all or nothing after a crash."""
+        if self._batch is not None:
+            raise RuntimeError("batches do not nest")
+        self.wal.check_writable()
+        self._batch = []
+        try:
+            yield
+        finally:
+            ops, self._batch = self._batch, None
+            if ops:
+                lsn = self.last_lsn + 1
+                self.wal.append(lsn, ops)
+                self.last_lsn = lsn  # the memtable already saw the ops under this LSN
+                self._maybe_flush()
+
+    def check_writable(self) -> None:
+        """Raise the error a write would get right now (WAL failure), if any."""
+        self.wal.check_writable()
+
+    async def admit(self) -> None:
+        """Backpressure: wait (bounded) while the buffer is over its cap."""
+        self.wal.check_writable()
+        if self.buffered_bytes() <= self.buffer_max_bytes:
+            return
+        self._flush_wanted.set()
+        with anyio.move_on_after(self.write_timeout):
+            while self.buffered_bytes() > self.buffer_max_bytes:
+                await self._flushed.wait()
+            return
+        raise OverloadError(
+            f"write buffer full: {self.buffered_bytes()} bytes buffered, backpressure.buffer_max_bytes = "
+            f"{self.buffer_max_bytes}; the flush to SQLite is behind ({self.flush_error or 'still running'}); "
+            "retry later, or raise the limit")
+
+    async def wait_durable(self, lsn: int | None = None) -> None:
+        """Return when writes up to ``lsn`` (default: all so far) are durable per the fsync policy."""
+        await self.wal.wait(self.last_lsn if lsn is None else lsn)
+
+    async def sync(self) -> None:
+        """WAITAOF barrier: everything applied so far is fsynced, whatever the policy."""
+        await self.wal.sync(self.last_lsn)
+
+    # ---- flushing --------------------------------------------------------------
+
+    def buffered_bytes(self) -> int:
+        return self.active.bytes + (self.frozen.bytes if self.frozen is not None else 0)
+
+    def layers(self) -> list[Memtable]:
+        """Memtables newest first (what reads merge over SQLite)."""
+        return [self.active] if self.frozen is None else [self.active, self.frozen]
+
+    def _maybe_flush(self) -> None:
+        a = self.active
+        if a.records >= self.flush_max_records or a.bytes >= self.flush_max_bytes:
+            self._flush_wanted.set()
+
+    def _freeze(self, rotate: bool = True) -> Memtable:
+        assert self.frozen is None
+        table = self.active
+        table.frozen = True
+        self.frozen = table
+        self.active = Memtable()
+        if rotate:
+            self.wal.rotate()
+        return table
+
+    async def _flush_frozen(self, table: Memtable) -> None:
+        t0 = time.perf_counter()
+        rows = len(table)
+        if table.records:
+            await self.store.flush(table)
+        self.frozen = None
+        self.flush_count += 1
+        self.last_flush_seconds = time.perf_counter() - t0
+        self.last_flush_rows = rows
+        self.flush_error = None
+        flushed, self._flushed = self._flushed, anyio.Event()
+        flushed.set()
+        log.info("flush_done rows=%d lsn=%d seconds=%.3f", rows, table.max_lsn, self.last_flush_seconds)
+
+    async def flush(self) -> None:
+        """Flush everything buffered so far (MEMD.FLUSH, shutdown)."""
+        await self._flush_all()
+
+    async def _flush_all(self) -> None:
+        if self.frozen is not None:
+            await self._flush_frozen(self.frozen)
+        if self.active.records:
+            await self._flush_frozen(self._freeze())
+        await self.wal.drop_through(self.store.flushed_lsn)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            age = time.monotonic() - self.active.created
+            with anyio.move_on_after(max(0.0, self.flush_max_age - age) if self.active.records else
+                                     self.flush_max_age):
+                await self._flush_wanted.wait()
+            self._flush_wanted = anyio.Event()
+            if not self.active.records and self.frozen is None:
+                self.active.created = time.monotonic()
+                continue
+            try:
+                await self._flush_all()
+            except Exception as exc:  # noqa: BLE001 - a failed flush must not end the loop: retry
+                self.flush_error = f"{type(exc).__name__}: {exc}"
+                log.error("flush_failed error=%r retry_in=1s (the WAL keeps every write)", self.flush_error)
+                await anyio.sleep(1.0)
+
+    # ---- figures ---------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        frozen = self.frozen
+        return {
+            "fsync_policy": self.wal.policy,
+            "last_lsn": self.last_lsn,
+            "flushed_lsn": self.store.flushed_lsn,
+            "synced_lsn": self.wal.synced_lsn,
+            "buffer_keys": len(self.active) + (len(frozen) if frozen else 0),
+            "buffer_bytes": self.buffered_bytes(),
+            "buffer_records": self.active.records + (frozen.records if frozen else 0),
+            **self.wal.stats(),
+            "last_flush_ms": round(self.last_flush_seconds * 1000, 3),
+            "flush_count": self.flush_count,
+            "flush_error": self.flush_error or "",
+            "fsync_count": self.wal.fsync_count,
+            "last_fsync_ms": round(self.wal.last_fsync_seconds * 1000, 3),
+            "wal_error": self.wal.fatal_error or self.wal.write_error or "",
+            "recovered_records": self.recovery_report.records,
+            "recovery_seconds": round(self.recovery_report.seconds, 3),
+        }
+
+
+__all__ = ["Engine", "DurabilityError", "OverloadError", "lock_data_dir"]

@@ -1,0 +1,306 @@
+"""Typed, synchronous reads and writes over the layered store.
+
+A read merges, newest first: the active memtable, the frozen one, SQLite
+(see :mod:`memd.engine.memtable` for what an entry means). A write computes
+its *effect* with such reads and hands the engine one op list, which is
+logged and applied before anything else can run: every method here is one
+atomic step. Redis semantics (types, expiry, empty collections vanish) live
+here; argument parsing and reply formatting live in ``memd.commands``.
+
+Times are absolute milliseconds since the epoch from the engine's clock.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TYPE_CHECKING, Any
+
+from memd.engine.collections import CollectionsMixin
+from memd.engine.memtable import DELETED, Memtable
+from memd.engine.records import (
+    OP_DEL,
+    OP_FLUSHALL,
+    OP_SET,
+    OP_UPDATE,
+    T_NONE,
+    T_STRING,
+    TYPE_NAMES,
+)
+from memd.engine.store import list_sub
+from memd.errors import CommandError, WrongTypeError
+
+if TYPE_CHECKING:
+    from memd.engine.engine import Engine
+
+# (type, expires_at, count, lo, hi) of a live key
+Meta = tuple[int, int | None, int, int, int]
+_MISSING: Any = object()
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+
+
+class Keyspace(CollectionsMixin):
+    """The keyspace as Redis commands see it (strings, keys; collections in the mixin)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sorted_cache: dict[int, tuple[int, list[bytes]]] = {}
+
+    # ---- primitives --------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return int(self.engine.clock() * 1000)
+
+    def _layers(self) -> list[Memtable]:
+        return self.engine.layers()
+
+    def meta(self, key: bytes) -> Meta | None:
+        """The key's metadata if it exists and has not expired."""
+        for layer in self._layers():
+            e = layer.entries.get(key)
+            if e is not None:
+                if e.type == T_NONE or (e.expires_at is not None and e.expires_at <= self.now_ms()):
+                    return None
+                return (e.type, e.expires_at, e.count, e.lo, e.hi)
+            if layer.flushall:
+                return None
+        row = self.engine.store.get_key(key)
+        if row is None or (row[2] is not None and row[2] <= self.now_ms()):
+            return None
+        return (row[0], row[2], row[3], row[4], row[5])
+
+    def typed_meta(self, key: bytes, type_: int) -> Meta | None:
+        m = self.meta(key)
+        if m is not None and m[0] != type_:
+            raise WrongTypeError()
+        return m
+
+    def _string_value(self, key: bytes) -> bytes:
+        """Value of a string key known to be live (an expiry-only entry defers to older layers)."""
+        for layer in self._layers():
+            e = layer.entries.get(key)
+            if e is not None and e.value is not None:
+                return e.value
+        row = self.engine.store.get_key(key)
+        assert row is not None and row[1] is not None, f"string {key!r} has no value in any layer"
+        return row[1]
+
+    def elem(self, key: bytes, sub: bytes) -> Any:
+        """One element of a collection (value, or score for zsets), None if absent."""
+        for layer in self._layers():
+            e = layer.entries.get(key)
+            if e is not None:
+                if e.elems is not None:
+                    v = e.elems.get(sub, _MISSING)
+                    if v is not _MISSING:
+                        return None if v is DELETED else v
+                if e.reset:
+                    return None
+            if layer.flushall:
+                return None
+        return self.engine.store.get_elem(key, sub)
+
+    def elems(self, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None) -> dict[bytes, Any]:
+        """Every element of a collection (or those in ``[sub_from, sub_to)``), merged."""
+        overlays = []
+        bottom = False
+        for layer in self._layers():
+            e = layer.entries.get(key)
+            if e is not None:
+                if e.elems:
+                    overlays.append(e.elems)
+                if e.reset:
+                    bottom = True
+                    break
+            if layer.flushall:
+                bottom = True
+                break
+        result: dict[bytes, Any] = {} if bottom else dict(self.engine.store.iter_elems(key, sub_from, sub_to))
+        for overlay in reversed(overlays):
+            for sub, v in overlay.items():
+                if sub_from is not None and not (sub_from <= sub < sub_to):  # type: ignore[operator]
+                    continue
+                if v is DELETED:
+                    result.pop(sub, None)
+                else:
+                    result[sub] = v
+        return result
+
+    def update(self, key: bytes, type_: int, create: bool, exp: int | None, count: int, lo: int, hi: int,
+               changes: list[tuple[bytes, Any]]) -> None:
+        """Write a collection's new metadata and element changes; an emptied collection is deleted."""
+        if count <= 0:
+            if not create:
+                self.engine.apply([(OP_DEL, key)])
+            return
+        self.engine.apply([(OP_UPDATE, key, type_, create, exp, count, lo, hi, changes)])
+
+    # ---- keys --------------------------------------------------------------------
+
+    def type_name(self, key: bytes) -> str:
+        m = self.meta(key)
+        return "none" if m is None else TYPE_NAMES[m[0]]
+
+    def exists(self, keys: list[bytes]) -> int:
+        return sum(1 for k in keys if self.meta(k) is not None)
+
+    def delete(self, keys: list[bytes]) -> int:
+        n = 0
+        for key in keys:
+            if self.meta(key) is not None:
+                self.engine.apply([(OP_DEL, key)])
+                n += 1
+        return n
+
+    def pttl(self, key: bytes) -> int:
+        """-2: no such key; -1: no expiry; else milliseconds left."""
+        m = self.meta(key)
+        if m is None:
+            return -2
+        if m[1] is None:
+            return -1
+        return max(0, m[1] - self.now_ms())
+
+    def expire_at(self, key: bytes, when_ms: int | None, *, nx: bool = False, xx: bool = False, gt: bool = False,
+                  lt: bool = False) -> bool:
+        """Set (or with None remove) an absolute expiry; Redis's NX/XX/GT/LT rules."""
+        m = self.meta(key)
+        if m is None:
+            return False
+        cur = m[1]
+        if when_ms is not None:
+            if nx and cur is not None or xx and cur is None:
+                return False
+            # a missing TTL counts as infinite for GT and LT
+            if gt and (cur is None or when_ms <= cur) or lt and cur is not None and when_ms >= cur:
+                return False
+            if when_ms <= self.now_ms():
+                self.engine.apply([(OP_DEL, key)])
+                return True
+        elif cur is None:
+            return False
+        self.engine.apply([(OP_UPDATE, key, m[0], False, when_ms, m[2], m[3], m[4], [])])
+        return True
+
+    def flushall(self) -> None:
+        self.engine.apply([(OP_FLUSHALL,)])
+
+    def dbsize(self) -> int:
+        """Live keys. O(keys in the buffer) point reads on top of one COUNT."""
+        layers = self._layers()
+        seen: set[bytes] = set()
+        live = 0
+        below_reset = any(layer.flushall for layer in layers)
+        store = self.engine.store
+        now = self.now_ms()
+        for layer in layers:
+            for key in layer.entries:
+                if key in seen:
+                    continue
+                seen.add(key)
+                if self.meta(key) is not None:
+                    live += 1
+                if not below_reset:
+                    row = store.get_key(key)
+                    if row is not None and (row[2] is None or row[2] > now):
+                        live -= 1
+            if layer.flushall:
+                break
+        return live if below_reset else live + store.count_live_keys(now)
+
+    def _sorted_keys(self, layer: Memtable) -> list[bytes]:
+        # memtables only ever gain keys, so the count tells whether the cached order is stale
+        cached = self._sorted_cache.get(id(layer))
+        if cached is None or cached[0] != len(layer.entries):
+            cached = (len(layer.entries), sorted(layer.entries))
+            self._sorted_cache = {id(x): self._sorted_cache.get(id(x), cached) for x in self._layers()}
+            self._sorted_cache[id(layer)] = cached
+        return cached[1]
+
+    def scan(self, after: bytes | None, count: int) -> tuple[list[bytes], bytes | None]:
+        """Live keys in byte order after ``after``, about ``count`` candidates per call.
+
+        Returns (keys, resume point or None when done). Keys are visited in
+        sort order, so a key that exists for the whole scan is returned
+        exactly once whatever flushes happen in between.
+        """
+        count = max(1, count)
+        layers = self._layers()
+        candidates: set[bytes] = set()
+        limit: bytes | None = None
+        if not any(layer.flushall for layer in layers):
+            rows = self.engine.store.scan_keys(after, count)
+            candidates.update(r[0] for r in rows)
+            if len(rows) == count:
+                limit = rows[-1][0]
+        more_in_memory = False
+        for layer in layers:
+            keys = self._sorted_keys(layer)
+            i = 0 if after is None else bisect.bisect_right(keys, after)
+            j = len(keys) if limit is None else bisect.bisect_right(keys, limit)
+            if j - i > count:  # keep each call bounded even when the buffer holds many new keys
+                j = i + count
+                more_in_memory = True
+            candidates.update(keys[i:j])
+            if layer.flushall:
+                break
+        ordered = sorted(candidates)
+        if more_in_memory or limit is not None:
+            ordered = ordered[:count] if limit is None else [k for k in ordered if k <= limit][: max(count, 1)]
+        if not ordered:
+            return [], None
+        done = limit is None and not more_in_memory and len(ordered) == len(candidates)
+        live = [k for k in ordered if self.meta(k) is not None]
+        return live, (None if done else ordered[-1])
+
+    # ---- strings -----------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        m = self.typed_meta(key, T_STRING)
+        return None if m is None else self._string_value(key)
+
+    def set(self, key: bytes, value: bytes, *, expires_at: int | None = None, keepttl: bool = False,
+            nx: bool = False, xx: bool = False, get: bool = False) -> tuple[bool, bytes | None]:
+        """SET with every option; returns (was set, old value when ``get``)."""
+        m = self.meta(key)
+        old = None
+        if get and m is not None:
+            if m[0] != T_STRING:
+                raise WrongTypeError()
+            old = self._string_value(key)
+        if nx and m is not None or xx and m is None:
+            return False, old
+        if keepttl and m is not None:
+            expires_at = m[1]
+        self.engine.apply([(OP_SET, key, value, expires_at)])
+        return True, old
+
+    def getdel(self, key: bytes) -> bytes | None:
+        value = self.get(key)
+        if value is not None:
+            self.engine.apply([(OP_DEL, key)])
+        return value
+
+    def mset(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        self.engine.apply([(OP_SET, k, v, None) for k, v in pairs])
+
+    def incrby(self, key: bytes, delta: int) -> int:
+        m = self.typed_meta(key, T_STRING)
+        cur = 0
+        if m is not None:
+            raw = self._string_value(key)
+            try:
+                if len(raw) > 20 or raw != raw.strip() or not raw:
+                    raise ValueError
+                cur = int(raw)
+            except ValueError:
+                raise CommandError("value is not an integer or out of range") from None
+            if not INT_MIN <= cur <= INT_MAX:
+                raise CommandError("value is not an integer or out of range")
+        new = cur + delta
+        if not INT_MIN <= new <= INT_MAX:
+            raise CommandError("increment or decrement would overflow")
+        self.engine.apply([(OP_SET, key, str(new).encode(), None if m is None else m[1])])
+        return new
+
+
+__all__ = ["Keyspace", "Meta", "list_sub"]

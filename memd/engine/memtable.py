@@ -1,0 +1,188 @@
+"""The in-memory buffer: what was written but not yet flushed to SQLite.
+
+A :class:`Memtable` maps keys to :class:`Entry` objects that say what changed.
+Entries are *deltas over older layers*, never copies of whole values: appending
+one element to a list of 100,000 touches one overlay slot and four integers,
+so the buffer, the WAL and the flush all cost O(changed elements).
+
+Rules that make reads simple (see :mod:`memd.engine.keyspace`):
+
+- Every entry carries the key's complete metadata (type, expiry, element
+  count, list bounds), so a metadata lookup is "first layer that has the key".
+- ``reset`` means the layers below hold nothing that still counts for this
+  key (DEL, overwrite, create after expiry); element lookups stop here.
+- A string entry with ``reset`` false and ``value`` None only changed its
+  expiry: the value comes from an older layer.
+- ``elems`` maps a sub-key (hash field, set member, zset member, or a list
+  position as 8 big-endian bytes) to its value, or to :data:`DELETED`.
+
+Apply is pure and total: it never reads SQLite, so the very same function
+runs live and during WAL replay.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from memd.engine.records import (
+    OP_DEL,
+    OP_FLUSHALL,
+    OP_MEM_DEL,
+    OP_MEM_PUT,
+    OP_SET,
+    OP_UPDATE,
+    T_NONE,
+    T_STRING,
+    Op,
+)
+
+
+class _Deleted:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DELETED"
+
+
+DELETED: Any = _Deleted()
+
+
+class Entry:
+    """One key's change in one memtable (see the module docstring)."""
+
+    __slots__ = ("type", "reset", "value", "expires_at", "count", "lo", "hi", "elems", "size")
+
+    def __init__(self, type_: int, reset: bool, value: bytes | None = None,
+                 expires_at: int | None = None, count: int = 0, lo: int = 0, hi: int = 0) -> None:
+        self.type = type_
+        self.reset = reset
+        self.value = value
+        self.expires_at = expires_at
+        self.count = count
+        self.lo = lo
+        self.hi = hi
+        self.elems: dict[bytes, Any] | None = None
+        self.size = 0
+
+    def __repr__(self) -> str:
+        return (f"Entry(type={self.type}, reset={self.reset}, value={self.value!r}, exp={self.expires_at}, "
+                f"count={self.count}, lo={self.lo}, hi={self.hi}, elems={self.elems})")
+
+
+class MemEntry:
+    """One MEM.* item's latest state (``value`` None: deleted, version kept)."""
+
+    __slots__ = ("value", "version", "created_at", "updated_at", "expires_at")
+
+    def __init__(self, value: str | None, version: int, created_at: int, updated_at: int,
+                 expires_at: int | None) -> None:
+        self.value = value
+        self.version = version
+        self.created_at = created_at
+        self.updated_at = updated_at
+        self.expires_at = expires_at
+
+
+def _elem_size(sub: bytes, value: Any) -> int:
+    return len(sub) + (len(value) if isinstance(value, bytes) else 8)
+
+
+class Memtable:
+    """A set of key changes between two LSNs; frozen before it is flushed."""
+
+    __slots__ = ("entries", "mem", "flushall", "bytes", "records", "first_lsn", "max_lsn", "created", "frozen")
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, Entry] = {}
+        self.mem: dict[tuple[str, str], MemEntry] = {}
+        self.flushall = False
+        self.bytes = 0
+        self.records = 0
+        self.first_lsn = 0
+        self.max_lsn = 0
+        self.created = time.monotonic()
+        self.frozen = False
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.mem)
+
+    def _replace(self, key: bytes, entry: Entry) -> None:
+        old = self.entries.get(key)
+        if old is not None:
+            self.bytes -= old.size
+        self.entries[key] = entry
+        self.bytes += entry.size
+
+    def apply(self, lsn: int, ops: list[Op] | tuple[Op, ...]) -> None:
+        """Apply one record's ops. Pure: the same on replay as live."""
+        assert not self.frozen, "a frozen memtable is read-only"
+        for op in ops:
+            code = op[0]
+            if code == OP_SET:
+                _, key, value, exp = op
+                entry = Entry(T_STRING, True, value, exp)
+                entry.size = len(key) + len(value)
+                self._replace(key, entry)
+            elif code == OP_UPDATE:
+                self._update(op)
+            elif code == OP_DEL:
+                entry = Entry(T_NONE, True)
+                entry.size = len(op[1])
+                self._replace(op[1], entry)
+            elif code == OP_FLUSHALL:
+                self.entries.clear()
+                self.flushall = True
+                self.bytes = sum(len(k) + len(v.value or "") for k, v in self.mem.items())
+            elif code == OP_MEM_PUT:
+                _, ns, key, value, version, created, updated, exp = op
+                self._mem_replace((ns, key), MemEntry(value, version, created, updated, exp))
+            elif code == OP_MEM_DEL:
+                _, ns, key, version = op
+                self._mem_replace((ns, key), MemEntry(None, version, 0, 0, None))
+            else:
+                raise ValueError(f"unknown opcode {code}")
+        if not self.first_lsn:
+            self.first_lsn = lsn
+        self.max_lsn = lsn
+        self.records += 1
+
+    def _mem_replace(self, ident: tuple[str, str], item: MemEntry) -> None:
+        old = self.mem.get(ident)
+        if old is not None:
+            self.bytes -= len(ident[0]) + len(ident[1]) + len(old.value or "")
+        self.mem[ident] = item
+        self.bytes += len(ident[0]) + len(ident[1]) + len(item.value or "")
+
+    def _update(self, op: Op) -> None:
+        _, key, type_, create, exp, count, lo, hi, changes = op
+        entry = self.entries.get(key)
+        if create or entry is None or entry.type != type_:
+            fresh = Entry(type_, bool(create))
+            fresh.size = len(key)
+            self._replace(key, fresh)
+            entry = fresh
+        entry.expires_at = exp
+        entry.count = count
+        entry.lo = lo
+        entry.hi = hi
+        if changes:
+            elems = entry.elems
+            if elems is None:
+                elems = entry.elems = {}
+            delta = 0
+            reset = entry.reset
+            for sub, value in changes:
+                old = elems.get(sub)
+                if old is not None:
+                    delta -= _elem_size(sub, old)
+                if value is None:
+                    if reset:
+                        # nothing below to hide: forget the element entirely
+                        elems.pop(sub, None)
+                        continue
+                    value = DELETED
+                elems[sub] = value
+                delta += _elem_size(sub, value)
+            entry.size += delta
+            self.bytes += delta

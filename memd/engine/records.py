@@ -1,0 +1,209 @@
+"""Ops, WAL record framing and segment headers — pure functions, no I/O.
+
+Why physical ops: a WAL that logged *commands* (INCR, LPUSH) would need the
+exact pre-state and clock to replay. memd logs the *effects* a command had,
+with absolute times and full key metadata, so replay is mechanical: the same
+``apply`` that runs live runs on recovery, and it never reads anything.
+
+An op is a tuple whose first item is its opcode::
+
+    (OP_SET, key, value, expires_at_ms | None)           string put; hides older state
+    (OP_DEL, key)                                        key gone; hides older state
+    (OP_UPDATE, key, type, create, expires_at_ms | None, count, lo, hi, changes)
+        full metadata of a key plus element changes ``[(sub, value | None), ...]``
+        (``None`` deletes the element); ``create`` hides older state of the key.
+        A string with ``create`` false only changes its expiry.
+    (OP_FLUSHALL,)                                       every key gone
+    (OP_MEM_PUT, ns, key, json_text, version, created_ms, updated_ms, expires_ms | None)
+    (OP_MEM_DEL, ns, key, version)
+
+A *record* is a list of ops sharing one LSN: one command's effects, or a whole
+MULTI/EXEC transaction, so a batch is all there or not at all after a crash.
+
+Frame (little endian)::
+
+    crc32 u32 | body_len u32 | lsn u64 | flags u8 | payload[body_len]
+
+The CRC covers every byte after itself, so a corrupted length, LSN or flag is
+caught as surely as a corrupted payload. Zero-filled space never validates.
+The payload is msgpack; with ``FLAG_LZ4`` it is an lz4 block (size-prefixed).
+lz4 can decompress corrupted input silently to wrong bytes, which is why the
+CRC is over the *stored* bytes.
+
+Segment header (24 bytes): ``MEMDWAL\\0`` | version u16 | reserved u16 |
+first_lsn u64 | crc32 of the preceding 20 bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import lz4.block
+import msgpack
+
+OP_SET = 1
+OP_DEL = 2
+OP_UPDATE = 3
+OP_FLUSHALL = 4
+OP_MEM_PUT = 5
+OP_MEM_DEL = 6
+
+# Key types, as stored in the WAL and in SQLite. NONE marks a deleted key.
+T_NONE = 0
+T_STRING = 1
+T_LIST = 2
+T_HASH = 3
+T_SET = 4
+T_ZSET = 5
+TYPE_NAMES = {T_NONE: "none", T_STRING: "string", T_LIST: "list", T_HASH: "hash", T_SET: "set", T_ZSET: "zset"}
+
+FLAG_LZ4 = 0x01
+_KNOWN_FLAGS = FLAG_LZ4
+
+FRAME = struct.Struct("<IIQB")
+FRAME_SIZE = FRAME.size  # 17
+_AFTER_CRC = struct.Struct("<IQB")
+MAX_BODY = 1 << 30  # a record above 1 GiB is corruption, not data
+
+SEGMENT_MAGIC = b"MEMDWAL\x00"
+SEGMENT_VERSION = 1
+_SEG = struct.Struct("<8sHHQ")
+SEGMENT_HEADER_SIZE = _SEG.size + 4  # 24
+
+Op = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One decoded WAL record."""
+
+    lsn: int
+    ops: list[Op]
+    offset: int
+    size: int
+
+
+class FrameError(ValueError):
+    """A frame failed a check; ``reason`` says which."""
+
+
+def encode_payload(ops: list[Op] | tuple[Op, ...], compress_min: int) -> tuple[bytes, int]:
+    """msgpack the ops; lz4 them when large enough and it actually helps."""
+    raw: bytes = msgpack.packb(ops, use_bin_type=True)
+    if compress_min and len(raw) >= compress_min:
+        packed: bytes = lz4.block.compress(raw, store_size=True)
+        if len(packed) < len(raw):
+            return packed, FLAG_LZ4
+    return raw, 0
+
+
+def encode_record(lsn: int, ops: list[Op] | tuple[Op, ...], compress_min: int = 0) -> bytes:
+    """Frame one record: the bytes appended to a segment."""
+    payload, flags = encode_payload(ops, compress_min)
+    rest = _AFTER_CRC.pack(len(payload), lsn, flags)
+    crc = zlib.crc32(payload, zlib.crc32(rest))
+    return struct.pack("<I", crc) + rest + payload
+
+
+def _to_op(item: Any) -> Op:
+    return tuple(item)
+
+
+def decode_payload(payload: bytes | memoryview, flags: int) -> list[Op]:
+    """Inverse of :func:`encode_payload`."""
+    data = bytes(payload)
+    if flags & FLAG_LZ4:
+        data = lz4.block.decompress(data)
+    ops = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+    if not isinstance(ops, list):
+        raise FrameError("payload is not a list of ops")
+    result: list[Op] = []
+    for op in ops:
+        if isinstance(op, list):
+            if op and op[0] == OP_UPDATE:
+                op[8] = [tuple(c) for c in op[8]]
+            result.append(tuple(op))
+        else:
+            raise FrameError("op is not a list")
+    return result
+
+
+def decode_frame(buf: bytes | bytearray | memoryview, offset: int) -> Record | None:
+    """Decode the record starting at ``offset``.
+
+    Returns ``None`` when ``buf`` ends before the frame does (need more data);
+    raises :class:`FrameError` when the bytes present cannot be a valid frame.
+    """
+    end = len(buf)
+    if end - offset < FRAME_SIZE:
+        return None
+    crc, body_len, lsn, flags = FRAME.unpack_from(buf, offset)
+    if body_len > MAX_BODY:
+        raise FrameError(f"record length {body_len} is implausible")
+    total = FRAME_SIZE + body_len
+    if end - offset < total:
+        return None
+    view = memoryview(buf)[offset + 4 : offset + total]
+    if zlib.crc32(view) != crc:
+        raise FrameError("checksum mismatch")
+    if flags & ~_KNOWN_FLAGS:
+        raise FrameError(f"unknown flags {flags:#x}")
+    try:
+        ops = decode_payload(view[FRAME_SIZE - 4 :], flags)
+    except (ValueError, TypeError, lz4.block.LZ4BlockError, msgpack.UnpackException) as exc:
+        raise FrameError(f"payload does not decode: {exc}") from exc
+    return Record(lsn=lsn, ops=ops, offset=offset, size=total)
+
+
+def plausible_frame_at(buf: bytes | bytearray | memoryview, offset: int) -> bool:
+    """True when a complete, CRC-valid frame starts at ``offset``.
+
+    Used after a bad record to decide whether it is a torn tail (nothing valid
+    follows) or corruption in the middle of the log (something valid follows).
+    """
+    if len(buf) - offset < FRAME_SIZE:
+        return False
+    crc, body_len, _lsn, flags = FRAME.unpack_from(buf, offset)
+    if body_len > MAX_BODY or flags & ~_KNOWN_FLAGS or len(buf) - offset < FRAME_SIZE + body_len:
+        return False
+    return zlib.crc32(memoryview(buf)[offset + 4 : offset + FRAME_SIZE + body_len]) == crc
+
+
+def encode_segment_header(first_lsn: int) -> bytes:
+    head = _SEG.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_lsn)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def decode_segment_header(data: bytes) -> int:
+    """Return the segment's first LSN, or raise FrameError naming the problem."""
+    if len(data) < SEGMENT_HEADER_SIZE:
+        raise FrameError(f"header is {len(data)} bytes, expected {SEGMENT_HEADER_SIZE}")
+    magic, version, _reserved, first_lsn = _SEG.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC:
+        raise FrameError(f"not a memd WAL segment (magic {magic!r})")
+    (crc,) = struct.unpack_from("<I", data, _SEG.size)
+    if zlib.crc32(data[: _SEG.size]) != crc:
+        raise FrameError("header checksum mismatch")
+    if version != SEGMENT_VERSION:
+        raise FrameError(f"segment format version {version}; this memd reads version {SEGMENT_VERSION}")
+    return int(first_lsn)
+
+
+def op_size(op: Op) -> int:
+    """Bytes an op adds to the buffer: key and value lengths, as the limits count them."""
+    code = op[0]
+    if code == OP_SET:
+        return len(op[1]) + len(op[2])
+    if code == OP_UPDATE:
+        n = len(op[1])
+        for sub, value in op[8]:
+            n += len(sub) + (len(value) if isinstance(value, (bytes, bytearray)) else 8)
+        return n
+    if code == OP_MEM_PUT:
+        return len(op[1]) + len(op[2]) + len(op[3])
+    if code in (OP_DEL, OP_MEM_DEL):
+        return len(op[1])
+    return 0
