@@ -114,6 +114,7 @@ class Engine:
         self._batch: list[Op] | None = None
         self._flush_wanted = anyio.Event()
         self._flushed = anyio.Event()
+        self._flush_lock = anyio.Lock()  # one flush at a time: the loop, MEMD.FLUSH and shutdown share it
         self._lock_fd = -1
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -288,11 +289,12 @@ class Engine:
         await self._flush_all()
 
     async def _flush_all(self) -> None:
-        if self.frozen is not None:
-            await self._flush_frozen(self.frozen)
-        if self.active.records:
-            await self._flush_frozen(self._freeze())
-        await self.wal.drop_through(self.store.flushed_lsn)
+        async with self._flush_lock:
+            if self.frozen is not None:
+                await self._flush_frozen(self.frozen)
+            if self.active.records:
+                await self._flush_frozen(self._freeze())
+            await self.wal.drop_through(self.store.flushed_lsn)
 
     async def _flush_loop(self) -> None:
         while True:
