@@ -124,6 +124,8 @@ def decode_payload(payload: bytes | memoryview, flags: int) -> list[Op]:
     for op in ops:
         if isinstance(op, list):
             if op and op[0] == OP_UPDATE:
+                if len(op) != 9:
+                    raise FrameError(f"update op has {len(op)} fields, expected 9")
                 op[8] = [tuple(c) for c in op[8]]
             result.append(tuple(op))
         else:

@@ -23,16 +23,22 @@ restart, reads go on.
 Segments are named by their first LSN (``%020d.wal``) and begin with a
 versioned header (see :mod:`memd.engine.records`). A new segment is started
 at every open, at every memtable freeze (so a flush covers whole segments,
-which it may then delete) and when one passes ``segment_bytes``.
+which it may then delete) and when one passes ``segment_bytes``. Its file is
+created only when its first chunk is written, after every older chunk: a
+newer segment never exists on disk while an older one still misses records
+(a crash there would look like a missing segment). The syncer also fsyncs
+the older segment before it creates the newer one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import anyio
 import anyio.to_thread
@@ -82,6 +88,7 @@ class Segment:
     synced_size: int = 0
     dir_synced: bool = False
     closed: bool = False
+    created: bool = True  # False until its first chunk is written (the file does not exist yet)
 
 
 @dataclass
@@ -130,6 +137,7 @@ class WAL:
         self._synced = anyio.Event()
         self._sync_wanted = 0  # an LSN some caller wants fsynced regardless of policy
         self._io_lock = anyio.Lock()
+        self._handoff = False  # the syncer's thread owns chunks: the loop thread must not write
         self.fsync_count = 0
         self.last_fsync_seconds = 0.0
 
@@ -147,6 +155,14 @@ class WAL:
         segments = list_segments(self.directory)
         report.segments = len(segments)
         self._old_segments: list[tuple[int, str]] = []
+        if segments and _incomplete_header(*segments[-1]):
+            # created but its header never fully reached the disk: nothing was acknowledged in it, and
+            # the segment before it is then the real last one (its tail may be torn)
+            _name_lsn, path = segments.pop()
+            size = _file_size(path)
+            self.ops.unlink(path)
+            report.truncated.append((path, 0, size))
+            log.warning("wal_incomplete_segment_removed path=%s bytes_dropped=%d mode=%s", path, size, mode)
         expected = 0  # next LSN we must see; 0 until the first record
         for index, (name_lsn, path) in enumerate(segments):
             last = index == len(segments) - 1
@@ -157,11 +173,6 @@ class WAL:
                 if first_lsn != name_lsn:
                     raise FrameError(f"header says first LSN {first_lsn}, file name says {name_lsn}")
             except FrameError as exc:
-                if last and len(data) < SEGMENT_HEADER_SIZE and not data.strip(b"\0"):
-                    # created but its header never reached the disk: nothing was acknowledged in it
-                    self._cut(path, 0, len(data), report, mode, f"incomplete segment header: {exc}")
-                    self.ops.unlink(path)
-                    continue
                 if mode == "skip-corrupt":
                     report.skipped_corrupt.append((path, 0, len(data), f"bad segment header: {exc}"))
                     continue
@@ -173,6 +184,8 @@ class WAL:
                 raise WALCorruptError(path, 0, f"first WAL record is LSN {first_lsn} but the store holds only up to "
                                                f"LSN {flushed_lsn}: records in between are missing; {_ADVICE}")
             self._old_segments.append((first_lsn, path))
+            if not expected:
+                expected = first_lsn  # the first record of a segment carries the LSN in its name
             offset = SEGMENT_HEADER_SIZE
             while offset < len(data):
                 problem = None
@@ -213,8 +226,6 @@ class WAL:
                     continue
                 report.records += 1
                 yield rec
-            if not expected:
-                expected = first_lsn
 
     def _cut(self, path: str, offset: int, dropped: int, report: RecoveryReport, mode: str, why: str) -> None:
         self.ops.truncate_path(path, offset)
@@ -230,26 +241,49 @@ class WAL:
             size = _file_size(path)
             self._segments.append(Segment(path, first_lsn, -1, size, last_lsn=next_lsn - 1, synced_size=size,
                                           closed=True, dir_synced=True))
+        # a segment left by the last run with no record in it has the new segment's name: it is
+        # replaced when the new one is created, and must not be deleted later in its stead
+        path = os.path.join(self.directory, segment_name(next_lsn))
+        self._segments = [s for s in self._segments if s.path != path]
         self.appended_lsn = self.written_lsn = self.synced_lsn = next_lsn - 1
         self._open_segment(next_lsn)
 
     def _open_segment(self, first_lsn: int) -> None:
+        """Make a new current segment; its file is created by its first write (no I/O here)."""
         path = os.path.join(self.directory, segment_name(first_lsn))
-        if os.path.exists(path) and _file_size(path) <= SEGMENT_HEADER_SIZE:
-            # a segment left by the last shutdown with no record in it: same name, nothing to keep
-            self.ops.unlink(path)
-            self._segments = [s for s in self._segments if s.path != path]
-        fd = self.ops.create(path)
-        header = encode_segment_header(first_lsn)
-        try:
-            _write_all(self.ops, fd, header)
-        except OSError:
-            self.ops.close(fd)
-            os.unlink(path)
-            raise
-        seg = Segment(path, first_lsn, fd, len(header), last_lsn=first_lsn - 1)
+        seg = Segment(path, first_lsn, -1, 0, last_lsn=first_lsn - 1, created=False)
         self._segments.append(seg)
         self._current = seg
+
+    def _create_file(self, seg: Segment, sync_older: bool) -> None:
+        """Create ``seg``'s file and write its header; every older chunk has been written by now."""
+        if sync_older:
+            for older in self._segments:
+                if older is seg:
+                    break
+                if older.created and not older.closed and older.size > older.synced_size:
+                    size = older.size
+                    try:
+                        self.ops.fsync(older.fd)
+                    except OSError as exc:
+                        self._set_fatal(f"fsync of {older.path} failed: {exc.strerror or exc}")
+                        raise DurabilityError(self.fatal_error or "") from exc
+                    older.synced_size = max(older.synced_size, size)
+        header = encode_segment_header(seg.first_lsn)
+        fd = -1
+        try:
+            if os.path.exists(seg.path) and _file_size(seg.path) <= SEGMENT_HEADER_SIZE:
+                self.ops.unlink(seg.path)  # empty leftover of the last run, or of a failed attempt
+            fd = self.ops.create(seg.path)
+            _write_all(self.ops, fd, header)
+        except OSError as exc:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    self.ops.close(fd)
+                with contextlib.suppress(OSError):
+                    self.ops.unlink(seg.path)
+            self._write_failed(seg, exc)
+        seg.fd, seg.size, seg.created = fd, len(header), True
 
     def check_writable(self) -> None:
         """Raise the error new writes must get, if any."""
@@ -270,7 +304,7 @@ class WAL:
         chunk.last_lsn = lsn
         seg.last_lsn = lsn
         self.appended_lsn = lsn
-        if seg.size + len(chunk.data) >= self.segment_bytes:
+        if max(seg.size, SEGMENT_HEADER_SIZE) + len(chunk.data) >= self.segment_bytes:
             self.rotate()
 
     def rotate(self) -> None:
@@ -281,30 +315,56 @@ class WAL:
         # pending chunks know their segment: whoever writes them next writes them there
         self._open_segment(self.appended_lsn + 1)
 
-    def _write_pending(self) -> None:
-        """write() every pending chunk, oldest first (event-loop thread)."""
+    def _write_pending(self) -> bool:
+        """write() pending chunks, oldest first (event-loop thread, everysec / no).
+
+        Stops (False) at a chunk whose segment has no file yet, or while the
+        syncer holds chunks: a new segment is created by the syncer only after
+        every older one is fsynced, so that a power loss can tear only the
+        last segment, never leave a hole before a newer one.
+        """
         while self._pending:
+            seg = self._pending[0].segment
+            if self._handoff or not seg.created and self._older_unsynced(seg):
+                return False
             self._write_chunk(self._pending[0])
             del self._pending[0]
+        return True
 
-    def _write_chunk(self, chunk: _Chunk) -> None:
+    def _older_unsynced(self, seg: Segment) -> bool:
+        """True if a segment older than ``seg`` holds bytes not yet fsynced."""
+        for older in self._segments:
+            if older is seg:
+                return False
+            if older.created and not older.closed and older.size > older.synced_size:
+                return True
+        return False
+
+    def _write_chunk(self, chunk: _Chunk, sync_older: bool = False) -> None:
         """write() one chunk; on failure cut the partial record back off and raise."""
         seg = chunk.segment
+        if not seg.created:
+            self._create_file(seg, sync_older)
         try:
             _write_all(self.ops, seg.fd, chunk.data)
         except OSError as exc:
             try:
                 self.ops.truncate(seg.fd, seg.size)
+                # the file position is still past the cut: without this the retry would leave a hole
+                os.lseek(seg.fd, seg.size, os.SEEK_SET)
             except OSError as exc2:
                 self._set_fatal(f"WAL write failed ({exc}) and the partial record could not be cut back ({exc2})")
                 raise DurabilityError(self.fatal_error or "") from exc
-            self.write_error = (f"WAL write to {seg.path} failed: {exc.strerror or exc}; writes are refused "
-                                "until the disk has room again (retried every second); reads go on")
-            log.error("wal_write_failed path=%s error=%r", seg.path, str(exc))
-            raise DurabilityError(self.write_error) from exc
+            self._write_failed(seg, exc)
         seg.size += len(chunk.data)
         chunk.data = bytearray()
         self.written_lsn = max(self.written_lsn, chunk.last_lsn)
+
+    def _write_failed(self, seg: Segment, exc: OSError) -> NoReturn:
+        self.write_error = (f"WAL write to {seg.path} failed: {exc.strerror or exc}; writes are refused "
+                            "until the disk has room again (retried every second); reads go on")
+        log.error("wal_write_failed path=%s error=%r", seg.path, str(exc))
+        raise DurabilityError(self.write_error) from exc
 
     def _set_fatal(self, message: str) -> None:
         self.fatal_error = (f"{message}; memd refuses writes until it is restarted: durability can no longer be "
@@ -315,15 +375,37 @@ class WAL:
 
     async def wait(self, lsn: int) -> None:
         """Return once record ``lsn`` has the durability the policy promises."""
+        while not self.reached_without_wait(lsn):
+            if self.policy == "always":
+                await self._wait_synced(lsn)
+                return
+            synced = self._synced  # everysec / no: the syncer is creating a segment; then write again
+            self._kick.set()
+            await synced.wait()
+
+    def reached_without_wait(self, lsn: int) -> bool:
+        """Give record ``lsn`` the policy's durability without awaiting, if that is possible.
+
+        ``everysec`` / ``no``: write() what is pending (on this thread) and return True.
+        ``always``: True only if an fsync already covered it. Raises DurabilityError like :meth:`wait`.
+        """
         if self.policy == "always":
-            await self._wait_synced(lsn)
-            return
+            if self.synced_lsn >= lsn:
+                return True
+            if self.fatal_error:
+                raise DurabilityError(self.fatal_error)
+            if self.write_error and self.written_lsn < lsn:
+                raise DurabilityError(self.write_error)
+            return False
         if self.written_lsn < lsn:
             if self.fatal_error:
                 raise DurabilityError(self.fatal_error)
             if self.write_error:  # only the syncer's retry may write now, to keep records in order
                 raise DurabilityError(self.write_error)
-            self._write_pending()
+            if not self._write_pending():
+                self._kick.set()  # a new segment to create: the syncer does it, after fsyncing older ones
+                return False
+        return True
 
     async def sync(self, lsn: int | None = None) -> None:
         """Barrier: return once everything up to ``lsn`` (default: all) is fsynced."""
@@ -348,30 +430,49 @@ class WAL:
             timeout = None if self.policy == "no" and not self.write_error else 1.0
             with anyio.move_on_after(timeout):
                 await self._kick.wait()
+            kicked = self._kick.is_set()
             self._kick = anyio.Event()
             if self.fatal_error:
                 self._wake()
                 continue
-            await self._sync_once()
+            await self._sync_once(tick=not kicked)
 
-    async def _sync_once(self) -> None:
+    async def _sync_once(self, tick: bool = True) -> None:
+        """One pass: write what is pending, fsync, wake waiters.
+
+        ``tick`` false means a writer only needs a new segment created (see
+        :meth:`_write_pending`): under everysec / no, nothing more is fsynced.
+        """
         async with self._io_lock:
-            if self.policy == "always" or self.write_error:
+            if self.fatal_error:  # nothing written or synced now can be trusted: wake the waiters, that is all
+                self._wake()
+                return
+            if self.policy == "always" or self.write_error:  # (a failed write is retried in the thread)
                 pending, self._pending = self._pending, []
             else:
+                self._write_safely()  # everysec / no: what can be written here reaches the OS first
                 pending = []
-                self._write_safely()  # everysec / no: anything left pending reaches the OS first
-            covered = max([c.last_lsn for c in pending] + [self.written_lsn])
-            dirty = [s for s in self._segments if not s.closed and (s.size > s.synced_size or not s.dir_synced)]
+                if not self.write_error:  # what is left starts at a segment the thread must create
+                    pending, self._pending = self._pending, []
+            self._handoff = bool(pending)
+            # fsync = "no" with nobody asking for a sync: the thread only creates the new segment (after
+            # fsyncing the older ones, see _write_pending) and writes; it fsyncs nothing else
+            handoff_only = self.policy != "always" and not tick and not self._sync_wanted and not self.write_error
+            covered = self.synced_lsn if handoff_only else max([c.last_lsn for c in pending] + [self.written_lsn])
+            dirty = [] if handoff_only else [
+                s for s in self._segments if s.created and not s.closed and (s.size > s.synced_size or not s.dir_synced)]
             if pending or dirty:
                 t0 = time.perf_counter()
                 try:
-                    await anyio.to_thread.run_sync(self._io_in_thread, pending, dirty, self._current)
+                    await anyio.to_thread.run_sync(self._io_in_thread, pending, dirty, self._current,
+                                                   not handoff_only)
                 except DurabilityError:
-                    # write failed: the unwritten chunks go back in front, in order, for the retry
+                    # write failed: the unwritten chunks go back in front, in order, for the retry;
+                    # what was written before the failure has been fsynced all the same
                     self._pending[:0] = [c for c in pending if c.data]
-                    self._wake()
-                    return
+                    covered = self.written_lsn
+                finally:
+                    self._handoff = False
                 self.fsync_count += 1
                 self.last_fsync_seconds = time.perf_counter() - t0
             if not self.fatal_error:
@@ -386,24 +487,36 @@ class WAL:
         except DurabilityError:
             pass
 
-    def _io_in_thread(self, pending: list[_Chunk], dirty: list[Segment], current: Segment | None) -> None:
+    def _io_in_thread(self, pending: list[_Chunk], dirty: list[Segment], current: Segment | None,
+                      fsync: bool = True) -> None:
+        """Write ``pending`` in order, then fsync; a write failure is raised after the fsync of what was
+        written, so writers whose records did reach the file are not held back by later ones."""
+        error: DurabilityError | None = None
         for chunk in pending:
-            self._write_chunk(chunk)
-            if chunk.segment not in dirty:
+            try:
+                self._write_chunk(chunk, sync_older=True)
+            except DurabilityError as exc:
+                error = exc
+                break
+            if fsync and chunk.segment not in dirty:
                 dirty.append(chunk.segment)
-        if self.write_error:
+        if self.fatal_error:
+            raise error or DurabilityError(self.fatal_error)
+        if pending and error is None and self.write_error:  # a retry of the failed chunks went through
             log.warning("wal_write_recovered written_lsn=%d", self.written_lsn)
             self.write_error = None
         need_dir = False
         for seg in dirty:
             size = seg.size  # every byte counted here was written before the fsync below
+            need_dir = need_dir or not seg.dir_synced
+            if size <= seg.synced_size:
+                continue  # already fsynced (before a newer segment was created)
             try:
                 self.ops.fsync(seg.fd)
             except OSError as exc:
                 self._set_fatal(f"fsync of {seg.path} failed: {exc.strerror or exc}")
                 return
             seg.synced_size = max(seg.synced_size, size)
-            need_dir = need_dir or not seg.dir_synced
         if need_dir:
             try:
                 self.ops.fsync_dir(self.directory)
@@ -412,6 +525,8 @@ class WAL:
                 return
             for seg in dirty:
                 seg.dir_synced = True
+        if error is not None:
+            raise error  # (and close nothing: the failed chunks are retried into their segments)
         for seg in dirty:
             if seg is not current and not seg.closed and not any(c.segment is seg for c in self._pending):
                 self.ops.close(seg.fd)
@@ -426,7 +541,7 @@ class WAL:
     async def drop_through(self, lsn: int) -> int:
         """Delete segments whose records are all at or below ``lsn`` (now in SQLite)."""
         async with self._io_lock:
-            doomed = [s for s in self._segments if s is not self._current and s.last_lsn <= lsn
+            doomed = [s for s in self._segments if s is not self._current and s.created and s.last_lsn <= lsn
                       and not any(c.segment is s for c in self._pending)]
             if not doomed:
                 return 0
@@ -452,7 +567,7 @@ class WAL:
             except DurabilityError:
                 pass
         for seg in self._segments:
-            if not seg.closed:
+            if seg.created and not seg.closed:
                 self.ops.close(seg.fd)
                 seg.closed = True
 
@@ -475,6 +590,19 @@ def _next_valid(data: bytes, start: int) -> int | None:
         if plausible_frame_at(data, offset):
             return offset
     return None
+
+
+def _incomplete_header(name_lsn: int, path: str) -> bool:
+    """True when a segment file holds no more than a partly written header (zeros count as unwritten)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(SEGMENT_HEADER_SIZE + 1)
+    except OSError:
+        return False
+    expected = encode_segment_header(name_lsn)
+    if len(data) > SEGMENT_HEADER_SIZE or data == expected:
+        return False
+    return all(b in (0, e) for b, e in zip(data, expected, strict=False))
 
 
 def _write_all(ops: FileOps, fd: int, data: bytes | bytearray) -> None:

@@ -124,9 +124,10 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path: object, fsync: str) -> No
         verify(data_dir, all_acks)
 
 
+@pytest.mark.parametrize("round_", range(3))
 @pytest.mark.parametrize("fsync", ["always", "everysec"])
-def test_power_loss_keeps_what_the_policy_promises(tmp_path: object, fsync: str) -> None:
-    rng = random.Random(f"power-{fsync}")
+def test_power_loss_keeps_what_the_policy_promises(tmp_path: object, fsync: str, round_: int) -> None:
+    rng = random.Random(f"power-{fsync}-{round_}")
     data_dir = os.path.join(str(tmp_path), "data")
     sidelog = os.path.join(str(tmp_path), "sync.log")
     acks, killed_at = run_and_kill(data_dir, fsync, rng.randrange(1 << 30), rng.uniform(1.5, 2.5), sidelog)
