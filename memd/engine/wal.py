@@ -143,13 +143,17 @@ class WAL:
 
     # ---- recovery ------------------------------------------------------------
 
-    def replay(self, flushed_lsn: int, mode: str, report: RecoveryReport) -> Iterator[Record]:
+    def replay(self, flushed_lsn: int, mode: str, report: RecoveryReport, *, repair: bool = True
+               ) -> Iterator[Record]:
         """Yield every valid record newer than ``flushed_lsn``, oldest first.
 
         Repairs a torn tail of the last segment (truncates it) unless ``mode``
         is ``absolute``; raises :class:`WALCorruptError` for anything else
-        unless ``mode`` is ``skip-corrupt``, which reports and skips.
+        unless ``mode`` is ``skip-corrupt``, which reports and skips. With
+        ``repair`` false (``memd check``) nothing is changed on disk: what a
+        start would cut off is only reported.
         """
+        self._repair = repair
         if mode not in RECOVERY_MODES:
             raise ValueError(f"recovery must be one of {', '.join(RECOVERY_MODES)}")
         segments = list_segments(self.directory)
@@ -160,7 +164,8 @@ class WAL:
             # the segment before it is then the real last one (its tail may be torn)
             _name_lsn, path = segments.pop()
             size = _file_size(path)
-            self.ops.unlink(path)
+            if repair:
+                self.ops.unlink(path)
             report.truncated.append((path, 0, size))
             log.warning("wal_incomplete_segment_removed path=%s bytes_dropped=%d mode=%s", path, size, mode)
         expected = 0  # next LSN we must see; 0 until the first record
@@ -228,6 +233,9 @@ class WAL:
                 yield rec
 
     def _cut(self, path: str, offset: int, dropped: int, report: RecoveryReport, mode: str, why: str) -> None:
+        if not self._repair:
+            report.truncated.append((path, offset, dropped))
+            return
         self.ops.truncate_path(path, offset)
         report.truncated.append((path, offset, dropped))
         log.warning("wal_torn_tail_truncated path=%s offset=%d bytes_dropped=%d reason=%r mode=%s",
