@@ -45,7 +45,7 @@ def ops_for(lsn: int) -> list[tuple]:
         return [(OP_SET, f"big{lsn}".encode(), b"z" * 3000, None)]
     if lsn % 3 == 0:
         return [(OP_SET, f"a{lsn}".encode(), b"1", None), (OP_DEL, f"b{lsn}".encode()),
-                (OP_UPDATE, b"zs", T_ZSET, False, None, 2, 0, 0, [(b"m", lsn + 0.5), (b"n", None)])]
+                (OP_UPDATE, b"zs", T_ZSET, False, None, 2, 0, 0, ((b"m", lsn + 0.5), (b"n", None)))]
     return [(OP_SET, f"k{lsn}".encode(), f"v{lsn}".encode(), 1_700_000_000_000 + lsn)]
 
 
