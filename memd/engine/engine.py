@@ -47,12 +47,13 @@ import anyio.abc
 from memd.engine.fileops import FileOps
 from memd.engine.keyspace import Keyspace
 from memd.engine.memtable import Memtable
-from memd.engine.records import Op
+from memd.engine.records import OP_DEL, OP_FLUSHALL, OP_SET, OP_UPDATE, Op
 from memd.engine.store import Store
 from memd.engine.wal import WAL, RecoveryReport
 from memd.errors import DataDirLockedError, DurabilityError, MemdError, OverloadError
 
 log = logging.getLogger("memd.engine")
+_KEYED_OPS = (OP_SET, OP_DEL, OP_UPDATE)
 
 DEFAULT_FLUSH_MAX_RECORDS = 100_000
 DEFAULT_FLUSH_MAX_BYTES = 64 * 1024 * 1024
@@ -60,6 +61,7 @@ DEFAULT_FLUSH_MAX_AGE = 5.0
 DEFAULT_BUFFER_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_WRITE_TIMEOUT = 5.0
 LOCK_NAME = "memd.lock"
+_STAMP_BUCKETS = 1 << 16  # WATCH may see a false conflict (1 in 65536 per pair of keys), never miss one
 DB_NAME = "memd.sqlite3"
 WAL_DIR = "wal"
 
@@ -115,6 +117,8 @@ class Engine:
         self._flush_wanted = anyio.Event()
         self._flushed = anyio.Event()
         self._flush_lock = anyio.Lock()  # one flush at a time: the loop, MEMD.FLUSH and shutdown share it
+        self._stamps = [0] * _STAMP_BUCKETS  # WATCH: last LSN that wrote a key hashing here
+        self._flushall_stamp = 0
         self._lock_fd = -1
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -191,16 +195,29 @@ class Engine:
         """Log and apply one command's effects (inside :meth:`batch`: collect them)."""
         if not ops:
             return
+        lsn = self.last_lsn + 1
+        self._stamp(lsn, ops)
         if self._batch is not None:
-            self.active.apply(self.last_lsn + 1, ops)  # visible to the rest of the transaction
+            self.active.apply(lsn, ops)  # visible to the rest of the transaction
             self._batch.extend(ops)
             return
         self.wal.check_writable()
-        lsn = self.last_lsn + 1
         self.wal.append(lsn, ops)
         self.last_lsn = lsn
         self.active.apply(lsn, ops)
         self._maybe_flush()
+
+    def _stamp(self, lsn: int, ops: list[Op]) -> None:
+        stamps = self._stamps
+        for op in ops:
+            if op[0] in _KEYED_OPS:
+                stamps[hash(op[1]) & (_STAMP_BUCKETS - 1)] = lsn
+            elif op[0] == OP_FLUSHALL:
+                self._flushall_stamp = lsn
+
+    def key_stamp(self, key: bytes) -> int:
+        """A value that changes whenever ``key`` may have been written (WATCH)."""
+        return max(self._stamps[hash(key) & (_STAMP_BUCKETS - 1)], self._flushall_stamp)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -237,6 +254,19 @@ class Engine:
             f"write buffer full: {self.buffered_bytes()} bytes buffered, backpressure.buffer_max_bytes = "
             f"{self.buffer_max_bytes}; the flush to SQLite is behind ({self.flush_error or 'still running'}); "
             "retry later, or raise the limit")
+
+    def over_capacity(self) -> bool:
+        """True when a write must go through :meth:`admit` (and may wait) first."""
+        return self.buffered_bytes() > self.buffer_max_bytes
+
+    def durable_now(self, lsn: int) -> bool:
+        """Reach the policy's durability for ``lsn`` without awaiting, if possible.
+
+        ``everysec`` / ``no``: write() what is pending (on this thread) and
+        return True. ``always``: True only if an fsync already covered it.
+        Raises DurabilityError like :meth:`wait_durable`.
+        """
+        return self.wal.reached_without_wait(lsn)
 
     async def wait_durable(self, lsn: int | None = None) -> None:
         """Return when writes up to ``lsn`` (default: all so far) are durable per the fsync policy."""

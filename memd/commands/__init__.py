@@ -1,0 +1,127 @@
+"""The command table: name -> handler, arity, and whether it writes.
+
+A handler is a plain synchronous function ``(ctx, args) -> reply`` where
+``args`` excludes the command name and ``reply`` is a value the RESP encoder
+understands (bytes, int, float, None, list, dict, set, SimpleString,
+ErrorReply, NullArray...). It raises :class:`memd.errors.CommandError` (or a
+subclass: WRONGTYPE, OOM...) for an error reply. Handlers never await: that
+is what makes each command atomic (see :mod:`memd.engine.engine`).
+
+Modules register their commands with the :func:`command` decorator; the
+server imports :data:`COMMANDS` after :func:`load_all`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from memd.errors import CommandError
+
+if TYPE_CHECKING:
+    from memd.engine.engine import Engine
+
+Handler = Callable[["Context", list[bytes]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    handler: Handler
+    arity: int  # Redis convention, counting the name: n exact, -n at least n
+    write: bool = False
+    admin: bool = False
+    no_multi: bool = False  # connection-level commands handled outside transactions
+
+
+COMMANDS: dict[bytes, Command] = {}
+
+
+NO_REPLY: Any = object()  # a Deferred may return this to send nothing (SHUTDOWN)
+
+
+class Deferred:
+    """A reply that needs an await (WAITAOF, MEMD.FLUSH, SHUTDOWN).
+
+    The handler returns ``Deferred(fn)``; the server sends the replies before
+    it (after their durability), awaits ``fn()`` and sends what it returns.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        self.fn = fn
+
+
+def command(name: str, arity: int, *, write: bool = False, admin: bool = False,
+            no_multi: bool = False) -> Callable[[Handler], Handler]:
+    """Register ``handler`` under ``name`` (case-insensitive)."""
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name.lower().encode()] = Command(name.lower(), handler, arity, write, admin, no_multi)
+        return handler
+    return register
+
+
+@dataclass(eq=False)
+class Context:
+    """What a handler may see: the engine and its own connection's state."""
+
+    engine: Engine
+    server: Any = None  # the server object (INFO, CLIENT, SHUTDOWN); None in unit tests
+    client_id: int = 0
+    protocol: int = 2
+    name: bytes | None = None
+    lib_name: bytes = b""
+    lib_ver: bytes = b""
+    peer_uid: int = -1
+    peer_gid: int = -1
+    peer_pid: int = -1
+    quit: bool = False
+    multi: list[tuple[Command, list[bytes]]] | None = None
+    multi_error: bool = False
+    watched: dict[bytes, int] = field(default_factory=dict)
+
+
+def wrong_arity(name: str) -> CommandError:
+    return CommandError(f"wrong number of arguments for '{name}' command")
+
+
+def check_arity(cmd: Command, nargs: int) -> None:
+    """``nargs`` excludes the command name, as handlers see it."""
+    n = nargs + 1
+    if cmd.arity >= 0 and n != cmd.arity or cmd.arity < 0 and n < -cmd.arity:
+        raise wrong_arity(cmd.name)
+
+
+def unknown_command(argv: list[bytes]) -> CommandError:
+    name = argv[0].decode(errors="replace")
+    rest = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in argv[1:20])
+    return CommandError(f"unknown command '{name[:128]}', with args beginning with: {rest}")
+
+
+# ---- argument helpers shared by every command module ---------------------------------
+
+def parse_int(raw: bytes, what: str = "value is not an integer or out of range") -> int:
+    """A Redis integer argument (``string2ll``): optional '-', digits, within signed 64 bits."""
+    try:
+        if not raw or len(raw) > 20 or b"_" in raw or raw != raw.strip() or raw.startswith(b"+") or (
+                len(raw) > 1 and raw.lstrip(b"-").startswith(b"0")):
+            raise ValueError
+        value = int(raw)
+    except ValueError:
+        raise CommandError(what) from None
+    if not -(1 << 63) <= value < (1 << 63):
+        raise CommandError(what)
+    return value
+
+
+MODULES = ("connection", "strings", "keys", "hashes", "lists", "sets", "zsets", "server")
+
+
+def load_all() -> dict[bytes, Command]:
+    """Import every command module (each registers itself) and return the table."""
+    for module in MODULES:
+        importlib.import_module(f"memd.commands.{module}")
+    return COMMANDS

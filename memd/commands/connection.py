@@ -1,0 +1,232 @@
+"""Connection-level commands: PING ECHO HELLO QUIT RESET SELECT CLIENT COMMAND,
+and transactions (MULTI EXEC DISCARD WATCH UNWATCH).
+
+A transaction runs its queued commands inside ``engine.batch()``: one WAL
+record, so after a crash it is all there or not at all. WATCH compares the
+engine's per-key modification stamps (see ``Engine.key_stamp``) taken at
+WATCH time with the ones at EXEC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memd import __version__
+from memd.commands import COMMANDS, Command, CommandError, Context, check_arity, command, unknown_command
+from memd.resp import NullArray, SimpleString
+
+OK = SimpleString("OK")
+_TX_CONTROL = {b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"}
+
+
+def execute(ctx: Context, argv: list[bytes]) -> Any:
+    """Run one command (or queue it inside MULTI); return its reply value."""
+    name = argv[0].lower()
+    cmd = COMMANDS.get(name)
+    if ctx.multi is not None and name not in _TX_CONTROL:
+        if cmd is None:
+            ctx.multi_error = True
+            return unknown_command(argv)
+        try:
+            check_arity(cmd, len(argv) - 1)
+        except CommandError as exc:
+            ctx.multi_error = True
+            return exc
+        if cmd.no_multi:
+            ctx.multi_error = True
+            return CommandError(f"Command not allowed inside a transaction: {cmd.name}")
+        ctx.multi.append((cmd, argv[1:]))
+        return SimpleString("QUEUED")
+    if cmd is None:
+        return unknown_command(argv)
+    try:
+        check_arity(cmd, len(argv) - 1)
+        if cmd.write:
+            ctx.engine.check_writable()
+        return cmd.handler(ctx, argv[1:])
+    except CommandError as exc:
+        return exc
+
+
+@command("ping", -1)
+def ping(ctx: Context, args: list[bytes]) -> Any:
+    if len(args) > 1:
+        raise CommandError("wrong number of arguments for 'ping' command")
+    return args[0] if args else SimpleString("PONG")
+
+
+@command("echo", 2)
+def echo(ctx: Context, args: list[bytes]) -> Any:
+    return args[0]
+
+
+@command("quit", -1, no_multi=True)
+def quit_(ctx: Context, args: list[bytes]) -> Any:
+    ctx.quit = True
+    return OK
+
+
+@command("reset", 1, no_multi=True)
+def reset(ctx: Context, args: list[bytes]) -> Any:
+    ctx.multi = None
+    ctx.multi_error = False
+    ctx.watched.clear()
+    ctx.protocol = 2
+    ctx.name = None
+    return SimpleString("RESET")
+
+
+@command("select", 2)
+def select(ctx: Context, args: list[bytes]) -> Any:
+    if args[0] not in (b"0",):
+        try:
+            int(args[0])
+        except ValueError:
+            raise CommandError("value is not an integer or out of range") from None
+        raise CommandError("DB index is out of range")
+    return OK
+
+
+@command("hello", -1, no_multi=True)
+def hello(ctx: Context, args: list[bytes]) -> Any:
+    protocol = ctx.protocol
+    if args:
+        try:
+            protocol = int(args[0])
+        except ValueError:
+            raise CommandError("Protocol version is not an integer or out of range") from None
+        if protocol not in (2, 3):
+            raise CommandError("unsupported protocol version", prefix="NOPROTO")
+        i = 1
+        while i < len(args):
+            opt = args[i].lower()
+            if opt == b"auth" and i + 2 < len(args):
+                i += 3  # memd authenticates by peer credentials; AUTH is accepted and ignored
+            elif opt == b"setname" and i + 1 < len(args):
+                ctx.name = _client_name(args[i + 1])
+                i += 2
+            else:
+                raise CommandError(f"Syntax error in HELLO option '{args[i].decode(errors='replace')}'")
+    ctx.protocol = protocol
+    return {
+        "server": "redis", "version": "7.0.15", "proto": protocol, "id": ctx.client_id,
+        "mode": "standalone", "role": "master", "modules": [], "memd_version": __version__,
+    }
+
+
+def _client_name(raw: bytes) -> bytes | None:
+    if any(c <= 32 or c > 126 for c in raw):
+        raise CommandError("Client names cannot contain spaces, newlines or special characters.")
+    return raw or None
+
+
+@command("client", -2)
+def client(ctx: Context, args: list[bytes]) -> Any:
+    sub = args[0].lower()
+    if sub == b"setname" and len(args) == 2:
+        ctx.name = _client_name(args[1])
+        return OK
+    if sub == b"getname" and len(args) == 1:
+        return ctx.name
+    if sub == b"id" and len(args) == 1:
+        return ctx.client_id
+    if sub == b"setinfo" and len(args) == 3:
+        attr = args[1].lower()
+        if attr == b"lib-name":
+            ctx.lib_name = args[2]
+        elif attr == b"lib-ver":
+            ctx.lib_ver = args[2]
+        else:
+            raise CommandError(f"Unrecognized option '{args[1].decode(errors='replace')}'")
+        return OK
+    if sub in (b"info", b"list") and (len(args) == 1 or sub == b"list"):
+        server = ctx.server
+        contexts = server.contexts() if server is not None and sub == b"list" else [ctx]
+        text = "".join(_client_line(c) + "\n" for c in contexts)
+        return text.encode() if sub == b"list" else _client_line(ctx).encode() + b"\n"
+    if sub == b"help":
+        return [b"CLIENT <subcommand>: SETNAME GETNAME ID SETINFO INFO LIST"]
+    raise CommandError(f"unknown subcommand or wrong number of arguments for '{args[0].decode(errors='replace')}'"
+                       f". Try CLIENT HELP.")
+
+
+def _client_line(c: Context) -> str:
+    return (f"id={c.client_id} addr=unix fd=0 name={(c.name or b'').decode(errors='replace')} "
+            f"resp={c.protocol} lib-name={c.lib_name.decode(errors='replace')} "
+            f"lib-ver={c.lib_ver.decode(errors='replace')} uid={c.peer_uid} pid={c.peer_pid}")
+
+
+@command("command", -1)
+def command_(ctx: Context, args: list[bytes]) -> Any:
+    # redis-cli and redis-py start fine with an empty table; COUNT is exact
+    if args and args[0].lower() == b"count":
+        return len(COMMANDS)
+    if args and args[0].lower() == b"docs":
+        return {}
+    return []
+
+
+# ---- transactions ---------------------------------------------------------------------
+
+@command("multi", 1, no_multi=True)
+def multi(ctx: Context, args: list[bytes]) -> Any:
+    if ctx.multi is not None:
+        raise CommandError("MULTI calls can not be nested")
+    ctx.multi = []
+    ctx.multi_error = False
+    return OK
+
+
+@command("discard", 1, no_multi=True)
+def discard(ctx: Context, args: list[bytes]) -> Any:
+    if ctx.multi is None:
+        raise CommandError("DISCARD without MULTI")
+    ctx.multi = None
+    ctx.multi_error = False
+    ctx.watched.clear()
+    return OK
+
+
+@command("watch", -2, no_multi=True)
+def watch(ctx: Context, args: list[bytes]) -> Any:
+    if ctx.multi is not None:
+        raise CommandError("WATCH inside MULTI is not allowed")
+    for key in args:
+        ctx.watched.setdefault(key, ctx.engine.key_stamp(key))
+    return OK
+
+
+@command("unwatch", 1)
+def unwatch(ctx: Context, args: list[bytes]) -> Any:
+    ctx.watched.clear()
+    return OK
+
+
+@command("exec", 1, no_multi=True)
+def exec_(ctx: Context, args: list[bytes]) -> Any:
+    if ctx.multi is None:
+        raise CommandError("EXEC without MULTI")
+    queued, failed = ctx.multi, ctx.multi_error
+    watched = dict(ctx.watched)
+    ctx.multi = None
+    ctx.multi_error = False
+    ctx.watched.clear()
+    if failed:
+        raise CommandError("Transaction discarded because of previous errors.", prefix="EXECABORT")
+    engine = ctx.engine
+    if any(engine.key_stamp(k) != stamp for k, stamp in watched.items()):
+        return NullArray
+    if any(cmd.write for cmd, _ in queued):
+        engine.check_writable()
+    replies: list[Any] = []
+    with engine.batch():
+        for cmd, cargs in queued:
+            replies.append(_run_queued(ctx, cmd, cargs))
+    return replies
+
+
+def _run_queued(ctx: Context, cmd: Command, args: list[bytes]) -> Any:
+    try:
+        return cmd.handler(ctx, args)
+    except CommandError as exc:
+        return exc

@@ -1,0 +1,93 @@
+"""Hash commands: HSET HSETNX HMSET HGET HMGET HGETALL HKEYS HVALS HDEL HEXISTS HLEN HSTRLEN HINCRBY.
+
+Redis 7.0 semantics (``t_hash.c``). HINCRBYFLOAT is not provided (Redis
+computes it in ``long double``; see :mod:`memd.commands.strings`).
+"""
+
+from __future__ import annotations
+
+from memd.commands import Context, command, wrong_arity
+from memd.commands.strings import OK, is_ll, ll
+from memd.errors import CommandError
+
+
+def _pairs(args: list[bytes], name: str) -> list[tuple[bytes, bytes]]:
+    if len(args) % 2 == 0:  # key + field/value pairs is always odd
+        raise wrong_arity(name)
+    return list(zip(args[1::2], args[2::2]))
+
+
+@command("hset", -4, write=True)
+def hset(ctx: Context, args: list[bytes]) -> object:
+    return ctx.engine.keyspace.hset(args[0], _pairs(args, "hset"))
+
+
+@command("hmset", -4, write=True)
+def hmset(ctx: Context, args: list[bytes]) -> object:
+    ctx.engine.keyspace.hset(args[0], _pairs(args, "hmset"))
+    return OK
+
+
+@command("hsetnx", 4, write=True)
+def hsetnx(ctx: Context, args: list[bytes]) -> object:
+    ks = ctx.engine.keyspace
+    if ks.hget(args[0], args[1]) is not None:
+        return 0
+    ks.hset(args[0], [(args[1], args[2])])
+    return 1
+
+
+@command("hget", 3)
+def hget(ctx: Context, args: list[bytes]) -> object:
+    return ctx.engine.keyspace.hget(args[0], args[1])
+
+
+@command("hmget", -3)
+def hmget(ctx: Context, args: list[bytes]) -> object:
+    return ctx.engine.keyspace.hmget(args[0], args[1:])
+
+
+@command("hgetall", 2)
+def hgetall(ctx: Context, args: list[bytes]) -> object:
+    return ctx.engine.keyspace.hgetall(args[0])  # dict: RESP3 map, RESP2 flat array
+
+
+@command("hkeys", 2)
+def hkeys(ctx: Context, args: list[bytes]) -> object:
+    return list(ctx.engine.keyspace.hgetall(args[0]))
+
+
+@command("hvals", 2)
+def hvals(ctx: Context, args: list[bytes]) -> object:
+    return list(ctx.engine.keyspace.hgetall(args[0]).values())
+
+
+@command("hdel", -3, write=True)
+def hdel(ctx: Context, args: list[bytes]) -> object:
+    return ctx.engine.keyspace.hdel(args[0], args[1:])
+
+
+@command("hexists", 3)
+def hexists(ctx: Context, args: list[bytes]) -> object:
+    return 0 if ctx.engine.keyspace.hget(args[0], args[1]) is None else 1
+
+
+@command("hlen", 2)
+def hlen(ctx: Context, args: list[bytes]) -> object:
+    return ctx.engine.keyspace.hlen(args[0])
+
+
+@command("hstrlen", 3)
+def hstrlen(ctx: Context, args: list[bytes]) -> object:
+    value = ctx.engine.keyspace.hget(args[0], args[1])
+    return 0 if value is None else len(value)
+
+
+@command("hincrby", 4, write=True)
+def hincrby(ctx: Context, args: list[bytes]) -> object:
+    delta = ll(args[2])  # Redis parses the increment before looking at the key
+    ks = ctx.engine.keyspace
+    current = ks.hget(args[0], args[1])
+    if current is not None and not is_ll(current):
+        raise CommandError("hash value is not an integer")
+    return ks.hincrby(args[0], args[1], delta)

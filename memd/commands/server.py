@@ -1,0 +1,154 @@
+"""Server commands: INFO, CONFIG GET, WAITAOF, SHUTDOWN, and memd's MEMD.* admin family."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+import anyio
+import psutil
+
+from memd import __version__
+from memd.commands import NO_REPLY, CommandError, Context, Deferred, command, parse_int
+from memd.resp import SimpleString, Verbatim
+
+_STARTED = time.time()
+_PROCESS = psutil.Process()
+SECTIONS = ("server", "clients", "memory", "persistence", "stats", "keyspace")
+
+
+def info_sections(ctx: Context) -> dict[str, dict[str, Any]]:
+    """Every INFO figure, by section (also what MEMD.STATS returns)."""
+    engine = ctx.engine
+    stats = engine.stats()
+    server = ctx.server
+    rss = _PROCESS.memory_info().rss
+    keys = engine.keyspace.dbsize()
+    return {
+        "server": {
+            "redis_version": "7.0.15", "memd_version": __version__, "redis_mode": "standalone",
+            "os": os.uname().sysname, "process_id": os.getpid(), "tcp_port": 0,
+            "uptime_in_seconds": int(time.time() - _STARTED),
+            "unix_socket": getattr(server, "socket_path", ""),
+        },
+        "clients": {"connected_clients": len(server.connections) if server is not None else 1,
+                    "maxclients": server.limits.max_clients if server is not None else 0},
+        "memory": {"used_memory": rss, "used_memory_rss": rss, "used_memory_human": f"{rss / 2**20:.2f}M",
+                   "memd_buffer_bytes": stats["buffer_bytes"]},
+        "persistence": {
+            "loading": 0, "aof_enabled": 1, "rdb_bgsave_in_progress": 0, "aof_rewrite_in_progress": 0,
+            **{f"memd_{k}": v for k, v in stats.items()},
+        },
+        "stats": {
+            "total_connections_received": getattr(server, "stats_connections", 0),
+            "total_commands_processed": getattr(server, "stats_commands", 0),
+        },
+        "keyspace": {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {},
+    }
+
+
+def _render(sections: dict[str, dict[str, Any]], wanted: list[str]) -> str:
+    lines = []
+    for name, fields in sections.items():
+        if wanted and name not in wanted:
+            continue
+        lines.append(f"# {name.capitalize()}")
+        lines += [f"{k}:{v}" for k, v in fields.items()]
+        lines.append("")
+    return "\r\n".join(lines)
+
+
+@command("info", -1)
+def info(ctx: Context, args: list[bytes]) -> Any:
+    wanted = [a.decode(errors="replace").lower() for a in args]
+    if any(w in ("all", "everything", "default") for w in wanted):
+        wanted = []
+    text = _render(info_sections(ctx), wanted)
+    return Verbatim(text) if ctx.protocol == 3 else text.encode()
+
+
+@command("memd.stats", 1)
+def memd_stats(ctx: Context, args: list[bytes]) -> Any:
+    flat: dict[str, Any] = {}
+    for fields in info_sections(ctx).values():
+        flat.update(fields)
+    return {k: (v if isinstance(v, int) else str(v)) for k, v in flat.items()}
+
+
+def _glob(pattern: bytes) -> re.Pattern[str]:
+    text = pattern.decode(errors="replace")
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text) + r"\Z",
+                      re.IGNORECASE)
+
+
+@command("config", -2)
+def config(ctx: Context, args: list[bytes]) -> Any:
+    sub = args[0].lower()
+    if sub == b"get" and len(args) >= 2:
+        settings: dict[str, str] = dict(ctx.server.config_view()) if ctx.server is not None else {}
+        settings.setdefault("appendonly", "yes")
+        settings.setdefault("appendfsync", ctx.engine.wal.policy)
+        settings.setdefault("save", "")
+        settings.setdefault("databases", "1")
+        found: dict[str, str] = {}
+        for pattern in args[1:]:
+            rx = _glob(pattern)
+            found.update({k: v for k, v in settings.items() if rx.match(k)})
+        return found
+    if sub == b"resetstat" and len(args) == 1:
+        return SimpleString("OK")
+    raise CommandError(f"unknown subcommand '{args[0].decode(errors='replace')}'. Try CONFIG HELP.")
+
+
+@command("waitaof", 4)
+def waitaof(ctx: Context, args: list[bytes]) -> Any:
+    numlocal = parse_int(args[0])
+    numreplicas = parse_int(args[1])
+    timeout_ms = parse_int(args[2], "timeout is not an integer or out of range")
+    if timeout_ms < 0:
+        raise CommandError("timeout is negative")
+    if numlocal > 1:
+        raise CommandError("WAITAOF cannot be used when numlocal is set but appendonly is disabled.")
+    if ctx.multi is not None:
+        raise CommandError("WAITAOF cannot be used inside a transaction")
+    engine = ctx.engine
+    target = engine.last_lsn
+
+    async def wait() -> Any:
+        with anyio.move_on_after(timeout_ms / 1000 if timeout_ms else None):
+            await engine.wal.sync(target)
+        return [1 if engine.wal.synced_lsn >= target else 0, 0 if numreplicas >= 0 else 0]
+
+    return Deferred(wait)
+
+
+@command("memd.flush", 1, admin=True)
+def memd_flush(ctx: Context, args: list[bytes]) -> Any:
+    async def run() -> Any:
+        await ctx.engine.flush()
+        return SimpleString("OK")
+    return Deferred(run)
+
+
+@command("shutdown", -1, admin=True, no_multi=True)
+def shutdown(ctx: Context, args: list[bytes]) -> Any:
+    opts = {a.lower() for a in args}
+    if not opts <= {b"nosave", b"save", b"now", b"force", b"abort"}:
+        raise CommandError("syntax error")
+    server = ctx.server
+    if server is None or server.shutdown_requested is None:
+        raise CommandError("shutdown is not available here")
+    server.shutdown_requested.set()
+
+    async def never() -> Any:
+        return NO_REPLY  # like Redis: a successful SHUTDOWN closes the connection without a reply
+
+    return Deferred(never)
+
+
+@command("time", 1)
+def time_(ctx: Context, args: list[bytes]) -> Any:
+    now = time.time()
+    return [str(int(now)).encode(), str(int((now % 1) * 1_000_000)).encode()]

@@ -1,0 +1,122 @@
+"""Composition root: config -> engine -> server, signals, graceful shutdown.
+
+It wires objects and waits; it does no one else's work. Shutdown order
+(SIGTERM, SIGINT or SHUTDOWN): stop accepting, let in-flight batches finish
+and answer them, close connections, remove the socket file, then the engine
+flushes the buffer to SQLite, fsyncs and closes. A second signal only logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+import anyio
+
+from memd import __version__, config as config_mod
+from memd.config import Config
+from memd.engine.engine import Engine
+from memd.server import Access, Limits, Server
+
+log = logging.getLogger("memd.daemon")
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per line: journald and log shippers parse it as is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            event["exc"] = self.formatException(record.exc_info)
+        return json.dumps(event, default=str)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _group_id(name: str) -> int | None:
+    if not name:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise config_mod.ConfigError("<config>", "server.socket_group", f"no such group {name!r}") from None
+
+
+async def run(cfg: Config) -> int:
+    """Serve until a signal or SHUTDOWN; return the exit status.
+
+    The signal watcher outlives the server and the engine, so a second
+    SIGTERM during the final flush is logged instead of killing the flush.
+    """
+    stop = asyncio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, stop)
+        try:
+            await _serve(cfg, stop)
+        finally:
+            tg.cancel_scope.cancel()
+    log.info("shutdown_done")
+    return 0
+
+
+async def _serve(cfg: Config, stop: asyncio.Event) -> None:
+    s, st = cfg.server, cfg.storage
+    group = _group_id(s.socket_group)
+    async with Engine(st.data_dir, fsync=st.fsync, recovery=st.recovery, wal_segment_bytes=st.wal_segment_bytes,
+                      wal_compress_min=st.wal_compress_min_bytes, flush_max_records=cfg.flush.max_records,
+                      flush_max_bytes=cfg.flush.max_bytes, flush_max_age=cfg.flush.max_age_seconds,
+                      buffer_max_bytes=cfg.backpressure.buffer_max_bytes,
+                      write_timeout=cfg.backpressure.write_timeout_seconds) as engine:
+        server = Server(engine, s.socket,
+                        limits=Limits(s.max_clients, s.max_bulk_bytes, s.max_args, s.max_inline_bytes,
+                                      s.max_pending_bytes),
+                        access=Access.default(s.allow_uids, s.allow_gids, group),
+                        socket_mode=s.socket_mode, socket_group=group)
+        server.config_view = lambda: config_mod.to_dict(cfg)
+        server.shutdown_requested = stop
+        await server.start()
+        try:
+            log.info("ready version=%s socket=%s data_dir=%s fsync=%s", __version__, s.socket, st.data_dir,
+                     st.fsync)
+            await stop.wait()
+            log.info("shutdown_begin connections=%d", len(server.connections))
+            server.stop_accepting()
+            await server.drain()
+        finally:
+            await server.close()
+
+
+async def _watch_signals(stop: asyncio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if stop.is_set():
+                log.warning("signal_ignored signal=%s reason='already shutting down'", signal.Signals(signum).name)
+            else:
+                log.info("signal signal=%s", signal.Signals(signum).name)
+                stop.set()
+
+
+def serve(cfg: Config) -> int:
+    setup_logging(cfg.log.level)
+    options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401, PLC0415 - optional speed-up
+        options["use_uvloop"] = True
+    except ImportError:
+        pass
+    return anyio.run(run, cfg, backend="asyncio", backend_options=options)
