@@ -138,6 +138,8 @@ class CollectionsMixin:
             return None
         _, exp, n, lo, hi = m
         take = min(n, 1 if count is None else count)
+        if take <= 0:
+            return []  # LPOP key 0: nothing changes, so nothing is logged
         positions = range(lo, lo + take) if left else range(hi - 1, hi - 1 - take, -1)
         subs = [list_sub(p) for p in positions]
         out = [self.elem(key, s) for s in subs]

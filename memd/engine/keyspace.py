@@ -38,12 +38,24 @@ _MISSING: Any = object()
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
+def parse_int64(raw: bytes) -> int | None:
+    """Redis's string2ll: canonical decimal only (no sign '+', spaces, leading zeros, '_'), in int64."""
+    if not 0 < len(raw) <= 20:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    if str(value).encode() != raw or not INT_MIN <= value <= INT_MAX:
+        return None
+    return value
+
+
 class Keyspace(CollectionsMixin):
     """The keyspace as Redis commands see it (strings, keys; collections in the mixin)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sorted_cache: dict[int, tuple[int, list[bytes]]] = {}
 
     # ---- primitives --------------------------------------------------------------
 
@@ -144,12 +156,9 @@ class Keyspace(CollectionsMixin):
         return sum(1 for k in keys if self.meta(k) is not None)
 
     def delete(self, keys: list[bytes]) -> int:
-        n = 0
-        for key in keys:
-            if self.meta(key) is not None:
-                self.engine.apply([(OP_DEL, key)])
-                n += 1
-        return n
+        live = [k for k in dict.fromkeys(keys) if self.meta(k) is not None]
+        self.engine.apply([(OP_DEL, k) for k in live])  # one record: a multi-key DEL is atomic too
+        return len(live)
 
     def pttl(self, key: bytes) -> int:
         """-2: no such key; -1: no expiry; else milliseconds left."""
@@ -186,6 +195,10 @@ class Keyspace(CollectionsMixin):
 
     def dbsize(self) -> int:
         """Live keys. O(keys in the buffer) point reads on top of one COUNT."""
+        with self.engine.store.snapshot():  # else a flush committing in between counts its keys twice
+            return self._dbsize()
+
+    def _dbsize(self) -> int:
         layers = self._layers()
         seen: set[bytes] = set()
         live = 0
@@ -207,15 +220,6 @@ class Keyspace(CollectionsMixin):
                 break
         return live if below_reset else live + store.count_live_keys(now)
 
-    def _sorted_keys(self, layer: Memtable) -> list[bytes]:
-        # memtables only ever gain keys, so the count tells whether the cached order is stale
-        cached = self._sorted_cache.get(id(layer))
-        if cached is None or cached[0] != len(layer.entries):
-            cached = (len(layer.entries), sorted(layer.entries))
-            self._sorted_cache = {id(x): self._sorted_cache.get(id(x), cached) for x in self._layers()}
-            self._sorted_cache[id(layer)] = cached
-        return cached[1]
-
     def scan(self, after: bytes | None, count: int) -> tuple[list[bytes], bytes | None]:
         """Live keys in byte order after ``after``, about ``count`` candidates per call.
 
@@ -234,7 +238,7 @@ class Keyspace(CollectionsMixin):
                 limit = rows[-1][0]
         more_in_memory = False
         for layer in layers:
-            keys = self._sorted_keys(layer)
+            keys = layer.sorted_keys()
             i = 0 if after is None else bisect.bisect_right(keys, after)
             j = len(keys) if limit is None else bisect.bisect_right(keys, limit)
             if j - i > count:  # keep each call bounded even when the buffer holds many new keys
@@ -287,14 +291,8 @@ class Keyspace(CollectionsMixin):
         m = self.typed_meta(key, T_STRING)
         cur = 0
         if m is not None:
-            raw = self._string_value(key)
-            try:
-                if len(raw) > 20 or raw != raw.strip() or not raw:
-                    raise ValueError
-                cur = int(raw)
-            except ValueError:
-                raise CommandError("value is not an integer or out of range") from None
-            if not INT_MIN <= cur <= INT_MAX:
+            cur = parse_int64(self._string_value(key))
+            if cur is None:
                 raise CommandError("value is not an integer or out of range")
         new = cur + delta
         if not INT_MIN <= new <= INT_MAX:
@@ -303,4 +301,4 @@ class Keyspace(CollectionsMixin):
         return new
 
 
-__all__ = ["Keyspace", "Meta", "list_sub"]
+__all__ = ["Keyspace", "Meta", "list_sub", "parse_int64"]

@@ -91,7 +91,8 @@ def _elem_size(sub: bytes, value: Any) -> int:
 class Memtable:
     """A set of key changes between two LSNs; frozen before it is flushed."""
 
-    __slots__ = ("entries", "mem", "flushall", "bytes", "records", "first_lsn", "max_lsn", "created", "frozen")
+    __slots__ = ("entries", "mem", "flushall", "bytes", "records", "first_lsn", "max_lsn", "created", "frozen",
+                 "_sorted")
 
     def __init__(self) -> None:
         self.entries: dict[bytes, Entry] = {}
@@ -103,14 +104,23 @@ class Memtable:
         self.max_lsn = 0
         self.created = time.monotonic()
         self.frozen = False
+        self._sorted: list[bytes] | None = None  # the keys in byte order (SCAN), rebuilt after a key came or went
 
     def __len__(self) -> int:
         return len(self.entries) + len(self.mem)
+
+    def sorted_keys(self) -> list[bytes]:
+        """Every key with an entry here, in byte order (cached until the key set changes)."""
+        if self._sorted is None:
+            self._sorted = sorted(self.entries)
+        return self._sorted
 
     def _replace(self, key: bytes, entry: Entry) -> None:
         old = self.entries.get(key)
         if old is not None:
             self.bytes -= old.size
+        else:
+            self._sorted = None
         self.entries[key] = entry
         self.bytes += entry.size
 
@@ -132,8 +142,9 @@ class Memtable:
                 self._replace(op[1], entry)
             elif code == OP_FLUSHALL:
                 self.entries.clear()
+                self._sorted = None
                 self.flushall = True
-                self.bytes = sum(len(k) + len(v.value or "") for k, v in self.mem.items())
+                self.bytes = sum(len(ns) + len(k) + len(v.value or "") for (ns, k), v in self.mem.items())
             elif code == OP_MEM_PUT:
                 _, ns, key, value, version, created, updated, exp = op
                 self._mem_replace((ns, key), MemEntry(value, version, created, updated, exp))

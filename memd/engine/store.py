@@ -23,6 +23,7 @@ reads, ``flush``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -180,6 +181,23 @@ class Store:
 
     # ---- reads (synchronous, event-loop thread) ---------------------------------
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one state of the file: a flush commits before all of them or after.
+
+        Needed by reads that combine several statements arithmetically (DBSIZE): the
+        writer commits in its own thread while the loop thread reads.
+        """
+        reader = self.reader
+        if reader.in_transaction:
+            yield
+            return
+        reader.execute("BEGIN")
+        try:
+            yield
+        finally:
+            reader.execute("COMMIT")
+
     def get_key(self, key: bytes) -> KeyRow | None:
         row = self.reader.execute(
             "SELECT type, value, expires_at, count, lo, hi FROM keys WHERE key = ?", (key,)).fetchone()
@@ -285,9 +303,10 @@ def _elem_rows(table: Memtable) -> Iterator[tuple[Any, ...]]:
         if not e.elems:
             continue
         zset = e.type == T_ZSET
+        lo, hi = (list_sub(e.lo), list_sub(e.hi)) if e.type == T_LIST else (None, None)
         for sub, v in e.elems.items():
-            if v is DELETED:
-                continue
+            if v is DELETED or lo is not None and not lo <= sub < hi:  # type: ignore[operator]
+                continue  # deleted, or a list position trimmed or popped away
             if zset:
                 yield (k, sub, None, v)
             else:
