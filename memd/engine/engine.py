@@ -305,7 +305,8 @@ class Engine:
         rows = len(table)
         if table.records:
             await self.store.flush(table)
-        self.frozen = None
+        if self.frozen is table:
+            self.frozen = None
         self.flush_count += 1
         self.last_flush_seconds = time.perf_counter() - t0
         self.last_flush_rows = rows

@@ -265,6 +265,10 @@ class Keyspace(CollectionsMixin):
     def set(self, key: bytes, value: bytes, *, expires_at: int | None = None, keepttl: bool = False,
             nx: bool = False, xx: bool = False, get: bool = False) -> tuple[bool, bytes | None]:
         """SET with every option; returns (was set, old value when ``get``)."""
+        if not (nx or xx or get or keepttl):
+            # a plain SET overwrites whatever was there: no read at all (the hot path)
+            self.engine.apply([(OP_SET, key, value, expires_at)])
+            return True, None
         m = self.meta(key)
         old = None
         if get and m is not None:
