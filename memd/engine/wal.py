@@ -422,11 +422,14 @@ class WAL:
         await self._wait_synced(target)
 
     async def _wait_synced(self, lsn: int) -> None:
+        retried = False
         while self.synced_lsn < lsn:
             if self.fatal_error:
                 raise DurabilityError(self.fatal_error)
             if self.write_error and self.written_lsn < lsn:
-                raise DurabilityError(self.write_error)
+                if retried:  # the disk is still full after one more attempt: not acknowledged
+                    raise DurabilityError(self.write_error)
+                retried = True  # one more pass of the syncer retries the write first
             synced = self._synced
             self._kick.set()
             await synced.wait()
