@@ -123,11 +123,14 @@ async def recovery(tmp: str, n: int) -> float:
     os.makedirs(os.path.join(d, "wal"))
     wal = WAL(os.path.join(d, "wal"), fsync="no")
     wal.start(1)
-    for i in range(1, n + 1):
-        wal.append(i, [(OP_SET, key(i), VALUE, None)])
-        if i % 10000 == 0:
-            await wal.wait(i)
-    await wal.wait(n)
+    async with anyio.create_task_group() as tg:
+        await tg.start(wal.run_syncer)  # it creates each new segment after fsyncing the older ones
+        for i in range(1, n + 1):
+            wal.append(i, [(OP_SET, key(i), VALUE, None)])
+            if i % 10000 == 0:
+                await wal.wait(i)
+        await wal.close()
+        tg.cancel_scope.cancel()
     t0 = time.perf_counter()
     async with Engine(d, flush_max_records=BIG, flush_max_bytes=BIG, buffer_max_bytes=BIG) as engine:
         elapsed = time.perf_counter() - t0

@@ -73,6 +73,7 @@ _SEG = struct.Struct("<8sHHQ")
 SEGMENT_HEADER_SIZE = _SEG.size + 4  # 24
 
 Op = tuple[Any, ...]
+_PACK = msgpack.Packer(use_bin_type=True).pack  # one Packer for all: packb() builds one per call
 
 
 class Record(NamedTuple):
@@ -90,7 +91,7 @@ class FrameError(ValueError):
 
 def encode_payload(ops: list[Op] | tuple[Op, ...], compress_min: int) -> tuple[bytes, int]:
     """msgpack the ops; lz4 them when large enough and it actually helps."""
-    raw: bytes = msgpack.packb(ops, use_bin_type=True)
+    raw: bytes = _PACK(ops)
     if compress_min and len(raw) >= compress_min:
         packed: bytes = lz4.block.compress(raw, store_size=True)
         if len(packed) < len(raw):
@@ -104,10 +105,6 @@ def encode_record(lsn: int, ops: list[Op] | tuple[Op, ...], compress_min: int = 
     rest = _AFTER_CRC.pack(len(payload), lsn, flags)
     crc = zlib.crc32(payload, zlib.crc32(rest))
     return struct.pack("<I", crc) + rest + payload
-
-
-def _to_op(item: Any) -> Op:
-    return tuple(item)
 
 
 def decode_payload(payload: bytes | memoryview, flags: int) -> list[Op]:

@@ -253,27 +253,15 @@ class Store:
         if db is None:
             raise StoreError("store is closed")
         with anyio.CancelScope(shield=True):
+            # one pass over the frozen table, off the event loop (it is immutable now)
+            batches = await anyio.to_thread.run_sync(flush_statements, table)
             await db.execute("BEGIN IMMEDIATE")
             try:
                 if table.flushall:
                     await db.execute("DELETE FROM elems")
                     await db.execute("DELETE FROM keys")
-                entries = table.entries
-                await db.executemany(_DELETE_KEY, ((k,) for k, e in entries.items() if e.type == T_NONE))
-                await db.executemany(_UPSERT_KEY, _key_rows(table))
-                await db.executemany(_UPDATE_META, (
-                    (k, e.expires_at, e.count, e.lo, e.hi) for k, e in entries.items()
-                    if e.type != T_NONE and not e.reset))
-                await db.executemany(_UPSERT_ELEM, _elem_rows(table))
-                await db.executemany(_DELETE_ELEM, (
-                    (k, sub) for k, e in entries.items() if e.elems and not e.reset
-                    for sub, v in e.elems.items() if v is DELETED))
-                await db.executemany(_TRIM_LIST, (
-                    (k, list_sub(e.lo), list_sub(e.hi)) for k, e in entries.items()
-                    if e.type == T_LIST and not e.reset))
-                await db.executemany(_UPSERT_MEM, (
-                    (ns, key, m.value, m.version, m.created_at, m.updated_at, m.expires_at)
-                    for (ns, key), m in table.mem.items()))
+                for sql, rows in batches:
+                    await db.executemany(sql, rows)
                 await db.execute("UPDATE meta SET value = ? WHERE name = 'flushed_lsn'", (table.max_lsn,))
                 await db.execute("COMMIT")
             except BaseException:
@@ -290,27 +278,50 @@ class Store:
         return list(await cur.fetchall())
 
 
-def _key_rows(table: Memtable) -> Iterator[tuple[Any, ...]]:
+def flush_statements(table: Memtable) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Every row a flush writes, grouped by statement, in the order they must run, in ONE pass.
+
+    Key rows come before element rows: recreating a key (``gen`` bumped)
+    fires the trigger that purges its old elements, and only then may the
+    new elements go in. Empty groups are left out (no thread hop for them).
+    """
+    deletes: list[tuple[Any, ...]] = []
+    upserts: list[tuple[Any, ...]] = []
+    metas: list[tuple[Any, ...]] = []
+    elems: list[tuple[Any, ...]] = []
+    elem_deletes: list[tuple[Any, ...]] = []
+    trims: list[tuple[Any, ...]] = []
     for k, e in table.entries.items():
-        if e.type == T_NONE:
+        type_ = e.type
+        if type_ == T_NONE:
+            deletes.append((k,))
             continue
         if e.reset:
-            yield (k, e.type, e.value, e.expires_at, e.count, e.lo, e.hi, 1)
-
-
-def _elem_rows(table: Memtable) -> Iterator[tuple[Any, ...]]:
-    for k, e in table.entries.items():
+            upserts.append((k, type_, e.value, e.expires_at, e.count, e.lo, e.hi, 1))
+        else:
+            metas.append((k, e.expires_at, e.count, e.lo, e.hi))
+        if type_ == T_LIST:
+            lo, hi = list_sub(e.lo), list_sub(e.hi)
+            if not e.reset:
+                trims.append((k, lo, hi))
         if not e.elems:
             continue
-        zset = e.type == T_ZSET
-        lo, hi = (list_sub(e.lo), list_sub(e.hi)) if e.type == T_LIST else (None, None)
+        zset = type_ == T_ZSET
         for sub, v in e.elems.items():
-            if v is DELETED or lo is not None and not lo <= sub < hi:  # type: ignore[operator]
-                continue  # deleted, or a list position trimmed or popped away
-            if zset:
-                yield (k, sub, None, v)
+            if v is DELETED:
+                if not e.reset:
+                    elem_deletes.append((k, sub))
+            elif type_ == T_LIST and not lo <= sub < hi:
+                continue  # a list position trimmed or popped away
+            elif zset:
+                elems.append((k, sub, None, v))
             else:
-                yield (k, sub, v, None)
+                elems.append((k, sub, v, None))
+    mems = [(ns, key, m.value, m.version, m.created_at, m.updated_at, m.expires_at)
+            for (ns, key), m in table.mem.items()]
+    groups = [(_DELETE_KEY, deletes), (_UPSERT_KEY, upserts), (_UPDATE_META, metas), (_UPSERT_ELEM, elems),
+              (_DELETE_ELEM, elem_deletes), (_TRIM_LIST, trims), (_UPSERT_MEM, mems)]
+    return [(sql, rows) for sql, rows in groups if rows]
 
 
 def file_size(path: str) -> int:
