@@ -268,6 +268,11 @@ class Engine:
         """
         return self.wal.reached_without_wait(lsn)
 
+    def is_durable(self, lsn: int) -> bool:
+        """Whether ``lsn`` already has the durability the fsync policy promises."""
+        wal = self.wal
+        return (wal.synced_lsn if wal.policy == "always" else wal.written_lsn) >= lsn
+
     async def wait_durable(self, lsn: int | None = None) -> None:
         """Return when writes up to ``lsn`` (default: all so far) are durable per the fsync policy."""
         await self.wal.wait(self.last_lsn if lsn is None else lsn)
