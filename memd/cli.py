@@ -77,15 +77,18 @@ def info(socket_path: str | None, section: str | None) -> int:
 
     from memd.config import client_socket_path  # noqa: PLC0415
     path = socket_path or client_socket_path()
+    conn = redis.UnixDomainSocketConnection(path=path, socket_timeout=10)  # raw replies: no parsing
     try:
-        client = redis.Redis(unix_socket_path=path, protocol=2, socket_timeout=10)
-        raw = client.execute_command("INFO", *([section] if section else []), NEVER_DECODE=True)
+        conn.send_command("INFO", *([section] if section else []))
+        raw = conn.read_response()
     except redis.exceptions.ConnectionError as exc:
         print(f"memd info: no daemon answers on {path}: {exc}", file=sys.stderr)
         return 2
     except redis.exceptions.ResponseError as exc:
         print(f"memd info: {exc}", file=sys.stderr)
         return 2
+    finally:
+        conn.disconnect()
     print(raw.decode(errors="replace").replace("\r\n", "\n").rstrip())
     return 0
 

@@ -259,3 +259,16 @@ def test_sigterm_under_load_loses_nothing_acknowledged() -> None:
     finally:
         stop.set()
         d.cleanup()
+
+
+def test_memd_info_cli(daemon: Daemon) -> None:
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "memd", "info", "--socket", daemon.socket, "persistence"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert "memd_fsync_policy:everysec" in run.stdout and "# Persistence" in run.stdout
+    missing = subprocess.run([sys.executable, "-m", "memd", "info", "--socket", daemon.socket + ".none"],
+                             capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 2 and "no daemon answers on" in missing.stderr
+    assert "Traceback" not in missing.stderr
