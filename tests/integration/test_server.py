@@ -272,3 +272,34 @@ def test_memd_info_cli(daemon: Daemon) -> None:
                              capture_output=True, text=True, timeout=30)
     assert missing.returncode == 2 and "no daemon answers on" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_second_sigterm_during_shutdown_only_logs() -> None:
+    base = short_tmpdir()
+    conf = os.path.join(base, "memd.toml")
+    with open(conf, "w") as f:  # keep everything in the buffer so the final flush has real work
+        f.write('[flush]\nmax_records = 10000000\nmax_bytes = "1GiB"\nmax_age_seconds = 3600\n'
+                '[backpressure]\nbuffer_max_bytes = "2GiB"\n')
+    d = Daemon(config=conf, base=base).start()
+    try:
+        r = redis.Redis(unix_socket_path=d.socket)
+        pipe = r.pipeline(transaction=False)
+        for i in range(100_000):
+            pipe.set(f"k{i}", "v" * 100)
+        pipe.execute()
+        r.close()
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while "shutdown_begin" not in d.log() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        d.proc.send_signal(signal.SIGTERM)  # during the final flush
+        assert d.stop(timeout=60) == 0, d.log()
+        assert "signal_ignored" in d.log()
+        d.start()
+        r = redis.Redis(unix_socket_path=d.socket)
+        assert r.dbsize() == 100_000 and r.get("k99999") == b"v" * 100
+        assert "replayed=0" in d.log(), "the final flush put everything in SQLite"
+        r.close()
+    finally:
+        d.cleanup()
