@@ -16,7 +16,7 @@ from memd.resp import SimpleString, Verbatim
 
 _STARTED = time.time()
 _PROCESS = psutil.Process()
-SECTIONS = ("server", "clients", "memory", "persistence", "stats", "keyspace")
+SECTIONS = ("server", "clients", "memory", "persistence", "stats", "keyspace", "cluster")
 
 
 def info_sections(ctx: Context) -> dict[str, dict[str, Any]]:
@@ -46,6 +46,8 @@ def info_sections(ctx: Context) -> dict[str, dict[str, Any]]:
             "total_commands_processed": getattr(server, "stats_commands", 0),
         },
         "keyspace": {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {},
+        # clients probe it (langchain's get_client reads cluster_enabled) before anything else
+        "cluster": {"cluster_enabled": 0},
     }
 
 
