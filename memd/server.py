@@ -98,6 +98,7 @@ class Connection(asyncio.Protocol):
         self.busy = False
         self.paused = False
         self.closing = False
+        self.write_paused = False  # the client is not reading its replies: stop producing more
 
     # ---- asyncio callbacks ------------------------------------------------------------
 
@@ -124,6 +125,8 @@ class Connection(asyncio.Protocol):
         self.ctx.client_id = server.next_id
         server.connections.add(self)
         server.stats_connections += 1
+        # replies a client does not read count against its budget too (asyncio calls pause_writing)
+        transport.set_write_buffer_limits(high=server.limits.max_pending_bytes)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -157,7 +160,7 @@ class Connection(asyncio.Protocol):
     def _run(self) -> None:
         """Run every complete command; stop when one needs an await (then resume later)."""
         engine = self.server.engine
-        while not self.busy and not self.closing:
+        while not self.busy and not self.closing and not self.write_paused:
             cmds = self._take()
             if not cmds:
                 break
@@ -182,12 +185,13 @@ class Connection(asyncio.Protocol):
                 if engine.last_lsn != before:
                     writes.append((start, len(out)))
                 if self.ctx.quit:
-                    self._send(out, writes, lsn_before)
-                    self._close()
+                    if self._send(out, writes, lsn_before):
+                        self._close()  # (otherwise acked() closes once the replies are out)
                     return
             if not self._send(out, writes, lsn_before):
                 return
-        if self.paused and not self.busy and self.transport is not None and not self.closing:
+        if self.paused and not self.busy and not self.write_paused and self.transport is not None \
+                and not self.closing:
             self.paused = False
             self.transport.resume_reading()
 
@@ -210,7 +214,22 @@ class Connection(asyncio.Protocol):
         """The group ack reached this batch: reply, then go on with what arrived meanwhile."""
         self._write(data)
         self.busy = False
+        if self.ctx.quit:
+            self._close()
+            return
         self._run()
+
+    def pause_writing(self) -> None:
+        """The transport's buffer passed max_pending_bytes: read and run nothing more for now."""
+        self.write_paused = True
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.busy:
+            self._run()
 
     def _suspend(self, out: bytearray, writes: list[tuple[int, int]], lsn_before: int,
                  fn: Callable[[], Awaitable[Any]]) -> None:

@@ -96,9 +96,14 @@ def check_arity(cmd: Command, nargs: int) -> None:
 
 
 def unknown_command(argv: list[bytes]) -> CommandError:
-    name = argv[0].decode(errors="replace")
-    rest = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in argv[1:20])
-    return CommandError(f"unknown command '{name[:128]}', with args beginning with: {rest}")
+    """Redis's wording: each argument as ``'arg' ``, until 128 characters of them."""
+    name = argv[0].decode(errors="replace")[:128]
+    args = ""
+    for raw in argv[1:]:
+        if len(args) >= 128:
+            break
+        args += f"'{raw.decode(errors='replace')[:128 - len(args)]}' "
+    return CommandError(f"unknown command '{name}', with args beginning with: {args}")
 
 
 # ---- argument helpers shared by every command module ---------------------------------

@@ -12,7 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from memd import __version__
-from memd.commands import COMMANDS, Command, CommandError, Context, check_arity, command, unknown_command
+from memd.commands import (
+    COMMANDS,
+    Command,
+    CommandError,
+    Context,
+    check_arity,
+    command,
+    unknown_command,
+    wrong_arity,
+)
 from memd.resp import NullArray, SimpleString
 
 OK = SimpleString("OK")
@@ -120,17 +129,26 @@ def _client_name(raw: bytes) -> bytes | None:
     return raw or None
 
 
+_CLIENT_ARITY = {b"setname": 3, b"getname": 2, b"id": 2, b"setinfo": 4, b"info": 2, b"list": -2, b"help": 2}
+
+
 @command("client", -2)
 def client(ctx: Context, args: list[bytes]) -> Any:
     sub = args[0].lower()
-    if sub == b"setname" and len(args) == 2:
+    arity = _CLIENT_ARITY.get(sub)
+    if arity is None:
+        raise CommandError(f"unknown subcommand '{args[0].decode(errors='replace')}'. Try CLIENT HELP.")
+    n = len(args) + 1
+    if arity >= 0 and n != arity or arity < 0 and n < -arity:
+        raise wrong_arity(f"client|{sub.decode()}")
+    if sub == b"setname":
         ctx.name = _client_name(args[1])
         return OK
-    if sub == b"getname" and len(args) == 1:
+    if sub == b"getname":
         return ctx.name
-    if sub == b"id" and len(args) == 1:
+    if sub == b"id":
         return ctx.client_id
-    if sub == b"setinfo" and len(args) == 3:
+    if sub == b"setinfo":
         attr = args[1].lower()
         if attr == b"lib-name":
             ctx.lib_name = args[2]
@@ -139,15 +157,13 @@ def client(ctx: Context, args: list[bytes]) -> Any:
         else:
             raise CommandError(f"Unrecognized option '{args[1].decode(errors='replace')}'")
         return OK
-    if sub in (b"info", b"list") and (len(args) == 1 or sub == b"list"):
+    if sub == b"list":
         server = ctx.server
-        contexts = server.contexts() if server is not None and sub == b"list" else [ctx]
-        text = "".join(_client_line(c) + "\n" for c in contexts)
-        return text.encode() if sub == b"list" else _client_line(ctx).encode() + b"\n"
-    if sub == b"help":
-        return [b"CLIENT <subcommand>: SETNAME GETNAME ID SETINFO INFO LIST"]
-    raise CommandError(f"unknown subcommand or wrong number of arguments for '{args[0].decode(errors='replace')}'"
-                       f". Try CLIENT HELP.")
+        contexts = server.contexts() if server is not None else [ctx]
+        return "".join(_client_line(c) + "\n" for c in contexts).encode()
+    if sub == b"info":
+        return _client_line(ctx).encode() + b"\n"
+    return [b"CLIENT <subcommand>: SETNAME GETNAME ID SETINFO INFO LIST"]
 
 
 def _client_line(c: Context) -> str:
