@@ -68,6 +68,10 @@ def run_and_kill(data_dir: str, fsync: str, seed: int, run_for: float, sidelog: 
     t.start()
     try:
         assert ready.wait(30), "child writer did not start"
+        # a loaded machine may be slow to fsync: kill only once some writes were acknowledged
+        deadline = time.monotonic() + 30
+        while len(acks) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
         time.sleep(run_for)
     finally:
         killed_at = time.time()
