@@ -303,3 +303,61 @@ def test_second_sigterm_during_shutdown_only_logs() -> None:
         r.close()
     finally:
         d.cleanup()
+
+
+def test_stale_socket_file_is_replaced() -> None:
+    base = short_tmpdir()
+    path = os.path.join(base, "memd.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)  # a socket file nobody listens on, as a crashed daemon leaves it
+    stale.close()
+    d = Daemon(base=base).start()
+    try:
+        assert redis.Redis(unix_socket_path=d.socket).ping()
+    finally:
+        d.cleanup()
+
+
+def test_supplementary_group_member_is_served() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root to connect as another uid (CI runs as root)")
+    base = short_tmpdir()
+    os.chmod(base, 0o755)
+    conf = os.path.join(base, "memd.toml")
+    with open(conf, "w") as f:  # like an agent in group "memd" under systemd: allowed by a supplementary gid
+        f.write('[server]\nsocket_mode = "0666"\nallow_gids = [54321]\n')
+    d = Daemon(config=conf, base=base).start()
+    try:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgroups([54321])
+                os.setgid(65534)
+                os.setuid(65534)
+                os.write(w, raw(d.socket, b"PING\r\n"))
+            except BaseException as exc:  # noqa: BLE001 - report it to the parent
+                os.write(w, repr(exc).encode()[:200])
+            finally:
+                os._exit(0)
+        os.close(w)
+        got = os.read(r, 400)
+        os.waitpid(pid, 0)
+        assert got == b"+PONG\r\n", got
+    finally:
+        d.cleanup()
+
+
+def test_shutdown_command_flushes_and_exits() -> None:
+    d = Daemon().start()
+    try:
+        r = redis.Redis(unix_socket_path=d.socket)
+        r.set("persisted", "yes")
+        r.shutdown()  # redis-py raises if the server answered instead of closing the connection
+        assert d.proc is not None and d.proc.wait(30) == 0
+        assert not os.path.exists(d.socket)
+        assert "flush_done" in d.log()
+        d.start()
+        assert redis.Redis(unix_socket_path=d.socket).get("persisted") == b"yes"
+    finally:
+        d.cleanup()
