@@ -50,6 +50,8 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> Daemon:
+        if hasattr(self, "_log"):
+            self._log.close()  # the previous run may have ended by itself (SHUTDOWN)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=self._log, stderr=self._log)
         try:
