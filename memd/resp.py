@@ -21,6 +21,7 @@ bytes (one unpipelined command) go to Python, which is faster there (2.6 µs).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from itertools import chain
@@ -419,6 +420,12 @@ def _line(text: str) -> bytes:
     return raw
 
 
+@functools.lru_cache(maxsize=256)
+def _status(text: str) -> bytes:
+    """``+text``: status replies are a handful of constants (OK, QUEUED...): encode each once."""
+    return b"+%b\r\n" % _line(text)
+
+
 class ReplyEncoder:
     """Encodes Python values as RESP2 or RESP3 replies (``.protocol`` is switchable by HELLO).
 
@@ -528,7 +535,7 @@ ReplyEncoder._TABLE = {
     float: _double, dict: _map, Verbatim: _verbatim,
     list: _aggregate(b"*"), tuple: _aggregate(b"*"), set: _aggregate(b"~"), frozenset: _aggregate(b"~"),
     Push: _aggregate(b">"),
-    SimpleString: lambda e, o, v: o.extend(b"+%b\r\n" % _line(v)),
+    SimpleString: lambda e, o, v: o.extend(_status(v)),
     ErrorReply: lambda e, o, v: o.extend(b"-%b\r\n" % _line(v.removeprefix("-"))),
     BigNumber: lambda e, o, v: o.extend(b"(%d\r\n" % v) if e.protocol == 3 else _bulk(e, o, b"%d" % v),
 }

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, load_all
-from memd.commands.connection import execute
+from memd.commands.connection import execute, release_watches
 from memd.engine.engine import Engine
 from memd.errors import CommandError, DurabilityError, MemdError, OverloadError, ProtocolError
 from memd.resp import ReplyEncoder, RequestParser
@@ -130,6 +130,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        release_watches(self.ctx)
         self.server.connections.discard(self)
         self.server.idle.set()
 

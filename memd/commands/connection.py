@@ -79,7 +79,7 @@ def quit_(ctx: Context, args: list[bytes]) -> Any:
 def reset(ctx: Context, args: list[bytes]) -> Any:
     ctx.multi = None
     ctx.multi_error = False
-    ctx.watched.clear()
+    release_watches(ctx)
     ctx.protocol = 2
     ctx.name = None
     return SimpleString("RESET")
@@ -121,6 +121,13 @@ def hello(ctx: Context, args: list[bytes]) -> Any:
         "server": "redis", "version": "7.0.15", "proto": protocol, "id": ctx.client_id,
         "mode": "standalone", "role": "master", "modules": [], "memd_version": __version__,
     }
+
+
+def release_watches(ctx: Context) -> None:
+    """Forget this connection's WATCHes (EXEC, DISCARD, UNWATCH, RESET, disconnect)."""
+    if ctx.watched:
+        ctx.watched.clear()
+        ctx.engine.watching -= 1
 
 
 def _client_name(raw: bytes) -> bytes | None:
@@ -199,7 +206,7 @@ def discard(ctx: Context, args: list[bytes]) -> Any:
         raise CommandError("DISCARD without MULTI")
     ctx.multi = None
     ctx.multi_error = False
-    ctx.watched.clear()
+    release_watches(ctx)
     return OK
 
 
@@ -208,13 +215,15 @@ def watch(ctx: Context, args: list[bytes]) -> Any:
     if ctx.multi is not None:
         raise CommandError("WATCH inside MULTI is not allowed")
     for key in args:
+        if not ctx.watched:
+            ctx.engine.watching += 1  # the engine stamps writes only while someone watches
         ctx.watched.setdefault(key, ctx.engine.key_stamp(key))
     return OK
 
 
 @command("unwatch", 1)
 def unwatch(ctx: Context, args: list[bytes]) -> Any:
-    ctx.watched.clear()
+    release_watches(ctx)
     return OK
 
 
@@ -226,7 +235,7 @@ def exec_(ctx: Context, args: list[bytes]) -> Any:
     watched = dict(ctx.watched)
     ctx.multi = None
     ctx.multi_error = False
-    ctx.watched.clear()
+    release_watches(ctx)
     if failed:
         raise CommandError("Transaction discarded because of previous errors.", prefix="EXECABORT")
     engine = ctx.engine

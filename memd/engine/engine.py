@@ -119,6 +119,7 @@ class Engine:
         self._flush_lock = anyio.Lock()  # one flush at a time: the loop, MEMD.FLUSH and shutdown share it
         self._stamps = [0] * _STAMP_BUCKETS  # WATCH: last LSN that wrote a key hashing here
         self._flushall_stamp = 0
+        self.watching = 0  # connections with a WATCH: stamps are kept only while this is non-zero
         self._lock_fd = -1
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -196,7 +197,8 @@ class Engine:
         if not ops:
             return
         lsn = self.last_lsn + 1
-        self._stamp(lsn, ops)
+        if self.watching:
+            self._stamp(lsn, ops)
         if self._batch is not None:
             self.active.apply(lsn, ops)  # visible to the rest of the transaction
             self._batch.extend(ops)
@@ -216,7 +218,11 @@ class Engine:
                 self._flushall_stamp = lsn
 
     def key_stamp(self, key: bytes) -> int:
-        """A value that changes whenever ``key`` may have been written (WATCH)."""
+        """A value that changes whenever ``key`` may have been written while ``watching`` (WATCH).
+
+        Stamps are not updated while nobody watches; that is safe: a WATCH
+        records the current stamp and every later write moves it.
+        """
         return max(self._stamps[hash(key) & (_STAMP_BUCKETS - 1)], self._flushall_stamp)
 
     @contextlib.contextmanager
