@@ -312,8 +312,7 @@ class Server:
     """Owns the listening socket and the set of connections."""
 
     def __init__(self, engine: Engine, socket_path: str, *, limits: Limits | None = None,
-                 access: Access | None = None, socket_mode: int = 0o660, socket_group: int | None = None,
-                 info: Callable[[], dict[str, Any]] | None = None) -> None:
+                 access: Access | None = None, socket_mode: int = 0o660, socket_group: int | None = None) -> None:
         load_all()
         self.engine = engine
         self.socket_path = socket_path
@@ -329,7 +328,6 @@ class Server:
         self.stats_commands = 0
         self.idle = asyncio.Event()
         self.shutdown_requested: asyncio.Event | None = None
-        self.info_extra = info
         self.config_view: Callable[[], dict[str, str]] = dict  # CONFIG GET's source; the daemon sets it
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1

@@ -24,7 +24,6 @@ reads, ``flush``).
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -104,10 +103,6 @@ KeyRow = tuple[int, bytes | None, int | None, int, int, int]  # type, value, exp
 def list_sub(pos: int) -> bytes:
     """A list position as a sub-key that sorts like the integer (offset binary)."""
     return (pos + (1 << 63)).to_bytes(8, "big")
-
-
-def sub_pos(sub: bytes) -> int:
-    return int.from_bytes(sub, "big") - (1 << 63)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -328,10 +323,3 @@ def flush_statements(table: Memtable) -> list[tuple[str, list[tuple[Any, ...]]]]
     groups = [(_DELETE_KEY, deletes), (_UPSERT_KEY, upserts), (_UPDATE_META, metas), (_UPSERT_ELEM, elems),
               (_DELETE_ELEM, elem_deletes), (_TRIM_LIST, trims), (_UPSERT_MEM, mems)]
     return [(sql, rows) for sql, rows in groups if rows]
-
-
-def file_size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0

@@ -16,7 +16,7 @@ import pytest
 
 from memd.engine.engine import Engine
 from memd.engine.keyspace import INT_MAX, INT_MIN, Keyspace
-from memd.engine.records import OP_DEL, OP_UPDATE
+from memd.engine.records import OP_UPDATE
 from memd.errors import CommandError, WrongTypeError
 
 pytestmark = pytest.mark.anyio
