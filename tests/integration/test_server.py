@@ -57,6 +57,32 @@ def raw(sock_path: str, payload: bytes, *, read_until_close: bool = False, timeo
         s.close()
 
 
+def as_nobody(sock_path: str, groups: list[int], send: bytes) -> bytes:
+    """Connect as uid/gid 65534 with these supplementary groups (forked child); return what was read."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups(groups)
+            os.setgid(65534)
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(sock_path)
+            if send:
+                s.sendall(send)
+            os.write(w, s.recv(400)[:200])
+        except BaseException as exc:  # noqa: BLE001 - report it to the parent
+            os.write(w, repr(exc).encode()[:200])
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 400)
+    os.close(r)
+    os.waitpid(pid, 0)
+    return got
+
+
 def test_socket_file_is_0660(daemon: Daemon) -> None:
     assert stat.S_IMODE(os.stat(daemon.socket).st_mode) == 0o660
 
@@ -201,24 +227,7 @@ def test_peer_not_allowed_gets_noperm() -> None:
         f.write('[server]\nsocket_mode = "0666"\n')
     d = Daemon(config=conf, base=base).start()
     try:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: become nobody, connect, report what we got
-            try:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.settimeout(5)
-                s.connect(d.socket)  # the server speaks first: -NOPERM, then it closes
-                os.write(w, s.recv(400)[:200])
-            except BaseException as exc:  # noqa: BLE001 - report it to the parent
-                os.write(w, repr(exc).encode()[:200])
-            finally:
-                os._exit(0)
-        os.close(w)
-        got = os.read(r, 400)
-        os.waitpid(pid, 0)
+        got = as_nobody(d.socket, groups=[], send=b"")  # the server speaks first: -NOPERM, then closes
         assert got.startswith(b"-NOPERM"), got
     finally:
         d.cleanup()
@@ -328,21 +337,7 @@ def test_supplementary_group_member_is_served() -> None:
         f.write('[server]\nsocket_mode = "0666"\nallow_gids = [54321]\n')
     d = Daemon(config=conf, base=base).start()
     try:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setgroups([54321])
-                os.setgid(65534)
-                os.setuid(65534)
-                os.write(w, raw(d.socket, b"PING\r\n"))
-            except BaseException as exc:  # noqa: BLE001 - report it to the parent
-                os.write(w, repr(exc).encode()[:200])
-            finally:
-                os._exit(0)
-        os.close(w)
-        got = os.read(r, 400)
-        os.waitpid(pid, 0)
+        got = as_nobody(d.socket, groups=[54321], send=b"PING\r\n")
         assert got == b"+PONG\r\n", got
     finally:
         d.cleanup()
