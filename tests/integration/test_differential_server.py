@@ -26,6 +26,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.daemon import Daemon
+from tests.integration.test_differential_handlers import Pair as HandlerPair
 from tests.integration.test_differential_handlers import (  # noqa: F401  (redis_socket is a fixture)
     _random_command,
     cmd,
@@ -90,10 +91,13 @@ def split_array(raw: bytes) -> list[bytes] | None:
     return [read_reply(f) for _ in range(n)]
 
 
-class Pair:
-    """memd and Redis on one protocol; mismatches are collected, not raised, to show them all."""
+class Pair(HandlerPair):
+    """memd and Redis on one protocol; mismatches are collected, not raised, to show them all.
 
-    def __init__(self, redis_path: str, memd_path: str, protocol: int) -> None:
+    ``reap_redis`` and ``scan_all`` come from the in-process differential test's pair.
+    """
+
+    def __init__(self, redis_path: str, memd_path: str, protocol: int) -> None:  # noqa: PLW0231
         self.redis = Conn(redis_path, protocol)
         self.memd = Conn(memd_path, protocol)
         self.protocol = protocol
@@ -132,34 +136,6 @@ class Pair:
         expected, got = self.redis.pipeline(cmds), self.memd.pipeline(cmds)
         for j, (args, x, y) in enumerate(zip(cmds, expected, got)):
             self._check(args, x, y, f"{where} #{j}")
-
-    def reap_redis(self) -> None:
-        """Redis 7.0 counts keys set with a past EXAT in DBSIZE until touched; a SCAN drops them."""
-        cursor = b"0"
-        while True:
-            _, (cur, _) = parse(self.redis.call([b"SCAN", cursor, b"COUNT", b"1000"]))
-            cursor = cur[1]
-            if cursor == b"0":
-                return
-
-    def scan_all(self, opts: list[bytes], where: str) -> None:
-        self.count += 1
-        seen: list[set[bytes]] = []
-        for side in (self.redis, self.memd):
-            keys: set[bytes] = set()
-            cursor = b"0"
-            for _ in range(10_000):
-                _, (cur, page) = parse(side.call([b"SCAN", cursor, *opts]))
-                cursor = cur[1]
-                keys.update(item[1] for item in page[1])
-                if cursor == b"0":
-                    break
-            else:
-                raise AssertionError(f"SCAN {opts!r} did not finish")
-            seen.append(keys)
-        if seen[0] != seen[1]:
-            self.mismatches.append(f"[{where} resp{self.protocol}] SCAN {opts!r}\n    redis: {sorted(seen[0])}\n"
-                                   f"    memd:  {sorted(seen[1])}")
 
     def memd_flush(self) -> None:
         """Move memd's buffer to SQLite (not compared) so later reads merge layers."""
