@@ -32,7 +32,6 @@ from tests.integration.test_differential_handlers import (  # noqa: F401  (redis
     cmd,
     corpus_blocks,
     pack,
-    parse,
     read_reply,
     redis_socket,
     same,
