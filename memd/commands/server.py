@@ -91,7 +91,7 @@ def config(ctx: Context, args: list[bytes]) -> Any:
     if sub == b"get" and len(args) >= 2:
         settings: dict[str, str] = dict(ctx.server.config_view()) if ctx.server is not None else {}
         settings.setdefault("appendonly", "yes")
-        settings.setdefault("appendfsync", ctx.engine.wal.policy)
+        settings.setdefault("appendfsync", ctx.engine.fsync_policy)
         settings.setdefault("save", "")
         settings.setdefault("databases", "1")
         found: dict[str, str] = {}
@@ -107,7 +107,7 @@ def config(ctx: Context, args: list[bytes]) -> Any:
 @command("waitaof", 4)
 def waitaof(ctx: Context, args: list[bytes]) -> Any:
     numlocal = parse_int(args[0])
-    numreplicas = parse_int(args[1])
+    parse_int(args[1])  # numreplicas: validated; memd has no replicas, so 0 are ever reached
     timeout_ms = parse_int(args[2], "timeout is not an integer or out of range")
     if timeout_ms < 0:
         raise CommandError("timeout is negative")
@@ -120,8 +120,9 @@ def waitaof(ctx: Context, args: list[bytes]) -> Any:
 
     async def wait() -> Any:
         with anyio.move_on_after(timeout_ms / 1000 if timeout_ms else None):
-            await engine.wal.sync(target)
-        return [1 if engine.wal.synced_lsn >= target else 0, 0 if numreplicas >= 0 else 0]
+            await engine.sync(target)
+            return [1, 0]
+        return [0, 0]
 
     return Deferred(wait)
 

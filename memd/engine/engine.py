@@ -249,11 +249,11 @@ class Engine:
     async def admit(self) -> None:
         """Backpressure: wait (bounded) while the buffer is over its cap."""
         self.wal.check_writable()
-        if self.buffered_bytes() <= self.buffer_max_bytes:
+        if not self.over_capacity():
             return
         self._flush_wanted.set()
         with anyio.move_on_after(self.write_timeout):
-            while self.buffered_bytes() > self.buffer_max_bytes:
+            while self.over_capacity():
                 await self._flushed.wait()
             return
         raise OverloadError(
@@ -283,9 +283,13 @@ class Engine:
         """Return when writes up to ``lsn`` (default: all so far) are durable per the fsync policy."""
         await self.wal.wait(self.last_lsn if lsn is None else lsn)
 
-    async def sync(self) -> None:
-        """WAITAOF barrier: everything applied so far is fsynced, whatever the policy."""
-        await self.wal.sync(self.last_lsn)
+    async def sync(self, lsn: int | None = None) -> None:
+        """WAITAOF barrier: writes up to ``lsn`` (default: all so far) are fsynced, whatever the policy."""
+        await self.wal.sync(self.last_lsn if lsn is None else lsn)
+
+    @property
+    def fsync_policy(self) -> str:
+        return self.wal.policy
 
     # ---- flushing --------------------------------------------------------------
 
@@ -360,7 +364,7 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         frozen = self.frozen
         return {
-            "fsync_policy": self.wal.policy,
+            "fsync_policy": self.fsync_policy,
             "last_lsn": self.last_lsn,
             "flushed_lsn": self.store.flushed_lsn,
             "synced_lsn": self.wal.synced_lsn,
