@@ -46,6 +46,9 @@ DEFAULT_FLUSH_MAX_AGE_SECONDS = 5.0
 DEFAULT_BUFFER_MAX_BYTES = 512 * MiB
 DEFAULT_WRITE_TIMEOUT_SECONDS = 5.0
 DEFAULT_LOG_LEVEL = "info"
+DEFAULT_MEMORY_MAX_VALUE_BYTES = 1 * MiB
+DEFAULT_MEMORY_HISTORY_VERSIONS = 10
+DEFAULT_MEMORY_HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600.0
 FSYNC_POLICIES = ("always", "everysec", "no")
 RECOVERY_MODES = ("tolerate-tail", "absolute", "skip-corrupt")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -235,6 +238,15 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryConfig:
+    """Agent memories (MEM.*): how big one may be and how much of its history is kept."""
+
+    max_value_bytes: int = _opt(DEFAULT_MEMORY_MAX_VALUE_BYTES, "size", minimum=2)
+    history_versions: int = _opt(DEFAULT_MEMORY_HISTORY_VERSIONS, "int", minimum=0)
+    history_max_age_seconds: float = _opt(DEFAULT_MEMORY_HISTORY_MAX_AGE_SECONDS, "number")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole effective configuration; after :func:`load`, paths are concrete."""
 
@@ -243,6 +255,7 @@ class Config:
     flush: FlushConfig = field(default_factory=FlushConfig)
     backpressure: BackpressureConfig = field(default_factory=BackpressureConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
 
 _SECTION_TYPES: dict[str, Any] = {s.name: s.default_factory for s in dataclasses.fields(Config)}
@@ -253,6 +266,7 @@ _SECTIONS: dict[str, dict[str, _Kind]] = {
 RELOADABLE: frozenset[str] = frozenset(
     [f"flush.{k}" for k in _SECTIONS["flush"]]
     + [f"backpressure.{k}" for k in _SECTIONS["backpressure"]]
+    + [f"memory.{k}" for k in _SECTIONS["memory"]]
     + ["log.level", "storage.fsync", "server.allow_uids", "server.allow_gids"]
     + [f"server.{k}" for k in ("max_clients", "max_bulk_bytes", "max_args",
                                 "max_inline_bytes", "max_pending_bytes")]

@@ -22,6 +22,7 @@ import anyio
 from memd import __version__, config as config_mod
 from memd.config import Config
 from memd.engine.engine import Engine
+from memd.engine.memories import Memories
 from memd.server import Access, Limits, Server
 
 log = logging.getLogger("memd.daemon")
@@ -82,6 +83,7 @@ async def _serve(cfg: Config, stop: asyncio.Event) -> None:
                       flush_max_bytes=cfg.flush.max_bytes, flush_max_age=cfg.flush.max_age_seconds,
                       buffer_max_bytes=cfg.backpressure.buffer_max_bytes,
                       write_timeout=cfg.backpressure.write_timeout_seconds) as engine:
+        configure_memories(engine.memories, cfg.memory)
         server = Server(engine, s.socket,
                         limits=Limits(s.max_clients, s.max_bulk_bytes, s.max_args, s.max_inline_bytes,
                                       s.max_pending_bytes),
@@ -99,6 +101,13 @@ async def _serve(cfg: Config, stop: asyncio.Event) -> None:
             await server.drain()
         finally:
             await server.close()
+
+
+def configure_memories(memories: Memories, mc: config_mod.MemoryConfig) -> None:
+    """Apply the [memory] section (at start, and on reload: plain attributes, read per command)."""
+    memories.max_value_bytes = mc.max_value_bytes
+    memories.history_versions = mc.history_versions
+    memories.history_max_age_ms = int(mc.history_max_age_seconds * 1000)
 
 
 async def _watch_signals(stop: asyncio.Event) -> None:

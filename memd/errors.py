@@ -85,3 +85,10 @@ class DurabilityError(CommandError):
     """
 
     prefix = "MISCONF"
+
+
+class QueryError(CommandError):
+    """A MEM.SEARCH query that FTS5 cannot parse; the reply names the problem."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid QUERY: {reason}; quote words with \"double quotes\" to search them literally")

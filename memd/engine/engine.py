@@ -46,6 +46,7 @@ import anyio.abc
 
 from memd.engine.fileops import FileOps
 from memd.engine.keyspace import Keyspace
+from memd.engine.memories import Memories
 from memd.engine.memtable import Memtable
 from memd.engine.records import OP_DEL, OP_FLUSHALL, OP_SET, OP_UPDATE, Op
 from memd.engine.store import Store
@@ -107,6 +108,7 @@ class Engine:
         self.active = Memtable()
         self.frozen: Memtable | None = None
         self.keyspace = Keyspace(self)
+        self.memories = Memories(self)
         self.last_lsn = 0
         self.recovery_report = RecoveryReport()
         self.flush_error: str | None = None

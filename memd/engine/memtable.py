@@ -71,17 +71,34 @@ class Entry:
 
 
 class MemEntry:
-    """One MEM.* item's latest state (``value`` None: deleted, version kept)."""
+    """One MEM.* item's latest state in one memtable (``value`` None: deleted, version kept).
 
-    __slots__ = ("value", "version", "created_at", "updated_at", "expires_at")
+    ``history`` holds the versions this memtable superseded itself, as
+    history rows ``(version, value, created, updated, superseded_at, deleted)``;
+    ``ended_below`` says how this memtable's first change to the item ended the
+    version an older layer (or SQLite) holds: ``(at_ms, deleted)``. The flush
+    turns both into ``mem_history`` rows, so history is exact however many
+    versions one memtable collapses.
+    """
+
+    __slots__ = ("value", "version", "created_at", "updated_at", "expires_at", "ttl", "history", "ended_below")
 
     def __init__(self, value: str | None, version: int, created_at: int, updated_at: int,
-                 expires_at: int | None) -> None:
+                 expires_at: int | None, ttl: int | None = None) -> None:
         self.value = value
         self.version = version
         self.created_at = created_at
         self.updated_at = updated_at
         self.expires_at = expires_at
+        self.ttl = ttl
+        self.history: list[tuple[int, str, int, int, int, bool]] | None = None
+        self.ended_below: tuple[int, bool] = (updated_at, value is None)
+
+    def size(self, ident: tuple[str, str]) -> int:
+        n = len(ident[0]) + len(ident[1]) + len(self.value or "")
+        if self.history:
+            n += sum(len(h[1]) for h in self.history)
+        return n
 
 
 def _elem_size(sub: bytes, value: Any) -> int:
@@ -144,13 +161,13 @@ class Memtable:
                 self.entries.clear()
                 self._sorted = None
                 self.flushall = True
-                self.bytes = sum(len(ns) + len(k) + len(v.value or "") for (ns, k), v in self.mem.items())
+                self.bytes = sum(m.size(ident) for ident, m in self.mem.items())
             elif code == OP_MEM_PUT:
-                _, ns, key, value, version, created, updated, exp = op
-                self._mem_replace((ns, key), MemEntry(value, version, created, updated, exp))
+                _, ns, key, value, version, created, updated, exp, ttl = op
+                self._mem_replace((ns, key), MemEntry(value, version, created, updated, exp, ttl))
             elif code == OP_MEM_DEL:
-                _, ns, key, version = op
-                self._mem_replace((ns, key), MemEntry(None, version, 0, 0, None))
+                _, ns, key, version, at = op
+                self._mem_replace((ns, key), MemEntry(None, version, 0, at, None))
             else:
                 raise ValueError(f"unknown opcode {code}")
         if not self.first_lsn:
@@ -161,9 +178,19 @@ class Memtable:
     def _mem_replace(self, ident: tuple[str, str], item: MemEntry) -> None:
         old = self.mem.get(ident)
         if old is not None:
-            self.bytes -= len(ident[0]) + len(ident[1]) + len(old.value or "")
+            self.bytes -= old.size(ident)
+            item.ended_below = old.ended_below
+            item.history = old.history
+            if old.value is not None and (item.value is None or item.version > old.version):
+                # the old version ends here (a TTL refresh re-logs the same version: no end)
+                ended = item.updated_at if old.expires_at is None else min(old.expires_at, item.updated_at)
+                row = (old.version, old.value, old.created_at, old.updated_at, ended, item.value is None)
+                if item.history is None:
+                    item.history = [row]
+                else:
+                    item.history.append(row)
         self.mem[ident] = item
-        self.bytes += len(ident[0]) + len(ident[1]) + len(item.value or "")
+        self.bytes += item.size(ident)
 
     def _update(self, op: Op) -> None:
         _, key, type_, create, exp, count, lo, hi, changes = op

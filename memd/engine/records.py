@@ -14,8 +14,9 @@ An op is a tuple whose first item is its opcode::
         (``None`` deletes the element); ``create`` hides older state of the key.
         A string with ``create`` false only changes its expiry.
     (OP_FLUSHALL,)                                       every key gone
-    (OP_MEM_PUT, ns, key, json_text, version, created_ms, updated_ms, expires_ms | None)
-    (OP_MEM_DEL, ns, key, version)
+    (OP_MEM_PUT, ns, key, json_text, version, created_ms, updated_ms, expires_ms | None, ttl_ms | None)
+        one version of a memory (a TTL refresh re-logs the same version with a new expiry)
+    (OP_MEM_DEL, ns, key, version, deleted_ms)           the memory's live version ended
 
 A *record* is a list of ops sharing one LSN: one command's effects, or a whole
 MULTI/EXEC transaction, so a batch is all there or not at all after a crash.

@@ -24,6 +24,7 @@ reads, ``flush``).
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -33,9 +34,9 @@ import anyio
 
 from memd.engine.memtable import DELETED, Memtable
 from memd.engine.records import T_LIST, T_NONE, T_ZSET
-from memd.errors import StoreError
+from memd.errors import QueryError, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 BUSY_TIMEOUT_MS = 5000
 READER_CACHE_KIB = 64 * 1024
@@ -79,8 +80,37 @@ CREATE TABLE mem_items (
 INSERT INTO meta (name, value) VALUES ('flushed_lsn', 0);
 """
 
+# The text FTS5 indexes for a memory: its JSON's string values at any depth, not its field names.
+_TEXT_OF = "(SELECT group_concat(t.value, ' ') FROM json_tree({}) AS t WHERE t.type = 'text')"
+
+# v2: agent memory (MEM.*): TTL durations, version history, full-text search. The FTS table is
+# contentless (the JSON stays in mem_items only); triggers keep it in step with mem_items, in C,
+# inside the flush transaction. Trigger bodies stay on one line: statements split at ";\n".
+_V2 = f"""
+ALTER TABLE mem_items ADD COLUMN ttl INTEGER;
+CREATE INDEX mem_items_updated ON mem_items (updated_at);
+CREATE INDEX mem_items_expiry ON mem_items (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE mem_history (
+    ns TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    superseded_at INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (ns, key, version)
+) WITHOUT ROWID;
+CREATE INDEX mem_history_age ON mem_history (superseded_at);
+CREATE VIRTUAL TABLE mem_fts USING fts5 (body, content='', tokenize='porter unicode61 remove_diacritics 2');
+CREATE TRIGGER mem_fts_insert AFTER INSERT ON mem_items WHEN new.value IS NOT NULL BEGIN INSERT INTO mem_fts (rowid, body) VALUES (new.rowid, {_TEXT_OF.format("new.value")}); END;
+CREATE TRIGGER mem_fts_delete AFTER DELETE ON mem_items WHEN old.value IS NOT NULL BEGIN INSERT INTO mem_fts (mem_fts, rowid, body) VALUES ('delete', old.rowid, {_TEXT_OF.format("old.value")}); END;
+CREATE TRIGGER mem_fts_update AFTER UPDATE OF value ON mem_items WHEN old.value IS NOT new.value BEGIN INSERT INTO mem_fts (mem_fts, rowid, body) SELECT 'delete', old.rowid, {_TEXT_OF.format("old.value")} WHERE old.value IS NOT NULL; INSERT INTO mem_fts (rowid, body) SELECT new.rowid, {_TEXT_OF.format("new.value")} WHERE new.value IS NOT NULL; END;
+INSERT INTO mem_fts (rowid, body) SELECT m.rowid, {_TEXT_OF.format("m.value")} FROM mem_items AS m WHERE m.value IS NOT NULL;
+"""
+
 # Each entry upgrades the schema from version i to i+1 (index 0: empty -> 1).
-MIGRATIONS: list[str] = [_V1]
+MIGRATIONS: list[str] = [_V1, _V2]
 
 _UPSERT_KEY = """
 INSERT INTO keys (key, type, value, expires_at, count, lo, hi, gen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)
@@ -92,12 +122,88 @@ _DELETE_KEY = "DELETE FROM keys WHERE key = ?"
 _UPSERT_ELEM = "INSERT OR REPLACE INTO elems (key, sub, value, score) VALUES (?, ?, ?, ?)"
 _DELETE_ELEM = "DELETE FROM elems WHERE key = ? AND sub = ?"
 _TRIM_LIST = "DELETE FROM elems WHERE key = ?1 AND (sub < ?2 OR sub >= ?3)"
+# An UPSERT, not INSERT OR REPLACE: REPLACE deletes without firing the FTS delete trigger.
 _UPSERT_MEM = """
-INSERT OR REPLACE INTO mem_items (ns, key, value, version, created_at, updated_at, expires_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO mem_items (ns, key, value, version, created_at, updated_at, expires_at, ttl)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = excluded.version,
+    created_at = excluded.created_at, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
+    ttl = excluded.ttl
+"""
+# The version SQLite holds goes to history when this flush ends it: ?3 when, ?4 by a delete,
+# ?5 the memtable's version, ?6 whether the memtable ends with a delete (same version then).
+# A version that expired first ended at its expiry, not by the delete.
+_ARCHIVE_MEM = """
+INSERT OR REPLACE INTO mem_history (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
+SELECT ns, key, version, value, created_at, updated_at,
+    CASE WHEN expires_at IS NOT NULL AND expires_at < ?3 THEN expires_at ELSE ?3 END,
+    CASE WHEN expires_at IS NOT NULL AND expires_at < ?3 THEN 0 ELSE ?4 END
+FROM mem_items WHERE ns = ?1 AND key = ?2 AND value IS NOT NULL AND (version < ?5 OR ?6)
+"""
+_HISTORY_MEM = """
+INSERT OR REPLACE INTO mem_history (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 KeyRow = tuple[int, bytes | None, int | None, int, int, int]  # type, value, expires_at, count, lo, hi
+MemRow = tuple[str | None, int, int, int, int | None, int | None]  # value, version, created, updated, expires, ttl
+Cond = tuple[str, str, Any]  # a MEM.SEARCH filter: (top-level field, $op, JSON value)
+
+
+_SQL_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_JSON_CLASS = {dict: "'object'", list: "'array'", str: "'text'"}
+
+
+def _json_path(field: str) -> str:
+    return '$."' + field + '"'  # callers refuse fields with '"' (SQLite paths have no escapes)
+
+
+def _eq_sql(path: str, value: Any) -> tuple[str, list[Any]]:
+    """JSONB-like equality of a top-level field with a JSON value: same JSON type, same value."""
+    if value is None:  # JSON null, or no such field
+        return "coalesce(json_type(i.value, ?), 'null') = 'null'", [path]
+    if value is True or value is False:
+        return "json_type(i.value, ?) = ?", [path, "true" if value else "false"]
+    if isinstance(value, (int, float)):
+        return "(json_type(i.value, ?) IN ('integer', 'real') AND json_extract(i.value, ?) = ?)", [path, path, value]
+    if isinstance(value, str):
+        return "(json_type(i.value, ?) = 'text' AND json_extract(i.value, ?) = ?)", [path, path, value]
+    return (f"(json_type(i.value, ?) = {_JSON_CLASS[type(value)]} AND memd_json_eq(json_extract(i.value, ?), ?))",
+            [path, path, json.dumps(value)])
+
+
+def _cond_sql(cond: Cond) -> tuple[str, list[Any]]:
+    field, op, value = cond
+    path = _json_path(field)
+    if op == "$eq":
+        return _eq_sql(path, value)
+    if op == "$ne":
+        sql, params = _eq_sql(path, value)
+        return f"NOT coalesce({sql}, 0)", params
+    if op == "$in":
+        if not value:
+            return "0", []
+        parts = [_eq_sql(path, v) for v in value]
+        return "(" + " OR ".join(p[0] for p in parts) + ")", [x for p in parts for x in p[1]]
+    kind = "'text'" if isinstance(value, str) else "'integer', 'real'"
+    return f"(json_type(i.value, ?) IN ({kind}) AND json_extract(i.value, ?) {_SQL_OPS[op]} ?)", [path, path, value]
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Deep JSON equality where true is not 1 (PostgreSQL JSONB's rule, not Python's)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(json_equal, a, b))
+    if isinstance(a, (int, float)):
+        return isinstance(b, (int, float)) and a == b
+    return type(a) is type(b) and a == b
+
+
+def _json_eq(a: str | None, b: str | None) -> int:
+    return int(a is not None and b is not None and json_equal(json.loads(a), json.loads(b)))
 
 
 def list_sub(pos: int) -> bytes:
@@ -154,6 +260,7 @@ class Store:
             # (measured: 12.4 -> 8.5 us per point read of a 180k-key table)
             reader.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
             reader.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
+            reader.create_function("memd_json_eq", 2, _json_eq, deterministic=True)
             self._reader = reader
             writer = await aiosqlite.connect(self.path, isolation_level=None)
             await writer.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -236,10 +343,77 @@ class Store:
             "SELECT count(*) FROM keys WHERE expires_at IS NULL OR expires_at > ?", (now_ms,)).fetchone()
         return int(row[0])
 
-    def get_mem(self, ns: str, key: str) -> tuple[str | None, int, int, int, int | None] | None:
+    def get_mem(self, ns: str, key: str) -> MemRow | None:
         return self.reader.execute(  # type: ignore[no-any-return]
-            "SELECT value, version, created_at, updated_at, expires_at FROM mem_items WHERE ns = ? AND key = ?",
+            "SELECT value, version, created_at, updated_at, expires_at, ttl FROM mem_items WHERE ns = ? AND key = ?",
             (ns, key)).fetchone()
+
+    def mem_last_version(self, ns: str, key: str) -> int:
+        """The highest version SQLite knows for a memory, current or archived (0: none)."""
+        row = self.reader.execute(
+            "SELECT max(v) FROM (SELECT version AS v FROM mem_items WHERE ns = ?1 AND key = ?2 "
+            "UNION ALL SELECT max(version) FROM mem_history WHERE ns = ?1 AND key = ?2)", (ns, key)).fetchone()
+        return int(row[0] or 0)
+
+    def search_mem(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
+                   now_ms: int) -> list[tuple[str, str, str, int, int, int, int | None, int | None, float | None]]:
+        """Live memories under ``prefix`` matching the FTS5 ``query`` and ``conds``, ranked.
+
+        Rows: (ns, key, value, version, created_at, updated_at, expires_at, ttl, score); the
+        score is BM25 turned positive (higher is better), None without a query. Raises
+        :class:`QueryError` when FTS5 cannot parse ``query``.
+        """
+        params: list[Any] = [now_ms]
+        where = ["i.value IS NOT NULL", "(i.expires_at IS NULL OR i.expires_at > ?)"]
+        if prefix:
+            where.append("(i.ns = ? OR (i.ns >= ? AND i.ns < ?))")
+            params += [prefix, prefix + ".", prefix + "/"]  # '/' follows '.': the range is "prefix.*"
+        for cond in conds:
+            sql, cparams = _cond_sql(cond)
+            where.append(sql)
+            params += cparams
+        if query is None:
+            sql = (f"SELECT i.ns, i.key, i.value, i.version, i.created_at, i.updated_at, i.expires_at, i.ttl, NULL "
+                   f"FROM mem_items AS i WHERE {' AND '.join(where)} "
+                   "ORDER BY i.updated_at DESC, i.ns, i.key LIMIT ? OFFSET ?")
+        else:
+            sql = (f"SELECT i.ns, i.key, i.value, i.version, i.created_at, i.updated_at, i.expires_at, i.ttl, "
+                   f"-bm25(mem_fts) FROM mem_fts JOIN mem_items AS i ON i.rowid = mem_fts.rowid "
+                   f"WHERE mem_fts MATCH ? AND {' AND '.join(where)} ORDER BY bm25(mem_fts), i.ns, i.key "
+                   "LIMIT ? OFFSET ?")
+            params.insert(0, query)
+        params += [limit, offset]
+        try:
+            return self.reader.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            # the statement is ours; only the query text can make it fail to prepare or run,
+            # short of a broken database (which every other read reports too)
+            if query is not None and not any(w in str(exc) for w in ("disk", "locked", "corrupt", "memory")):
+                raise QueryError(str(exc)) from None
+            raise
+
+    def mem_namespaces(self, prefix: str, now_ms: int) -> list[str]:
+        """Distinct namespaces under ``prefix`` ("" = all) holding at least one live memory, sorted."""
+        live = "value IS NOT NULL AND (expires_at IS NULL OR expires_at > ?)"
+        if prefix:
+            cur = self.reader.execute(
+                f"SELECT DISTINCT ns FROM mem_items WHERE (ns = ? OR (ns >= ? AND ns < ?)) AND {live} ORDER BY ns",
+                (prefix, prefix + ".", prefix + "/", now_ms))
+        else:
+            cur = self.reader.execute(f"SELECT DISTINCT ns FROM mem_items WHERE {live} ORDER BY ns", (now_ms,))
+        return [row[0] for row in cur]
+
+    def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None
+                    ) -> list[tuple[int, str, int, int, int, int]]:
+        """Archived versions newest first, within retention: the newest ``keep``, ended after ``since_ms``.
+
+        Rows: (version, value, created_at, updated_at, superseded_at, deleted).
+        """
+        n = keep if limit is None else min(keep, limit)
+        return self.reader.execute(
+            "SELECT version, value, created_at, updated_at, superseded_at, deleted FROM mem_history "
+            "WHERE ns = ? AND key = ? AND superseded_at > ? ORDER BY version DESC LIMIT ?",
+            (ns, key, since_ms, n)).fetchall()
 
     # ---- flush ---------------------------------------------------------------
 
@@ -318,8 +492,18 @@ def flush_statements(table: Memtable) -> list[tuple[str, list[tuple[Any, ...]]]]
                 elems.append((k, sub, None, v))
             else:
                 elems.append((k, sub, v, None))
-    mems = [(ns, key, m.value, m.version, m.created_at, m.updated_at, m.expires_at)
-            for (ns, key), m in table.mem.items()]
+    archives: list[tuple[Any, ...]] = []
+    history: list[tuple[Any, ...]] = []
+    mems: list[tuple[Any, ...]] = []
+    for (ns, key), m in table.mem.items():
+        at, deleted = m.ended_below
+        archives.append((ns, key, at, deleted, m.version, m.value is None))
+        if m.history:
+            history.extend((ns, key, *h) for h in m.history)
+        mems.append((ns, key, m.value, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl))
+    # history first: archiving reads the row the upsert then overwrites, and the memtable's own
+    # rows (exact end times) replace what archiving guessed for the same version
     groups = [(_DELETE_KEY, deletes), (_UPSERT_KEY, upserts), (_UPDATE_META, metas), (_UPSERT_ELEM, elems),
-              (_DELETE_ELEM, elem_deletes), (_TRIM_LIST, trims), (_UPSERT_MEM, mems)]
+              (_DELETE_ELEM, elem_deletes), (_TRIM_LIST, trims), (_ARCHIVE_MEM, archives),
+              (_HISTORY_MEM, history), (_UPSERT_MEM, mems)]
     return [(sql, rows) for sql, rows in groups if rows]

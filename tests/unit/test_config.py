@@ -273,7 +273,8 @@ def test_to_dict() -> None:
     assert d["server.allow_uids"] == "1 2" and d["server.allow_gids"] == ""
     assert d["flush.max_age_seconds"] == "0.5" and d["backpressure.write_timeout_seconds"] == "5"
     assert all(isinstance(v, str) for v in d.values())
-    assert len(d) == 21
+    assert len(d) == 24
+    assert d["memory.history_versions"] == "10" and d["memory.max_value_bytes"] == str(1 << 20)
 
 
 def test_changes_classification() -> None:

@@ -47,9 +47,9 @@ EVERY_OP = [
     (OP_UPDATE, b"l", T_LIST, True, None, 2, -1, 1, ((b"\x00\x00\x00\x01", b"x"), (b"\x00", None))),
     (OP_UPDATE, b"s", T_STRING, False, 123, 0, 0, 0, ()),
     (OP_FLUSHALL,),
-    (OP_MEM_PUT, "ns", "key", '{"a": [1, 2, "é"]}', 7, 1_700_000_000_000, 1_700_000_000_500, None),
-    (OP_MEM_PUT, "ns", "key", "{}", 1, 1, 2, 99),
-    (OP_MEM_DEL, "ns", "key", 8),
+    (OP_MEM_PUT, "ns", "key", '{"a": [1, 2, "é"]}', 7, 1_700_000_000_000, 1_700_000_000_500, None, None),
+    (OP_MEM_PUT, "ns", "key", "{}", 1, 1, 2, 99, 97),
+    (OP_MEM_DEL, "ns", "key", 8, 1_700_000_000_900),
 ]
 
 
@@ -336,6 +336,6 @@ def test_op_size_counts_keys_and_values() -> None:
     assert op_size((OP_DEL, b"abc")) == 3
     assert op_size((OP_UPDATE, b"h", T_HASH, True, None, 2, 0, 0, [(b"f", b"vv"), (b"g", None)])) == 1 + 3 + 9
     assert op_size((OP_UPDATE, b"z", T_ZSET, True, None, 1, 0, 0, [(b"m", 2.5)])) == 1 + 1 + 8
-    assert op_size((OP_MEM_PUT, "ns", "key", "{}", 1, 0, 0, None)) == 7
-    assert op_size((OP_MEM_DEL, "ns", "key", 1)) == 2
+    assert op_size((OP_MEM_PUT, "ns", "key", "{}", 1, 0, 0, None, None)) == 7
+    assert op_size((OP_MEM_DEL, "ns", "key", 1, 0)) == 2
     assert op_size((OP_FLUSHALL,)) == 0

@@ -1,0 +1,262 @@
+"""Agent memory commands: MEM.PUT MEM.GET MEM.DEL MEM.SEARCH MEM.NAMESPACES MEM.HISTORY.
+
+The contract (argument forms, reply JSON, errors) is docs/memory.md. This
+module parses and validates arguments and renders replies; the semantics
+(versions, TTL, history, search) live in :mod:`memd.engine.memories`.
+
+Searches, namespace listings and history read SQLite only, so when the
+buffer holds MEM writes they could see, they first flush (a Deferred reply)
+and then run in one synchronous step: exact read-your-writes. That is also
+why they are refused inside MULTI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from memd.commands import CommandError, Context, Deferred, command, parse_int
+from memd.engine.memories import MemItem, MemVersion, parse_filter
+
+MAX_NAME_BYTES = 1024
+MAX_LABELS = 64
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
+MAX_SEARCH_LIMIT = 1000
+MAX_NAMESPACES_LIMIT = 10_000
+
+
+# ---- argument parsing ----------------------------------------------------------------------
+
+def _text(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise CommandError(f"{what} is not valid UTF-8") from None
+
+
+def parse_namespace(raw: bytes, *, root: bool = False, what: str = "namespace") -> str:
+    """A dotted namespace; ``root`` also allows "" (every namespace, for prefixes)."""
+    ns = _text(raw, what)
+    if not ns:
+        if root:
+            return ns
+        raise CommandError(f"invalid {what} '': it needs at least one label")
+    if len(raw) > MAX_NAME_BYTES or ns.count(".") >= MAX_LABELS:
+        raise CommandError(f"invalid {what}: at most {MAX_NAME_BYTES} bytes and {MAX_LABELS} labels")
+    if "" in ns.split("."):
+        raise CommandError(f"invalid {what} '{ns}': labels must be non-empty and contain no '.'")
+    return ns
+
+
+def parse_key(raw: bytes) -> str:
+    key = _text(raw, "key")
+    if not key or len(raw) > MAX_NAME_BYTES:
+        raise CommandError(f"invalid key: it must be 1 to {MAX_NAME_BYTES} bytes")
+    return key
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def load_json(raw: bytes, what: str) -> Any:
+    """Strict JSON (UTF-8, no NaN/Infinity, no lone surrogates SQLite could not store)."""
+    try:
+        obj = json.loads(_text(raw, what), parse_constant=_reject_constant)
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise CommandError(f"{what} contains an unpaired UTF-16 surrogate escape") from None
+    except (ValueError, RecursionError) as exc:
+        raise CommandError(f"{what} is not valid JSON: {exc}") from None
+    return obj
+
+
+def parse_value(ctx: Context, raw: bytes) -> str:
+    """The value as compact JSON text of an object, within ``memory.max_value_bytes``."""
+    limit = ctx.engine.memories.max_value_bytes
+    if len(raw) > limit:
+        raise CommandError(f"value is {len(raw)} bytes; memory.max_value_bytes is {limit}")
+    obj = load_json(raw, "value")
+    if not isinstance(obj, dict):
+        raise CommandError(f"value must be a JSON object, not {type(obj).__name__}")
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_ttl_ms(raw: bytes) -> int:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TTL_SECONDS:
+        raise CommandError(f"TTL must be a number of seconds > 0 and <= {MAX_TTL_SECONDS}")
+    return max(1, math.ceil(seconds * 1000))
+
+
+def parse_range(raw: bytes, name: str, low: int, high: int | None = None) -> int:
+    bound = f"between {low} and {high}" if high is not None else f">= {low}"
+    n = parse_int(raw, f"{name} must be an integer {bound}")
+    if n < low or (high is not None and n > high):
+        raise CommandError(f"{name} must be an integer {bound}")
+    return n
+
+
+class _Options:
+    """Keyword options after the positional arguments: ``NAME value`` pairs and flags."""
+
+    def __init__(self, args: list[bytes], valued: set[bytes], flags: set[bytes]) -> None:
+        self.values: dict[bytes, bytes] = {}
+        self.flags: set[bytes] = set()
+        i = 0
+        while i < len(args):
+            opt = args[i].upper()
+            if opt in flags:
+                self.flags.add(opt)
+                i += 1
+            elif opt in valued and i + 1 < len(args):
+                self.values[opt] = args[i + 1]
+                i += 2
+            else:
+                raise CommandError("syntax error")
+
+
+# ---- reply rendering -------------------------------------------------------------------------
+
+def iso(ms: int | None) -> str | None:
+    """ISO-8601 UTC with milliseconds and a 'Z' (what docs/memory.md promises)."""
+    if ms is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render_item(item: MemItem, with_score: bool = False) -> bytes:
+    """The item's JSON, splicing the stored value text in as is (no re-parse)."""
+    text = (f'{{"namespace":{_dump(item.ns)},"key":{_dump(item.key)},"value":{item.value},'
+            f'"version":{item.version},"created_at":{_dump(iso(item.created_at))},'
+            f'"updated_at":{_dump(iso(item.updated_at))},"expires_at":{_dump(iso(item.expires_at))}')
+    if with_score:
+        text += f',"score":{_dump(item.score)}'
+    return (text + "}").encode()
+
+
+def render_version(v: MemVersion) -> bytes:
+    return (f'{{"version":{v.version},"value":{v.value},"created_at":{_dump(iso(v.created_at))},'
+            f'"updated_at":{_dump(iso(v.updated_at))},"superseded_at":{_dump(iso(v.superseded_at))},'
+            f'"deleted":{_dump(v.deleted)}}}').encode()
+
+
+def _after_flush_if(ctx: Context, pending: bool, run: Callable[[], Any]) -> Any:
+    """Run ``run`` now, or — when the buffer holds MEM writes it must see — after a flush.
+
+    A write ``run`` makes (REFRESHTTL) is acknowledged only once durable, like any write.
+    """
+    if not pending:
+        return run()
+    engine = ctx.engine
+
+    async def flush_then_run() -> Any:
+        await engine.flush()
+        before = engine.last_lsn
+        reply = run()
+        if engine.last_lsn != before:
+            await engine.wait_durable()
+        return reply
+    return Deferred(flush_then_run)
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+@command("mem.put", -4, write=True)
+def mem_put(ctx: Context, args: list[bytes]) -> Any:
+    ns, key, value = parse_namespace(args[0]), parse_key(args[1]), parse_value(ctx, args[2])
+    opts = _Options(args[3:], {b"TTL"}, set())
+    ttl = opts.values.get(b"TTL")
+    return ctx.engine.memories.put(ns, key, value, None if ttl is None else parse_ttl_ms(ttl))
+
+
+@command("mem.get", -3)
+def mem_get(ctx: Context, args: list[bytes]) -> Any:
+    ns, key = parse_namespace(args[0]), parse_key(args[1])
+    opts = _Options(args[2:], set(), {b"REFRESHTTL"})
+    item = ctx.engine.memories.get(ns, key, refresh_ttl=b"REFRESHTTL" in opts.flags)
+    return None if item is None else render_item(item)
+
+
+@command("mem.del", 3, write=True)
+def mem_del(ctx: Context, args: list[bytes]) -> Any:
+    return int(ctx.engine.memories.delete(parse_namespace(args[0]), parse_key(args[1])))
+
+
+@command("mem.search", -2, no_multi=True)
+def mem_search(ctx: Context, args: list[bytes]) -> Any:
+    prefix = parse_namespace(args[0], root=True, what="namespace prefix")
+    opts = _Options(args[1:], {b"QUERY", b"FILTER", b"LIMIT", b"OFFSET"}, {b"REFRESHTTL"})
+    query = None
+    if b"QUERY" in opts.values:
+        query = _text(opts.values[b"QUERY"], "QUERY")
+        if not query.strip():
+            raise CommandError("QUERY must not be empty (leave QUERY out to list by recency)")
+    conds = []
+    if b"FILTER" in opts.values:
+        try:
+            conds = parse_filter(load_json(opts.values[b"FILTER"], "FILTER"))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    limit = parse_range(opts.values.get(b"LIMIT", b"10"), "LIMIT", 0, MAX_SEARCH_LIMIT)
+    offset = parse_range(opts.values.get(b"OFFSET", b"0"), "OFFSET", 0)
+    refresh = b"REFRESHTTL" in opts.flags
+    memories = ctx.engine.memories
+
+    def run() -> list[bytes]:
+        if not limit:
+            return []
+        return [render_item(item, with_score=True)
+                for item in memories.search(prefix, query, conds, limit, offset, refresh)]
+    return _after_flush_if(ctx, memories.pending(prefix), run)
+
+
+def _label_match(labels: list[str], pattern: list[str]) -> bool:
+    return all(p == "*" or p == label for label, p in zip(labels, pattern, strict=False))
+
+
+@command("mem.namespaces", -1, no_multi=True)
+def mem_namespaces(ctx: Context, args: list[bytes]) -> Any:
+    opts = _Options(args, {b"PREFIX", b"SUFFIX", b"MAXDEPTH", b"LIMIT", b"OFFSET"}, set())
+    prefix = parse_namespace(opts.values.get(b"PREFIX", b""), root=True, what="PREFIX").split(".")
+    suffix = parse_namespace(opts.values.get(b"SUFFIX", b""), root=True, what="SUFFIX").split(".")
+    prefix, suffix = [p for p in prefix if p], [s for s in suffix if s]
+    depth = parse_range(opts.values[b"MAXDEPTH"], "MAXDEPTH", 1) if b"MAXDEPTH" in opts.values else None
+    limit = parse_range(opts.values.get(b"LIMIT", b"100"), "LIMIT", 0, MAX_NAMESPACES_LIMIT)
+    offset = parse_range(opts.values.get(b"OFFSET", b"0"), "OFFSET", 0)
+    literal = ".".join(prefix[:prefix.index("*")] if "*" in prefix else prefix)  # what SQL can narrow by
+    memories = ctx.engine.memories
+
+    def run() -> list[bytes]:
+        found = set()
+        for ns in memories.namespaces(literal):
+            labels = ns.split(".")
+            if len(labels) < max(len(prefix), len(suffix)) or not _label_match(labels, prefix) or \
+                    not _label_match(labels[::-1], suffix[::-1]):
+                continue
+            found.add(".".join(labels[:depth]) if depth is not None else ns)
+        return [ns.encode() for ns in sorted(found)[offset:offset + limit]]
+    return _after_flush_if(ctx, memories.pending(literal), run)
+
+
+@command("mem.history", -3, no_multi=True)
+def mem_history(ctx: Context, args: list[bytes]) -> Any:
+    ns, key = parse_namespace(args[0]), parse_key(args[1])
+    opts = _Options(args[2:], {b"LIMIT"}, set())
+    limit = parse_range(opts.values[b"LIMIT"], "LIMIT", 0) if b"LIMIT" in opts.values else None
+    memories = ctx.engine.memories
+
+    def run() -> list[bytes]:
+        return [render_version(v) for v in memories.history(ns, key, limit)]
+    return _after_flush_if(ctx, memories.pending_item(ns, key), run)
+

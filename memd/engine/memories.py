@@ -1,0 +1,216 @@
+"""Agent memories (``MEM.*``): versioned JSON items under namespaces, over the layered store.
+
+Like :mod:`memd.engine.keyspace`, every method is one synchronous, atomic
+step: reads merge the memtables (newest first) over SQLite, and a write
+computes its effect and hands the engine one op. Point reads (``get``) and
+writes never wait. Searches, namespace listings and history are SQL over
+SQLite's FTS5 index and history table; the buffer is not indexed, so those
+callers flush first when :meth:`pending` says the buffer holds MEM writes
+they could see (see ``memd.commands.memory``) — exact read-your-writes at
+the cost of one flush per search that follows a write.
+
+Times are absolute milliseconds since the epoch from the engine's clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from memd.engine.memtable import MemEntry
+from memd.engine.records import OP_MEM_DEL, OP_MEM_PUT
+from memd.engine.store import Cond, MemRow
+
+if TYPE_CHECKING:
+    from memd.engine.engine import Engine
+
+FILTER_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in")
+_INT64 = 1 << 63
+
+
+@dataclass(frozen=True, slots=True)
+class MemItem:
+    """A live memory as reads return it (``score``: search relevance, None elsewhere)."""
+
+    ns: str
+    key: str
+    value: str  # compact JSON text of an object
+    version: int
+    created_at: int
+    updated_at: int
+    expires_at: int | None
+    ttl: int | None
+    score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemVersion:
+    """An archived (earlier) version of a memory."""
+
+    version: int
+    value: str
+    created_at: int
+    updated_at: int
+    superseded_at: int
+    deleted: bool
+
+
+def _check_scalar(value: Any, field: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value) or (
+            isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64):
+        raise ValueError(f"FILTER value for {field!r} is out of range")
+
+
+def parse_filter(spec: Any) -> list[Cond]:
+    """Validate a decoded FILTER object into conditions; ValueError says what is wrong."""
+    if not isinstance(spec, dict):
+        raise ValueError("FILTER must be a JSON object of field: value or field: {\"$op\": value}")
+    conds: list[Cond] = []
+    for field, want in spec.items():
+        if not field or '"' in field:
+            raise ValueError(f"FILTER field name {field!r} must be non-empty and contain no '\"'")
+        if isinstance(want, dict) and want and all(isinstance(k, str) and k.startswith("$") for k in want):
+            for op, value in want.items():
+                conds.append(_operator(field, op, value))
+        elif isinstance(want, dict) and any(isinstance(k, str) and k.startswith("$") for k in want):
+            raise ValueError(f"FILTER for {field!r} mixes $operators with plain fields")
+        else:
+            _check_scalar(want, field)
+            conds.append((field, "$eq", want))
+    return conds
+
+
+def _operator(field: str, op: str, value: Any) -> Cond:
+    if op not in FILTER_OPS:
+        raise ValueError(f"unknown FILTER operator {op!r} for {field!r}; use one of {', '.join(FILTER_OPS)}")
+    if op == "$in":
+        if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
+            raise ValueError(f"FILTER $in for {field!r} needs an array of scalars")
+        for v in value:
+            _check_scalar(v, field)
+    elif op in ("$gt", "$gte", "$lt", "$lte"):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"FILTER {op} for {field!r} needs a number or a string")
+        _check_scalar(value, field)
+    else:
+        _check_scalar(value, field)
+    return (field, op, value)
+
+
+def under(ns: str, prefix: str) -> bool:
+    """Whether namespace ``ns`` is ``prefix`` or below it, label-wise ("" is the root)."""
+    return not prefix or ns == prefix or ns.startswith(prefix + ".")
+
+
+class Memories:
+    """MEM.* semantics: versions, TTL, deletes that keep the version count, history, search."""
+
+    def __init__(self, engine: Engine, *, max_value_bytes: int = 1 << 20, history_versions: int = 10,
+                 history_max_age_ms: int = 0) -> None:
+        self.engine = engine
+        self.max_value_bytes = max_value_bytes  # callers check values against it (the error names the key)
+        self.history_versions = history_versions  # retention: newest N archived versions per key
+        self.history_max_age_ms = history_max_age_ms  # retention: archived versions ended this recently (0: any)
+
+    def now_ms(self) -> int:
+        return int(self.engine.clock() * 1000)
+
+    def _current(self, ns: str, key: str) -> MemEntry | MemRow | None:
+        ident = (ns, key)
+        for layer in self.engine.layers():
+            m = layer.mem.get(ident)
+            if m is not None:
+                return m
+        return self.engine.store.get_mem(ns, key)
+
+    def _live(self, ns: str, key: str, now: int) -> MemItem | None:
+        cur = self._current(ns, key)
+        if cur is None:
+            return None
+        if isinstance(cur, MemEntry):
+            value, version, created, updated, expires, ttl = (
+                cur.value, cur.version, cur.created_at, cur.updated_at, cur.expires_at, cur.ttl)
+        else:
+            value, version, created, updated, expires, ttl = cur
+        if value is None or (expires is not None and expires <= now):
+            return None
+        return MemItem(ns, key, value, version, created, updated, expires, ttl)
+
+    # ---- reads and writes on one item ----------------------------------------------------
+
+    def get(self, ns: str, key: str, refresh_ttl: bool = False) -> MemItem | None:
+        now = self.now_ms()
+        item = self._live(ns, key, now)
+        if item is not None and refresh_ttl:
+            item = self._refresh(item, now)
+        return item
+
+    def put(self, ns: str, key: str, value: str, ttl_ms: int | None = None) -> int:
+        """Store a new version of the item; return its version number."""
+        now = self.now_ms()
+        cur = self._current(ns, key)
+        if cur is None:
+            last, created = self.engine.store.mem_last_version(ns, key), now
+        else:
+            live = self._live(ns, key, now)
+            last = cur.version if isinstance(cur, MemEntry) else cur[1]
+            created = live.created_at if live is not None else now
+        version = last + 1
+        expires = None if ttl_ms is None else now + ttl_ms
+        self.engine.apply([(OP_MEM_PUT, ns, key, value, version, created, now, expires, ttl_ms)])
+        return version
+
+    def delete(self, ns: str, key: str) -> bool:
+        now = self.now_ms()
+        item = self._live(ns, key, now)
+        if item is None:
+            return False
+        self.engine.apply([(OP_MEM_DEL, ns, key, item.version, now)])
+        return True
+
+    def _refresh(self, item: MemItem, now: int) -> MemItem:
+        """Restart the item's TTL (same version, same value): LangGraph's refresh_ttl."""
+        if item.ttl is None:
+            return item
+        expires = now + item.ttl
+        self.engine.apply([(OP_MEM_PUT, item.ns, item.key, item.value, item.version, item.created_at,
+                            item.updated_at, expires, item.ttl)])
+        return MemItem(item.ns, item.key, item.value, item.version, item.created_at, item.updated_at, expires,
+                       item.ttl, item.score)
+
+    # ---- queries over SQLite (callers flush first when pending() says so) ------------------
+
+    def pending(self, prefix: str) -> bool:
+        """Whether the buffer holds MEM writes to namespaces under ``prefix``."""
+        return any(under(ns, prefix) for layer in self.engine.layers() for ns, _ in layer.mem)
+
+    def pending_item(self, ns: str, key: str) -> bool:
+        return any((ns, key) in layer.mem for layer in self.engine.layers())
+
+    def search(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
+               refresh_ttl: bool = False) -> list[MemItem]:
+        """Ranked live items under ``prefix``; the buffer must hold nothing :meth:`pending` under it."""
+        now = self.now_ms()
+        rows = self.engine.store.search_mem(prefix, query, conds, limit, offset, now)
+        items = [MemItem(*row) for row in rows]
+        if refresh_ttl:
+            items = [self._refresh_if_current(item, now) for item in items]
+        return items
+
+    def _refresh_if_current(self, item: MemItem, now: int) -> MemItem:
+        """Refresh a search hit's TTL unless a newer write (made while a flush ran) superseded it."""
+        live = self._live(item.ns, item.key, now)
+        if live is None or live.version != item.version or live.expires_at != item.expires_at:
+            return item
+        return self._refresh(item, now)
+
+    def namespaces(self, prefix: str) -> list[str]:
+        """Sorted namespaces under ``prefix`` with a live item (flush pending writes first)."""
+        return self.engine.store.mem_namespaces(prefix, self.now_ms())
+
+    def history(self, ns: str, key: str, limit: int | None = None) -> list[MemVersion]:
+        """Archived versions newest first, within retention (flush the item's pending writes first)."""
+        since = self.now_ms() - self.history_max_age_ms if self.history_max_age_ms else 0
+        rows = self.engine.store.mem_history(ns, key, self.history_versions, since, limit)
+        return [MemVersion(v, value, c, u, s, bool(d)) for v, value, c, u, s, d in rows]
