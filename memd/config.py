@@ -117,10 +117,29 @@ def _render_size(n: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class NamespaceRule:
+    """Who may read and write the memories under one namespace prefix ([[memory.access]]).
+
+    Writers may also read. The rule with the longest prefix covering a
+    namespace governs it; namespaces no rule covers are open to every peer
+    the socket admits. The daemon's own uid and root are never restricted.
+    """
+
+    prefix: str
+    read_uids: tuple[int, ...] = ()
+    read_gids: tuple[int, ...] = ()
+    write_uids: tuple[int, ...] = ()
+    write_gids: tuple[int, ...] = ()
+
+
+_RULE_IDS = ("read_uids", "read_gids", "write_uids", "write_gids")
+
+
+@dataclass(frozen=True, slots=True)
 class _Kind:
     """How one key is parsed, rendered into TOML, and shown by ``CONFIG GET``."""
 
-    name: str  # str | path | choice | int | size | number | mode | ids
+    name: str  # str | path | choice | int | size | number | mode | ids | rules
     minimum: float = 0
     strict_min: bool = False
     choices: tuple[str, ...] = ()
@@ -145,6 +164,10 @@ class _Kind:
             if not isinstance(value, (list, tuple)) or not all(_is_int(v) and v >= 0 for v in value):
                 raise bad("a list of non-negative integer ids, e.g. [1001, 1002]")
             return tuple(value)
+        if n == "rules":
+            if not isinstance(value, (list, tuple)):
+                raise bad('a list of tables such as [{prefix = "user-42", write_uids = [1001]}]')
+            return tuple(_parse_rule(rule, path, f"{key}[{i}]") for i, rule in enumerate(value))
         limit = f"{'>' if self.strict_min else '>='} {self.minimum:g}"
         if n == "size":
             size = parse_size(value, path=path, key=key)
@@ -168,6 +191,8 @@ class _Kind:
             return _render_size(value)
         if self.name == "ids":
             return "[" + ", ".join(map(str, value)) + "]"
+        if self.name == "rules":
+            return "[" + ", ".join(_render_rule(r) for r in value) + "]"
         return _toml_str(value) if isinstance(value, str) else repr(value)
 
     def text(self, value: Any) -> str:
@@ -176,9 +201,32 @@ class _Kind:
             return f"{value:04o}"
         if self.name == "ids":
             return " ".join(map(str, value))
+        if self.name == "rules":
+            return "; ".join(_render_rule(r)[1:-1] for r in value)
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
         return str(value)
+
+
+def _parse_rule(rule: object, path: str, key: str) -> NamespaceRule:
+    if not isinstance(rule, dict):
+        raise ConfigError(path, key, f"must be a table with prefix and *_uids / *_gids lists (got {_show(rule)})")
+    unknown = set(rule) - {"prefix", *_RULE_IDS}
+    if unknown:
+        raise ConfigError(path, f"{key}.{sorted(unknown)[0]}",
+                          f"is not a rule field; known: prefix, {', '.join(_RULE_IDS)}")
+    prefix = rule.get("prefix")
+    if not isinstance(prefix, str) or not prefix or "" in prefix.split("."):
+        raise ConfigError(path, f"{key}.prefix", "must be a namespace such as \"user-42\" or \"team.shared\" "
+                          f"(non-empty labels joined by '.') (got {_show(prefix)})")
+    ids = {name: _Kind("ids").parse(rule.get(name, []), path, f"{key}.{name}") for name in _RULE_IDS}
+    return NamespaceRule(prefix, **ids)
+
+
+def _render_rule(rule: NamespaceRule) -> str:
+    fields = [f"prefix = {_toml_str(rule.prefix)}"] + [
+        f"{name} = [{', '.join(map(str, getattr(rule, name)))}]" for name in _RULE_IDS if getattr(rule, name)]
+    return "{" + ", ".join(fields) + "}"
 
 
 def _opt(default: Any, name: str, **kw: Any) -> Any:
@@ -244,6 +292,7 @@ class MemoryConfig:
     max_value_bytes: int = _opt(DEFAULT_MEMORY_MAX_VALUE_BYTES, "size", minimum=2)
     history_versions: int = _opt(DEFAULT_MEMORY_HISTORY_VERSIONS, "int", minimum=0)
     history_max_age_seconds: float = _opt(DEFAULT_MEMORY_HISTORY_MAX_AGE_SECONDS, "number")
+    access: tuple[NamespaceRule, ...] = _opt((), "rules")
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,7 @@ async def _serve(cfg: Config, stop: asyncio.Event) -> None:
                         access=Access.default(s.allow_uids, s.allow_gids, group),
                         socket_mode=s.socket_mode, socket_group=group)
         server.config_view = lambda: config_mod.to_dict(cfg)
+        server.namespace_rules = cfg.memory.access
         server.shutdown_requested = stop
         await server.start()
         try:

@@ -35,6 +35,7 @@ from typing import Any
 
 from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, load_all
 from memd.commands.connection import execute, release_watches
+from memd.config import NamespaceRule
 from memd.engine.engine import Engine
 from memd.errors import CommandError, DurabilityError, MemdError, OverloadError, ProtocolError
 from memd.resp import ReplyEncoder, RequestParser
@@ -111,6 +112,7 @@ class Connection(asyncio.Protocol):
         except OSError:
             pid, uid, gid, groups = -1, -1, -1, []
         self.ctx.peer_pid, self.ctx.peer_uid, self.ctx.peer_gid = pid, uid, gid
+        self.ctx.peer_groups = tuple(groups)
         if not server.access.allows(uid, gid, groups):
             log.warning("client_refused reason=credentials uid=%d gid=%d pid=%d", uid, gid, pid)
             transport.write(b"-NOPERM this user (uid %d) may not use memd: add it to the daemon's group or to "
@@ -329,6 +331,7 @@ class Server:
         self.idle = asyncio.Event()
         self.shutdown_requested: asyncio.Event | None = None
         self.config_view: Callable[[], dict[str, str]] = dict  # CONFIG GET's source; the daemon sets it
+        self.namespace_rules: tuple[NamespaceRule, ...] = ()  # [memory] access; the daemon sets it
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1
 

@@ -78,6 +78,7 @@ class Context:
     peer_uid: int = -1
     peer_gid: int = -1
     peer_pid: int = -1
+    peer_groups: tuple[int, ...] = ()  # supplementary groups (SO_PEERGROUPS)
     quit: bool = False
     multi: list[tuple[Command, list[bytes]]] | None = None
     multi_error: bool = False

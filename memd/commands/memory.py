@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from memd.commands import CommandError, Context, Deferred, command, parse_int
-from memd.engine.memories import MemItem, MemVersion, parse_filter
+from memd.engine.memories import MemItem, MemVersion, parse_filter, under
 
 MAX_NAME_BYTES = 1024
 MAX_LABELS = 64
@@ -151,6 +152,37 @@ def render_version(v: MemVersion) -> bytes:
             f'"deleted":{_dump(v.deleted)}}}').encode()
 
 
+# ---- per-namespace access ([memory] access rules) ----------------------------------------------
+
+Rules = list[tuple[str, bool, bool]]  # (prefix, may read, may write), longest prefix first
+
+
+def _rules(ctx: Context) -> Rules:
+    """The access rules as they apply to this peer; empty when it is unrestricted."""
+    rules = getattr(ctx.server, "namespace_rules", ())
+    if not rules or ctx.peer_uid in (0, os.getuid()):
+        return []
+    uid, groups = ctx.peer_uid, {ctx.peer_gid, *ctx.peer_groups}
+    out = []
+    for r in sorted(rules, key=lambda r: len(r.prefix), reverse=True):
+        write = uid in r.write_uids or not groups.isdisjoint(r.write_gids)
+        read = write or uid in r.read_uids or not groups.isdisjoint(r.read_gids)
+        out.append((r.prefix, read, write))
+    return out
+
+
+def _governing(rules: Rules, ns: str) -> tuple[str, bool, bool] | None:
+    return next((r for r in rules if under(ns, r[0])), None)
+
+
+def check_access(ctx: Context, ns: str, write: bool, rules: Rules | None = None) -> None:
+    """-NOPERM unless this peer may read (or write) namespace ``ns``."""
+    rule = _governing(_rules(ctx) if rules is None else rules, ns)
+    if rule is not None and not rule[2 if write else 1]:
+        raise CommandError(f"uid {ctx.peer_uid} may not {'write' if write else 'read'} namespace '{ns}' "
+                           f"(memory.access rule for '{rule[0]}')", prefix="NOPERM")
+
+
 def _after_flush_if(ctx: Context, pending: bool, run: Callable[[], Any]) -> Any:
     """Run ``run`` now, or — when the buffer holds MEM writes it must see — after a flush.
 
@@ -176,6 +208,7 @@ def _after_flush_if(ctx: Context, pending: bool, run: Callable[[], Any]) -> Any:
 def mem_put(ctx: Context, args: list[bytes]) -> Any:
     ns, key, value = parse_namespace(args[0]), parse_key(args[1]), parse_value(ctx, args[2])
     opts = _Options(args[3:], {b"TTL"}, set())
+    check_access(ctx, ns, write=True)
     ttl = opts.values.get(b"TTL")
     return ctx.engine.memories.put(ns, key, value, None if ttl is None else parse_ttl_ms(ttl))
 
@@ -184,13 +217,16 @@ def mem_put(ctx: Context, args: list[bytes]) -> Any:
 def mem_get(ctx: Context, args: list[bytes]) -> Any:
     ns, key = parse_namespace(args[0]), parse_key(args[1])
     opts = _Options(args[2:], set(), {b"REFRESHTTL"})
+    check_access(ctx, ns, write=False)
     item = ctx.engine.memories.get(ns, key, refresh_ttl=b"REFRESHTTL" in opts.flags)
     return None if item is None else render_item(item)
 
 
 @command("mem.del", 3, write=True)
 def mem_del(ctx: Context, args: list[bytes]) -> Any:
-    return int(ctx.engine.memories.delete(parse_namespace(args[0]), parse_key(args[1])))
+    ns, key = parse_namespace(args[0]), parse_key(args[1])
+    check_access(ctx, ns, write=True)
+    return int(ctx.engine.memories.delete(ns, key))
 
 
 @command("mem.search", -2, no_multi=True)
@@ -212,12 +248,16 @@ def mem_search(ctx: Context, args: list[bytes]) -> Any:
     offset = parse_range(opts.values.get(b"OFFSET", b"0"), "OFFSET", 0)
     refresh = b"REFRESHTTL" in opts.flags
     memories = ctx.engine.memories
+    rules = _rules(ctx)
+    if rules and not any(r[1] for r in rules if under(r[0], prefix)):  # nothing readable below either
+        check_access(ctx, prefix, write=False, rules=rules)
+    scope = tuple((p, read) for p, read, _ in rules) if any(not r[1] for r in rules) else ()
 
     def run() -> list[bytes]:
         if not limit:
             return []
         return [render_item(item, with_score=True)
-                for item in memories.search(prefix, query, conds, limit, offset, refresh)]
+                for item in memories.search(prefix, query, conds, limit, offset, refresh, scope)]
     return _after_flush_if(ctx, memories.pending(prefix), run)
 
 
@@ -236,6 +276,7 @@ def mem_namespaces(ctx: Context, args: list[bytes]) -> Any:
     offset = parse_range(opts.values.get(b"OFFSET", b"0"), "OFFSET", 0)
     literal = ".".join(prefix[:prefix.index("*")] if "*" in prefix else prefix)  # what SQL can narrow by
     memories = ctx.engine.memories
+    rules = _rules(ctx)
 
     def run() -> list[bytes]:
         found = set()
@@ -244,8 +285,12 @@ def mem_namespaces(ctx: Context, args: list[bytes]) -> Any:
             if len(labels) < max(len(prefix), len(suffix)) or not _label_match(labels, prefix) or \
                     not _label_match(labels[::-1], suffix[::-1]):
                 continue
-            found.add(".".join(labels[:depth]) if depth is not None else ns)
-        return [ns.encode() for ns in sorted(found)[offset:offset + limit]]
+            rule = _governing(rules, ns)
+            if rule is not None and not rule[1]:
+                continue  # a namespace this peer may not read is not listed either
+            found.add(tuple(labels[:depth]) if depth is not None else tuple(labels))
+        # label-wise order (tuple order, as LangGraph sorts namespaces), not the dotted string's
+        return [".".join(labels).encode() for labels in sorted(found)[offset:offset + limit]]
     return _after_flush_if(ctx, memories.pending(literal), run)
 
 
@@ -254,6 +299,7 @@ def mem_history(ctx: Context, args: list[bytes]) -> Any:
     ns, key = parse_namespace(args[0]), parse_key(args[1])
     opts = _Options(args[2:], {b"LIMIT"}, set())
     limit = parse_range(opts.values[b"LIMIT"], "LIMIT", 0) if b"LIMIT" in opts.values else None
+    check_access(ctx, ns, write=False)
     memories = ctx.engine.memories
 
     def run() -> list[bytes]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from memd.engine.memtable import MemEntry
 from memd.engine.records import OP_MEM_DEL, OP_MEM_PUT
-from memd.engine.store import Cond, MemRow
+from memd.engine.store import Cond, MemRow, Scope
 
 if TYPE_CHECKING:
     from memd.engine.engine import Engine
@@ -189,10 +189,13 @@ class Memories:
         return any((ns, key) in layer.mem for layer in self.engine.layers())
 
     def search(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
-               refresh_ttl: bool = False) -> list[MemItem]:
-        """Ranked live items under ``prefix``; the buffer must hold nothing :meth:`pending` under it."""
+               refresh_ttl: bool = False, scope: Scope = ()) -> list[MemItem]:
+        """Ranked live items under ``prefix``; the buffer must hold nothing :meth:`pending` under it.
+
+        ``scope``: (prefix, readable) pairs, longest first; unreadable namespaces are left out.
+        """
         now = self.now_ms()
-        rows = self.engine.store.search_mem(prefix, query, conds, limit, offset, now)
+        rows = self.engine.store.search_mem(prefix, query, conds, limit, offset, now, scope)
         items = [MemItem(*row) for row in rows]
         if refresh_ttl:
             items = [self._refresh_if_current(item, now) for item in items]

@@ -154,6 +154,20 @@ _SQL_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _JSON_CLASS = {dict: "'object'", list: "'array'", str: "'text'"}
 
 
+Scope = tuple[tuple[str, bool], ...]  # (namespace prefix, readable), longest prefix first
+_UNDER = "(i.ns = ? OR (i.ns >= ? AND i.ns < ?))"
+
+
+def _under_params(prefix: str) -> list[str]:
+    return [prefix, prefix + ".", prefix + "/"]  # '/' follows '.': the range is "prefix.*"
+
+
+def _scope_sql(scope: Scope) -> tuple[str, list[Any]]:
+    """Readable or not by the longest covering prefix, as in the access rules; uncovered: readable."""
+    whens = " ".join(f"WHEN {_UNDER} THEN ?" for _ in scope)
+    return f"(CASE {whens} ELSE 1 END)", [p for prefix, ok in scope for p in (*_under_params(prefix), int(ok))]
+
+
 def _json_path(field: str) -> str:
     return '$."' + field + '"'  # callers refuse fields with '"' (SQLite paths have no escapes)
 
@@ -356,18 +370,24 @@ class Store:
         return int(row[0] or 0)
 
     def search_mem(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
-                   now_ms: int) -> list[tuple[str, str, str, int, int, int, int | None, int | None, float | None]]:
+                   now_ms: int, scope: Scope = ()
+                   ) -> list[tuple[str, str, str, int, int, int, int | None, int | None, float | None]]:
         """Live memories under ``prefix`` matching the FTS5 ``query`` and ``conds``, ranked.
 
         Rows: (ns, key, value, version, created_at, updated_at, expires_at, ttl, score); the
-        score is BM25 turned positive (higher is better), None without a query. Raises
-        :class:`QueryError` when FTS5 cannot parse ``query``.
+        score is BM25 turned positive (higher is better), None without a query. ``scope``
+        leaves out what the caller may not read. Raises :class:`QueryError` when FTS5
+        cannot parse ``query``.
         """
         params: list[Any] = [now_ms]
         where = ["i.value IS NOT NULL", "(i.expires_at IS NULL OR i.expires_at > ?)"]
         if prefix:
-            where.append("(i.ns = ? OR (i.ns >= ? AND i.ns < ?))")
-            params += [prefix, prefix + ".", prefix + "/"]  # '/' follows '.': the range is "prefix.*"
+            where.append(_UNDER)
+            params += _under_params(prefix)
+        if scope:
+            sql, sparams = _scope_sql(scope)
+            where.append(sql)
+            params += sparams
         for cond in conds:
             sql, cparams = _cond_sql(cond)
             where.append(sql)
@@ -394,13 +414,14 @@ class Store:
 
     def mem_namespaces(self, prefix: str, now_ms: int) -> list[str]:
         """Distinct namespaces under ``prefix`` ("" = all) holding at least one live memory, sorted."""
-        live = "value IS NOT NULL AND (expires_at IS NULL OR expires_at > ?)"
+        live = "i.value IS NOT NULL AND (i.expires_at IS NULL OR i.expires_at > ?)"
         if prefix:
             cur = self.reader.execute(
-                f"SELECT DISTINCT ns FROM mem_items WHERE (ns = ? OR (ns >= ? AND ns < ?)) AND {live} ORDER BY ns",
-                (prefix, prefix + ".", prefix + "/", now_ms))
+                f"SELECT DISTINCT i.ns FROM mem_items AS i WHERE {_UNDER} AND {live} ORDER BY i.ns",
+                (*_under_params(prefix), now_ms))
         else:
-            cur = self.reader.execute(f"SELECT DISTINCT ns FROM mem_items WHERE {live} ORDER BY ns", (now_ms,))
+            cur = self.reader.execute(f"SELECT DISTINCT i.ns FROM mem_items AS i WHERE {live} ORDER BY i.ns",
+                                      (now_ms,))
         return [row[0] for row in cur]
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -273,7 +274,7 @@ def test_to_dict() -> None:
     assert d["server.allow_uids"] == "1 2" and d["server.allow_gids"] == ""
     assert d["flush.max_age_seconds"] == "0.5" and d["backpressure.write_timeout_seconds"] == "5"
     assert all(isinstance(v, str) for v in d.values())
-    assert len(d) == 24
+    assert len(d) == 25
     assert d["memory.history_versions"] == "10" and d["memory.max_value_bytes"] == str(1 << 20)
 
 
@@ -296,3 +297,28 @@ def test_reloadable_keys_exist() -> None:
     assert {"server.socket", "storage.data_dir", "storage.recovery", "server.socket_mode"}.isdisjoint(
         cfg.RELOADABLE)
     assert {k for k in keys if k.startswith(("flush.", "backpressure."))} <= cfg.RELOADABLE
+
+
+def test_namespace_access_rules_parse_render_and_round_trip(tmp_path: Path) -> None:
+    text = ('[memory]\naccess = [{prefix = "user-42", write_uids = [1042]},\n'
+            '          {prefix = "team.shared", read_gids = [2000, 2001]}]\n')
+    loaded = cfg.load(write(tmp_path, text))
+    assert loaded.memory.access == (cfg.NamespaceRule("user-42", write_uids=(1042,)),
+                                    cfg.NamespaceRule("team.shared", read_gids=(2000, 2001)))
+    assert cfg.load(write(tmp_path, cfg.to_toml(loaded))) == loaded
+    assert cfg.to_dict(loaded)["memory.access"] == (
+        'prefix = "user-42", write_uids = [1042]; prefix = "team.shared", read_gids = [2000, 2001]')
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('access = "user-42"', "memory.access"),
+    ('access = [1]', "memory.access[0]"),
+    ('access = [{prefix = ""}]', "memory.access[0].prefix"),
+    ('access = [{prefix = "a..b"}]', "memory.access[0].prefix"),
+    ('access = [{write_uids = [1]}]', "memory.access[0].prefix"),
+    ('access = [{prefix = "a", read_uids = [-1]}]', "memory.access[0].read_uids"),
+    ('access = [{prefix = "a", readers = [1]}]', "memory.access[0].readers"),
+])
+def test_bad_namespace_access_rules_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        cfg.load(write(tmp_path, f"[memory]\n{text}\n"))
