@@ -84,8 +84,10 @@ INSERT INTO meta (name, value) VALUES ('flushed_lsn', 0);
 _TEXT_OF = "(SELECT group_concat(t.value, ' ') FROM json_tree({}) AS t WHERE t.type = 'text')"
 
 # v2: agent memory (MEM.*): TTL durations, version history, full-text search. The FTS table is
-# contentless (the JSON stays in mem_items only); triggers keep it in step with mem_items, in C,
-# inside the flush transaction. Trigger bodies stay on one line: statements split at ";\n".
+# contentless (the JSON stays in mem_items only) and keyed by mem_items' rowid. The flush keeps
+# it in step with single-row VALUES statements, not triggers: FTS5 flushes its pending terms at
+# every statement savepoint, and a trigger (or INSERT ... SELECT) opens one per row, which
+# measured 4x slower (169 vs 38 us per 1 KB memory).
 _V2 = f"""
 ALTER TABLE mem_items ADD COLUMN ttl INTEGER;
 CREATE INDEX mem_items_updated ON mem_items (updated_at);
@@ -103,10 +105,7 @@ CREATE TABLE mem_history (
 ) WITHOUT ROWID;
 CREATE INDEX mem_history_age ON mem_history (superseded_at);
 CREATE VIRTUAL TABLE mem_fts USING fts5 (body, content='', tokenize='porter unicode61 remove_diacritics 2');
-CREATE TRIGGER mem_fts_insert AFTER INSERT ON mem_items WHEN new.value IS NOT NULL BEGIN INSERT INTO mem_fts (rowid, body) VALUES (new.rowid, {_TEXT_OF.format("new.value")}); END;
-CREATE TRIGGER mem_fts_delete AFTER DELETE ON mem_items WHEN old.value IS NOT NULL BEGIN INSERT INTO mem_fts (mem_fts, rowid, body) VALUES ('delete', old.rowid, {_TEXT_OF.format("old.value")}); END;
-CREATE TRIGGER mem_fts_update AFTER UPDATE OF value ON mem_items WHEN old.value IS NOT new.value BEGIN INSERT INTO mem_fts (mem_fts, rowid, body) SELECT 'delete', old.rowid, {_TEXT_OF.format("old.value")} WHERE old.value IS NOT NULL; INSERT INTO mem_fts (rowid, body) SELECT new.rowid, {_TEXT_OF.format("new.value")} WHERE new.value IS NOT NULL; END;
-INSERT INTO mem_fts (rowid, body) SELECT m.rowid, {_TEXT_OF.format("m.value")} FROM mem_items AS m WHERE m.value IS NOT NULL;
+INSERT INTO mem_fts (rowid, body) SELECT m.rowid, coalesce({_TEXT_OF.format("m.value")}, '') FROM mem_items AS m WHERE m.value IS NOT NULL;
 """
 
 # Each entry upgrades the schema from version i to i+1 (index 0: empty -> 1).
@@ -122,7 +121,7 @@ _DELETE_KEY = "DELETE FROM keys WHERE key = ?"
 _UPSERT_ELEM = "INSERT OR REPLACE INTO elems (key, sub, value, score) VALUES (?, ?, ?, ?)"
 _DELETE_ELEM = "DELETE FROM elems WHERE key = ? AND sub = ?"
 _TRIM_LIST = "DELETE FROM elems WHERE key = ?1 AND (sub < ?2 OR sub >= ?3)"
-# An UPSERT, not INSERT OR REPLACE: REPLACE deletes without firing the FTS delete trigger.
+# An UPSERT, not INSERT OR REPLACE: REPLACE would give the row a new rowid behind the index's back.
 _UPSERT_MEM = """
 INSERT INTO mem_items (ns, key, value, version, created_at, updated_at, expires_at, ttl)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -140,6 +139,13 @@ SELECT ns, key, version, value, created_at, updated_at,
     CASE WHEN expires_at IS NOT NULL AND expires_at < ?3 THEN 0 ELSE ?4 END
 FROM mem_items WHERE ns = ?1 AND key = ?2 AND value IS NOT NULL AND (version < ?5 OR ?6)
 """
+# The live row's index entry, in and out. Contentless FTS5 deletes by replaying the exact text
+# indexed, so both sides compute it with the same SQL; with no live row both values are NULL,
+# which FTS5 takes as a no-op.
+_LIVE_MEM = "FROM mem_items AS m WHERE m.ns = ?1 AND m.key = ?2 AND m.value IS NOT NULL"
+_FTS_ROW = f"(SELECT m.rowid {_LIVE_MEM}), (SELECT coalesce({_TEXT_OF.format('m.value')}, '') {_LIVE_MEM})"
+_UNINDEX_MEM = f"INSERT INTO mem_fts (mem_fts, rowid, body) VALUES ('delete', {_FTS_ROW})"
+_INDEX_MEM = f"INSERT INTO mem_fts (rowid, body) VALUES ({_FTS_ROW})"
 _HISTORY_MEM = """
 INSERT OR REPLACE INTO mem_history (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -515,16 +521,21 @@ def flush_statements(table: Memtable) -> list[tuple[str, list[tuple[Any, ...]]]]
                 elems.append((k, sub, v, None))
     archives: list[tuple[Any, ...]] = []
     history: list[tuple[Any, ...]] = []
+    idents: list[tuple[str, str]] = []
     mems: list[tuple[Any, ...]] = []
-    for (ns, key), m in table.mem.items():
+    live: list[tuple[str, str]] = []
+    for ident, m in table.mem.items():
         at, deleted = m.ended_below
-        archives.append((ns, key, at, deleted, m.version, m.value is None))
+        archives.append((*ident, at, deleted, m.version, m.value is None))
         if m.history:
-            history.extend((ns, key, *h) for h in m.history)
-        mems.append((ns, key, m.value, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl))
-    # history first: archiving reads the row the upsert then overwrites, and the memtable's own
-    # rows (exact end times) replace what archiving guessed for the same version
+            history.extend((*ident, *h) for h in m.history)
+        idents.append(ident)
+        mems.append((*ident, m.value, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl))
+        if m.value is not None:
+            live.append(ident)
+    # archive and unindex first: they read the row the upsert then overwrites; the memtable's own
+    # history rows (exact end times) replace what archiving inferred for the same version
     groups = [(_DELETE_KEY, deletes), (_UPSERT_KEY, upserts), (_UPDATE_META, metas), (_UPSERT_ELEM, elems),
-              (_DELETE_ELEM, elem_deletes), (_TRIM_LIST, trims), (_ARCHIVE_MEM, archives),
-              (_HISTORY_MEM, history), (_UPSERT_MEM, mems)]
+              (_DELETE_ELEM, elem_deletes), (_TRIM_LIST, trims), (_ARCHIVE_MEM, archives), (_UNINDEX_MEM, idents),
+              (_HISTORY_MEM, history), (_UPSERT_MEM, mems), (_INDEX_MEM, live)]
     return [(sql, rows) for sql, rows in groups if rows]

@@ -212,6 +212,8 @@ class MemoriesVsModel(RuleBasedStateMachine):
             assert got == version_tuple(ident, model.live(ident)), ident
         self.portal.call(self.engine.flush)  # searches and history read SQLite (commands flush first)
         assert not mem.pending("")
+        # the contentless index must have been kept exact (a wrong 'delete' corrupts it silently)
+        self.portal.call(self.engine.store.execute, "INSERT INTO mem_fts (mem_fts) VALUES ('integrity-check')")
         live = [(ident, v) for ident in sorted(model.slots) if (v := model.live(ident)) is not None]
         for ident in model.slots:
             got_h = [(h.version, h.value, h.created_at, h.updated_at, h.superseded_at, h.deleted)
