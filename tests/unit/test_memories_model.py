@@ -227,8 +227,10 @@ class MemoriesVsModel(RuleBasedStateMachine):
             got_ns = mem.namespaces(prefix)
             assert got_ns == sorted({i[0] for i, _ in under}), prefix
         for word in WORDS:
-            got_q = {(i.ns, i.key) for i in mem.search("", word, [], 100, 0)}
-            assert got_q == {i for i, v in live if word in json.loads(v.value)["text"].split()}, word
+            for prefix in ("", "a", "a.b"):
+                got_q = {(i.ns, i.key) for i in mem.search(prefix, word, [], 100, 0)}
+                assert got_q == {i for i, v in live if word in json.loads(v.value)["text"].split()
+                                 and (not prefix or i[0] == prefix or i[0].startswith(prefix + "."))}, word
         got_f = {(i.ns, i.key) for i in mem.search("", None, parse_filter({"n": {"$gte": 2}}), 100, 0)}
         assert got_f == {i for i, v in live if json.loads(v.value)["n"] >= 2}
 
