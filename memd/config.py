@@ -46,6 +46,16 @@ DEFAULT_FLUSH_MAX_AGE_SECONDS = 5.0
 DEFAULT_BUFFER_MAX_BYTES = 512 * MiB
 DEFAULT_WRITE_TIMEOUT_SECONDS = 5.0
 DEFAULT_LOG_LEVEL = "info"
+DEFAULT_COMPACT_SCHEDULE = "every 1h"
+DEFAULT_COMPACT_WAL_TRUNCATE_BYTES = 64 * MiB
+DEFAULT_BACKUP_SCHEDULE = "every 6h"
+DEFAULT_BACKUP_DIR = ""  # "" -> <data_dir>/backups at load time
+DEFAULT_BACKUP_KEEP_LAST = 4
+DEFAULT_BACKUP_KEEP_DAILY = 7
+DEFAULT_BACKUP_KEEP_WEEKLY = 4
+DEFAULT_WATCHDOG_SAMPLE_SECONDS = 5.0
+DEFAULT_WATCHDOG_SOFT_LIMIT: float | int = 0.5  # a fraction of the memory available to memd
+DEFAULT_WATCHDOG_HARD_LIMIT: float | int = 0.7
 DEFAULT_MEMORY_MAX_VALUE_BYTES = 1 * MiB
 DEFAULT_MEMORY_HISTORY_VERSIONS = 10
 DEFAULT_MEMORY_HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600.0
@@ -139,7 +149,7 @@ _RULE_IDS = ("read_uids", "read_gids", "write_uids", "write_gids")
 class _Kind:
     """How one key is parsed, rendered into TOML, and shown by ``CONFIG GET``."""
 
-    name: str  # str | path | choice | int | size | number | mode | ids | rules
+    name: str  # str | path | choice | int | size | number | mode | ids | rules | schedule | memlimit
     minimum: float = 0
     strict_min: bool = False
     choices: tuple[str, ...] = ()
@@ -164,6 +174,13 @@ class _Kind:
             if not isinstance(value, (list, tuple)) or not all(_is_int(v) and v >= 0 for v in value):
                 raise bad("a list of non-negative integer ids, e.g. [1001, 1002]")
             return tuple(value)
+        if n == "schedule":
+            if not isinstance(value, str):
+                raise bad('a schedule: "every 30m" (s, m, h or d), a 5-field cron line such as "0 3 * * *", '
+                          'or "" (off)')
+            return parse_schedule(value, path, key)
+        if n == "memlimit":
+            return parse_memlimit(value, path, key)
         if n == "rules":
             if not isinstance(value, (list, tuple)):
                 raise bad('a list of tables such as [{prefix = "user-42", write_uids = [1001]}]')
@@ -193,6 +210,8 @@ class _Kind:
             return "[" + ", ".join(map(str, value)) + "]"
         if self.name == "rules":
             return "[" + ", ".join(_render_rule(r) for r in value) + "]"
+        if self.name == "memlimit":
+            return f'"{value * 100:g}%"' if isinstance(value, float) else _render_size(value)
         return _toml_str(value) if isinstance(value, str) else repr(value)
 
     def text(self, value: Any) -> str:
@@ -203,9 +222,56 @@ class _Kind:
             return " ".join(map(str, value))
         if self.name == "rules":
             return "; ".join(_render_rule(r)[1:-1] for r in value)
+        if self.name == "memlimit" and isinstance(value, float):
+            return f"{value * 100:g}%"
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
         return str(value)
+
+
+_EVERY_RE = re.compile(r"every\s+(\d+(?:\.\d+)?)\s*([smhd])", re.IGNORECASE)
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_schedule(value: str, path: str = "<value>", key: str = "schedule") -> str:
+    """Validate ``"every 30m"``, a 5-field cron line, or "" (off); return it normalized."""
+    text = " ".join(value.split())
+    if not text or schedule_seconds(text) is not None:
+        return text
+    if len(text.split()) == 5:
+        from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415 - only to validate cron lines
+        try:
+            CronTrigger.from_crontab(text)
+            return text
+        except ValueError as exc:
+            raise ConfigError(path, key, f"is not a valid cron line ({exc}) (got {_show(value)})") from None
+    raise ConfigError(path, key, 'must be "every <n><s|m|h|d>" (e.g. "every 30m"), a 5-field cron line '
+                      f'(minute hour day month weekday, e.g. "0 3 * * *"), or "" for off (got {_show(value)})')
+
+
+def schedule_seconds(text: str) -> float | None:
+    """The interval of an ``"every ..."`` schedule (> 0), or None for a cron line or ""."""
+    m = _EVERY_RE.fullmatch(text.strip())
+    if m is None:
+        return None
+    seconds = float(m.group(1)) * _SECONDS[m.group(2).lower()]
+    return seconds if seconds > 0 else None
+
+
+def parse_memlimit(value: object, path: str = "<value>", key: str = "limit") -> float | int:
+    """A size (``"2GiB"``, bytes) or a share of the memory available to memd (``"50%"`` -> 0.5)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            share = float(value.strip()[:-1]) / 100
+        except ValueError:
+            share = math.nan
+        if not 0 < share <= 1:
+            raise ConfigError(path, key, f"must be a percentage in (0%, 100%] (got {_show(value)})")
+        return share
+    size = parse_size(value, path=path, key=key)
+    if size <= 0:
+        raise ConfigError(path, key, f"must be a size > 0 or a percentage such as \"50%\" (got {_show(value)})")
+    return size
 
 
 def _parse_rule(rule: object, path: str, key: str) -> NamespaceRule:
@@ -286,6 +352,34 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CompactionConfig:
+    """Scheduled compaction: expired and deleted data out, SQLite's WAL and free pages back."""
+
+    schedule: str = _opt(DEFAULT_COMPACT_SCHEDULE, "schedule")
+    wal_truncate_bytes: int = _opt(DEFAULT_COMPACT_WAL_TRUNCATE_BYTES, "size")
+
+
+@dataclass(frozen=True, slots=True)
+class BackupConfig:
+    """Scheduled, verified, rotated backups of the SQLite file."""
+
+    schedule: str = _opt(DEFAULT_BACKUP_SCHEDULE, "schedule")
+    dir: str = _opt(DEFAULT_BACKUP_DIR, "path")
+    keep_last: int = _opt(DEFAULT_BACKUP_KEEP_LAST, "int", minimum=1)
+    keep_daily: int = _opt(DEFAULT_BACKUP_KEEP_DAILY, "int", minimum=0)
+    keep_weekly: int = _opt(DEFAULT_BACKUP_KEEP_WEEKLY, "int", minimum=0)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchdogConfig:
+    """The memory-growth watchdog: RSS limits as sizes or shares of the memory memd may use."""
+
+    sample_seconds: float = _opt(DEFAULT_WATCHDOG_SAMPLE_SECONDS, "number", strict_min=True)
+    soft_limit: float | int = _opt(DEFAULT_WATCHDOG_SOFT_LIMIT, "memlimit")
+    hard_limit: float | int = _opt(DEFAULT_WATCHDOG_HARD_LIMIT, "memlimit")
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryConfig:
     """Agent memories (MEM.*): how big one may be and how much of its history is kept."""
 
@@ -305,6 +399,9 @@ class Config:
     backpressure: BackpressureConfig = field(default_factory=BackpressureConfig)
     log: LogConfig = field(default_factory=LogConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    compaction: CompactionConfig = field(default_factory=CompactionConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
 
 
 _SECTION_TYPES: dict[str, Any] = {s.name: s.default_factory for s in dataclasses.fields(Config)}
@@ -316,6 +413,9 @@ RELOADABLE: frozenset[str] = frozenset(
     [f"flush.{k}" for k in _SECTIONS["flush"]]
     + [f"backpressure.{k}" for k in _SECTIONS["backpressure"]]
     + [f"memory.{k}" for k in _SECTIONS["memory"]]
+    + [f"compaction.{k}" for k in _SECTIONS["compaction"]]
+    + [f"backup.{k}" for k in _SECTIONS["backup"]]
+    + [f"watchdog.{k}" for k in _SECTIONS["watchdog"]]
     + ["log.level", "storage.fsync", "server.allow_uids", "server.allow_gids"]
     + [f"server.{k}" for k in ("max_clients", "max_bulk_bytes", "max_args",
                                 "max_inline_bytes", "max_pending_bytes")]
@@ -382,13 +482,14 @@ def _read(path: str) -> dict[str, Any]:
 
 def _resolve_paths(values: dict[str, dict[str, Any]], origin: dict[str, str],
                    fpath: str, env: Mapping[str, str]) -> None:
-    """Make both paths absolute in place; a relative one in a file is relative to that file.
+    """Make the paths absolute in place; a relative one in a file is relative to that file.
 
     The daemon's working directory is an accident of how it was started; the
     config file's location is what the operator looked at when writing it.
     """
     for dotted, default in (("server.socket", default_socket_path),
-                            ("storage.data_dir", default_data_dir)):
+                            ("storage.data_dir", default_data_dir),
+                            ("backup.dir", lambda _: os.path.join(values["storage"]["data_dir"], "backups"))):
         section, key = dotted.split(".")
         where = origin.get(dotted, fpath)
         p = os.path.expanduser(values[section].get(key, "")) or default(env)
@@ -441,6 +542,12 @@ def load(path: str | os.PathLike[str] | None = None,
         origin[dotted] = FLAGS
     _resolve_paths(values, origin, fpath, env)
     config = Config(**{s: _SECTION_TYPES[s](**v) for s, v in values.items()})
+    wd = config.watchdog
+    if type(wd.soft_limit) is type(wd.hard_limit) and wd.soft_limit >= wd.hard_limit:
+        where = FLAGS if {"watchdog.soft_limit", "watchdog.hard_limit"} & {k for k, o in origin.items()
+                                                                          if o == FLAGS} else fpath
+        raise ConfigError(where, "watchdog.soft_limit", f"must be below watchdog.hard_limit "
+                          f"({_Kind('memlimit').text(wd.hard_limit)}) (got {_Kind('memlimit').text(wd.soft_limit)})")
     if config.backpressure.buffer_max_bytes < config.flush.max_bytes:
         flagged = {k for k, o in origin.items() if o == FLAGS}
         where = FLAGS if flagged & {"backpressure.buffer_max_bytes", "flush.max_bytes"} else fpath

@@ -274,7 +274,7 @@ def test_to_dict() -> None:
     assert d["server.allow_uids"] == "1 2" and d["server.allow_gids"] == ""
     assert d["flush.max_age_seconds"] == "0.5" and d["backpressure.write_timeout_seconds"] == "5"
     assert all(isinstance(v, str) for v in d.values())
-    assert len(d) == 25
+    assert len(d) == 35
     assert d["memory.history_versions"] == "10" and d["memory.max_value_bytes"] == str(1 << 20)
 
 
@@ -322,3 +322,40 @@ def test_namespace_access_rules_parse_render_and_round_trip(tmp_path: Path) -> N
 def test_bad_namespace_access_rules_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(key)):
         cfg.load(write(tmp_path, f"[memory]\n{text}\n"))
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ('"every 30m"', "every 30m"), ('"every  90s"', "every 90s"), ('"0 3 * * *"', "0 3 * * *"), ('""', ""),
+    ('"*/15 * * * mon-fri"', "*/15 * * * mon-fri"),
+])
+def test_schedules(tmp_path: Path, text: str, want: str) -> None:
+    assert cfg.load(write(tmp_path, f"[compaction]\nschedule = {text}\n")).compaction.schedule == want
+
+
+@pytest.mark.parametrize("text", ['"every 0s"', '"every 5 minutes"', '"hourly"', '"61 * * * *"', "3600"])
+def test_bad_schedules_name_the_key(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("backup.schedule")):
+        cfg.load(write(tmp_path, f"[backup]\nschedule = {text}\n"))
+
+
+def test_schedule_seconds() -> None:
+    assert cfg.schedule_seconds("every 2h") == 7200 and cfg.schedule_seconds("every 1.5m") == 90
+    assert cfg.schedule_seconds("0 3 * * *") is None and cfg.schedule_seconds("") is None
+
+
+def test_memory_limits_are_sizes_or_shares(tmp_path: Path) -> None:
+    c = cfg.load(write(tmp_path, '[watchdog]\nsoft_limit = "512MiB"\nhard_limit = "1GiB"\n'))
+    assert (c.watchdog.soft_limit, c.watchdog.hard_limit) == (512 << 20, 1 << 30)
+    c = cfg.load(write(tmp_path, '[watchdog]\nsoft_limit = "25%"\nhard_limit = "40.5%"\n'))
+    assert (c.watchdog.soft_limit, c.watchdog.hard_limit) == (0.25, 0.405)
+    assert cfg.load(write(tmp_path, cfg.to_toml(c))) == c
+    for bad in ('soft_limit = "0%"', 'soft_limit = "150%"', 'soft_limit = "lots"', 'soft_limit = 0',
+                'soft_limit = "80%"'):  # the last: not below the default hard limit
+        with pytest.raises(ConfigError, match="watchdog.soft_limit"):
+            cfg.load(write(tmp_path, f"[watchdog]\n{bad}\n"))
+
+
+def test_backup_dir_defaults_inside_the_data_dir(tmp_path: Path) -> None:
+    c = cfg.load(write(tmp_path, f'[storage]\ndata_dir = "{tmp_path}/d"\n'))
+    assert c.backup.dir == f"{tmp_path}/d/backups"
+    assert cfg.load(write(tmp_path, '[backup]\ndir = "b"\n')).backup.dir == f"{tmp_path}/b"
