@@ -112,6 +112,7 @@ class Engine:
         self.last_lsn = 0
         self.recovery_report = RecoveryReport()
         self.flush_error: str | None = None
+        self.write_refusal: str | None = None  # the memory watchdog's -OOM text while it refuses writes
         self.flush_count = 0
         self.last_flush_seconds = 0.0
         self.last_flush_rows = 0
@@ -245,12 +246,14 @@ class Engine:
                 self._maybe_flush()
 
     def check_writable(self) -> None:
-        """Raise the error a write would get right now (WAL failure), if any."""
+        """Raise the error a write would get right now (WAL failure, memory watchdog), if any."""
         self.wal.check_writable()
+        if self.write_refusal is not None:
+            raise OverloadError(self.write_refusal)
 
     async def admit(self) -> None:
         """Backpressure: wait (bounded) while the buffer is over its cap."""
-        self.wal.check_writable()
+        self.check_writable()
         if not self.over_capacity():
             return
         self._flush_wanted.set()
@@ -335,6 +338,16 @@ class Engine:
     async def flush(self) -> None:
         """Flush everything buffered so far (MEMD.FLUSH, shutdown)."""
         await self._flush_all()
+
+    async def snapshot_to(self, dest: str) -> int:
+        """Write a consistent copy of the store to ``dest`` holding every write made before the call.
+
+        Flushes first, then copies on connections of its own (see
+        :meth:`Store.copy_to`): writers and readers go on meanwhile. Returns
+        the copy's LSN: every write up to it is in the copy.
+        """
+        await self.flush()
+        return await anyio.to_thread.run_sync(self.store.copy_to, dest)
 
     async def _flush_all(self) -> None:
         async with self._flush_lock:
