@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -23,6 +24,8 @@ from memd import __version__, config as config_mod
 from memd.config import Config
 from memd.engine.engine import Engine
 from memd.engine.memories import Memories
+from memd.maintenance.compaction import run_compaction
+from memd.maintenance.scheduler import Maintenance
 from memd.server import Access, Limits, Server
 
 log = logging.getLogger("memd.daemon")
@@ -47,6 +50,8 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # memd logs each job run itself; APScheduler's per-run lines would double them every few seconds
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def _group_id(name: str) -> int | None:
@@ -89,19 +94,39 @@ async def _serve(cfg: Config, stop: asyncio.Event) -> None:
                                       s.max_pending_bytes),
                         access=Access.default(s.allow_uids, s.allow_gids, group),
                         socket_mode=s.socket_mode, socket_group=group)
-        server.config_view = lambda: config_mod.to_dict(cfg)
+        live = Live(cfg)
+        server.config_view = lambda: config_mod.to_dict(live.cfg)
         server.namespace_rules = cfg.memory.access
         server.shutdown_requested = stop
-        await server.start()
-        try:
-            log.info("ready version=%s socket=%s data_dir=%s fsync=%s", __version__, s.socket, st.data_dir,
-                     st.fsync)
-            await stop.wait()
-            log.info("shutdown_begin connections=%d", len(server.connections))
-            server.stop_accepting()
-            await server.drain()
-        finally:
-            await server.close()
+        maintenance = _maintenance(engine, live)
+        server.maintenance = maintenance
+        server.info_providers.append(("maintenance", maintenance.status))
+        async with anyio.create_task_group() as tg:
+            await tg.start(maintenance.run)
+            await server.start()
+            try:
+                log.info("ready version=%s socket=%s data_dir=%s fsync=%s", __version__, s.socket, st.data_dir,
+                         st.fsync)
+                await stop.wait()
+                log.info("shutdown_begin connections=%d", len(server.connections))
+                server.stop_accepting()
+                await server.drain()
+            finally:
+                tg.cancel_scope.cancel()  # the scheduler stops; a running job finishes first (shielded)
+                await server.close()
+
+
+@dataclass
+class Live:
+    """The configuration in force: jobs and views read it here, so a reload reaches them."""
+
+    cfg: Config
+
+
+def _maintenance(engine: Engine, live: Live) -> Maintenance:
+    maintenance = Maintenance()
+    maintenance.add("compact", lambda: run_compaction(engine, live.cfg.compaction), live.cfg.compaction.schedule)
+    return maintenance
 
 
 def configure_memories(memories: Memories, mc: config_mod.MemoryConfig) -> None:

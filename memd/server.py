@@ -332,6 +332,8 @@ class Server:
         self.shutdown_requested: asyncio.Event | None = None
         self.config_view: Callable[[], dict[str, str]] = dict  # CONFIG GET's source; the daemon sets it
         self.namespace_rules: tuple[NamespaceRule, ...] = ()  # [memory] access; the daemon sets it
+        self.maintenance: Any = None  # MEMD.COMPACT / MEMD.BACKUP run its jobs; the daemon sets it
+        self.info_providers: list[tuple[str, Callable[[], dict[str, Any]]]] = []  # extra INFO fields by section
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1
 

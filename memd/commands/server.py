@@ -26,7 +26,7 @@ def info_sections(ctx: Context) -> dict[str, dict[str, Any]]:
     server = ctx.server
     rss = _PROCESS.memory_info().rss
     keys = engine.keyspace.dbsize()
-    return {
+    sections: dict[str, dict[str, Any]] = {
         "server": {
             "redis_version": "7.0.15", "memd_version": __version__, "redis_mode": "standalone",
             "os": os.uname().sysname, "process_id": os.getpid(), "tcp_port": 0,
@@ -49,6 +49,9 @@ def info_sections(ctx: Context) -> dict[str, dict[str, Any]]:
         # clients probe it (langchain's get_client reads cluster_enabled) before anything else
         "cluster": {"cluster_enabled": 0},
     }
+    for section, provider in getattr(server, "info_providers", ()):  # maintenance, watchdog, reload
+        sections.setdefault(section, {}).update(provider())
+    return sections
 
 
 def _render(sections: dict[str, dict[str, Any]], wanted: list[str]) -> str:
@@ -133,6 +136,28 @@ def memd_flush(ctx: Context, args: list[bytes]) -> Any:
         await ctx.engine.flush()
         return SimpleString("OK")
     return Deferred(run)
+
+
+def _maintenance_job(ctx: Context, name: str, render: Any) -> Any:
+    maintenance = getattr(ctx.server, "maintenance", None)
+    if maintenance is None or name not in maintenance.jobs:
+        raise CommandError(f"{name} is not available here (no maintenance scheduler in this process)")
+
+    async def run() -> Any:
+        return render(await maintenance.run_now(name))
+    return Deferred(run)
+
+
+@command("memd.compact", 1, admin=True, no_multi=True)
+def memd_compact(ctx: Context, args: list[bytes]) -> Any:
+    """Compact now; reply with what it removed (a map) once it is done."""
+    return _maintenance_job(ctx, "compact", lambda result: result)
+
+
+@command("memd.backup", 1, admin=True, no_multi=True)
+def memd_backup(ctx: Context, args: list[bytes]) -> Any:
+    """Back up now; reply with the path of the new, verified backup once it is done."""
+    return _maintenance_job(ctx, "backup", lambda result: str(result["path"]).encode())
 
 
 @command("shutdown", -1, admin=True, no_multi=True)

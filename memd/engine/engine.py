@@ -339,6 +339,12 @@ class Engine:
         """Flush everything buffered so far (MEMD.FLUSH, shutdown)."""
         await self._flush_all()
 
+    @property
+    def flush_lock(self) -> anyio.Lock:
+        """Held by each flush; maintenance holds it around its own store transactions so that no
+        flush interleaves between its look at the buffer and its write (writers never wait on it)."""
+        return self._flush_lock
+
     async def snapshot_to(self, dest: str) -> int:
         """Write a consistent copy of the store to ``dest`` holding every write made before the call.
 

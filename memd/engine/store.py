@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -164,6 +165,14 @@ def ns_tokens(ns: str) -> str:
 
 def _prefix_token(prefix: str) -> str:
     return "n" + hashlib.blake2b(prefix.encode(), digest_size=8).hexdigest()
+_DELETE_MEM = "DELETE FROM mem_items WHERE ns = ? AND key = ?"
+# Retention: the newest ?1 archived versions of each memory, and none that ended before ?2.
+_PRUNE_HISTORY = """
+DELETE FROM mem_history WHERE superseded_at < ?2 OR (ns, key, version) IN (
+    SELECT ns, key, version FROM (
+        SELECT ns, key, version, row_number() OVER (PARTITION BY ns, key ORDER BY version DESC) AS n
+        FROM mem_history) WHERE n > ?1)
+"""
 _HISTORY_MEM = """
 INSERT OR REPLACE INTO mem_history (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -467,50 +476,101 @@ class Store:
     # ---- flush ---------------------------------------------------------------
 
     async def flush(self, table: Memtable) -> None:
-        """Write a frozen memtable and its LSN in one durable transaction.
+        """Write a frozen memtable and its LSN in one durable transaction."""
+        assert table.frozen
+        self._db()
+        # one pass over the frozen table, off the event loop (it is immutable now)
+        batches = await anyio.to_thread.run_sync(flush_statements, table)
+        wipe = [("DELETE FROM elems", [()]), ("DELETE FROM keys", [()])] if table.flushall else []
+        await self._write([*wipe, *batches, ("UPDATE meta SET value = ? WHERE name = 'flushed_lsn'", [(table.max_lsn,)])])
+        self.flushed_lsn = table.max_lsn
+
+    # ---- compaction (the caller holds the engine's flush lock: no flush interleaves) ----------
+
+    def expired_keys(self, now_ms: int, limit: int) -> list[bytes]:
+        return [r[0] for r in self.reader.execute(
+            "SELECT key FROM keys WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?", (now_ms, limit))]
+
+    def expired_memories(self, now_ms: int, limit: int) -> list[tuple[str, str]]:
+        return self.reader.execute(  # type: ignore[no-any-return]
+            "SELECT ns, key FROM mem_items WHERE expires_at IS NOT NULL AND expires_at <= ? AND value IS NOT NULL "
+            "LIMIT ?", (now_ms, limit)).fetchall()
+
+    def old_tombstones(self, before_ms: int, limit: int) -> list[tuple[str, str]]:
+        return self.reader.execute(  # type: ignore[no-any-return]
+            "SELECT ns, key FROM mem_items WHERE value IS NULL AND updated_at < ? LIMIT ?", (before_ms, limit)).fetchall()
+
+    async def purge(self, keys: list[bytes], expired: list[tuple[str, str]], tombstones: list[tuple[str, str]]) -> None:
+        """Delete expired keys (triggers take their elements), archive and unindex expired memories
+        (their version ends at its expiry), and drop deleted memories' tombstones, in one transaction."""
+        fts = [(*ident, ns_tokens(ident[0])) for ident in expired]
+        archive = [(*ident, 1 << 62, 0, 1 << 62, 0) for ident in expired]  # ended at their expiry (the CASE)
+        await self._write([(_DELETE_KEY, [(k,) for k in keys]), (_ARCHIVE_MEM, archive), (_UNINDEX_MEM, fts),
+                           (_DELETE_MEM, expired + tombstones)])
+
+    async def prune_history(self, keep: int, before_ms: int) -> int:
+        """Drop archived versions beyond the newest ``keep`` per memory or ended before ``before_ms``."""
+        db = self._db()
+        async with db.execute("SELECT count(*) FROM mem_history") as cur:
+            n0 = (await cur.fetchone())[0]  # type: ignore[index]
+        await self._write([(_PRUNE_HISTORY, [(keep, before_ms)])])
+        async with db.execute("SELECT count(*) FROM mem_history") as cur:
+            return int(n0 - (await cur.fetchone())[0])  # type: ignore[index]
+
+    async def checkpoint(self, truncate_over: int) -> str:
+        """Checkpoint SQLite's WAL: PASSIVE always; TRUNCATE when the file grew past ``truncate_over``
+        bytes and no reader holds it (a busy TRUNCATE is skipped, not waited for)."""
+        db = self._db()
+        await db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        wal = self.path + "-wal"
+        if not os.path.exists(wal) or os.path.getsize(wal) <= truncate_over:
+            return "passive"
+        await db.execute("PRAGMA busy_timeout = 0")
+        try:
+            async with db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+                busy = (await cur.fetchone())[0]  # type: ignore[index]
+        finally:
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return "truncate-busy" if busy else "truncate"
+
+    async def vacuum(self) -> int:
+        """Return free pages to the file system (incremental vacuum), refresh planner stats; pages freed."""
+        db = self._db()
+        async with db.execute("PRAGMA freelist_count") as cur:
+            free = int((await cur.fetchone())[0])  # type: ignore[index]
+        await db.execute("PRAGMA incremental_vacuum")
+        await db.execute("PRAGMA optimize")
+        self.reader.execute("PRAGMA shrink_memory")
+        return free
+
+    def disk_bytes(self) -> int:
+        """The database file plus its -wal file."""
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+    def _db(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise StoreError("store is closed")
+        return self._writer
+
+    async def _write(self, groups: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """One BEGIN IMMEDIATE transaction of executemany groups (empty ones skipped).
 
         Shielded: a cancelled ``await`` would not stop the SQL in aiosqlite's
-        thread and would leave a transaction open for the next flush.
+        thread and would leave a transaction open for the next writer.
         """
-        assert table.frozen
-        db = self._writer
-        if db is None:
-            raise StoreError("store is closed")
+        db = self._db()
+        groups = [(sql, rows) for sql, rows in groups if rows]
+        if not groups:
+            return
         with anyio.CancelScope(shield=True):
-            # one pass over the frozen table, off the event loop (it is immutable now)
-            batches = await anyio.to_thread.run_sync(flush_statements, table)
             await db.execute("BEGIN IMMEDIATE")
             try:
-                if table.flushall:
-                    await db.execute("DELETE FROM elems")
-                    await db.execute("DELETE FROM keys")
-                for sql, rows in batches:
+                for sql, rows in groups:
                     await db.executemany(sql, rows)
-                await db.execute("UPDATE meta SET value = ? WHERE name = 'flushed_lsn'", (table.max_lsn,))
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-        self.flushed_lsn = table.max_lsn
-
-    def copy_to(self, dest: str) -> int:
-        """Copy the database to ``dest`` as of one commit; return that copy's flushed LSN.
-
-        Runs in a worker thread on two connections of its own. SQLite's backup
-        API in a single step holds one read transaction on the source: in WAL
-        mode a flush committing meanwhile neither waits for it nor restarts
-        it. The copy is switched to a rollback journal so it is one
-        self-contained file (the next open by memd turns WAL back on).
-        """
-        src = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-        dst = sqlite3.connect(dest, isolation_level=None)
-        try:
-            src.backup(dst)
-            dst.execute("PRAGMA journal_mode = DELETE")
-            return int(dst.execute("SELECT value FROM meta WHERE name = 'flushed_lsn'").fetchone()[0])
-        finally:
-            dst.close()
-            src.close()
 
     async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """One statement on the writer connection (maintenance, tests)."""
