@@ -534,11 +534,17 @@ class Store:
         return "truncate-busy" if busy else "truncate"
 
     async def vacuum(self) -> int:
-        """Return free pages to the file system (incremental vacuum), refresh planner stats; pages freed."""
+        """Return free pages to the file system (incremental vacuum), refresh planner stats; pages freed.
+
+        Run it before :meth:`checkpoint`: in WAL mode the file shrinks when the checkpoint
+        copies the truncated database back.
+        """
         db = self._db()
         async with db.execute("PRAGMA freelist_count") as cur:
             free = int((await cur.fetchone())[0])  # type: ignore[index]
-        await db.execute("PRAGMA incremental_vacuum")
+        # it frees one page per step and returns no rows, so execute() would free just one page;
+        # executescript() (sqlite3_exec) steps it to the end
+        await db.executescript("PRAGMA incremental_vacuum;")
         await db.execute("PRAGMA optimize")
         self.reader.execute("PRAGMA shrink_memory")
         return free

@@ -64,8 +64,8 @@ async def run_compaction(engine: Engine, cfg: CompactionConfig) -> dict[str, Any
     async with engine.flush_lock:
         pruned = await store.prune_history(mem.history_versions, now_ms - max_age if max_age else -1)
     async with engine.flush_lock:
-        checkpoint = await store.checkpoint(cfg.wal_truncate_bytes)
         free_pages = await store.vacuum()
+        checkpoint = await store.checkpoint(cfg.wal_truncate_bytes)
     after = store.disk_bytes()
     result = {"expired_keys": totals[0], "expired_memories": totals[1], "tombstones": totals[2],
               "history_pruned": pruned, "checkpoint": checkpoint, "free_pages": free_pages,

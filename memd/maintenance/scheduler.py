@@ -70,7 +70,7 @@ class Maintenance:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self._scheduler: AsyncIOScheduler | None = None
-        self._send, self._receive = anyio.create_memory_object_stream[str](math.inf)
+        self._send: anyio.abc.ObjectSendStream[str] | None = None
 
     def add(self, name: str, fn: JobFn, schedule: str, *, quiet: bool = False) -> None:
         self.jobs[name] = Job(name, fn, schedule, quiet)
@@ -93,26 +93,28 @@ class Maintenance:
             self._scheduler.add_job(self._fire, trigger, args=[job.name], id=job.name, name=job.name)
 
     async def _fire(self, name: str) -> None:
-        self._send.send_nowait(name)
+        if self._send is not None:
+            self._send.send_nowait(name)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the scheduler on this loop and run triggered jobs until cancelled."""
         scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
-        self._scheduler = scheduler
+        send, receive = anyio.create_memory_object_stream[str](math.inf)
+        self._scheduler, self._send = scheduler, send
         for job in self.jobs.values():
             self._schedule(job)
         scheduler.start()
         try:
-            async with anyio.create_task_group() as tg:
+            async with send, receive, anyio.create_task_group() as tg:
                 task_status.started()
-                async for name in self._receive:
+                async for name in receive:
                     job = self.jobs.get(name)
                     if job is not None and not job.lock.locked():  # running: this trigger coalesces into it
                         tg.start_soon(self._execute, job)
         finally:
             scheduler.shutdown(wait=False)
-            self._scheduler = None
+            self._scheduler = self._send = None
 
     async def run_now(self, name: str) -> dict[str, Any]:
         """Run a job now (after a running instance finishes) and return its result; raises its error."""
