@@ -590,3 +590,13 @@ def changes(old: Config, new: Config) -> tuple[dict[str, tuple[Any, Any]], dict[
         if before != after:
             (live if key in RELOADABLE else restart)[key] = (before, after)
     return live, restart
+
+
+def in_force(old: Config, new: Config) -> Config:
+    """What a reload puts in force: ``new``, except keys that need a restart keep ``old``'s values."""
+    sections = {}
+    for name in _SECTIONS:
+        before, after = getattr(old, name), getattr(new, name)
+        kept = {k: getattr(before, k) for k in _SECTIONS[name] if f"{name}.{k}" not in RELOADABLE}
+        sections[name] = dataclasses.replace(after, **kept)
+    return Config(**sections)

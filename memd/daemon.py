@@ -9,13 +9,15 @@ flushes the buffer to SQLite, fsyncs and closes. A second signal only logs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import grp
 import json
 import logging
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -26,6 +28,7 @@ from memd.engine.engine import Engine
 from memd.engine.memories import Memories
 from memd.maintenance.compaction import run_compaction
 from memd.maintenance.scheduler import Maintenance
+from memd.reload import Reloader
 from memd.server import Access, Limits, Server
 
 log = logging.getLogger("memd.daemon")
@@ -63,24 +66,36 @@ def _group_id(name: str) -> int | None:
         raise config_mod.ConfigError("<config>", "server.socket_group", f"no such group {name!r}") from None
 
 
-async def run(cfg: Config) -> int:
+@dataclass
+class Live:
+    """The configuration in force and how to reach the reloader: jobs, views and signals read it here."""
+
+    cfg: Config
+    config_path: str | None = None
+    overrides: Mapping[str, object] = field(default_factory=dict)
+    request_reload: Callable[[str], None] | None = None  # set once the reloader runs (SIGHUP)
+
+
+async def run(cfg: Config, config_path: str | None = None, overrides: Mapping[str, object] | None = None) -> int:
     """Serve until a signal or SHUTDOWN; return the exit status.
 
     The signal watcher outlives the server and the engine, so a second
     SIGTERM during the final flush is logged instead of killing the flush.
     """
     stop = asyncio.Event()
+    live = Live(cfg, config_path, dict(overrides or {}))
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, stop)
+        tg.start_soon(_watch_signals, stop, live)
         try:
-            await _serve(cfg, stop)
+            await _serve(live, stop)
         finally:
             tg.cancel_scope.cancel()
     log.info("shutdown_done")
     return 0
 
 
-async def _serve(cfg: Config, stop: asyncio.Event) -> None:
+async def _serve(live: Live, stop: asyncio.Event) -> None:
+    cfg = live.cfg
     s, st = cfg.server, cfg.storage
     group = _group_id(s.socket_group)
     async with Engine(st.data_dir, fsync=st.fsync, recovery=st.recovery, wal_segment_bytes=st.wal_segment_bytes,
@@ -94,15 +109,19 @@ async def _serve(cfg: Config, stop: asyncio.Event) -> None:
                                       s.max_pending_bytes),
                         access=Access.default(s.allow_uids, s.allow_gids, group),
                         socket_mode=s.socket_mode, socket_group=group)
-        live = Live(cfg)
         server.config_view = lambda: config_mod.to_dict(live.cfg)
         server.namespace_rules = cfg.memory.access
         server.shutdown_requested = stop
         maintenance = _maintenance(engine, live)
         server.maintenance = maintenance
         server.info_providers.append(("maintenance", maintenance.status))
+        reloader = Reloader(live.config_path, live.overrides, lambda: live.cfg,
+                            functools.partial(_apply, live, engine, server, maintenance, group))
+        server.info_providers.append(("server", reloader.status))
         async with anyio.create_task_group() as tg:
             await tg.start(maintenance.run)
+            await tg.start(reloader.run)
+            live.request_reload = reloader.request
             await server.start()
             try:
                 log.info("ready version=%s socket=%s data_dir=%s fsync=%s", __version__, s.socket, st.data_dir,
@@ -116,17 +135,32 @@ async def _serve(cfg: Config, stop: asyncio.Event) -> None:
                 await server.close()
 
 
-@dataclass
-class Live:
-    """The configuration in force: jobs and views read it here, so a reload reaches them."""
-
-    cfg: Config
-
-
 def _maintenance(engine: Engine, live: Live) -> Maintenance:
     maintenance = Maintenance()
     maintenance.add("compact", lambda: run_compaction(engine, live.cfg.compaction), live.cfg.compaction.schedule)
     return maintenance
+
+
+def _apply(live: Live, engine: Engine, server: Server, maintenance: Maintenance, group: int | None,
+           cfg: Config, changed: dict[str, tuple[Any, Any]]) -> None:
+    """Put a reloaded config in force (keys in config.RELOADABLE; the others kept their values).
+
+    Everything here is a plain assignment read per use, so it takes effect at
+    once; connection limits apply to connections accepted from now on.
+    """
+    live.cfg = cfg
+    f, bp, s = cfg.flush, cfg.backpressure, cfg.server
+    engine.flush_max_records, engine.flush_max_bytes, engine.flush_max_age = f.max_records, f.max_bytes, \
+        f.max_age_seconds
+    engine.buffer_max_bytes, engine.write_timeout = bp.buffer_max_bytes, bp.write_timeout_seconds
+    if "storage.fsync" in changed:
+        engine.fsync_policy = cfg.storage.fsync
+    logging.getLogger().setLevel(cfg.log.level.upper())
+    server.limits = Limits(s.max_clients, s.max_bulk_bytes, s.max_args, s.max_inline_bytes, s.max_pending_bytes)
+    server.access = Access.default(s.allow_uids, s.allow_gids, group)
+    configure_memories(engine.memories, cfg.memory)
+    server.namespace_rules = cfg.memory.access
+    maintenance.reschedule("compact", cfg.compaction.schedule)
 
 
 def configure_memories(memories: Memories, mc: config_mod.MemoryConfig) -> None:
@@ -136,17 +170,21 @@ def configure_memories(memories: Memories, mc: config_mod.MemoryConfig) -> None:
     memories.history_max_age_ms = int(mc.history_max_age_seconds * 1000)
 
 
-async def _watch_signals(stop: asyncio.Event) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _watch_signals(stop: asyncio.Event, live: Live) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
-            if stop.is_set():
+            if signum == signal.SIGHUP:
+                log.info("signal signal=SIGHUP action=reload")
+                if live.request_reload is not None:
+                    live.request_reload("SIGHUP")
+            elif stop.is_set():
                 log.warning("signal_ignored signal=%s reason='already shutting down'", signal.Signals(signum).name)
             else:
                 log.info("signal signal=%s", signal.Signals(signum).name)
                 stop.set()
 
 
-def serve(cfg: Config) -> int:
+def serve(cfg: Config, config_path: str | None = None, overrides: Mapping[str, object] | None = None) -> int:
     setup_logging(cfg.log.level)
     options: dict[str, Any] = {}
     try:
@@ -154,4 +192,4 @@ def serve(cfg: Config) -> int:
         options["use_uvloop"] = True
     except ImportError:
         pass
-    return anyio.run(run, cfg, backend="asyncio", backend_options=options)
+    return anyio.run(run, cfg, config_path, overrides, backend="asyncio", backend_options=options)

@@ -296,6 +296,10 @@ class Engine:
     def fsync_policy(self) -> str:
         return self.wal.policy
 
+    @fsync_policy.setter
+    def fsync_policy(self, policy: str) -> None:
+        self.wal.set_policy(policy)
+
     # ---- flushing --------------------------------------------------------------
 
     def buffered_bytes(self) -> int:

@@ -379,6 +379,11 @@ class WAL:
                             f"promised (everything up to LSN {self.synced_lsn} is safe); reads go on")
         log.critical("wal_fatal error=%r", message)
 
+    def set_policy(self, policy: str) -> None:
+        """Switch the fsync policy live (config reload); the syncer picks it up on its next pass."""
+        self.policy = policy
+        self._kick.set()  # under "no" it may be waiting without a timeout
+
     # ---- durability ------------------------------------------------------------
 
     async def wait(self, lsn: int) -> None:
