@@ -26,8 +26,10 @@ from memd import __version__, config as config_mod
 from memd.config import Config
 from memd.engine.engine import Engine
 from memd.engine.memories import Memories
+from memd.maintenance.backup import last_backup, run_backup
 from memd.maintenance.compaction import run_compaction
 from memd.maintenance.scheduler import Maintenance
+from memd.maintenance.watchdog import Watchdog
 from memd.reload import Reloader
 from memd.server import Access, Limits, Server
 
@@ -112,11 +114,13 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
         server.config_view = lambda: config_mod.to_dict(live.cfg)
         server.namespace_rules = cfg.memory.access
         server.shutdown_requested = stop
-        maintenance = _maintenance(engine, live)
+        watchdog = Watchdog(engine, cfg.watchdog)
+        maintenance = _maintenance(engine, live, watchdog)
         server.maintenance = maintenance
-        server.info_providers.append(("maintenance", maintenance.status))
+        server.info_providers += [("maintenance", maintenance.status), ("memory", lambda: {f"memd_watchdog_{k}": v for k, v in watchdog.status().items()}),
+                                  ("persistence", lambda: _backup_age(live))]
         reloader = Reloader(live.config_path, live.overrides, lambda: live.cfg,
-                            functools.partial(_apply, live, engine, server, maintenance, group))
+                            functools.partial(_apply, live, engine, server, maintenance, watchdog, group))
         server.info_providers.append(("server", reloader.status))
         async with anyio.create_task_group() as tg:
             await tg.start(maintenance.run)
@@ -135,14 +139,28 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
                 await server.close()
 
 
-def _maintenance(engine: Engine, live: Live) -> Maintenance:
+def _maintenance(engine: Engine, live: Live, watchdog: Watchdog) -> Maintenance:
     maintenance = Maintenance()
-    maintenance.add("compact", lambda: run_compaction(engine, live.cfg.compaction), live.cfg.compaction.schedule)
+    cfg = live.cfg
+    maintenance.add("compact", lambda: run_compaction(engine, live.cfg.compaction), cfg.compaction.schedule)
+    maintenance.add("backup", lambda: run_backup(engine, live.cfg.backup), cfg.backup.schedule)
+    maintenance.add("watchdog", watchdog.sample, _every(cfg.watchdog.sample_seconds), quiet=True)
     return maintenance
 
 
-def _apply(live: Live, engine: Engine, server: Server, maintenance: Maintenance, group: int | None,
-           cfg: Config, changed: dict[str, tuple[Any, Any]]) -> None:
+def _every(seconds: float) -> str:
+    return f"every {seconds:g}s"
+
+
+def _backup_age(live: Live) -> dict[str, Any]:
+    """INFO persistence: the newest verified backup and its age (operators alert on it)."""
+    last = last_backup(live.cfg.backup.dir)
+    return {"memd_last_backup": last[0] if last else "",
+            "memd_last_backup_age_seconds": int(time.time() - last[1]) if last else -1}
+
+
+def _apply(live: Live, engine: Engine, server: Server, maintenance: Maintenance, watchdog: Watchdog,
+           group: int | None, cfg: Config, changed: dict[str, tuple[Any, Any]]) -> None:
     """Put a reloaded config in force (keys in config.RELOADABLE; the others kept their values).
 
     Everything here is a plain assignment read per use, so it takes effect at
@@ -161,6 +179,9 @@ def _apply(live: Live, engine: Engine, server: Server, maintenance: Maintenance,
     configure_memories(engine.memories, cfg.memory)
     server.namespace_rules = cfg.memory.access
     maintenance.reschedule("compact", cfg.compaction.schedule)
+    maintenance.reschedule("backup", cfg.backup.schedule)
+    watchdog.configure(cfg.watchdog)
+    maintenance.reschedule("watchdog", _every(cfg.watchdog.sample_seconds))
 
 
 def configure_memories(memories: Memories, mc: config_mod.MemoryConfig) -> None:

@@ -144,7 +144,10 @@ def _maintenance_job(ctx: Context, name: str, render: Any) -> Any:
         raise CommandError(f"{name} is not available here (no maintenance scheduler in this process)")
 
     async def run() -> Any:
-        return render(await maintenance.run_now(name))
+        try:
+            return render(await maintenance.run_now(name))
+        except Exception as exc:  # noqa: BLE001 - the job logged it; the caller gets one clear line
+            raise CommandError(f"{name} failed: {exc}") from exc
     return Deferred(run)
 
 

@@ -485,6 +485,25 @@ class Store:
         await self._write([*wipe, *batches, ("UPDATE meta SET value = ? WHERE name = 'flushed_lsn'", [(table.max_lsn,)])])
         self.flushed_lsn = table.max_lsn
 
+    def copy_to(self, dest: str) -> int:
+        """Copy the database to ``dest`` as of one commit; return that copy's flushed LSN.
+
+        Runs in a worker thread on two connections of its own. SQLite's backup
+        API in a single step holds one read transaction on the source: in WAL
+        mode a flush committing meanwhile neither waits for it nor restarts
+        it. The copy is switched to a rollback journal so it is one
+        self-contained file (the next open by memd turns WAL back on).
+        """
+        src = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        dst = sqlite3.connect(dest, isolation_level=None)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode = DELETE")
+            return int(dst.execute("SELECT value FROM meta WHERE name = 'flushed_lsn'").fetchone()[0])
+        finally:
+            dst.close()
+            src.close()
+
     # ---- compaction (the caller holds the engine's flush lock: no flush interleaves) ----------
 
     def expired_keys(self, now_ms: int, limit: int) -> list[bytes]:
