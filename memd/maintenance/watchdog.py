@@ -10,7 +10,9 @@ the scheduler's interval and moves between four states:
 ``soft``
     RSS is above the soft limit: every sample flushes what is buffered, the
     first one of an episode also drops caches (the read connection's SQLite
-    page cache, Python's cyclic garbage) and logs one line.
+    page cache, Python's cyclic garbage) and logs one line. Writes go on
+    during that flush; if RSS is above the hard limit once it is done, the
+    refusal starts in the same sample rather than one interval later.
 ``refusing``
     RSS went above the hard limit: writes get ``-OOM <why, and what to do>``
     (``engine.write_refusal``), reads go on, the buffer is flushed. Writes
@@ -224,8 +226,9 @@ class Watchdog:
         try:
             self.available = self._available_fn()
         except (OSError, psutil.Error, MemdError) as exc:
-            self._warn_once("available", "watchdog_available_unknown error=%r (limits given as a share "
-                            "cannot be enforced; give watchdog limits as sizes)", str(exc))
+            self._warn_once("available", "watchdog_available_unknown error=%r known=%d (the last known figure "
+                            "stays in use; with none, limits given as a share are not enforced: give them as "
+                            "sizes)", str(exc), self.available or 0)
         hard = self._resolve(self.cfg.hard_limit)
         soft = self._resolve(self.cfg.soft_limit)
         if soft >= hard:
@@ -280,6 +283,10 @@ class Watchdog:
         await self._flush()
         if drop:
             self._drop_caches()
+        if self.state == SOFT and self._read_rss() > self.hard_bytes:
+            # writes went on during that flush: act on the hard limit now, not a sample later
+            self._refuse(self.rss)
+            await self._flush()
         if self.state == REFUSING:
             self._settle()
         return self.status()
