@@ -93,6 +93,48 @@ def info(socket_path: str | None, section: str | None) -> int:
     return 0
 
 
+def backup(socket_path: str | None, timeout: float) -> int:
+    """Ask the running daemon for a backup (MEMD.BACKUP); the path of the verified backup is the last line."""
+    import redis  # noqa: PLC0415
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+    from redis.retry import Retry  # noqa: PLC0415
+
+    from memd.client import SyncClient  # noqa: PLC0415
+    # no retries: a retried MEMD.BACKUP after a timeout would start a second backup
+    client = SyncClient(socket_path, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
+    path = client.connection_pool.connection_kwargs.get("path", socket_path)
+    try:
+        reply = client.execute_command("MEMD.BACKUP")
+    except redis.exceptions.TimeoutError:
+        print(f"memd backup: no reply from {path} within {timeout:g} s; the backup may still finish: "
+              "see `memd info maintenance` (or raise --timeout)", file=sys.stderr)
+        return 2
+    except redis.exceptions.ConnectionError as exc:
+        if "Permission denied" in str(exc):
+            print(f"memd backup: permission denied on {path}: run it as the daemon's user or a member of the "
+                  "socket's group", file=sys.stderr)
+        else:
+            print(f"memd backup: no daemon answers on {path}: {exc}", file=sys.stderr)
+        return 2
+    except redis.exceptions.RedisError as exc:
+        print(f"memd backup: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    print(reply.decode(errors="replace") if isinstance(reply, bytes) else reply)
+    return 0
+
+
+def restore(backup_path: str, data_dir: str) -> int:
+    """Offline restore; the daemon must be stopped (the data directory's lock says so)."""
+    from memd.maintenance.restore import restore as restore_backup  # noqa: PLC0415
+
+    aside = restore_backup(backup_path, data_dir)
+    print(f"memd restore: the previous contents of {data_dir} were moved to {aside} (nothing was deleted)")
+    print(f"memd restore: restored {backup_path} into {os.path.join(data_dir, DB_NAME)}; start the daemon")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memd", description="local persistence daemon for AI-agent memory")
     parser.add_argument("--version", action="version", version=f"memd {__version__}")
@@ -107,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("section", nargs="?", help="one INFO section")
     p = sub.add_parser("check", help="verify a data directory offline (WAL segments, SQLite integrity)")
     p.add_argument("--data-dir", required=True, help="the data directory to verify (no daemon may be using it)")
+    p = sub.add_parser("backup", help="make a verified backup now, through the running daemon; prints its path")
+    p.add_argument("--socket", help="daemon socket (default: $MEMD_SOCKET, /run/memd/memd.sock, per-user)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the backup (default 3600)")
+    p = sub.add_parser("restore", help="restore a backup into a data directory no daemon is using (offline)")
+    p.add_argument("backup", help="the backup file (memd-...sqlite3.lz4, or its .json manifest)")
+    p.add_argument("--data-dir", required=True, help="the data directory to restore into; its contents are moved "
+                   "aside, not deleted")
     return parser
 
 
@@ -120,9 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from memd import config, daemon  # noqa: PLC0415 - only the daemon needs these
             overrides = {k: v for k, v in (("server.socket", args.socket), ("storage.data_dir", args.data_dir),
                                            ("storage.fsync", args.fsync)) if v is not None}
-            return daemon.serve(config.load(args.config, overrides))
+            return daemon.serve(config.load(args.config, overrides), config_path=args.config, overrides=overrides)
         if args.command == "info":
             return info(args.socket, args.section)
+        if args.command == "backup":
+            return backup(args.socket, args.timeout)
+        if args.command == "restore":
+            return restore(args.backup, args.data_dir)
     except MemdError as exc:
         print(f"memd {args.command}: {exc}", file=sys.stderr)
         return 2
