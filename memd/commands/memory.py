@@ -269,7 +269,7 @@ def _label_match(labels: list[str], pattern: list[str]) -> bool:
 def mem_namespaces(ctx: Context, args: list[bytes]) -> Any:
     opts = _Options(args, {b"PREFIX", b"SUFFIX", b"MAXDEPTH", b"LIMIT", b"OFFSET"}, set())
     prefix = parse_namespace(opts.values.get(b"PREFIX", b""), root=True, what="PREFIX").split(".")
-    suffix = parse_namespace(opts.values.get(b"SUFFIX", b""), root=True, what="SUFFIX").split(".")
+    suffix = parse_namespace(opts.values[b"SUFFIX"], what="SUFFIX").split(".") if b"SUFFIX" in opts.values else []
     prefix, suffix = [p for p in prefix if p], [s for s in suffix if s]
     depth = parse_range(opts.values[b"MAXDEPTH"], "MAXDEPTH", 1) if b"MAXDEPTH" in opts.values else None
     limit = parse_range(opts.values.get(b"LIMIT", b"100"), "LIMIT", 0, MAX_NAMESPACES_LIMIT)

@@ -201,39 +201,48 @@ def _scope_sql(scope: Scope) -> tuple[str, list[Any]]:
     return f"(CASE {whens} ELSE 1 END)", [p for prefix, ok in scope for p in (*_under_params(prefix), int(ok))]
 
 
-def _json_path(field: str) -> str:
-    return '$."' + field + '"'  # callers refuse fields with '"' (SQLite paths have no escapes)
+def _field(field: str) -> tuple[str, str, str]:
+    """SQL for a top-level field's JSON type and value, and the parameter both take.
+
+    A JSON path (fast) for names JSON stores unescaped; SQLite's paths compare
+    the raw, escaped key text and cannot quote a '"', so other names go
+    through json_each, whose ``key`` column is unescaped.
+    """
+    if '"' in field or "\\" in field or any(ord(c) < 0x20 for c in field):
+        return ("(SELECT type FROM json_each(i.value) WHERE key = ?)",
+                "(SELECT value FROM json_each(i.value) WHERE key = ?)", field)
+    return "json_type(i.value, ?)", "json_extract(i.value, ?)", '$."' + field + '"'
 
 
-def _eq_sql(path: str, value: Any) -> tuple[str, list[Any]]:
+def _eq_sql(field: str, value: Any) -> tuple[str, list[Any]]:
     """JSONB-like equality of a top-level field with a JSON value: same JSON type, same value."""
+    t, v, p = _field(field)
     if value is None:  # JSON null, or no such field
-        return "coalesce(json_type(i.value, ?), 'null') = 'null'", [path]
+        return f"coalesce({t}, 'null') = 'null'", [p]
     if value is True or value is False:
-        return "json_type(i.value, ?) = ?", [path, "true" if value else "false"]
+        return f"{t} = ?", [p, "true" if value else "false"]
     if isinstance(value, (int, float)):
-        return "(json_type(i.value, ?) IN ('integer', 'real') AND json_extract(i.value, ?) = ?)", [path, path, value]
+        return f"({t} IN ('integer', 'real') AND {v} = ?)", [p, p, value]
     if isinstance(value, str):
-        return "(json_type(i.value, ?) = 'text' AND json_extract(i.value, ?) = ?)", [path, path, value]
-    return (f"(json_type(i.value, ?) = {_JSON_CLASS[type(value)]} AND memd_json_eq(json_extract(i.value, ?), ?))",
-            [path, path, json.dumps(value)])
+        return f"({t} = 'text' AND {v} = ?)", [p, p, value]
+    return f"({t} = {_JSON_CLASS[type(value)]} AND memd_json_eq({v}, ?))", [p, p, json.dumps(value)]
 
 
 def _cond_sql(cond: Cond) -> tuple[str, list[Any]]:
     field, op, value = cond
-    path = _json_path(field)
     if op == "$eq":
-        return _eq_sql(path, value)
+        return _eq_sql(field, value)
     if op == "$ne":
-        sql, params = _eq_sql(path, value)
+        sql, params = _eq_sql(field, value)
         return f"NOT coalesce({sql}, 0)", params
     if op == "$in":
         if not value:
             return "0", []
-        parts = [_eq_sql(path, v) for v in value]
-        return "(" + " OR ".join(p[0] for p in parts) + ")", [x for p in parts for x in p[1]]
+        parts = [_eq_sql(field, x) for x in value]
+        return "(" + " OR ".join(part[0] for part in parts) + ")", [x for part in parts for x in part[1]]
+    t, v, p = _field(field)
     kind = "'text'" if isinstance(value, str) else "'integer', 'real'"
-    return f"(json_type(i.value, ?) IN ({kind}) AND json_extract(i.value, ?) {_SQL_OPS[op]} ?)", [path, path, value]
+    return f"({t} IN ({kind}) AND {v} {_SQL_OPS[op]} ?)", [p, p, value]
 
 
 def json_equal(a: Any, b: Any) -> bool:

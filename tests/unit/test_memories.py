@@ -126,7 +126,7 @@ async def test_filters_follow_jsonb_rules(engine: Engine) -> None:
     assert keys({"s": {"$gt": "x"}}) == ["b", "c"]
     assert keys({"s": {"$ne": "x"}}) == ["b", "c"] and keys({"missing": {"$ne": 1}}) == ["a", "b", "c"]
     assert keys({"s": {"$in": ["y", "xx"]}}) == ["b", "c"] and keys({"s": {"$in": []}}) == []
-    for bad in ([1], {"n": {"$regex": "x"}}, {"n": {"$gt": [1]}}, {"n": {"$in": 1}}, {'a"b': 1},
+    for bad in ([1], {"n": {"$regex": "x"}}, {"n": {"$gt": [1]}}, {"n": {"$in": 1}},
                 {"n": {"$eq": 1, "p": 2}}):
         with pytest.raises(ValueError):
             parse_filter(bad)
