@@ -59,6 +59,8 @@ DEFAULT_WATCHDOG_HARD_LIMIT: float | int = 0.7
 DEFAULT_MEMORY_MAX_VALUE_BYTES = 1 * MiB
 DEFAULT_MEMORY_HISTORY_VERSIONS = 10
 DEFAULT_MEMORY_HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600.0
+DEFAULT_METRICS_TEXTFILE = ""  # "" = no textfile (MEMD.METRICS still works)
+DEFAULT_METRICS_SCHEDULE = "every 15s"
 FSYNC_POLICIES = ("always", "everysec", "no")
 RECOVERY_MODES = ("tolerate-tail", "absolute", "skip-corrupt")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -390,6 +392,14 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics for node_exporter's textfile collector (memd opens no network port)."""
+
+    textfile: str = _opt(DEFAULT_METRICS_TEXTFILE, "path")
+    schedule: str = _opt(DEFAULT_METRICS_SCHEDULE, "schedule")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole effective configuration; after :func:`load`, paths are concrete."""
 
@@ -402,6 +412,7 @@ class Config:
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 _SECTION_TYPES: dict[str, Any] = {s.name: s.default_factory for s in dataclasses.fields(Config)}
@@ -416,6 +427,7 @@ RELOADABLE: frozenset[str] = frozenset(
     + [f"compaction.{k}" for k in _SECTIONS["compaction"]]
     + [f"backup.{k}" for k in _SECTIONS["backup"]]
     + [f"watchdog.{k}" for k in _SECTIONS["watchdog"]]
+    + [f"metrics.{k}" for k in _SECTIONS["metrics"]]
     + ["log.level", "storage.fsync", "server.allow_uids", "server.allow_gids"]
     + [f"server.{k}" for k in ("max_clients", "max_bulk_bytes", "max_args",
                                 "max_inline_bytes", "max_pending_bytes")]
@@ -489,10 +501,13 @@ def _resolve_paths(values: dict[str, dict[str, Any]], origin: dict[str, str],
     """
     for dotted, default in (("server.socket", default_socket_path),
                             ("storage.data_dir", default_data_dir),
-                            ("backup.dir", lambda _: os.path.join(values["storage"]["data_dir"], "backups"))):
+                            ("backup.dir", lambda _: os.path.join(values["storage"]["data_dir"], "backups")),
+                            ("metrics.textfile", lambda _: "")):
         section, key = dotted.split(".")
         where = origin.get(dotted, fpath)
         p = os.path.expanduser(values[section].get(key, "")) or default(env)
+        if not p:
+            continue  # an optional file left empty: off
         if where != FLAGS:
             p = os.path.join(os.path.dirname(os.path.abspath(fpath)), p)
         values[section][key] = p = os.path.abspath(p)

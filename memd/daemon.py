@@ -22,7 +22,9 @@ from typing import Any
 
 import anyio
 
-from memd import __version__, config as config_mod
+from memd import __version__, config as config_mod, systemd
+from memd.commands import Context
+from memd.commands.server import metrics_text
 from memd.config import Config
 from memd.engine.engine import Engine
 from memd.engine.memories import Memories
@@ -30,10 +32,12 @@ from memd.maintenance.backup import last_backup, run_backup
 from memd.maintenance.compaction import run_compaction
 from memd.maintenance.scheduler import Maintenance
 from memd.maintenance.watchdog import Watchdog
+from memd.metrics import write_textfile
 from memd.reload import Reloader
 from memd.server import Access, Limits, Server
 
 log = logging.getLogger("memd.daemon")
+RECOVERY_EXTEND_USEC = 60_000_000  # per progress report (~1 s): room for a flush-as-you-go of a full buffer
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -100,11 +104,14 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
     cfg = live.cfg
     s, st = cfg.server, cfg.storage
     group = _group_id(s.socket_group)
+    activated = systemd.listen_socket()  # memd.socket: systemd made and holds the socket; clients queue in it
+    systemd.notify(f"STATUS=recovering: replaying the WAL in {st.data_dir}")
     async with Engine(st.data_dir, fsync=st.fsync, recovery=st.recovery, wal_segment_bytes=st.wal_segment_bytes,
                       wal_compress_min=st.wal_compress_min_bytes, flush_max_records=cfg.flush.max_records,
                       flush_max_bytes=cfg.flush.max_bytes, flush_max_age=cfg.flush.max_age_seconds,
                       buffer_max_bytes=cfg.backpressure.buffer_max_bytes,
-                      write_timeout=cfg.backpressure.write_timeout_seconds) as engine:
+                      write_timeout=cfg.backpressure.write_timeout_seconds,
+                      recovery_progress=_recovery_progress) as engine:
         configure_memories(engine.memories, cfg.memory)
         server = Server(engine, s.socket,
                         limits=Limits(s.max_clients, s.max_bulk_bytes, s.max_args, s.max_inline_bytes,
@@ -117,6 +124,7 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
         watchdog = Watchdog(engine, cfg.watchdog)
         maintenance = _maintenance(engine, live, watchdog)
         server.maintenance = maintenance
+        maintenance.add("metrics", functools.partial(_write_metrics, live, server), _metrics_schedule(cfg), quiet=True)
         server.info_providers += [("maintenance", maintenance.status), ("memory", lambda: {f"memd_watchdog_{k}": v for k, v in watchdog.status().items()}),
                                   ("persistence", lambda: _backup_age(live))]
         reloader = Reloader(live.config_path, live.overrides, lambda: live.cfg,
@@ -126,17 +134,28 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
             await tg.start(maintenance.run)
             await tg.start(reloader.run)
             live.request_reload = reloader.request
-            await server.start()
+            await server.start(activated)
+            systemd.notify("READY=1", f"STATUS=ready: socket={server.socket_path} fsync={engine.fsync_policy}")
+            interval = systemd.watchdog_interval()
+            if interval is not None:  # WatchdogSec=: ping only while the loop runs and the flush progresses
+                health = functools.partial(systemd.flush_health, engine, systemd.stall_limit(interval))
+                tg.start_soon(systemd.watchdog_loop, interval, health)
             try:
-                log.info("ready version=%s socket=%s data_dir=%s fsync=%s", __version__, s.socket, st.data_dir,
-                         st.fsync)
+                log.info("ready version=%s socket=%s data_dir=%s fsync=%s", __version__, server.socket_path,
+                         st.data_dir, st.fsync)
                 await stop.wait()
+                systemd.notify("STOPPING=1", "STATUS=shutting down: draining connections, then the final flush")
                 log.info("shutdown_begin connections=%d", len(server.connections))
                 server.stop_accepting()
                 await server.drain()
             finally:
                 tg.cancel_scope.cancel()  # the scheduler stops; a running job finishes first (shielded)
                 await server.close()
+
+
+def _recovery_progress(records: int) -> None:
+    """While a long WAL replays, ask systemd for more start time (TimeoutStartSec=) and say how far it got."""
+    systemd.notify(f"EXTEND_TIMEOUT_USEC={RECOVERY_EXTEND_USEC}", f"STATUS=recovering: {records} WAL records replayed")
 
 
 def _maintenance(engine: Engine, live: Live, watchdog: Watchdog) -> Maintenance:
@@ -150,6 +169,21 @@ def _maintenance(engine: Engine, live: Live, watchdog: Watchdog) -> Maintenance:
 
 def _every(seconds: float) -> str:
     return f"every {seconds:g}s"
+
+
+def _metrics_schedule(cfg: Config) -> str:
+    """The textfile job runs only when there is a file to write."""
+    return cfg.metrics.schedule if cfg.metrics.textfile else ""
+
+
+async def _write_metrics(live: Live, server: Server) -> dict[str, Any]:
+    """Render on the loop (it reads live engine state), write and rename in a thread (disk I/O)."""
+    path = live.cfg.metrics.textfile
+    if not path:
+        return {"textfile": "off"}
+    text = metrics_text(Context(engine=server.engine, server=server))
+    await anyio.to_thread.run_sync(write_textfile, path, text)
+    return {"path": path, "bytes": len(text)}
 
 
 def _backup_age(live: Live) -> dict[str, Any]:
@@ -182,6 +216,7 @@ def _apply(live: Live, engine: Engine, server: Server, maintenance: Maintenance,
     maintenance.reschedule("backup", cfg.backup.schedule)
     watchdog.configure(cfg.watchdog)
     maintenance.reschedule("watchdog", _every(cfg.watchdog.sample_seconds))
+    maintenance.reschedule("metrics", _metrics_schedule(cfg))
 
 
 def configure_memories(memories: Memories, mc: config_mod.MemoryConfig) -> None:

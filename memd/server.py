@@ -115,11 +115,13 @@ class Connection(asyncio.Protocol):
         self.ctx.peer_groups = tuple(groups)
         if not server.access.allows(uid, gid, groups):
             log.warning("client_refused reason=credentials uid=%d gid=%d pid=%d", uid, gid, pid)
+            server.count_error("NOPERM")
             transport.write(b"-NOPERM this user (uid %d) may not use memd: add it to the daemon's group or to "
                             b"server.allow_uids in the config\r\n" % uid)
             self._close()
             return
         if len(server.connections) >= server.limits.max_clients:
+            server.count_error("ERR")
             transport.write(b"-ERR max number of clients reached\r\n")
             self._close()
             return
@@ -182,11 +184,14 @@ class Connection(asyncio.Protocol):
                     self.backlog = cmds[i + 1:] + self.backlog
                     self._suspend(out, writes, lsn_before, reply.fn)
                     return
+                if isinstance(reply, CommandError):
+                    self.server.count_error(reply.prefix)
                 start = len(out)
                 self.encoder.protocol = self.ctx.protocol  # HELLO 3 is itself answered in RESP3
                 self.encoder.encode_into(out, reply)
                 if engine.last_lsn != before:
                     writes.append((start, len(out)))
+                    self.server.stats_writes += 1
                 if self.ctx.quit:
                     if self._send(out, writes, lsn_before):
                         self._close()  # (otherwise acked() closes once the replies are out)
@@ -248,6 +253,7 @@ class Connection(asyncio.Protocol):
                         await engine.wait_durable(lsn)
                         self._write(out)
                     except DurabilityError as exc:
+                        self.server.count_error(exc.prefix, len(writes))
                         self._write(_fail_writes(out, writes, exc))
                 else:
                     self._write(out)
@@ -255,6 +261,8 @@ class Connection(asyncio.Protocol):
                     reply = await fn()
                 except (CommandError, MemdError) as exc:
                     reply = exc if isinstance(exc, CommandError) else CommandError(str(exc))
+                if isinstance(reply, CommandError):
+                    self.server.count_error(reply.prefix)
                 if reply is not NO_REPLY:
                     self._write(self.encoder.encode(reply))
             except Exception as exc:  # noqa: BLE001
@@ -280,6 +288,7 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def _fail(self, line: bytes) -> None:
+        self.server.count_error(line[1:].split(b" ", 1)[0].decode(errors="replace"))
         self._write(line)
         self._close()
 
@@ -328,6 +337,8 @@ class Server:
         self.next_id = 0
         self.stats_connections = 0
         self.stats_commands = 0
+        self.stats_writes = 0  # write commands that logged a WAL record (INFO memd_write_commands)
+        self.stats_errors: dict[str, int] = {}  # error replies by RESP prefix (INFO errorstats)
         self.idle = asyncio.Event()
         self.shutdown_requested: asyncio.Event | None = None
         self.config_view: Callable[[], dict[str, str]] = dict  # CONFIG GET's source; the daemon sets it
@@ -336,6 +347,12 @@ class Server:
         self.info_providers: list[tuple[str, Callable[[], dict[str, Any]]]] = []  # extra INFO fields by section
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1
+        self._owns_socket_file = True  # False for a socket systemd passed (memd.socket keeps its file)
+
+    def count_error(self, prefix: str, n: int = 1) -> None:
+        """Count ``n`` error replies with this RESP prefix: INFO errorstats and the metrics read it."""
+        if n:
+            self.stats_errors[prefix] = self.stats_errors.get(prefix, 0) + n
 
     def queue_ack(self, ack: Ack) -> None:
         """Collect acks for one event-loop pass, then reach durability once for all of them.
@@ -379,18 +396,33 @@ class Server:
             if error is None or self.engine.is_durable(ack.lsn):
                 ack.conn.acked(ack.out)
             else:
+                self.count_error(error.prefix, len(ack.writes))
                 ack.conn.acked(_fail_writes(ack.out, ack.writes, error))
 
     def contexts(self) -> list[Context]:
         return [c.ctx for c in self.connections]
 
-    async def start(self) -> None:
-        """Bind the socket (safely), then accept."""
+    async def start(self, activated: socket.socket | None = None) -> None:
+        """Bind the socket (safely), then accept; or accept on ``activated``, a listening socket from systemd.
+
+        An adopted socket's file belongs to systemd (memd.socket): its mode and
+        group come from SocketMode=/SocketGroup=, and close() leaves the file
+        in place so that clients keep connecting across restarts. The lock
+        next to it still keeps a second daemon off.
+        """
+        if activated is not None:
+            self.socket_path = adopted_socket_path(activated)
+            self._owns_socket_file = False
         self._lock_fd = lock_socket(self.socket_path)
-        sock = bind_unix_socket(self.socket_path, self.socket_mode, self.socket_group)
+        if activated is None:
+            sock = bind_unix_socket(self.socket_path, self.socket_mode, self.socket_group)
+        else:
+            sock = activated
+            sock.setblocking(False)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: Connection(self), sock=sock, backlog=1024)
-        log.info("listening socket=%s mode=%o", self.socket_path, self.socket_mode)
+        log.info("listening socket=%s mode=%o activated=%s", self.socket_path, os.stat(self.socket_path).st_mode
+                 & 0o7777, "no" if activated is None else "systemd")
 
     def stop_accepting(self) -> None:
         if self._server is not None:
@@ -415,7 +447,8 @@ class Server:
             await self._server.wait_closed()
             self._server = None
         try:
-            os.unlink(self.socket_path)
+            if self._owns_socket_file:
+                os.unlink(self.socket_path)
         except FileNotFoundError:
             pass
         if self._lock_fd >= 0:
@@ -437,6 +470,15 @@ def lock_socket(path: str) -> int:
     return fd
 
 
+def adopted_socket_path(sock: socket.socket) -> str:
+    """The file path a socket-activated listener is bound to (abstract names have no file to protect)."""
+    name = sock.getsockname()
+    if not isinstance(name, str) or not name:
+        raise MemdError(f"the socket systemd passed is not bound to a file path ({name!r}): memd needs the file's "
+                        "mode and group as its first access gate; use ListenStream=/run/memd/memd.sock")
+    return name
+
+
 def bind_unix_socket(path: str, mode: int, group: int | None) -> socket.socket:
     """Create the listening socket so that it never exists with looser permissions than ``mode``."""
     if os.path.exists(path):
@@ -456,7 +498,9 @@ def bind_unix_socket(path: str, mode: int, group: int | None) -> socket.socket:
         sock.bind(path)
     finally:
         os.umask(old)
-    if group is not None:
+    # chown only when needed: under systemd, Group= already gave the group, and the unit's
+    # SystemCallFilter=~@privileged refuses chown()
+    if group is not None and os.stat(path).st_gid != group:
         os.chown(path, -1, group)
     os.chmod(path, mode)
     sock.listen(1024)

@@ -10,22 +10,27 @@ from typing import Any
 import anyio
 import psutil
 
-from memd import __version__
+from memd import __version__, metrics
 from memd.commands import NO_REPLY, CommandError, Context, Deferred, command, parse_int
 from memd.resp import SimpleString, Verbatim
 
 _STARTED = time.time()
 _PROCESS = psutil.Process()
-SECTIONS = ("server", "clients", "memory", "persistence", "stats", "keyspace", "cluster")
+SECTIONS = ("server", "clients", "memory", "persistence", "stats", "errorstats", "keyspace", "cluster")
 
 
-def info_sections(ctx: Context) -> dict[str, dict[str, Any]]:
-    """Every INFO figure, by section (also what MEMD.STATS returns)."""
+def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str, Any]]:
+    """Every INFO figure, by section (also what MEMD.STATS and MEMD.METRICS return).
+
+    ``keyspace=False`` skips the key count, a COUNT over the SQLite table:
+    the metrics, scraped every few seconds on the event loop, do without it.
+    """
     engine = ctx.engine
     stats = engine.stats()
     server = ctx.server
     rss = _PROCESS.memory_info().rss
-    keys = engine.keyspace.dbsize()
+    keys = engine.keyspace.dbsize() if keyspace else 0
+    errors: dict[str, int] = getattr(server, "stats_errors", {})
     sections: dict[str, dict[str, Any]] = {
         "server": {
             "redis_version": "7.0.15", "memd_version": __version__, "redis_mode": "standalone",
@@ -44,7 +49,10 @@ def info_sections(ctx: Context) -> dict[str, dict[str, Any]]:
         "stats": {
             "total_connections_received": getattr(server, "stats_connections", 0),
             "total_commands_processed": getattr(server, "stats_commands", 0),
+            "total_error_replies": sum(errors.values()),
+            "memd_write_commands": getattr(server, "stats_writes", 0),
         },
+        "errorstats": {f"errorstat_{prefix}": f"count={n}" for prefix, n in sorted(errors.items())},
         "keyspace": {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {},
         # clients probe it (langchain's get_client reads cluster_enabled) before anything else
         "cluster": {"cluster_enabled": 0},
@@ -71,6 +79,25 @@ def info(ctx: Context, args: list[bytes]) -> Any:
     if any(w in ("all", "everything", "default") for w in wanted):
         wanted = []
     text = _render(info_sections(ctx), wanted)
+    return Verbatim(text) if ctx.protocol == 3 else text.encode()
+
+
+def metrics_text(ctx: Context) -> str:
+    """The Prometheus exposition of INFO's figures and the engine's latency histograms.
+
+    MEMD.METRICS replies with it and the daemon's textfile job writes it, so
+    both show exactly what INFO shows (see :mod:`memd.metrics`).
+    """
+    engine = ctx.engine
+    families = metrics.collect(info_sections(ctx, keyspace=False),
+                               {"fsync": engine.wal.fsync_latency, "flush": engine.flush_latency})
+    return metrics.render(families)
+
+
+@command("memd.metrics", 1)
+def memd_metrics(ctx: Context, args: list[bytes]) -> Any:
+    """Prometheus text format 0.0.4, as INFO replies: verbatim text in RESP3, a bulk string in RESP2."""
+    text = metrics_text(ctx)
     return Verbatim(text) if ctx.protocol == 3 else text.encode()
 
 

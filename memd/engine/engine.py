@@ -52,6 +52,7 @@ from memd.engine.records import OP_DEL, OP_FLUSHALL, OP_SET, OP_UPDATE, Op
 from memd.engine.store import Store
 from memd.engine.wal import WAL, RecoveryReport
 from memd.errors import DataDirLockedError, DurabilityError, MemdError, OverloadError
+from memd.histogram import Histogram, latency_buckets
 
 log = logging.getLogger("memd.engine")
 _KEYED_OPS = (OP_SET, OP_DEL, OP_UPDATE)
@@ -61,6 +62,8 @@ DEFAULT_FLUSH_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_FLUSH_MAX_AGE = 5.0
 DEFAULT_BUFFER_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_WRITE_TIMEOUT = 5.0
+FLUSH_BUCKETS = latency_buckets(0.001, 50)  # 1 ms (a few keys) .. 50 s (a full 64MiB buffer on a slow disk)
+RECOVERY_PROGRESS_SECONDS = 1.0  # how often a long replay reports progress (systemd extends its start timeout)
 LOCK_NAME = "memd.lock"
 _STAMP_BUCKETS = 1 << 16  # WATCH may see a false conflict (1 in 65536 per pair of keys), never miss one
 DB_NAME = "memd.sqlite3"
@@ -93,8 +96,9 @@ class Engine:
                  flush_max_records: int = DEFAULT_FLUSH_MAX_RECORDS, flush_max_bytes: int = DEFAULT_FLUSH_MAX_BYTES,
                  flush_max_age: float = DEFAULT_FLUSH_MAX_AGE, buffer_max_bytes: int = DEFAULT_BUFFER_MAX_BYTES,
                  write_timeout: float = DEFAULT_WRITE_TIMEOUT, clock: Callable[[], float] = time.time,
-                 fileops: FileOps | None = None) -> None:
+                 fileops: FileOps | None = None, recovery_progress: Callable[[int], None] | None = None) -> None:
         self.data_dir = data_dir
+        self.recovery_progress = recovery_progress  # called with records replayed so far, ~every second
         self.recovery_mode = recovery
         self.flush_max_records = flush_max_records
         self.flush_max_bytes = flush_max_bytes
@@ -116,6 +120,9 @@ class Engine:
         self.flush_count = 0
         self.last_flush_seconds = 0.0
         self.last_flush_rows = 0
+        self.flush_latency = Histogram(FLUSH_BUCKETS)  # one observation per flush_count (metrics)
+        self.flush_failures = 0  # failed flush attempts (each retried; the WAL keeps every write)
+        self.flush_started: float | None = None  # monotonic; set until a flush succeeds (retries keep it)
         self._batch: list[Op] | None = None
         self._flush_wanted = anyio.Event()
         self._flushed = anyio.Event()
@@ -178,9 +185,13 @@ class Engine:
         report = self.recovery_report
         flushed = self.store.flushed_lsn
         last = flushed
-        for rec in self.wal.replay(flushed, self.recovery_mode, report):
+        next_progress = time.monotonic() + RECOVERY_PROGRESS_SECONDS
+        for n, rec in enumerate(self.wal.replay(flushed, self.recovery_mode, report), 1):
             self.active.apply(rec.lsn, rec.ops)
             last = rec.lsn
+            if self.recovery_progress is not None and n % 1024 == 0 and time.monotonic() >= next_progress:
+                self.recovery_progress(n)  # systemd: EXTEND_TIMEOUT_USEC while a long WAL replays
+                next_progress = time.monotonic() + RECOVERY_PROGRESS_SECONDS
             if self.active.bytes >= self.buffer_max_bytes or self.active.records >= 10 * self.flush_max_records:
                 # a WAL bigger than the buffer: flush as we go instead of holding it all in memory
                 self.last_lsn = last
@@ -326,6 +337,8 @@ class Engine:
 
     async def _flush_frozen(self, table: Memtable) -> None:
         t0 = time.perf_counter()
+        if self.flush_started is None:
+            self.flush_started = time.monotonic()
         rows = len(table)
         if table.records:
             await self.store.flush(table)
@@ -333,11 +346,26 @@ class Engine:
             self.frozen = None
         self.flush_count += 1
         self.last_flush_seconds = time.perf_counter() - t0
+        self.flush_latency.observe(self.last_flush_seconds)
         self.last_flush_rows = rows
         self.flush_error = None
+        self.flush_started = None
         flushed, self._flushed = self._flushed, anyio.Event()
         flushed.set()
         log.info("flush_done rows=%d lsn=%d seconds=%.3f", rows, table.max_lsn, self.last_flush_seconds)
+
+    def flush_stalled(self, seconds: float) -> bool:
+        """True when flushing has made no progress for ``seconds`` past when it was due (systemd watchdog).
+
+        Stalled means: a flush started (or failed and kept retrying) more than
+        ``seconds`` ago and has not succeeded, or the active buffer holds
+        writes past ``flush_max_age + seconds`` since it began (the flush loop
+        starts a flush by ``flush_max_age``). A restart then replays the WAL.
+        """
+        now = time.monotonic()
+        if self.flush_started is not None and now - self.flush_started > seconds:
+            return True
+        return self.active.records > 0 and now - self.active.created > self.flush_max_age + seconds
 
     async def flush(self) -> None:
         """Flush everything buffered so far (MEMD.FLUSH, shutdown)."""
@@ -381,6 +409,7 @@ class Engine:
                 await self._flush_all()
             except Exception as exc:  # noqa: BLE001 - a failed flush must not end the loop: retry
                 self.flush_error = f"{type(exc).__name__}: {exc}"
+                self.flush_failures += 1
                 log.error("flush_failed error=%r retry_in=1s (the WAL keeps every write)", self.flush_error)
                 await anyio.sleep(1.0)
 
@@ -400,6 +429,7 @@ class Engine:
             "last_flush_ms": round(self.last_flush_seconds * 1000, 3),
             "flush_count": self.flush_count,
             "flush_error": self.flush_error or "",
+            "flush_failures": self.flush_failures,
             "fsync_count": self.wal.fsync_count,
             "last_fsync_ms": round(self.wal.last_fsync_seconds * 1000, 3),
             "wal_error": self.wal.fatal_error or self.wal.write_error or "",

@@ -56,12 +56,14 @@ from memd.engine.records import (
     plausible_frame_at,
 )
 from memd.errors import DurabilityError, WALCorruptError
+from memd.histogram import Histogram, latency_buckets
 
 log = logging.getLogger("memd.wal")
 
 FSYNC_POLICIES = ("always", "everysec", "no")
 RECOVERY_MODES = ("tolerate-tail", "absolute", "skip-corrupt")
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+FSYNC_BUCKETS = latency_buckets(0.0001, 10)  # 100 µs (a good SSD) .. 10 s (a stalled disk)
 SEGMENT_SUFFIX = ".wal"
 
 
@@ -140,6 +142,9 @@ class WAL:
         self._handoff = False  # the syncer's thread owns chunks: the loop thread must not write
         self.fsync_count = 0
         self.last_fsync_seconds = 0.0
+        self.fsync_latency = Histogram(FSYNC_BUCKETS)  # one observation per fsync_count (metrics)
+        self.write_failures = 0  # failed write()s (full disk...), each refused writes until a retry went through
+        self.start_lsn = 1  # first LSN this process appends: records appended = appended_lsn - start_lsn + 1
 
     # ---- recovery ------------------------------------------------------------
 
@@ -254,6 +259,7 @@ class WAL:
         path = os.path.join(self.directory, segment_name(next_lsn))
         self._segments = [s for s in self._segments if s.path != path]
         self.appended_lsn = self.written_lsn = self.synced_lsn = next_lsn - 1
+        self.start_lsn = next_lsn
         self._open_segment(next_lsn)
 
     def _open_segment(self, first_lsn: int) -> None:
@@ -369,6 +375,7 @@ class WAL:
         self.written_lsn = max(self.written_lsn, chunk.last_lsn)
 
     def _write_failed(self, seg: Segment, exc: OSError) -> NoReturn:
+        self.write_failures += 1
         self.write_error = (f"WAL write to {seg.path} failed: {exc.strerror or exc}; writes are refused "
                             "until the disk has room again (retried every second); reads go on")
         log.error("wal_write_failed path=%s error=%r", seg.path, str(exc))
@@ -491,6 +498,7 @@ class WAL:
                     self._handoff = False
                 self.fsync_count += 1
                 self.last_fsync_seconds = time.perf_counter() - t0
+                self.fsync_latency.observe(self.last_fsync_seconds)
             if not self.fatal_error:
                 self.synced_lsn = max(self.synced_lsn, covered)
                 if self._sync_wanted <= self.synced_lsn:
@@ -591,7 +599,8 @@ class WAL:
 
     def stats(self) -> dict[str, int]:
         written = sum(seg.size for seg in self._segments)
-        return {"wal_segments": len(self._segments), "wal_bytes": written + sum(len(c.data) for c in self._pending)}
+        return {"wal_segments": len(self._segments), "wal_bytes": written + sum(len(c.data) for c in self._pending),
+                "wal_records": self.appended_lsn - self.start_lsn + 1, "wal_write_failures": self.write_failures}
 
 
 _ADVICE = ("inspect it with `memd check --data-dir DIR`; restart with storage.recovery = \"skip-corrupt\" to start "
