@@ -7,7 +7,6 @@ stderr matter, so what is checked is what an operator sees.
 from __future__ import annotations
 
 import contextlib
-
 import errno
 import os
 import socket
