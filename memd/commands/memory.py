@@ -4,10 +4,10 @@ The contract (argument forms, reply JSON, errors) is docs/memory.md. This
 module parses and validates arguments and renders replies; the semantics
 (versions, TTL, history, search) live in :mod:`memd.engine.memories`.
 
-Searches, namespace listings and history read SQLite only, so when the
-buffer holds MEM writes they could see, they first flush (a Deferred reply)
-and then run in one synchronous step: exact read-your-writes. That is also
-why they are refused inside MULTI.
+Searches, namespace listings and history read SQLite only (searches and
+listings in a worker thread, so a slow one stalls no other client); when the
+buffer holds MEM writes they could see, they first flush (a Deferred reply):
+exact read-your-writes. That is also why they are refused inside MULTI.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from memd.commands import CommandError, Context, Deferred, command, parse_int
@@ -63,16 +63,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def load_json(raw: bytes, what: str) -> Any:
-    """Strict JSON (UTF-8, no NaN/Infinity, no lone surrogates SQLite could not store)."""
+def load_json(raw: bytes, what: str) -> tuple[Any, str]:
+    """Strict JSON (UTF-8, no NaN/Infinity, no lone surrogates SQLite could not store).
+
+    Returns the value and its compact text (what memd stores), from one parse and one dump.
+    """
     try:
         obj = json.loads(_text(raw, what), parse_constant=_reject_constant)
-        json.dumps(obj, ensure_ascii=False).encode()
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        text.encode()
     except UnicodeEncodeError:
         raise CommandError(f"{what} contains an unpaired UTF-16 surrogate escape") from None
     except (ValueError, RecursionError) as exc:
         raise CommandError(f"{what} is not valid JSON: {exc}") from None
-    return obj
+    return obj, text
 
 
 def parse_value(ctx: Context, raw: bytes) -> str:
@@ -80,10 +84,10 @@ def parse_value(ctx: Context, raw: bytes) -> str:
     limit = ctx.engine.memories.max_value_bytes
     if len(raw) > limit:
         raise CommandError(f"value is {len(raw)} bytes; memory.max_value_bytes is {limit}")
-    obj = load_json(raw, "value")
+    obj, text = load_json(raw, "value")
     if not isinstance(obj, dict):
         raise CommandError(f"value must be a JSON object, not {type(obj).__name__}")
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return text
 
 
 def parse_ttl_ms(raw: bytes) -> int:
@@ -183,19 +187,18 @@ def check_access(ctx: Context, ns: str, write: bool, rules: Rules | None = None)
                            f"(memory.access rule for '{rule[0]}')", prefix="NOPERM")
 
 
-def _after_flush_if(ctx: Context, pending: bool, run: Callable[[], Any]) -> Any:
-    """Run ``run`` now, or — when the buffer holds MEM writes it must see — after a flush.
+def _after_flush_if(ctx: Context, pending: bool, run: Callable[[], Awaitable[Any]]) -> Deferred:
+    """Await ``run`` — after a flush when the buffer holds MEM writes it must see.
 
     A write ``run`` makes (REFRESHTTL) is acknowledged only once durable, like any write.
     """
-    if not pending:
-        return run()
     engine = ctx.engine
 
     async def flush_then_run() -> Any:
-        await engine.flush()
+        if pending:
+            await engine.flush()
         before = engine.last_lsn
-        reply = run()
+        reply = await run()
         if engine.last_lsn != before:
             await engine.wait_durable()
         return reply
@@ -241,7 +244,7 @@ def mem_search(ctx: Context, args: list[bytes]) -> Any:
     conds = []
     if b"FILTER" in opts.values:
         try:
-            conds = parse_filter(load_json(opts.values[b"FILTER"], "FILTER"))
+            conds = parse_filter(load_json(opts.values[b"FILTER"], "FILTER")[0])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
     limit = parse_range(opts.values.get(b"LIMIT", b"10"), "LIMIT", 0, MAX_SEARCH_LIMIT)
@@ -253,11 +256,11 @@ def mem_search(ctx: Context, args: list[bytes]) -> Any:
         check_access(ctx, prefix, write=False, rules=rules)
     scope = tuple((p, read) for p, read, _ in rules) if any(not r[1] for r in rules) else ()
 
-    def run() -> list[bytes]:
+    async def run() -> list[bytes]:
         if not limit:
             return []
         return [render_item(item, with_score=True)
-                for item in memories.search(prefix, query, conds, limit, offset, refresh, scope)]
+                for item in await memories.search_async(prefix, query, conds, limit, offset, refresh, scope)]
     return _after_flush_if(ctx, memories.pending(prefix), run)
 
 
@@ -278,9 +281,9 @@ def mem_namespaces(ctx: Context, args: list[bytes]) -> Any:
     memories = ctx.engine.memories
     rules = _rules(ctx)
 
-    def run() -> list[bytes]:
+    async def run() -> list[bytes]:
         found = set()
-        for ns in memories.namespaces(literal):
+        for ns in await memories.namespaces_async(literal):
             labels = ns.split(".")
             if len(labels) < max(len(prefix), len(suffix)) or not _label_match(labels, prefix) or \
                     not _label_match(labels[::-1], suffix[::-1]):
@@ -302,7 +305,7 @@ def mem_history(ctx: Context, args: list[bytes]) -> Any:
     check_access(ctx, ns, write=False)
     memories = ctx.engine.memories
 
-    def run() -> list[bytes]:
+    async def run() -> list[bytes]:  # a point read: on the loop, like GET
         return [render_version(v) for v in memories.history(ns, key, limit)]
     return _after_flush_if(ctx, memories.pending_item(ns, key), run)
 

@@ -192,10 +192,20 @@ class Memories:
 
         ``scope``: (prefix, readable) pairs, longest first; unreadable namespaces are left out.
         """
-        now = self.now_ms()
-        rows = self.engine.store.search_mem(prefix, query, conds, limit, offset, now, scope)
+        rows = self.engine.store.search_mem(prefix, query, conds, limit, offset, self.now_ms(), scope)
+        return self._found(rows, refresh_ttl)
+
+    async def search_async(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
+                           refresh_ttl: bool = False, scope: Scope = ()) -> list[MemItem]:
+        """:meth:`search` with the SQL in a worker thread (what the server uses: it can take ms)."""
+        store = self.engine.store
+        rows = await store.in_thread(store.search_mem, prefix, query, conds, limit, offset, self.now_ms(), scope)
+        return self._found(rows, refresh_ttl)
+
+    def _found(self, rows: list[Any], refresh_ttl: bool) -> list[MemItem]:
         items = [MemItem(*row) for row in rows]
         if refresh_ttl:
+            now = self.now_ms()
             items = [self._refresh_if_current(item, now) for item in items]
         return items
 
@@ -209,6 +219,11 @@ class Memories:
     def namespaces(self, prefix: str) -> list[str]:
         """Sorted namespaces under ``prefix`` with a live item (flush pending writes first)."""
         return self.engine.store.mem_namespaces(prefix, self.now_ms())
+
+    async def namespaces_async(self, prefix: str) -> list[str]:
+        """:meth:`namespaces` with the SQL in a worker thread (a DISTINCT over every memory)."""
+        store = self.engine.store
+        return await store.in_thread(store.mem_namespaces, prefix, self.now_ms())
 
     def history(self, ns: str, key: str, limit: int | None = None) -> list[MemVersion]:
         """Archived versions newest first, within retention (flush the item's pending writes first)."""

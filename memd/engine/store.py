@@ -28,8 +28,9 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
@@ -42,6 +43,7 @@ SCHEMA_VERSION = 2
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 BUSY_TIMEOUT_MS = 5000
 READER_CACHE_KIB = 64 * 1024
+SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more would only queue for the cores
 READER_MMAP_BYTES = 256 << 20  # file-backed pages count in RSS: keep the watchdog's view bounded
 
 _V1 = """
@@ -178,6 +180,7 @@ INSERT OR REPLACE INTO mem_history (ns, key, version, value, created_at, updated
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 
+T = TypeVar("T")
 KeyRow = tuple[int, bytes | None, int | None, int, int, int]  # type, value, expires_at, count, lo, hi
 MemRow = tuple[str | None, int, int, int, int | None, int | None]  # value, version, created, updated, expires, ttl
 Cond = tuple[str, str, Any]  # a MEM.SEARCH filter: (top-level field, $op, JSON value)
@@ -258,6 +261,31 @@ def json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+RECENT_FIRST_BUDGET_SECONDS = 0.004
+
+
+def _recent_first(reader: sqlite3.Connection, sql: str, params: list[Any]) -> list[Any] | None:
+    """Try a no-query search under a prefix by walking the recency index; None if it takes too long.
+
+    Two plans, each bad where the other is good: walking ``updated_at``
+    newest first stops after LIMIT matches (fast when matches are common,
+    slow when they are rare), while reading the whole prefix by key and
+    sorting costs the prefix's size every time. ``+i.ns`` steers SQLite to
+    the first; a progress handler gives up on it after a few milliseconds
+    and the caller runs the second. Worst case: the budget plus the second.
+    """
+    deadline = time.perf_counter() + RECENT_FIRST_BUDGET_SECONDS
+    reader.set_progress_handler(lambda: time.perf_counter() > deadline, 2000)
+    try:
+        return reader.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "interrupt" not in str(exc):
+            raise
+        return None
+    finally:
+        reader.set_progress_handler(None, 0)
+
+
 def _json_eq(a: str | None, b: str | None) -> int:
     return int(a is not None and b is not None and json_equal(json.loads(a), json.loads(b)))
 
@@ -306,19 +334,14 @@ class Store:
         self.path = path
         self._reader: sqlite3.Connection | None = None
         self._writer: aiosqlite.Connection | None = None
+        self._pool: list[sqlite3.Connection] = []  # read connections for in_thread()
+        self._pool_limiter = anyio.CapacityLimiter(SEARCH_THREADS)
         self.flushed_lsn = 0
 
     async def open(self) -> None:
         try:
             migrate(self.path)
-            reader = _connect(self.path)
-            reader.execute("PRAGMA query_only = 1")
-            # point reads run on the event loop: keep hot pages in memory and skip read() syscalls
-            # (measured: 12.4 -> 8.5 us per point read of a 180k-key table)
-            reader.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
-            reader.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
-            reader.create_function("memd_json_eq", 2, _json_eq, deterministic=True)
-            self._reader = reader
+            self._reader = self._open_reader()
             writer = await aiosqlite.connect(self.path, isolation_level=None)
             await writer.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await writer.execute("PRAGMA synchronous = FULL")
@@ -337,6 +360,8 @@ class Store:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        while self._pool:
+            self._pool.pop().close()
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -413,7 +438,7 @@ class Store:
         return int(row[0] or 0)
 
     def search_mem(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
-                   now_ms: int, scope: Scope = ()
+                   now_ms: int, scope: Scope = (), conn: sqlite3.Connection | None = None
                    ) -> list[tuple[str, str, str, int, int, int, int | None, int | None, float | None]]:
         """Live memories under ``prefix`` matching the FTS5 ``query`` and ``conds``, ranked.
 
@@ -449,8 +474,13 @@ class Store:
             match = f"body : ({query})"
             params.insert(0, f"ns : {_prefix_token(prefix)} AND {match}" if prefix else match)
         params += [limit, offset]
+        reader = conn or self.reader
+        if query is None and prefix:
+            recent = _recent_first(reader, sql.replace(_UNDER, _UNDER.replace("i.ns", "+i.ns"), 1), params)
+            if recent is not None:
+                return recent
         try:
-            return self.reader.execute(sql, params).fetchall()
+            return reader.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             # the statement is ours; only the query text can make it fail to prepare or run,
             # short of a broken database (which every other read reports too)
@@ -458,17 +488,43 @@ class Store:
                 raise QueryError(str(exc)) from None
             raise
 
-    def mem_namespaces(self, prefix: str, now_ms: int) -> list[str]:
+    def mem_namespaces(self, prefix: str, now_ms: int, conn: sqlite3.Connection | None = None) -> list[str]:
         """Distinct namespaces under ``prefix`` ("" = all) holding at least one live memory, sorted."""
         live = "i.value IS NOT NULL AND (i.expires_at IS NULL OR i.expires_at > ?)"
+        reader = conn or self.reader
         if prefix:
-            cur = self.reader.execute(
+            cur = reader.execute(
                 f"SELECT DISTINCT i.ns FROM mem_items AS i WHERE {_UNDER} AND {live} ORDER BY i.ns",
                 (*_under_params(prefix), now_ms))
         else:
-            cur = self.reader.execute(f"SELECT DISTINCT i.ns FROM mem_items AS i WHERE {live} ORDER BY i.ns",
-                                      (now_ms,))
+            cur = reader.execute(f"SELECT DISTINCT i.ns FROM mem_items AS i WHERE {live} ORDER BY i.ns", (now_ms,))
         return [row[0] for row in cur]
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a read ``fn(*args, conn=...)`` in a worker thread on a pooled read connection.
+
+        For reads that can take milliseconds (FTS ranking over many matches, filter scans):
+        on the event loop they would stall every other client; sqlite3 releases the GIL
+        while it steps, so here they run beside the loop. One statement reads one
+        committed state, so no snapshot is needed.
+        """
+        def run() -> T:
+            conn = self._pool.pop() if self._pool else self._open_reader()
+            try:
+                return fn(*args, conn=conn)
+            finally:
+                self._pool.append(conn)
+        return await anyio.to_thread.run_sync(run, limiter=self._pool_limiter)
+
+    def _open_reader(self) -> sqlite3.Connection:
+        reader = _connect(self.path)
+        reader.execute("PRAGMA query_only = 1")
+        # point reads run on the event loop: keep hot pages in memory and skip read() syscalls
+        # (measured: 12.4 -> 8.5 us per point read of a 180k-key table)
+        reader.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+        reader.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
+        reader.create_function("memd_json_eq", 2, _json_eq, deterministic=True)
+        return reader
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None
                     ) -> list[tuple[int, str, int, int, int, int]]:
