@@ -66,17 +66,17 @@ import json
 import os
 import platform
 import random
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from array import array
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
+
+from benchutil import Cleanup, Interrupted, raise_interrupted  # (this folder: the scripts run from it)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,52 +103,6 @@ TARGET_P99_MS = 20.0
 TARGET_AT = 100_000
 WARMUP = 3  # untimed searches per (class, scope)
 START_DEADLINE = 60.0
-STOP_GRACE = 300.0
-
-
-class Interrupted(Exception):
-    """SIGTERM/SIGHUP: unwind through the ``finally`` blocks like Ctrl-C does."""
-
-
-def _raise_interrupted(signum: int, _frame: object) -> None:
-    raise Interrupted(signal.Signals(signum).name)
-
-
-@dataclass
-class Cleanup:
-    """Every process started and every temp dir made, so they can all be removed on any exit."""
-
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    dirs: list[str] = field(default_factory=list)
-
-    def mkdtemp(self, prefix: str) -> str:
-        d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: AF_UNIX paths are limited to ~107 bytes
-        self.dirs.append(d)
-        return d
-
-    def rmdir(self, d: str) -> None:
-        shutil.rmtree(d, ignore_errors=True)
-        if d in self.dirs:
-            self.dirs.remove(d)
-
-    def stop(self, proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
-        if proc.poll() is None:
-            try:
-                proc.terminate()
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def all(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        for proc in list(self.procs):
-            self.stop(proc, grace=30.0)
-        for d in list(self.dirs):
-            self.rmdir(d)
 
 
 # ---- corpus ------------------------------------------------------------------------------------
@@ -740,7 +694,7 @@ def main() -> int:
 
     cleanup = Cleanup()
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_interrupted)
+        signal.signal(sig, raise_interrupted)
     started = time.monotonic()
     failed: list[str] = []
     mem: SideResult | None = None

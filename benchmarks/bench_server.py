@@ -30,9 +30,9 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+
+from benchutil import Cleanup, Interrupted, raise_interrupted  # (this folder: the scripts run from it)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -46,53 +46,6 @@ VALUE_SIZE = 200
 KEYSPACE = 1_000_000
 TARGETS = {("SET", 16): 0.4, ("SET", 1): 0.3}  # issue #3: memd / redis, same fsync policy
 START_DEADLINE = 60.0  # seconds for a server's socket to accept and answer PING
-STOP_GRACE = 300.0  # seconds for a server to exit after SIGTERM (memd flushes its buffer to SQLite)
-
-
-class Interrupted(Exception):
-    """SIGTERM/SIGHUP: unwind through the ``finally`` blocks like Ctrl-C does."""
-
-
-def _raise_interrupted(signum: int, _frame: object) -> None:
-    raise Interrupted(signal.Signals(signum).name)
-
-
-@dataclass
-class Cleanup:
-    """Every process started and every temp dir made, so they can all be removed on any exit."""
-
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    dirs: list[str] = field(default_factory=list)
-
-    def mkdtemp(self, prefix: str) -> str:
-        d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: AF_UNIX paths are limited to ~107 bytes
-        self.dirs.append(d)
-        return d
-
-    def rmdir(self, d: str) -> None:
-        shutil.rmtree(d, ignore_errors=True)
-        if d in self.dirs:
-            self.dirs.remove(d)
-
-    def stop(self, proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
-        if proc.poll() is None:
-            try:
-                proc.terminate()
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def all(self) -> None:
-        # Signals arriving now must not interrupt the cleanup itself.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        for proc in list(self.procs):
-            self.stop(proc, grace=30.0)
-        for d in list(self.dirs):
-            self.rmdir(d)
 
 
 def tail(path: str, lines: int = 15) -> str:
@@ -241,7 +194,7 @@ def main() -> int:
 
     cleanup = Cleanup()
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_interrupted)
+        signal.signal(sig, raise_interrupted)
     # results[(policy, pipeline)][kind] = list of {test: rps}, one per round
     results: dict[tuple[str, int], dict[str, list[dict[str, float]]]] = {}
     started = time.monotonic()

@@ -1,0 +1,61 @@
+"""What every benchmark script shares: cleaning up its processes and temp dirs on any exit.
+
+Imported by the scripts in this folder (run as ``python3 benchmarks/<script>.py``,
+which puts this folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+STOP_GRACE = 300.0  # seconds for a server to exit after SIGTERM (memd flushes its buffer to SQLite)
+
+
+class Interrupted(Exception):
+    """SIGTERM/SIGHUP: unwind through the ``finally`` blocks like Ctrl-C does."""
+
+
+def raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+@dataclass
+class Cleanup:
+    """Every process started and every temp dir made, so they can all be removed on any exit."""
+
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+
+    def mkdtemp(self, prefix: str) -> str:
+        d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: AF_UNIX paths are limited to ~107 bytes
+        self.dirs.append(d)
+        return d
+
+    def rmdir(self, d: str) -> None:
+        shutil.rmtree(d, ignore_errors=True)
+        if d in self.dirs:
+            self.dirs.remove(d)
+
+    def stop(self, proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+        if proc.poll() is None:
+            try:
+                proc.terminate()
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def all(self) -> None:
+        # Signals arriving now must not interrupt the cleanup itself.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        for proc in list(self.procs):
+            self.stop(proc, grace=30.0)
+        for d in list(self.dirs):
+            self.rmdir(d)
