@@ -84,5 +84,8 @@ def bench_encoder() -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help; no options
     bench_parsers()
     bench_encoder()

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 def check(data_dir: str) -> int:
     """Offline verification of a data directory; 0 when everything is sound."""
+    if not os.path.isdir(data_dir):  # checking must not create it (the lock would): a typo is an error
+        print(f"memd check: {data_dir} is not a directory: give the daemon's data directory "
+              "(storage.data_dir)", file=sys.stderr)
+        return 1
     problems: list[str] = []
     lock_fd = lock_data_dir(data_dir)
     try:

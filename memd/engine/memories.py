@@ -226,7 +226,20 @@ class Memories:
         return await store.in_thread(store.mem_namespaces, prefix, self.now_ms())
 
     def history(self, ns: str, key: str, limit: int | None = None) -> list[MemVersion]:
-        """Archived versions newest first, within retention (flush the item's pending writes first)."""
-        since = self.now_ms() - self.history_max_age_ms if self.history_max_age_ms else 0
+        """Earlier versions newest first, within retention (flush the item's pending writes first).
+
+        A current version that has expired is an earlier version too (ended at its expiry):
+        shown here before compaction archives it, so the answer does not depend on when
+        compaction ran.
+        """
+        now = self.now_ms()
+        since = now - self.history_max_age_ms if self.history_max_age_ms else 0
         rows = self.engine.store.mem_history(ns, key, self.history_versions, since, limit)
-        return [MemVersion(v, value, c, u, s, bool(d)) for v, value, c, u, s, d in rows]
+        versions = [MemVersion(v, value, c, u, s, bool(d)) for v, value, c, u, s, d in rows]
+        cur = self._current(ns, key)
+        if isinstance(cur, MemEntry):
+            cur = (cur.value, cur.version, cur.created_at, cur.updated_at, cur.expires_at, cur.ttl)
+        if cur is not None and cur[0] is not None and cur[4] is not None and since < cur[4] <= now:
+            versions.insert(0, MemVersion(cur[1], cur[0], cur[2], cur[3], cur[4], False))
+        n = self.history_versions if limit is None else min(self.history_versions, limit)
+        return versions[:n]

@@ -1,6 +1,6 @@
 """A LangGraph long-term memory store on memd's ``MEM.*`` commands.
 
-Requires the ``langgraph`` extra (``pip install 'memd[langgraph]'``); nothing
+Requires the ``langgraph`` extra (``pip install '.[langgraph]'`` from a memd checkout); nothing
 else in memd imports this module, so LangGraph stays optional.
 """
 

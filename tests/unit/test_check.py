@@ -91,3 +91,10 @@ def test_second_engine_on_same_directory_refuses(tmp_path: Path) -> None:
                 async with Engine(str(tmp_path)):
                     pass
     anyio.run(go)
+
+
+def test_check_of_a_missing_directory_fails_and_creates_nothing(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "typo"
+    assert main(["check", "--data-dir", str(d)]) == 1
+    assert "is not a directory" in capsys.readouterr().err and not d.exists()

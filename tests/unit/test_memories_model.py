@@ -103,9 +103,14 @@ class Model:
         return live
 
     def history(self, ident: tuple[str, str]) -> list[tuple[int, str, int, int, int, bool]]:
-        since = self.now() - MAX_AGE_MS
-        rows = sorted(self.slots.get(ident, Slot()).history, reverse=True)
-        return [r for r in rows if r[4] > since][:KEEP]
+        now = self.now()
+        since = now - MAX_AGE_MS
+        slot = self.slots.get(ident, Slot())
+        rows = list(slot.history)
+        cur = slot.current
+        if cur is not None and cur.expires is not None and cur.expires <= now:  # expired: ended at its expiry
+            rows.append((cur.version, cur.value, cur.created, cur.updated, cur.expires, False))
+        return [r for r in sorted(rows, reverse=True) if r[4] > since][:KEEP]
 
 
 def item_tuple(item: MemItem | None) -> tuple[Any, ...] | None:
