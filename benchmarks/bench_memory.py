@@ -67,7 +67,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -76,7 +75,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
-from benchutil import Cleanup, Interrupted, raise_interrupted  # (this folder: the scripts run from it)
+from benchutil import Cleanup, Interrupted, raise_interrupted, tail, wait_ready  # (this folder: the scripts run from it)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -442,33 +441,6 @@ def du(path: str) -> int:
 
 # ---- memd --------------------------------------------------------------------------------------
 
-def tail(path: str, lines: int = 20) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def wait_ready(sock_path: str, proc: subprocess.Popen[bytes], log: str) -> None:
-    end = time.monotonic() + START_DEADLINE
-    last: Exception | None = None
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"memd exited with {proc.returncode} before accepting:\n{tail(log)}")
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(2.0)
-                s.connect(sock_path)
-                s.sendall(b"*1\r\n$4\r\nPING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
-                    return
-        except OSError as e:
-            last = e
-        time.sleep(0.05)
-    raise RuntimeError(f"memd did not accept within {START_DEADLINE:.0f} s ({last}):\n{tail(log)}")
-
-
 @dataclass
 class SideResult:
     single_ms: list[float] = field(default_factory=list)
@@ -496,7 +468,7 @@ def run_memd(c: Corpus, queries: list[Query], warm: list[Query], post: dict[int,
                                 start_new_session=True)  # own session: Ctrl-C reaches only this script
     cleanup.procs.append(proc)
     try:
-        wait_ready(sock, proc, log)
+        wait_ready(sock, proc, log, START_DEADLINE)
         r = redis.Redis(unix_socket_path=sock, socket_timeout=600)
         n, single, depth = len(c), min(args.single, len(c)), args.pipeline
         dumps = json.JSONEncoder(separators=(",", ":")).encode

@@ -26,13 +26,12 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
-from benchutil import Cleanup, Interrupted, raise_interrupted  # (this folder: the scripts run from it)
+from benchutil import Cleanup, Interrupted, raise_interrupted, tail, wait_ready  # (this folder: the scripts run from it)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -46,34 +45,6 @@ VALUE_SIZE = 200
 KEYSPACE = 1_000_000
 TARGETS = {("SET", 16): 0.4, ("SET", 1): 0.3}  # issue #3: memd / redis, same fsync policy
 START_DEADLINE = 60.0  # seconds for a server's socket to accept and answer PING
-
-
-def tail(path: str, lines: int = 15) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def wait_ready(sock_path: str, proc: subprocess.Popen[bytes], log: str, deadline: float) -> None:
-    """Poll connect + PING on the socket until the server answers, it exits, or the deadline passes."""
-    end = time.monotonic() + deadline
-    last: Exception | None = None
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before accepting:\n{tail(log)}")
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(2.0)
-                s.connect(sock_path)
-                s.sendall(b"*1\r\n$4\r\nPING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
-                    return
-        except OSError as e:
-            last = e
-        time.sleep(0.05)
-    raise RuntimeError(f"{sock_path} did not accept within {deadline:.0f} s ({last}):\n{tail(log)}")
 
 
 def start_server(kind: str, policy: str, cleanup: Cleanup) -> tuple[subprocess.Popen[bytes], str, str]:

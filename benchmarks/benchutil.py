@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 
 STOP_GRACE = 300.0  # seconds for a server to exit after SIGTERM (memd flushes its buffer to SQLite)
@@ -59,3 +61,31 @@ class Cleanup:
             self.stop(proc, grace=30.0)
         for d in list(self.dirs):
             self.rmdir(d)
+
+
+def tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_ready(sock_path: str, proc: subprocess.Popen[bytes], log: str, deadline: float) -> None:
+    """Poll connect + PING on the socket until the server answers, it exits, or the deadline passes."""
+    end = time.monotonic() + deadline
+    last: Exception | None = None
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before accepting:\n{tail(log)}")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2.0)
+                s.connect(sock_path)
+                s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    raise RuntimeError(f"{sock_path} did not accept within {deadline:.0f} s ({last}):\n{tail(log)}")
