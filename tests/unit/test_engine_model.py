@@ -16,35 +16,24 @@ from __future__ import annotations
 import functools
 import math
 import re
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from memd.engine.engine import Engine
 from memd.engine.keyspace import Keyspace
 from memd.errors import CommandError, WrongTypeError
+from tests.unit.engine_harness import Clock, EngineHarness
 
 KEYS = [b"k0", b"k1", b"k2", b"k3", b"k4", b"k5"]
 FIELDS = [b"a", b"b", b"c", b"d"]
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 VALUES = [b"", b"0", b"1", b"-3", b"x", b"yy", b"007", b"+5", b"1_0", str(INT_MAX).encode(), str(INT_MIN).encode()]
 SCORES = [-2.0, -0.5, 0.0, 1.0, 1.5, 3.0, math.inf, -math.inf]
-START_S = 1_700_000_000.0
 
 S, L, H, SET, Z = "string", "list", "hash", "set", "zset"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START_S
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # ---- the model: Redis semantics written plainly ------------------------------------------------
@@ -407,41 +396,14 @@ OPS = st.one_of(
 )
 
 
-class EngineVsModel(RuleBasedStateMachine):
+class EngineVsModel(EngineHarness, RuleBasedStateMachine):
+    ENGINE_OPTIONS = {"flush_max_records": 7, "wal_segment_bytes": 2048, "wal_compress_min": 64}
+
     def __init__(self) -> None:
         super().__init__()
-        self.tmp = tempfile.TemporaryDirectory(prefix="memd-model-")
-        self.clock = Clock()
-        self.model = Model(self.clock)
-        self._portal_cm = start_blocking_portal("asyncio")
-        self.portal = self._portal_cm.__enter__()
-        self.restarts = 0
         self.steps: list[str] = []  # what ran, shown when the state differs (flushes are timing-dependent)
-        self._open()
-
-    # ---- engine lifecycle (on the portal's loop) ----
-
-    def _open(self) -> None:
-        self.engine = self.portal.call(functools.partial(
-            Engine, self.tmp.name, clock=self.clock, flush_max_records=7, wal_segment_bytes=2048,
-            wal_compress_min=64))
-        # entered and exited in one task of the loop, as `async with` would be
-        self._engine_cm = self.portal.wrap_async_context_manager(self.engine)
-        self._engine_cm.__enter__()
-
-    def _close(self, crash: bool) -> None:
-        if crash:
-            async def no_final_flush() -> None:
-                pass
-            self.engine._flush_all = no_final_flush  # type: ignore[method-assign]
-        self._engine_cm.__exit__(None, None, None)
-
-    def teardown(self) -> None:
-        try:
-            self._close(crash=False)
-        finally:
-            self._portal_cm.__exit__(None, None, None)
-            self.tmp.cleanup()
+        self.start_engine("memd-model-")
+        self.model = Model(self.clock)
 
     # ---- rules ----
 
@@ -481,10 +443,8 @@ class EngineVsModel(RuleBasedStateMachine):
     @precondition(lambda self: self.restarts < 4)
     @rule(crash=st.booleans())
     def restart(self, crash: bool) -> None:
-        self.restarts += 1
         self.steps.append(f"restart crash={crash}")
-        self._close(crash)
-        self._open()
+        self.reopen(crash)
         report = self.engine.recovery_report
         assert not report.truncated and not report.skipped_corrupt
 

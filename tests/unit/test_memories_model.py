@@ -12,33 +12,21 @@ versions of a key, and the flush must still archive each with its exact end.
 
 from __future__ import annotations
 
-import functools
 import json
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from memd.engine.engine import Engine
 from memd.engine.memories import MemItem, parse_filter
+from tests.unit.engine_harness import Clock, EngineHarness
 
 NAMESPACES = ["a", "a.b", "a.bc", "c.d.e"]
 KEYS = ["k0", "k1"]
 WORDS = ["apple", "banana", "cherry"]
 KEEP, MAX_AGE_MS = 3, 6000
-START_S = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START_S
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -137,38 +125,17 @@ ops = st.one_of(
 )
 
 
-class MemoriesVsModel(RuleBasedStateMachine):
+class MemoriesVsModel(EngineHarness, RuleBasedStateMachine):
+    ENGINE_OPTIONS = {"flush_max_records": 5, "wal_segment_bytes": 4096}
+
     def __init__(self) -> None:
         super().__init__()
-        self.tmp = tempfile.TemporaryDirectory(prefix="memd-mem-model-")
-        self.clock = Clock()
+        self.start_engine("memd-mem-model-")
         self.model = Model(self.clock)
-        self._portal_cm = start_blocking_portal("asyncio")
-        self.portal = self._portal_cm.__enter__()
-        self.restarts = 0
-        self._open()
 
-    def _open(self) -> None:
-        self.engine = self.portal.call(functools.partial(
-            Engine, self.tmp.name, clock=self.clock, flush_max_records=5, wal_segment_bytes=4096))
-        self._engine_cm = self.portal.wrap_async_context_manager(self.engine)
-        self._engine_cm.__enter__()
+    def opened(self) -> None:
         self.engine.memories.history_versions = KEEP
         self.engine.memories.history_max_age_ms = MAX_AGE_MS
-
-    def _close(self, crash: bool) -> None:
-        if crash:
-            async def no_final_flush() -> None:
-                pass
-            self.engine._flush_all = no_final_flush  # type: ignore[method-assign]
-        self._engine_cm.__exit__(None, None, None)
-
-    def teardown(self) -> None:
-        try:
-            self._close(crash=False)
-        finally:
-            self._portal_cm.__exit__(None, None, None)
-            self.tmp.cleanup()
 
     def _run(self, op: tuple[Any, ...]) -> tuple[Any, Any]:
         mem = self.engine.memories
@@ -204,9 +171,7 @@ class MemoriesVsModel(RuleBasedStateMachine):
     @precondition(lambda self: self.restarts < 3)
     @rule(crash=st.booleans())
     def restart(self, crash: bool) -> None:
-        self.restarts += 1
-        self._close(crash)
-        self._open()
+        self.reopen(crash)
 
     @invariant()
     def same_state(self) -> None:
