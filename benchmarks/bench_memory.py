@@ -75,9 +75,11 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
-from benchutil import Cleanup, Interrupted, raise_interrupted, tail, wait_ready  # (this folder: the scripts run from it)
+# (benchutil: this folder, which is on sys.path when a script here runs)
+from benchutil import (
+    REPO, Cleanup, Interrupted, cpu_model, memd_build, raise_interrupted, tail, wait_ready,
+)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VOCAB = 6_000
 ZIPF_S = 1.0
@@ -592,21 +594,7 @@ def run_baseline(c: Corpus, queries: list[Query], warm: list[Query], post: dict[
 # ---- report ------------------------------------------------------------------------------------
 
 def versions() -> tuple[str, str]:
-    def out(cmd: list[str]) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
-    memd = out([sys.executable, "-m", "memd", "--version"]) or "memd ?"
-    try:
-        import uvloop  # noqa: F401, PLC0415
-        memd += " (uvloop)"
-    except ImportError:
-        memd += " (asyncio)"
-    commit = out(["git", "rev-parse", "--short", "HEAD"])
-    if commit not in ("", "?"):
-        dirty = out(["git", "status", "--porcelain", "--", "memd"])
-        memd += f" @ {commit}{'+dirty' if dirty else ''}"
+    memd = memd_build()
     import sqlite3  # noqa: PLC0415
     try:
         from importlib.metadata import version  # noqa: PLC0415
@@ -614,17 +602,6 @@ def versions() -> tuple[str, str]:
     except Exception:  # noqa: BLE001
         lg = "langgraph-checkpoint-sqlite not installed"
     return memd, f"{lg}; Python sqlite3 on SQLite {sqlite3.sqlite_version}"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def fmt_ms(x: float) -> str:

@@ -31,9 +31,11 @@ import subprocess
 import sys
 import time
 
-from benchutil import Cleanup, Interrupted, raise_interrupted, tail, wait_ready  # (this folder: the scripts run from it)
+# (benchutil: this folder, which is on sys.path when a script here runs)
+from benchutil import (
+    REPO, Cleanup, Interrupted, command_output, cpu_model, memd_build, raise_interrupted, tail, wait_ready,
+)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_BENCHMARK = shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark"
 
@@ -103,36 +105,11 @@ def one_run(kind: str, policy: str, n: int, pipeline: int, timeout: float, clean
 
 
 def versions() -> tuple[str, str, str]:
-    def out(cmd: list[str]) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
-    memd = out([sys.executable, "-m", "memd", "--version"]) or "memd ?"
-    try:
-        import uvloop  # noqa: F401, PLC0415
-        memd += " (uvloop)"
-    except ImportError:
-        memd += " (asyncio)"
-    commit = out(["git", "rev-parse", "--short", "HEAD"])
-    if commit not in ("", "?"):
-        dirty = out(["git", "status", "--porcelain", "--untracked-files=no", "--", "memd"])
-        memd += f" @ {commit}{'+dirty' if dirty else ''}"
-    redis = out([REDIS_SERVER, "--version"])
+    memd = memd_build()
+    redis = command_output([REDIS_SERVER, "--version"])
     redis = next((w[2:] for w in redis.split() if w.startswith("v=")), redis)
-    bench = out([REDIS_BENCHMARK, "--version"])
+    bench = command_output([REDIS_BENCHMARK, "--version"])
     return memd, f"redis-server {redis}", bench
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:

@@ -6,10 +6,13 @@ which puts this folder on ``sys.path``).
 
 from __future__ import annotations
 
+import os
+import platform
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -89,3 +92,40 @@ def wait_ready(sock_path: str, proc: subprocess.Popen[bytes], log: str, deadline
             last = e
         time.sleep(0.05)
     raise RuntimeError(f"{sock_path} did not accept within {deadline:.0f} s ({last}):\n{tail(log)}")
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def command_output(cmd: list[str]) -> str:
+    """A command's stdout (run in the repository), or "?" when it cannot run."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def memd_build() -> str:
+    """memd's version, event loop and commit (+dirty when memd/ has uncommitted changes): what was measured."""
+    memd = command_output([sys.executable, "-m", "memd", "--version"]) or "memd ?"
+    try:
+        import uvloop  # noqa: F401, PLC0415
+        memd += " (uvloop)"
+    except ImportError:
+        memd += " (asyncio)"
+    commit = command_output(["git", "rev-parse", "--short", "HEAD"])
+    if commit not in ("", "?"):
+        dirty = command_output(["git", "status", "--porcelain", "--untracked-files=no", "--", "memd"])
+        memd += f" @ {commit}{'+dirty' if dirty else ''}"
+    return memd
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
