@@ -70,7 +70,8 @@ def load_json(raw: bytes, what: str) -> tuple[Any, str]:
     """
     try:
         obj = json.loads(_text(raw, what), parse_constant=_reject_constant)
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        # allow_nan=False: 1e400 parses to inf, which would be written back as Infinity (not JSON)
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         text.encode()
     except UnicodeEncodeError:
         raise CommandError(f"{what} contains an unpaired UTF-16 surrogate escape") from None
@@ -221,6 +222,8 @@ def mem_get(ctx: Context, args: list[bytes]) -> Any:
     ns, key = parse_namespace(args[0]), parse_key(args[1])
     opts = _Options(args[2:], set(), {b"REFRESHTTL"})
     check_access(ctx, ns, write=False)
+    if b"REFRESHTTL" in opts.flags:
+        ctx.engine.check_writable()  # a refresh is a write: refused like one (watchdog, failed WAL)
     item = ctx.engine.memories.get(ns, key, refresh_ttl=b"REFRESHTTL" in opts.flags)
     return None if item is None else render_item(item)
 
@@ -250,6 +253,8 @@ def mem_search(ctx: Context, args: list[bytes]) -> Any:
     limit = parse_range(opts.values.get(b"LIMIT", b"10"), "LIMIT", 0, MAX_SEARCH_LIMIT)
     offset = parse_range(opts.values.get(b"OFFSET", b"0"), "OFFSET", 0)
     refresh = b"REFRESHTTL" in opts.flags
+    if refresh:
+        ctx.engine.check_writable()  # a refresh is a write: refused like one (watchdog, failed WAL)
     memories = ctx.engine.memories
     rules = _rules(ctx)
     if rules and not any(r[1] for r in rules if under(r[0], prefix)):  # nothing readable below either

@@ -167,7 +167,7 @@ class Engine:
                     try:
                         await self.wal.sync()  # the WAL alone now holds everything, whatever happens next
                         await self._flush_all()
-                    except (MemdError, OSError) as exc:
+                    except Exception as exc:  # noqa: BLE001 - sqlite3 errors too: the WAL must still be closed
                         log.error("final_flush_failed error=%r (the WAL still holds the data)", str(exc))
                 await self.wal.close()
         finally:

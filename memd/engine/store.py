@@ -147,7 +147,10 @@ FROM mem_items WHERE ns = ?1 AND key = ?2 AND value IS NOT NULL AND (version < ?
 # indexed, so both sides compute it with the same SQL; with no live row both values are NULL,
 # which FTS5 takes as a no-op.
 _LIVE_MEM = "FROM mem_items AS m WHERE m.ns = ?1 AND m.key = ?2 AND m.value IS NOT NULL"
-_FTS_ROW = (f"(SELECT m.rowid {_LIVE_MEM}), (SELECT coalesce({_TEXT_OF.format('m.value')}, '') {_LIVE_MEM}), "
+# (json_valid: a value SQLite's JSON functions refuse is indexed as no text, rather than failing the flush)
+_FTS_ROW = (f"(SELECT m.rowid {_LIVE_MEM}), "
+            f"(SELECT CASE WHEN json_valid(m.value) THEN coalesce({_TEXT_OF.format('m.value')}, '') ELSE '' END "
+            f"{_LIVE_MEM}), "
             f"(SELECT ?3 {_LIVE_MEM})")
 _UNINDEX_MEM = f"INSERT INTO mem_fts (mem_fts, rowid, body, ns) VALUES ('delete', {_FTS_ROW})"
 _INDEX_MEM = f"INSERT INTO mem_fts (rowid, body, ns) VALUES ({_FTS_ROW})"
@@ -167,7 +170,8 @@ def ns_tokens(ns: str) -> str:
 
 def _prefix_token(prefix: str) -> str:
     return "n" + hashlib.blake2b(prefix.encode(), digest_size=8).hexdigest()
-_DELETE_MEM = "DELETE FROM mem_items WHERE ns = ? AND key = ?"
+_TOMBSTONE_MEM = ("UPDATE mem_items SET value = NULL, updated_at = expires_at, expires_at = NULL, ttl = NULL "
+                  "WHERE ns = ? AND key = ?")
 # Retention: the newest ?1 archived versions of each memory, and none that ended before ?2.
 _PRUNE_HISTORY = """
 DELETE FROM mem_history WHERE superseded_at < ?2 OR (ns, key, version) IN (
@@ -580,17 +584,14 @@ class Store:
             "SELECT ns, key FROM mem_items WHERE expires_at IS NOT NULL AND expires_at <= ? AND value IS NOT NULL "
             "LIMIT ?", (now_ms, limit)).fetchall()
 
-    def old_tombstones(self, before_ms: int, limit: int) -> list[tuple[str, str]]:
-        return self.reader.execute(  # type: ignore[no-any-return]
-            "SELECT ns, key FROM mem_items WHERE value IS NULL AND updated_at < ? LIMIT ?", (before_ms, limit)).fetchall()
-
-    async def purge(self, keys: list[bytes], expired: list[tuple[str, str]], tombstones: list[tuple[str, str]]) -> None:
-        """Delete expired keys (triggers take their elements), archive and unindex expired memories
-        (their version ends at its expiry), and drop deleted memories' tombstones, in one transaction."""
+    async def purge(self, keys: list[bytes], expired: list[tuple[str, str]]) -> None:
+        """Delete expired keys (triggers take their elements); archive and unindex expired memories
+        (their version ends at its expiry) and leave a tombstone: it keeps the version count, so a
+        later put never reuses a version number, in one transaction."""
         fts = [(*ident, ns_tokens(ident[0])) for ident in expired]
         archive = [(*ident, 1 << 62, 0, 1 << 62, 0) for ident in expired]  # ended at their expiry (the CASE)
         await self._write([(_DELETE_KEY, [(k,) for k in keys]), (_ARCHIVE_MEM, archive), (_UNINDEX_MEM, fts),
-                           (_DELETE_MEM, expired + tombstones)])
+                           (_TOMBSTONE_MEM, expired)])
 
     async def prune_history(self, keep: int, before_ms: int) -> int:
         """Drop archived versions beyond the newest ``keep`` per memory or ended before ``before_ms``."""

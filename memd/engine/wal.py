@@ -429,11 +429,12 @@ class WAL:
 
     async def sync(self, lsn: int | None = None) -> None:
         """Barrier: return once everything up to ``lsn`` (default: all) is fsynced."""
-        target = self.appended_lsn if lsn is None else lsn
-        self._sync_wanted = max(self._sync_wanted, target)
-        await self._wait_synced(target)
+        await self._wait_synced(self.appended_lsn if lsn is None else lsn)
 
     async def _wait_synced(self, lsn: int) -> None:
+        # ask for the fsync explicitly: if the policy is switched away from "always" meanwhile
+        # (config reload), the syncer's passes would otherwise only hand off, and this waits forever
+        self._sync_wanted = max(self._sync_wanted, lsn)
         retried = False
         while self.synced_lsn < lsn:
             if self.fatal_error:

@@ -2,8 +2,8 @@
 
 Purges expired keys (their elements go with them) and expired memories
 (archived into history first, as versions that ended at their expiry, and
-unindexed), drops tombstones of memories deleted longer ago than the history
-retention, prunes history beyond retention, checkpoints SQLite's WAL (PASSIVE
+unindexed; a value-less tombstone row stays, because it holds the memory's
+version count: versions are never reused), prunes history beyond retention, checkpoints SQLite's WAL (PASSIVE
 each run, TRUNCATE past a threshold when no reader holds it), returns free
 pages (incremental vacuum) and refreshes planner statistics (PRAGMA optimize).
 
@@ -35,17 +35,15 @@ def _buffered_memory(engine: Engine, ident: tuple[str, str]) -> bool:
     return any(ident in layer.mem for layer in engine.layers())
 
 
-async def _purge_batch(engine: Engine, now_ms: int, tombstones_before: int | None) -> tuple[int, int, int, bool]:
-    """One transaction's worth; returns (keys, memories expired, tombstones, more to do)."""
+async def _purge_batch(engine: Engine, now_ms: int) -> tuple[int, int, bool]:
+    """One transaction's worth; returns (keys, memories expired, more to do)."""
     store = engine.store
     async with engine.flush_lock:
         keys = [k for k in store.expired_keys(now_ms, BATCH) if not _buffered_key(engine, k)]
         expired = [i for i in store.expired_memories(now_ms, BATCH) if not _buffered_memory(engine, i)]
-        tombs = [] if tombstones_before is None else [
-            i for i in store.old_tombstones(tombstones_before, BATCH) if not _buffered_memory(engine, i)]
-        await store.purge(keys, expired, tombs)
-    more = BATCH in (len(keys), len(expired), len(tombs))  # (skipped buffered items can make this stop early)
-    return len(keys), len(expired), len(tombs), more
+        await store.purge(keys, expired)
+    more = BATCH in (len(keys), len(expired))  # (skipped buffered items can make this stop early)
+    return len(keys), len(expired), more
 
 
 async def run_compaction(engine: Engine, cfg: CompactionConfig) -> dict[str, Any]:
@@ -55,11 +53,10 @@ async def run_compaction(engine: Engine, cfg: CompactionConfig) -> dict[str, Any
     before = store.disk_bytes()
     now_ms = int(engine.clock() * 1000)
     max_age = mem.history_max_age_ms
-    tombstones_before = now_ms - max_age if max_age else None
-    totals = [0, 0, 0]
+    totals = [0, 0]
     more = True
     while more:
-        *counts, more = await _purge_batch(engine, now_ms, tombstones_before)
+        *counts, more = await _purge_batch(engine, now_ms)
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
     async with engine.flush_lock:
         pruned = await store.prune_history(mem.history_versions, now_ms - max_age if max_age else -1)
@@ -67,7 +64,7 @@ async def run_compaction(engine: Engine, cfg: CompactionConfig) -> dict[str, Any
         free_pages = await store.vacuum()
         checkpoint = await store.checkpoint(cfg.wal_truncate_bytes)
     after = store.disk_bytes()
-    result = {"expired_keys": totals[0], "expired_memories": totals[1], "tombstones": totals[2],
+    result = {"expired_keys": totals[0], "expired_memories": totals[1],
               "history_pruned": pruned, "checkpoint": checkpoint, "free_pages": free_pages,
               "bytes_before": before, "bytes_after": after, "bytes_returned": max(0, before - after),
               "seconds": round(time.perf_counter() - t0, 3)}

@@ -132,3 +132,25 @@ async def test_backpressure_waits_then_overloads_and_loses_nothing(tmp_path: Pat
         await engine.wait_durable()
     async with Engine(str(tmp_path)) as engine:
         assert all(engine.keyspace.get(k) == value for k in [*acked, b"later"])
+
+
+@pytest.mark.anyio
+async def test_switching_fsync_away_from_always_acks_a_waiting_writer(tmp_path: Path) -> None:
+    """A config reload may change the policy while a writer waits for its fsync under "always"."""
+    for policy in ("everysec", "no"):
+        async with Engine(str(tmp_path / policy), fsync="always", flush_max_age=3600) as e:
+            e.keyspace.set(b"k", b"v")
+            lsn = e.last_lsn
+            acked = anyio.Event()
+
+            async def waiter() -> None:
+                await e.wait_durable(lsn)
+                acked.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await anyio.sleep(0)  # the waiter is now waiting for the group fsync
+                e.fsync_policy = policy
+                with anyio.fail_after(5):
+                    await acked.wait()
+            assert e.wal.synced_lsn >= lsn

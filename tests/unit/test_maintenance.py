@@ -153,16 +153,19 @@ async def test_compaction_skips_items_still_in_the_buffer(engine: Engine) -> Non
     assert orphans == [(0,)] and ks.dbsize() == 0
 
 
-async def test_old_tombstones_go_but_versions_continue_from_history(engine: Engine) -> None:
+async def test_versions_are_never_reused_after_compaction(engine: Engine) -> None:
     mem, clock = engine.memories, engine.clock
     mem.history_max_age_ms = 10_000
-    mem.put("ns", "k", "{}")
-    mem.delete("ns", "k")
+    mem.history_versions = 0  # not even history remembers the versions
+    mem.put("ns", "deleted", "{}")
+    mem.delete("ns", "deleted")
+    mem.put("ns", "expired", "{}", ttl_ms=1000)
+    mem.put("ns", "expired", "{}", ttl_ms=1000)
     await engine.flush()
-    clock.now += 5  # type: ignore[attr-defined]
-    assert (await run_compaction(engine, CompactionConfig()))["tombstones"] == 0  # deleted 5 s ago: kept
-    clock.now += 6  # type: ignore[attr-defined]
+    clock.now += 60  # type: ignore[attr-defined]  # far past the expiry and the history retention
     result = await run_compaction(engine, CompactionConfig())
-    assert result["tombstones"] == 1 and result["history_pruned"] == 1  # both older than the retention
-    assert await engine.store.execute("SELECT count(*) FROM mem_items") == [(0,)]
-    assert mem.put("ns", "k", "{}") == 1  # nothing auditable is left: the count starts again
+    assert result["expired_memories"] == 1 and result["history_pruned"] == 3  # incl. the one just archived
+    assert await engine.store.execute("SELECT count(*) FROM mem_history") == [(0,)]
+    assert await engine.store.execute("SELECT key, version FROM mem_items WHERE value IS NULL ORDER BY key") == [
+        ("deleted", 1), ("expired", 2)]  # value-less tombstones hold the count
+    assert mem.put("ns", "deleted", "{}") == 2 and mem.put("ns", "expired", "{}") == 3

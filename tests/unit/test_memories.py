@@ -91,7 +91,7 @@ async def test_version_count_survives_the_current_row_being_purged(engine: Engin
     m.put("ns", "k", '{"v":2}')
     m.delete("ns", "k")
     await engine.flush()
-    await engine.store.execute("DELETE FROM mem_items")  # what compaction does to tombstones
+    await engine.store.execute("DELETE FROM mem_items")  # a row gone (say, removed by hand): history remembers
     engine.memories.engine.store.reader.execute("SELECT 1")  # the reader sees the purge
     assert m.put("ns", "k", '{"v":3}') == 3
 
@@ -152,3 +152,29 @@ def test_schema_v1_file_migrates_to_v2_and_indexes_existing_memories(tmp_path: P
     assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 2
     assert conn.execute("SELECT rowid FROM mem_fts WHERE mem_fts MATCH 'lighthouse'").fetchall() == [(1,)]
     conn.close()
+
+
+async def test_a_value_sqlite_cannot_parse_does_not_stop_the_flush(engine: Engine) -> None:
+    """Python writes inf as Infinity; the command layer refuses it now, but a WAL may hold one."""
+    engine.memories.put("ns", "bad", '{"a":Infinity,"t":"hello"}')
+    engine.memories.put("ns", "good", '{"t":"hello"}')
+    await engine.flush()
+    assert [i.key for i in engine.memories.search("", "hello", [], 10, 0)] == ["good"]
+    engine.memories.delete("ns", "bad")
+    await engine.flush()
+    await engine.store.execute("INSERT INTO mem_fts (mem_fts) VALUES ('integrity-check')")
+
+
+async def test_refreshttl_is_refused_while_writes_are(engine: Engine) -> None:
+    from memd.commands import Context, load_all
+    from memd.commands.connection import execute
+    from memd.errors import CommandError
+
+    load_all()
+
+    engine.memories.put("ns", "k", "{}", ttl_ms=10_000)
+    engine.write_refusal = "memd is over its memory limit"
+    ctx = Context(engine=engine)
+    reply = execute(ctx, [b"MEM.GET", b"ns", b"k", b"REFRESHTTL"])
+    assert isinstance(reply, CommandError) and reply.prefix == "OOM"
+    assert execute(ctx, [b"MEM.GET", b"ns", b"k"]) is not None  # a plain read goes on
