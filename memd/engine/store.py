@@ -517,7 +517,10 @@ class Store:
             try:
                 return fn(*args, conn=conn)
             finally:
-                self._pool.append(conn)
+                if self._reader is None:  # the store closed meanwhile: nobody will close it later
+                    conn.close()
+                else:
+                    self._pool.append(conn)
         return await anyio.to_thread.run_sync(run, limiter=self._pool_limiter)
 
     def _open_reader(self) -> sqlite3.Connection:

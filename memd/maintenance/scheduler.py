@@ -71,6 +71,7 @@ class Maintenance:
         self.jobs: dict[str, Job] = {}
         self._scheduler: AsyncIOScheduler | None = None
         self._send: anyio.abc.ObjectSendStream[str] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
 
     def add(self, name: str, fn: JobFn, schedule: str, *, quiet: bool = False) -> None:
         self.jobs[name] = Job(name, fn, schedule, quiet)
@@ -107,6 +108,7 @@ class Maintenance:
         scheduler.start()
         try:
             async with send, receive, anyio.create_task_group() as tg:
+                self._tg = tg
                 task_status.started()
                 async for name in receive:
                     job = self.jobs.get(name)
@@ -114,11 +116,38 @@ class Maintenance:
                         tg.start_soon(self._execute, job)
         finally:
             scheduler.shutdown(wait=False)
-            self._scheduler = self._send = None
+            self._scheduler = self._send = self._tg = None
 
     async def run_now(self, name: str) -> dict[str, Any]:
-        """Run a job now (after a running instance finishes) and return its result; raises its error."""
+        """Run a job now (after a running instance finishes) and return its result; raises its error.
+
+        While :meth:`run` runs, the job runs in its task group, not in the caller's task: the
+        daemon waits for that group before it closes the engine, so a MEMD.COMPACT in flight at
+        shutdown finishes against an open store, and a client that hangs up does not cancel it.
+        """
         job = self.jobs[name]
+        if self._tg is None:
+            return await self._run_raising(job)
+        done = anyio.Event()
+        outcome: list[Any] = []
+
+        async def in_group() -> None:
+            try:
+                outcome.append(await self._run_raising(job))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller below
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        self._tg.start_soon(in_group)
+        await done.wait()
+        if not outcome:  # cancelled before the job could start: the daemon is stopping
+            raise RuntimeError(f"{name} did not run: memd is shutting down")
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]  # type: ignore[no-any-return]
+
+    async def _run_raising(self, job: Job) -> dict[str, Any]:
         result = await self._execute(job, raise_errors=True)
         assert result is not None
         return result

@@ -169,3 +169,27 @@ async def test_versions_are_never_reused_after_compaction(engine: Engine) -> Non
     assert await engine.store.execute("SELECT key, version FROM mem_items WHERE value IS NULL ORDER BY key") == [
         ("deleted", 1), ("expired", 2)]  # value-less tombstones hold the count
     assert mem.put("ns", "deleted", "{}") == 2 and mem.put("ns", "expired", "{}") == 3
+
+
+async def test_a_run_now_whose_caller_goes_away_still_finishes_inside_the_scheduler() -> None:
+    release = anyio.Event()
+    finished: list[str] = []
+
+    async def slow() -> dict[str, Any]:
+        await release.wait()
+        finished.append("done")
+        return {}
+
+    m = Maintenance()
+    m.add("slow", slow, "")
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(m.run)
+            with anyio.move_on_after(0.05):  # the client hangs up while the job runs
+                await m.run_now("slow")
+            assert m.status()["slow_running"] == 1
+            release.set()
+            while not finished:
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    assert m.status()["slow_runs"] == 1 and m.status()["slow_last_ok"] == 1
