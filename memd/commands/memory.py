@@ -265,7 +265,7 @@ def mem_search(ctx: Context, args: list[bytes]) -> Any:
         if not limit:
             return []
         return [render_item(item, with_score=True)
-                for item in await memories.search_async(prefix, query, conds, limit, offset, refresh, scope)]
+                for item in await memories.search(prefix, query, conds, limit, offset, refresh, scope)]
     return _after_flush_if(ctx, memories.pending(prefix), run)
 
 
@@ -288,7 +288,7 @@ def mem_namespaces(ctx: Context, args: list[bytes]) -> Any:
 
     async def run() -> list[bytes]:
         found = set()
-        for ns in await memories.namespaces_async(literal):
+        for ns in await memories.namespaces(literal):
             labels = ns.split(".")
             if len(labels) < max(len(prefix), len(suffix)) or not _label_match(labels, prefix) or \
                     not _label_match(labels[::-1], suffix[::-1]):

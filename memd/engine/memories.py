@@ -18,7 +18,6 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memd.engine.memtable import MemEntry
 from memd.engine.records import OP_MEM_DEL, OP_MEM_PUT
 from memd.engine.store import Cond, MemRow, Scope
 
@@ -114,26 +113,24 @@ class Memories:
     def now_ms(self) -> int:
         return int(self.engine.clock() * 1000)
 
-    def _current(self, ns: str, key: str) -> MemEntry | MemRow | None:
+    def _current(self, ns: str, key: str) -> MemRow | None:
+        """(value, version, created, updated, expires, ttl) from the newest layer that has the item."""
         ident = (ns, key)
         for layer in self.engine.layers():
             m = layer.mem.get(ident)
             if m is not None:
-                return m
+                return (m.value, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl)
         return self.engine.store.get_mem(ns, key)
 
+    @staticmethod
+    def _alive(ns: str, key: str, row: MemRow | None, now: int) -> MemItem | None:
+        """The item, if ``row`` is a value that has not expired."""
+        if row is None or row[0] is None or (row[4] is not None and row[4] <= now):
+            return None
+        return MemItem(ns, key, *row)  # type: ignore[arg-type]
+
     def _live(self, ns: str, key: str, now: int) -> MemItem | None:
-        cur = self._current(ns, key)
-        if cur is None:
-            return None
-        if isinstance(cur, MemEntry):
-            value, version, created, updated, expires, ttl = (
-                cur.value, cur.version, cur.created_at, cur.updated_at, cur.expires_at, cur.ttl)
-        else:
-            value, version, created, updated, expires, ttl = cur
-        if value is None or (expires is not None and expires <= now):
-            return None
-        return MemItem(ns, key, value, version, created, updated, expires, ttl)
+        return self._alive(ns, key, self._current(ns, key), now)
 
     # ---- reads and writes on one item ----------------------------------------------------
 
@@ -151,9 +148,8 @@ class Memories:
         if cur is None:
             last, created = self.engine.store.mem_last_version(ns, key), now
         else:
-            live = self._live(ns, key, now)
-            last = cur.version if isinstance(cur, MemEntry) else cur[1]
-            created = live.created_at if live is not None else now
+            live = self._alive(ns, key, cur, now)
+            last, created = cur[1], live.created_at if live is not None else now
         version = last + 1
         expires = None if ttl_ms is None else now + ttl_ms
         self.engine.apply([(OP_MEM_PUT, ns, key, value, version, created, now, expires, ttl_ms)])
@@ -186,18 +182,13 @@ class Memories:
     def pending_item(self, ns: str, key: str) -> bool:
         return any((ns, key) in layer.mem for layer in self.engine.layers())
 
-    def search(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
-               refresh_ttl: bool = False, scope: Scope = ()) -> list[MemItem]:
+    async def search(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
+                     refresh_ttl: bool = False, scope: Scope = ()) -> list[MemItem]:
         """Ranked live items under ``prefix``; the buffer must hold nothing :meth:`pending` under it.
 
         ``scope``: (prefix, readable) pairs, longest first; unreadable namespaces are left out.
+        The SQL runs in a worker thread: ranking many matches takes milliseconds.
         """
-        rows = self.engine.store.search_mem(prefix, query, conds, limit, offset, self.now_ms(), scope)
-        return self._found(rows, refresh_ttl)
-
-    async def search_async(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
-                           refresh_ttl: bool = False, scope: Scope = ()) -> list[MemItem]:
-        """:meth:`search` with the SQL in a worker thread (what the server uses: it can take ms)."""
         store = self.engine.store
         rows = await store.in_thread(store.search_mem, prefix, query, conds, limit, offset, self.now_ms(), scope)
         return self._found(rows, refresh_ttl)
@@ -216,12 +207,11 @@ class Memories:
             return item
         return self._refresh(item, now)
 
-    def namespaces(self, prefix: str) -> list[str]:
-        """Sorted namespaces under ``prefix`` with a live item (flush pending writes first)."""
-        return self.engine.store.mem_namespaces(prefix, self.now_ms())
+    async def namespaces(self, prefix: str) -> list[str]:
+        """Sorted namespaces under ``prefix`` with a live item (flush pending writes first).
 
-    async def namespaces_async(self, prefix: str) -> list[str]:
-        """:meth:`namespaces` with the SQL in a worker thread (a DISTINCT over every memory)."""
+        In a worker thread: a DISTINCT over every memory under the prefix.
+        """
         store = self.engine.store
         return await store.in_thread(store.mem_namespaces, prefix, self.now_ms())
 
@@ -237,8 +227,6 @@ class Memories:
         rows = self.engine.store.mem_history(ns, key, self.history_versions, since, limit)
         versions = [MemVersion(v, value, c, u, s, bool(d)) for v, value, c, u, s, d in rows]
         cur = self._current(ns, key)
-        if isinstance(cur, MemEntry):
-            cur = (cur.value, cur.version, cur.created_at, cur.updated_at, cur.expires_at, cur.ttl)
         if cur is not None and cur[0] is not None and cur[4] is not None and since < cur[4] <= now:
             versions.insert(0, MemVersion(cur[1], cur[0], cur[2], cur[3], cur[4], False))
         n = self.history_versions if limit is None else min(self.history_versions, limit)

@@ -31,16 +31,12 @@ def _buffered_key(engine: Engine, key: bytes) -> bool:
     return any(key in layer.entries for layer in engine.layers())
 
 
-def _buffered_memory(engine: Engine, ident: tuple[str, str]) -> bool:
-    return any(ident in layer.mem for layer in engine.layers())
-
-
 async def _purge_batch(engine: Engine, now_ms: int) -> tuple[int, int, bool]:
     """One transaction's worth; returns (keys, memories expired, more to do)."""
     store = engine.store
     async with engine.flush_lock:
         keys = [k for k in store.expired_keys(now_ms, BATCH) if not _buffered_key(engine, k)]
-        expired = [i for i in store.expired_memories(now_ms, BATCH) if not _buffered_memory(engine, i)]
+        expired = [i for i in store.expired_memories(now_ms, BATCH) if not engine.memories.pending_item(*i)]
         await store.purge(keys, expired)
     more = BATCH in (len(keys), len(expired))  # (skipped buffered items can make this stop early)
     return len(keys), len(expired), more

@@ -134,7 +134,7 @@ async def test_compaction_shrinks_a_store_of_expired_and_overwritten_data(engine
     assert [h.version for h in mem.history("ns", "m7")] == [5, 4]
     # expired memories were archived as versions that ended at their expiry
     assert [(h.version, h.deleted) for h in mem.history("ttl", "t1")] == [(1, False)]
-    assert mem.search("", "short", [], 10, 0) == []
+    assert await mem.search("", "short", [], 10, 0) == []
     await engine.store.execute("INSERT INTO mem_fts (mem_fts) VALUES ('integrity-check')")
 
 

@@ -100,11 +100,13 @@ async def test_search_indexes_string_values_not_field_names(engine: Engine) -> N
     m = engine.memories
     m.put("ns", "k", json.dumps({"colour": "teal", "deep": {"list": ["walrus", 7, {"x": "Crème brûlée"}]}}))
     await engine.flush()
-    found = lambda q: [i.key for i in m.search("", q, [], 10, 0)]  # noqa: E731
-    assert found("teal") == found("walrus") == found("creme") == ["k"]
-    assert found("colour") == found("deep") == found("list") == []
+
+    async def found(q: str) -> list[str]:
+        return [i.key for i in await m.search("", q, [], 10, 0)]
+    assert await found("teal") == await found("walrus") == await found("creme") == ["k"]
+    assert await found("colour") == await found("deep") == await found("list") == []
     with pytest.raises(QueryError, match="invalid QUERY"):
-        found('"unterminated')
+        await found('"unterminated')
 
 
 async def test_filters_follow_jsonb_rules(engine: Engine) -> None:
@@ -116,16 +118,16 @@ async def test_filters_follow_jsonb_rules(engine: Engine) -> None:
         m.put("ns", k, json.dumps(v))
     await engine.flush()
 
-    def keys(spec: object) -> list[str]:
-        return sorted(i.key for i in m.search("", None, parse_filter(spec), 10, 0))
-    assert keys({"n": 1}) == ["a"]  # "1" is a string: not equal
-    assert keys({"b": True}) == ["a"] and keys({"b": 1}) == ["b"]  # true is not 1
-    assert keys({"z": None}) == ["a", "b", "c"]  # null matches missing
-    assert keys({"o": {"p": [1, 2]}}) == ["a"] and keys({"o": {"p": [2, 1]}}) == []
-    assert keys({"n": {"$gt": 1}}) == ["b"] and keys({"n": {"$gte": 1, "$lt": 2}}) == ["a"]
-    assert keys({"s": {"$gt": "x"}}) == ["b", "c"]
-    assert keys({"s": {"$ne": "x"}}) == ["b", "c"] and keys({"missing": {"$ne": 1}}) == ["a", "b", "c"]
-    assert keys({"s": {"$in": ["y", "xx"]}}) == ["b", "c"] and keys({"s": {"$in": []}}) == []
+    async def keys(spec: object) -> list[str]:
+        return sorted(i.key for i in await m.search("", None, parse_filter(spec), 10, 0))
+    assert await keys({"n": 1}) == ["a"]  # "1" is a string: not equal
+    assert await keys({"b": True}) == ["a"] and await keys({"b": 1}) == ["b"]  # true is not 1
+    assert await keys({"z": None}) == ["a", "b", "c"]  # null matches missing
+    assert await keys({"o": {"p": [1, 2]}}) == ["a"] and await keys({"o": {"p": [2, 1]}}) == []
+    assert await keys({"n": {"$gt": 1}}) == ["b"] and await keys({"n": {"$gte": 1, "$lt": 2}}) == ["a"]
+    assert await keys({"s": {"$gt": "x"}}) == ["b", "c"]
+    assert await keys({"s": {"$ne": "x"}}) == ["b", "c"] and await keys({"missing": {"$ne": 1}}) == ["a", "b", "c"]
+    assert await keys({"s": {"$in": ["y", "xx"]}}) == ["b", "c"] and await keys({"s": {"$in": []}}) == []
     for bad in ([1], {"n": {"$regex": "x"}}, {"n": {"$gt": [1]}}, {"n": {"$in": 1}},
                 {"n": {"$eq": 1, "p": 2}}):
         with pytest.raises(ValueError):
@@ -159,7 +161,7 @@ async def test_a_value_sqlite_cannot_parse_does_not_stop_the_flush(engine: Engin
     engine.memories.put("ns", "bad", '{"a":Infinity,"t":"hello"}')
     engine.memories.put("ns", "good", '{"t":"hello"}')
     await engine.flush()
-    assert [i.key for i in engine.memories.search("", "hello", [], 10, 0)] == ["good"]
+    assert [i.key for i in await engine.memories.search("", "hello", [], 10, 0)] == ["good"]
     engine.memories.delete("ns", "bad")
     await engine.flush()
     await engine.store.execute("INSERT INTO mem_fts (mem_fts) VALUES ('integrity-check')")

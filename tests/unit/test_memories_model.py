@@ -190,18 +190,19 @@ class MemoriesVsModel(EngineHarness, RuleBasedStateMachine):
                      for h in mem.history(*ident)]
             assert got_h == model.history(ident), ident
         for prefix in ("", "a", "a.b", "c"):
-            got_s = [item_tuple(i) for i in mem.search(prefix, None, [], 100, 0)]
+            got_s = [item_tuple(i) for i in self.portal.call(mem.search, prefix, None, [], 100, 0)]
             under = [(i, v) for i, v in live if not prefix or i[0] == prefix or i[0].startswith(prefix + ".")]
             want_s = [version_tuple(i, v) for i, v in sorted(under, key=lambda p: (-p[1].updated, p[0]))]
             assert got_s == want_s, prefix
-            got_ns = mem.namespaces(prefix)
+            got_ns = self.portal.call(mem.namespaces, prefix)
             assert got_ns == sorted({i[0] for i, _ in under}), prefix
         for word in WORDS:
             for prefix in ("", "a", "a.b"):
-                got_q = {(i.ns, i.key) for i in mem.search(prefix, word, [], 100, 0)}
+                got_q = {(i.ns, i.key) for i in self.portal.call(mem.search, prefix, word, [], 100, 0)}
                 assert got_q == {i for i, v in live if word in json.loads(v.value)["text"].split()
                                  and (not prefix or i[0] == prefix or i[0].startswith(prefix + "."))}, word
-        got_f = {(i.ns, i.key) for i in mem.search("", None, parse_filter({"n": {"$gte": 2}}), 100, 0)}
+        filtered = self.portal.call(mem.search, "", None, parse_filter({"n": {"$gte": 2}}), 100, 0)
+        got_f = {(i.ns, i.key) for i in filtered}
         assert got_f == {i for i, v in live if json.loads(v.value)["n"] >= 2}
 
 
