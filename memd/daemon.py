@@ -113,20 +113,18 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
                       write_timeout=cfg.backpressure.write_timeout_seconds,
                       recovery_progress=_recovery_progress) as engine:
         configure_memories(engine.memories, cfg.memory)
-        server = Server(engine, s.socket,
-                        limits=Limits(s.max_clients, s.max_bulk_bytes, s.max_args, s.max_inline_bytes,
-                                      s.max_pending_bytes),
-                        access=Access.default(s.allow_uids, s.allow_gids, group),
-                        socket_mode=s.socket_mode, socket_group=group)
+        server = Server(engine, s.socket, socket_mode=s.socket_mode, socket_group=group)
+        configure_server(server, cfg, group)
         server.config_view = lambda: config_mod.to_dict(live.cfg)
-        server.namespace_rules = cfg.memory.access
         server.shutdown_requested = stop
         watchdog = Watchdog(engine, cfg.watchdog)
         maintenance = _maintenance(engine, live, watchdog)
         server.maintenance = maintenance
         maintenance.add("metrics", functools.partial(_write_metrics, live, server), _metrics_schedule(cfg), quiet=True)
-        server.info_providers += [("maintenance", maintenance.status), ("memory", lambda: {f"memd_watchdog_{k}": v for k, v in watchdog.status().items()}),
-                                  ("persistence", lambda: _backup_age(live))]
+        server.info_providers += [
+            ("maintenance", maintenance.status),
+            ("memory", lambda: {f"memd_watchdog_{k}": v for k, v in watchdog.status().items()}),
+            ("persistence", lambda: _backup_age(live))]
         reloader = Reloader(live.config_path, live.overrides, lambda: live.cfg,
                             functools.partial(_apply, live, engine, server, maintenance, watchdog, group))
         server.info_providers.append(("server", reloader.status))
@@ -201,22 +199,28 @@ def _apply(live: Live, engine: Engine, server: Server, maintenance: Maintenance,
     once; connection limits apply to connections accepted from now on.
     """
     live.cfg = cfg
-    f, bp, s = cfg.flush, cfg.backpressure, cfg.server
+    f, bp = cfg.flush, cfg.backpressure
     engine.flush_max_records, engine.flush_max_bytes, engine.flush_max_age = f.max_records, f.max_bytes, \
         f.max_age_seconds
     engine.buffer_max_bytes, engine.write_timeout = bp.buffer_max_bytes, bp.write_timeout_seconds
     if "storage.fsync" in changed:
         engine.fsync_policy = cfg.storage.fsync
     logging.getLogger().setLevel(cfg.log.level.upper())
-    server.limits = Limits(s.max_clients, s.max_bulk_bytes, s.max_args, s.max_inline_bytes, s.max_pending_bytes)
-    server.access = Access.default(s.allow_uids, s.allow_gids, group)
+    configure_server(server, cfg, group)
     configure_memories(engine.memories, cfg.memory)
-    server.namespace_rules = cfg.memory.access
     maintenance.reschedule("compact", cfg.compaction.schedule)
     maintenance.reschedule("backup", cfg.backup.schedule)
     watchdog.configure(cfg.watchdog)
     maintenance.reschedule("watchdog", _every(cfg.watchdog.sample_seconds))
     maintenance.reschedule("metrics", _metrics_schedule(cfg))
+
+
+def configure_server(server: Server, cfg: Config, group: int | None) -> None:
+    """Apply the server's live settings (at start and on reload): limits, peer access, namespace rules."""
+    s = cfg.server
+    server.limits = Limits(s.max_clients, s.max_bulk_bytes, s.max_args, s.max_inline_bytes, s.max_pending_bytes)
+    server.access = Access.default(s.allow_uids, s.allow_gids, group)
+    server.namespace_rules = cfg.memory.access
 
 
 def configure_memories(memories: Memories, mc: config_mod.MemoryConfig) -> None:
