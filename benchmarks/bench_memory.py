@@ -64,7 +64,6 @@ import bisect
 import gc
 import json
 import os
-import platform
 import random
 import signal
 import subprocess
@@ -77,7 +76,7 @@ from typing import Any
 
 # (benchutil: this folder, which is on sys.path when a script here runs)
 from benchutil import (
-    REPO, Cleanup, Interrupted, cpu_model, memd_build, raise_interrupted, tail, wait_ready,
+    REPO, Cleanup, Interrupted, machine_line, memd_build, raise_interrupted, tail, wait_ready,
 )
 
 
@@ -633,10 +632,7 @@ def main() -> int:
         ap.error("--memories must be >= 10, --queries and --pipeline positive, --single >= 0")
 
     memd_v, lg_v = versions()
-    ncpu = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else ncpu
-    print(f"machine: {ncpu} CPUs ({usable} usable), {cpu_model()}; {platform.system()} {platform.release()}; "
-          f"Python {platform.python_version()}")
+    print(machine_line())
     print(f"{memd_v}; {lg_v}")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (other work on the machine "
           f"skews every figure)", flush=True)

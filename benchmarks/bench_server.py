@@ -23,7 +23,6 @@ import argparse
 import csv
 import io
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -33,7 +32,7 @@ import time
 
 # (benchutil: this folder, which is on sys.path when a script here runs)
 from benchutil import (
-    REPO, Cleanup, Interrupted, command_output, cpu_model, memd_build, raise_interrupted, tail, wait_ready,
+    REPO, Cleanup, Interrupted, command_output, machine_line, memd_build, raise_interrupted, tail, wait_ready,
 )
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -131,10 +130,7 @@ def main() -> int:
             ap.error(f"{exe} not found (Debian: apt-get install redis-server redis-tools)")
 
     memd_v, redis_v, bench_v = versions()
-    ncpu = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else ncpu
-    print(f"machine: {ncpu} CPUs ({usable} usable), {cpu_model()}; {platform.system()} {platform.release()}; "
-          f"Python {platform.python_version()}")
+    print(machine_line())
     print(f"{memd_v}; {redis_v}; {bench_v}")
     print(f"load: redis-benchmark -t set,get -d {VALUE_SIZE} -n {n:,} -r {KEYSPACE} -c {CLIENTS} -P 1|16; "
           f"{rounds} round(s) alternating redis, memd; median per side")

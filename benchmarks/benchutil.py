@@ -129,3 +129,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """CPUs (and how many this process may use), CPU model, kernel and Python: what the figures ran on."""
+    ncpu = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else ncpu
+    return (f"machine: {ncpu} CPUs ({usable} usable), {cpu_model()}; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}")
