@@ -32,18 +32,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.integration.daemon import Daemon, short_tmpdir
+from tests.integration.daemon import NO_AUTOFLUSH, Daemon, short_tmpdir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-NO_AUTOFLUSH = """\
-[flush]
-max_records = 10000000
-max_bytes = "1GiB"
-max_age_seconds = 3600
-[backpressure]
-buffer_max_bytes = "2GiB"
-"""
 FREQUENT_FLUSH = """\
 [flush]
 max_records = 40

@@ -14,6 +14,16 @@ from collections.abc import Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# config sections for a daemon that never flushes on its own: writes stay in the buffer and the WAL
+NO_AUTOFLUSH = """\
+[flush]
+max_records = 10000000
+max_bytes = "1GiB"
+max_age_seconds = 3600
+[backpressure]
+buffer_max_bytes = "2GiB"
+"""
+
 
 def short_tmpdir(prefix: str = "memd-") -> str:
     """AF_UNIX paths are limited to ~107 bytes: pytest's tmp_path can be too deep."""

@@ -29,19 +29,11 @@ from typing import Any
 import pytest
 import redis
 
-from tests.integration.daemon import Daemon, short_tmpdir
+from tests.integration.daemon import NO_AUTOFLUSH, Daemon, short_tmpdir
 
 pytestmark = pytest.mark.timeout(60)
 
 MAX_VALUE_BYTES = 4096
-NO_AUTOFLUSH = """\
-[flush]
-max_records = 10000000
-max_bytes = "1GiB"
-max_age_seconds = 3600
-[backpressure]
-buffer_max_bytes = "2GiB"
-"""
 ITEM_FIELDS = {"namespace", "key", "value", "version", "created_at", "updated_at", "expires_at"}
 HISTORY_FIELDS = {"version", "value", "created_at", "updated_at", "superseded_at", "deleted"}
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
