@@ -98,13 +98,15 @@ def test_top_once_shows_live_figures(daemon: Daemon) -> None:
             while not stop.is_set():
                 c.set(f"top:{i % 100}", "v" * 50)
                 i += 1
+                writing.set()
         finally:
             c.close()
 
+    writing = threading.Event()
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
     try:
-        time.sleep(0.2)
+        assert writing.wait(10), "the writer thread never wrote"
         out = ok(memd("top", "--once", "--interval", "0.5", "--socket", daemon.socket))
     finally:
         stop.set()
