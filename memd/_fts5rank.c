@@ -1,0 +1,212 @@
+/*
+ * memd._fts5rank: FTS5's bm25() ranking, computed the same way, reading each match's length faster.
+ *
+ * Why: ranking a word found in 27,000 of 100,000 memories took ~32 ms with FTS5's own bm25(), and
+ * ~80% of that was reading each match's length (its %_docsize row) through an SQL statement per
+ * match. This function reads that row with an incremental-blob handle, reopened per match (a
+ * direct B-tree seek), and is otherwise FTS5's bm25 line for line: the same IDF, average length,
+ * weights and order of floating-point operations, so the scores are bit-for-bit equal (tested
+ * against bm25() in tests/unit/test_fts5rank.py). Measured: 32 -> 14 ms for that word.
+ *
+ * register(conn, docsize_table) adds the FTS5 auxiliary function memd_bm25 to a Python
+ * sqlite3.Connection. Python 3.11's sqlite3 module exposes no database handle and no extension
+ * loading, so the handle is read from the connection object, whose C struct starts with it
+ * (CPython's Modules/_sqlite/connection.h, unchanged from 3.11 to 3.14); register() then checks
+ * that handle against the file name the caller expects before using it. This module links the
+ * same libsqlite3 as Python's _sqlite3, so both drive one copy of SQLite.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <sqlite3.h>
+#include <math.h>
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    sqlite3 *db;
+} ConnectionHead;
+
+typedef struct {
+    int nPhrase;
+    double avgdl;
+    double *aIDF;
+    double *aFreq;
+    sqlite3_blob *blob; /* the docsize row of the current match, reopened per match */
+} RankData;
+
+static char docsize_table[128];
+
+static int count_cb(const Fts5ExtensionApi *api, Fts5Context *fts, void *user) {
+    (void)api;
+    (void)fts;
+    (*(sqlite3_int64 *)user)++;
+    return SQLITE_OK;
+}
+
+static void rank_data_free(void *p) {
+    RankData *d = p;
+    if (d->blob) sqlite3_blob_close(d->blob);
+    sqlite3_free(d);
+}
+
+/* Per-query data, as FTS5's fts5Bm25GetData(): average row length and one IDF per phrase. */
+static int rank_data(const Fts5ExtensionApi *api, Fts5Context *fts, RankData **out) {
+    RankData *p = api->xGetAuxdata(fts, 0);
+    int rc = SQLITE_OK;
+    if (p == NULL) {
+        int n = api->xPhraseCount(fts);
+        sqlite3_int64 nRow = 0, nToken = 0;
+        sqlite3_int64 nByte = sizeof(RankData) + n * 2 * sizeof(double);
+        p = sqlite3_malloc64(nByte);
+        if (p == NULL) return SQLITE_NOMEM;
+        memset(p, 0, (size_t)nByte);
+        p->nPhrase = n;
+        p->aIDF = (double *)&p[1];
+        p->aFreq = &p->aIDF[n];
+        rc = api->xRowCount(fts, &nRow);
+        if (rc == SQLITE_OK) rc = api->xColumnTotalSize(fts, -1, &nToken);
+        if (rc == SQLITE_OK) p->avgdl = (double)nToken / (double)nRow;
+        for (int i = 0; rc == SQLITE_OK && i < n; i++) {
+            sqlite3_int64 nHit = 0;
+            rc = api->xQueryPhrase(fts, i, (void *)&nHit, count_cb);
+            if (rc == SQLITE_OK) {
+                double idf = log((nRow - nHit + 0.5) / (nHit + 0.5));
+                if (idf <= 0.0) idf = 1e-6;
+                p->aIDF[i] = idf;
+            }
+        }
+        if (rc != SQLITE_OK) {
+            sqlite3_free(p);
+            return rc;
+        }
+        rc = api->xSetAuxdata(fts, p, rank_data_free);
+        if (rc != SQLITE_OK) return rc;
+    }
+    *out = p;
+    return rc;
+}
+
+/* The row's length in tokens (all columns): the sum of the varints in its docsize blob. Falls
+ * back to xColumnSize when the blob cannot be read, so an odd table is slower, never wrong. */
+static int row_tokens(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3 *db, RankData *p, int *out) {
+    sqlite3_int64 rowid = api->xRowid(fts);
+    int rc = p->blob ? sqlite3_blob_reopen(p->blob, rowid)
+                     : sqlite3_blob_open(db, "main", docsize_table, "sz", rowid, 0, &p->blob);
+    if (rc == SQLITE_OK) {
+        unsigned char buf[64];
+        int len = sqlite3_blob_bytes(p->blob);
+        if (len <= (int)sizeof(buf) && sqlite3_blob_read(p->blob, buf, len, 0) == SQLITE_OK) {
+            int total = 0, i = 0;
+            while (i < len) { /* SQLite varints: 7 bits a byte, most significant first */
+                unsigned v = 0;
+                unsigned char c;
+                do {
+                    c = buf[i++];
+                    v = (v << 7) | (c & 0x7f);
+                } while ((c & 0x80) && i < len);
+                total += (int)v;
+            }
+            *out = total;
+            return SQLITE_OK;
+        }
+    }
+    if (p->blob) {
+        sqlite3_blob_close(p->blob);
+        p->blob = NULL;
+    }
+    return api->xColumnSize(fts, -1, out);
+}
+
+/* FTS5's bm25(), k1 = 1.2, b = 0.75, optional per-column weights. */
+static void memd_bm25(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx, int nVal,
+                      sqlite3_value **apVal) {
+    const double k1 = 1.2;
+    const double b = 0.75;
+    double score = 0.0, D = 0.0;
+    int nInst = 0;
+    RankData *p = NULL;
+    int rc = rank_data(api, fts, &p);
+    if (rc == SQLITE_OK) {
+        memset(p->aFreq, 0, sizeof(double) * p->nPhrase);
+        rc = api->xInstCount(fts, &nInst);
+    }
+    for (int i = 0; rc == SQLITE_OK && i < nInst; i++) {
+        int ip, ic, io;
+        rc = api->xInst(fts, i, &ip, &ic, &io);
+        if (rc == SQLITE_OK) {
+            double w = (nVal > ic) ? sqlite3_value_double(apVal[ic]) : 1.0;
+            p->aFreq[ip] += w;
+        }
+    }
+    if (rc == SQLITE_OK) {
+        int nTok = 0;
+        rc = row_tokens(api, fts, sqlite3_context_db_handle(ctx), p, &nTok);
+        D = (double)nTok;
+    }
+    if (rc == SQLITE_OK) {
+        for (int i = 0; i < p->nPhrase; i++) {
+            score += p->aIDF[i] * ((p->aFreq[i] * (k1 + 1.0)) / (p->aFreq[i] + k1 * (1 - b + b * D / p->avgdl)));
+        }
+        sqlite3_result_double(ctx, -1.0 * score);
+    } else {
+        sqlite3_result_error_code(ctx, rc);
+    }
+}
+
+static PyObject *py_register(PyObject *self, PyObject *args) {
+    PyObject *conn;
+    const char *expect_file, *table;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Oss", &conn, &expect_file, &table)) return NULL;
+    PyObject *sqlite3_mod = PyImport_ImportModule("sqlite3");
+    if (sqlite3_mod == NULL) return NULL;
+    PyObject *conn_type = PyObject_GetAttrString(sqlite3_mod, "Connection");
+    Py_DECREF(sqlite3_mod);
+    if (conn_type == NULL) return NULL;
+    int ok = PyObject_IsInstance(conn, conn_type);
+    Py_DECREF(conn_type);
+    if (ok != 1) {
+        if (ok == 0) PyErr_SetString(PyExc_TypeError, "register() needs a sqlite3.Connection");
+        return NULL;
+    }
+    if (strlen(table) >= sizeof(docsize_table)) {
+        PyErr_SetString(PyExc_ValueError, "docsize table name too long");
+        return NULL;
+    }
+    sqlite3 *db = ((ConnectionHead *)conn)->db;
+    const char *file = db ? sqlite3_db_filename(db, "main") : NULL;
+    if (file == NULL || strcmp(file, expect_file) != 0) {
+        PyErr_Format(PyExc_RuntimeError, "connection handle check failed (main file %s, expected %s)",
+                     file ? file : "(none)", expect_file);
+        return NULL;
+    }
+    fts5_api *api = NULL;
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT fts5(?1)", -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_pointer(stmt, 1, (void *)&api, "fts5_api_ptr", NULL);
+        sqlite3_step(stmt);
+        rc = sqlite3_finalize(stmt);
+    }
+    if (rc != SQLITE_OK || api == NULL || api->iVersion < 2) {
+        PyErr_Format(PyExc_RuntimeError, "FTS5 API unavailable: %s", sqlite3_errmsg(db));
+        return NULL;
+    }
+    memcpy(docsize_table, table, strlen(table) + 1);
+    rc = api->xCreateFunction(api, "memd_bm25", NULL, memd_bm25, NULL);
+    if (rc != SQLITE_OK) {
+        PyErr_Format(PyExc_RuntimeError, "cannot create memd_bm25: %s", sqlite3_errstr(rc));
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"register", py_register, METH_VARARGS,
+     "register(conn, main_file, docsize_table): add FTS5 auxiliary function memd_bm25 to conn."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "memd._fts5rank", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__fts5rank(void) { return PyModule_Create(&module); }
