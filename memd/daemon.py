@@ -28,6 +28,7 @@ from memd.commands.server import metrics_text
 from memd.config import Config
 from memd.engine.engine import Engine
 from memd.engine.memories import Memories
+from memd.engine.store import ranking_status
 from memd.maintenance.backup import last_backup, run_backup
 from memd.maintenance.compaction import run_compaction
 from memd.maintenance.scheduler import Maintenance
@@ -139,8 +140,8 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
                 health = functools.partial(systemd.flush_health, engine, systemd.stall_limit(interval))
                 tg.start_soon(systemd.watchdog_loop, interval, health)
             try:
-                log.info("ready version=%s socket=%s data_dir=%s fsync=%s", __version__, server.socket_path,
-                         st.data_dir, st.fsync)
+                log.info("ready version=%s socket=%s data_dir=%s fsync=%s search_ranking=%r", __version__,
+                         server.socket_path, st.data_dir, st.fsync, ranking_status())
                 await stop.wait()
                 systemd.notify("STOPPING=1", "STATUS=shutting down: draining connections, then the final flush")
                 log.info("shutdown_begin connections=%d", len(server.connections))

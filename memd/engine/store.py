@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import time
@@ -51,6 +52,7 @@ SCHEMA_VERSION = 3
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 BUSY_TIMEOUT_MS = 5000
 READER_CACHE_KIB = 64 * 1024
+SEARCH_MAX_CANDIDATES = 20_000  # beyond this a second try costs more than ranking and joining every match
 SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more would only queue for the cores
 READER_MMAP_BYTES = 256 << 20  # file-backed pages count in RSS: keep the watchdog's view bounded
 
@@ -607,11 +609,17 @@ class Store:
         params += [limit, offset]
         # Without a FILTER or access rules nearly every match is live, so a few extra candidates do;
         # with them, enough that a filter keeping one memory in eight usually fills the page.
+        # A second try sizes the candidates from the first one's yield (a filter keeping 1 in 60: ~900
+        # candidates, not all 27,000 matches); a filter that kept none goes straight to the full plan.
         need = limit + offset
-        rows = self._ranked_from_top(reader, where, params, need, 8 * need + 32 if conds or scope else 2 * need + 16,
-                                     query)
-        if rows is not None:
-            return rows[offset:]
+        top = 8 * need + 32 if conds or scope else 2 * need + 16
+        for _ in range(2):
+            rows, kept = self._ranked_from_top(reader, where, params, need, top, query)
+            if rows is not None:
+                return rows[offset:]
+            if not kept or top > SEARCH_MAX_CANDIDATES:
+                break
+            top = math.ceil(need * top / kept * 1.5) + 32
         sql = (f"SELECT i.ns, i.key, i.value, i.version, i.created_at, i.updated_at, i.expires_at, i.ttl, -f.s "
                f"FROM (SELECT rowid AS r, {self._rank}(mem_fts, 1, 0) AS s FROM mem_fts WHERE mem_fts MATCH ?) AS f "
                f"JOIN mem_items AS i ON i.rowid = f.r WHERE {' AND '.join(where)} "
@@ -619,8 +627,10 @@ class Store:
         return self._run_search(reader, sql, params, query)
 
     def _ranked_from_top(self, reader: sqlite3.Connection, where: list[str], params: list[Any], need: int,
-                         top: int, query: str) -> list[SearchRow] | None:
-        """The first ``need`` ranked rows, joining only FTS5's ``top`` best matches to ``mem_items``; None: not provable.
+                         top: int, query: str) -> tuple[list[SearchRow] | None, int]:
+        """The first ``need`` ranked rows, joining only FTS5's ``top`` best matches to ``mem_items``.
+
+        Returns (rows, candidates kept); rows is None when the candidates cannot prove the answer.
 
         Joining every match to its ~1 KB row to check it (live, in scope, FILTER) cost more than
         ranking it: a word in 27% of 100,000 memories, 17 ms ranked, 64 ms ranked and joined.
@@ -636,11 +646,11 @@ class Store:
                "ORDER BY f.s, i.ns, i.key LIMIT ?")
         rows = self._run_search(reader, sql, [*params[:-2], need], query)
         if not rows:
-            return None  # no match at all, or none live: rare either way, and the full plan settles it
+            return None, 0  # no match at all, or none kept: the full plan settles it
         worst, candidates = rows[0][9], rows[0][10]
         if candidates < top or (len(rows) == need and -rows[-1][8] < worst):
-            return [row[:9] for row in rows]
-        return None
+            return [row[:9] for row in rows], len(rows)
+        return None, len(rows)
 
     @staticmethod
     def _run_search(reader: sqlite3.Connection, sql: str, params: list[Any], query: str | None) -> list[Any]:

@@ -1,0 +1,69 @@
+"""memd._fts5rank: the C ranking function must give FTS5's bm25() scores bit for bit, and be in use.
+
+CI builds the extension (.ci/run installs SQLite's headers); a missing build fails here loudly
+instead of leaving searches silently on the slower bm25().
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from memd.engine import store as store_mod
+
+WORDS = ["lighthouse", "keeper", "tide", "harbor", "storm", "lantern", "rope", "gull", "anchor", "mist"]
+
+
+def test_the_extension_is_built_and_chosen(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    store_mod.migrate(path)
+    assert store_mod._fts5rank is not None, store_mod.ranking_status()
+    assert store_mod._ranking_function(path) == "memd_bm25", store_mod.ranking_status()
+
+
+def test_register_refuses_what_is_not_a_connection_or_the_wrong_file(tmp_path: Path) -> None:
+    assert store_mod._fts5rank is not None
+    conn = sqlite3.connect(str(tmp_path / "db"))
+    with pytest.raises(TypeError):
+        store_mod._fts5rank.register(object(), "x", "mem_fts_docsize")
+    with pytest.raises(RuntimeError, match="handle check failed"):
+        store_mod._fts5rank.register(conn, str(tmp_path / "other"), "mem_fts_docsize")
+    conn.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_scores_equal_fts5_bm25_bit_for_bit(tmp_path: Path, seed: int) -> None:
+    """Random documents of varied length (so length normalisation matters), deletions (so the
+    docsize rows have gaps), and every query shape: words, AND, OR, NOT, phrases, prefixes,
+    column filters and weights."""
+    rng = random.Random(seed)
+    path = str(tmp_path / "db")
+    store_mod.migrate(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert store_mod._fts5rank is not None
+    store_mod._fts5rank.register(conn, conn.execute("PRAGMA database_list").fetchone()[2], "mem_fts_docsize")
+    conn.execute("BEGIN")
+    docs = {}
+    for rowid in range(1, 401):
+        docs[rowid] = (" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 120))), f"n{rowid % 3}")
+        conn.execute("INSERT INTO mem_fts (rowid, body, ns) VALUES (?, ?, ?)", (rowid, *docs[rowid]))
+    for rowid in rng.sample(range(1, 401), 60):  # contentless: a delete replays the indexed text
+        conn.execute("INSERT INTO mem_fts (mem_fts, rowid, body, ns) VALUES ('delete', ?, ?, ?)", (rowid, *docs[rowid]))
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT count(*) FROM mem_fts_docsize").fetchone()[0] == 340
+    queries = ["lighthouse", "tide storm", "tide OR gull", "anchor NOT mist", '"harbor storm"', "lant*",
+               "body : keeper", "ns : n1 AND rope", "NEAR(tide gull, 3)"]
+    compared = 0
+    for q in queries:
+        for weights in ("", ", 1, 0", ", 2.5, 0.5"):
+            want = conn.execute(f"SELECT rowid, bm25(mem_fts{weights}) FROM mem_fts WHERE mem_fts MATCH ? "
+                                "ORDER BY rowid", (q,)).fetchall()
+            got = conn.execute(f"SELECT rowid, memd_bm25(mem_fts{weights}) FROM mem_fts WHERE mem_fts MATCH ? "
+                               "ORDER BY rowid", (q,)).fetchall()
+            assert got == want, (q, weights)
+            compared += len(want)
+    assert compared > 1000
+    conn.close()
