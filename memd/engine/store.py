@@ -619,7 +619,7 @@ class Store:
                 return rows[offset:]
             if not kept or top > SEARCH_MAX_CANDIDATES:
                 break
-            top = math.ceil(need * top / kept * 1.5) + 32
+            top = math.ceil(need * top / kept * 3) + 32  # 3x: a yield of 1 or 2 is a rough estimate
         sql = (f"SELECT i.ns, i.key, i.value, i.version, i.created_at, i.updated_at, i.expires_at, i.ttl, -f.s "
                f"FROM (SELECT rowid AS r, {self._rank}(mem_fts, 1, 0) AS s FROM mem_fts WHERE mem_fts MATCH ?) AS f "
                f"JOIN mem_items AS i ON i.rowid = f.r WHERE {' AND '.join(where)} "
