@@ -40,13 +40,13 @@ from memd.engine.memtable import DELETED, Memtable
 from memd.engine.records import T_LIST, T_NONE, T_ZSET
 from memd.errors import QueryError, StoreError
 
-_fts5rank: Any
-_fts5rank_error = ""
+_csqlite: Any
+_csqlite_error = ""
 try:
-    from memd import _fts5rank  # C: FTS5's bm25 with a faster length lookup; optional (see pyproject.toml)
+    from memd import _sqlite as _csqlite  # C: FTS5 ranking, GIL-free executemany; optional (pyproject.toml)
 except ImportError as _exc:  # no compiler or SQLite headers at install time
-    _fts5rank = None
-    _fts5rank_error = str(_exc)
+    _csqlite = None
+    _csqlite_error = str(_exc)
 
 SCHEMA_VERSION = 3
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -123,16 +123,19 @@ INSERT INTO mem_fts (rowid, body, ns) SELECT m.rowid, coalesce({_TEXT_OF.format(
 """
 
 # A memory's FILTER view: its top-level members, with every value ``fields`` cannot hold exactly and
-# cheaply (objects, arrays, reals, booleans, null, integers beyond 2^53, strings over 64 characters)
-# replaced by the placeholder ``[]``. A filter reads this ~60-byte object instead of parsing the whole
-# ~1 KB value (3.6 us per json_extract of the value, measured), and goes to the value only for a
-# placeholder. A value SQLite cannot parse is kept whole, so a filter fails on it as it always did.
+# cheaply (objects, arrays, fractional reals, booleans, null, numbers beyond 2^53, strings over 64
+# characters) replaced by the placeholder ``[]``; an integral real is kept as the integer it equals
+# (5.0 as 5: FILTER compares numbers by value, and a FILTER token for 5 must find it). A filter
+# reads this ~60-byte object instead of parsing the whole ~1 KB value (3.6 us per json_extract of
+# the value, measured), and goes to the value only for a placeholder. A value SQLite cannot parse is kept whole, so a filter fails on it as it always did.
 _FIELDS_OF = """CASE WHEN {v} IS NULL THEN NULL WHEN NOT json_valid({v}) THEN {v} ELSE (
     SELECT json_group_object(e.key, CASE
-        WHEN e.type = 'integer' AND abs(e.value) < 9007199254740992 THEN e.value
+        WHEN e.type = 'integer' AND e.value BETWEEN -9007199254740991 AND 9007199254740991 THEN e.value
+        WHEN e.type = 'real' AND e.value BETWEEN -9007199254740991 AND 9007199254740991
+            AND e.value = CAST(e.value AS INTEGER) THEN CAST(e.value AS INTEGER)
         WHEN e.type = 'text' AND length(e.value) <= 64 THEN e.value
         ELSE json_array() END)
-    FROM json_each({v}) AS e) END"""
+    FROM json_each({v}) AS e) END"""  # (BETWEEN, not abs(): abs(-2^63) is an SQL error, and -2^63 valid JSON)
 
 # v3: the ``fields`` column (above), for every memory already stored; an index that answers a filter
 # search under a prefix without reading a single ~1 KB row it then rejects (a rare filter over 10,000
@@ -321,7 +324,10 @@ def _eq_sql(field: str, value: Any) -> tuple[str, list[Any]]:
         return f"({t} IN ('integer', 'real') AND {v} = ?)", [p, p, value]
     if isinstance(value, str):
         return f"({t} = 'text' AND {v} = ?)", [p, p, value]
-    return f"({t} = {_JSON_CLASS[type(value)]} AND memd_json_eq({v}, ?))", [p, p, json.dumps(value)]
+    # CASE, not AND: inside NOT/coalesce SQLite evaluates both sides of an AND, and a string
+    # (json_extract gives its bare text) would reach memd_json_eq, which parses JSON
+    return (f"(CASE WHEN {t} = {_JSON_CLASS[type(value)]} THEN memd_json_eq({v}, ?) ELSE 0 END)",
+            [p, p, json.dumps(value)])
 
 
 def _value_cond_sql(cond: Cond) -> tuple[str, list[Any]]:
@@ -453,30 +459,47 @@ def list_sub(pos: int) -> bytes:
 
 
 def _ranking_function(path: str) -> str:
-    """``memd_bm25`` (memd._fts5rank: FTS5's bm25 scores, 2x faster) if it loads and works here, else ``bm25``."""
-    global _fts5rank_error
-    if _fts5rank is None:
+    """``memd_bm25`` (memd._sqlite: FTS5's bm25 scores, 2x faster) if it loads and works here, else ``bm25``."""
+    global _csqlite_error
+    if _csqlite is None:
         return "bm25"
     try:
         conn = _connect(path)
         try:
-            _fts5rank.register(conn, conn.execute("PRAGMA database_list").fetchone()[2], "mem_fts_docsize")
+            _csqlite.register_rank(conn, conn.execute("PRAGMA database_list").fetchone()[2], "mem_fts_docsize")
             conn.execute("SELECT memd_bm25(mem_fts) FROM mem_fts WHERE mem_fts MATCH 'x' LIMIT 1").fetchall()
         finally:
             conn.close()
     except (RuntimeError, TypeError, sqlite3.Error) as exc:
-        _fts5rank_error = str(exc)
+        _csqlite_error = str(exc)
         return "bm25"
     return "memd_bm25"
 
 
+def _bulk_file(conn: sqlite3.Connection) -> str | None:
+    """The file name memd._sqlite.executemany checks ``conn`` against, if it works on it; else None.
+
+    Without it the flush uses sqlite3's executemany, which takes the GIL back after every row.
+    """
+    global _csqlite_error
+    if _csqlite is None:
+        return None
+    name = str(conn.execute("PRAGMA database_list").fetchone()[2])
+    try:
+        _csqlite.executemany(conn, name, "SELECT ?", [(1,), (2,)])
+    except (RuntimeError, TypeError, sqlite3.Error) as exc:
+        _csqlite_error = str(exc)
+        return None
+    return name
+
+
 def ranking_status() -> str:
     """One line for logs and INFO: which ranking function searches use, and why."""
-    if _fts5rank is None:
-        return f"bm25 (memd._fts5rank not built: {_fts5rank_error}; FTS ranking is about 2x slower)"
-    if _fts5rank_error:
-        return f"bm25 (memd._fts5rank failed: {_fts5rank_error}; FTS ranking is about 2x slower)"
-    return "memd_bm25 (memd._fts5rank)"
+    if _csqlite is None:
+        return f"bm25 (memd._sqlite not built: {_csqlite_error}; FTS ranking is about 2x slower)"
+    if _csqlite_error:
+        return f"bm25 (memd._sqlite failed: {_csqlite_error}; FTS ranking is about 2x slower)"
+    return "memd_bm25 (memd._sqlite)"
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -521,7 +544,8 @@ class Store:
         self._writer: aiosqlite.Connection | None = None
         self._pool: list[sqlite3.Connection] = []  # read connections for in_thread()
         self._pool_limiter = anyio.CapacityLimiter(SEARCH_THREADS)
-        self._rank = "bm25"  # FTS5's own, until open() finds memd._fts5rank working
+        self._rank = "bm25"  # FTS5's own, until open() finds memd._sqlite working
+        self._bulk: str | None = None  # the writer's file name for memd._sqlite.executemany, if that works
         self.flushed_lsn = 0
 
     async def open(self) -> None:
@@ -530,6 +554,7 @@ class Store:
             self._rank = _ranking_function(self.path)
             self._reader = self._open_reader()
             writer = await aiosqlite.connect(self.path, isolation_level=None)
+            self._bulk = await writer._execute(_bulk_file, writer._conn)
             await writer.create_function("memd_field_tokens", 1, field_tokens, deterministic=True)
             await writer.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await writer.execute("PRAGMA synchronous = FULL")
@@ -550,6 +575,10 @@ class Store:
             self._reader = None
         while self._pool:
             self._pool.pop().close()
+
+    def ranking(self) -> str:
+        """Which FTS ranking function searches use, and why (for the start-up log)."""
+        return ranking_status()
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -765,8 +794,8 @@ class Store:
         reader.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
         reader.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
         reader.create_function("memd_json_eq", 2, _json_eq, deterministic=True)
-        if _fts5rank is not None and self._rank == "memd_bm25":
-            _fts5rank.register(reader, reader.execute("PRAGMA database_list").fetchone()[2], "mem_fts_docsize")
+        if _csqlite is not None and self._rank == "memd_bm25":
+            _csqlite.register_rank(reader, reader.execute("PRAGMA database_list").fetchone()[2], "mem_fts_docsize")
         return reader
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None
@@ -896,7 +925,11 @@ class Store:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, rows in groups:
-                    await db.executemany(sql, rows)
+                    if self._bulk is not None and len(rows) > 1:
+                        # in aiosqlite's own thread (its queue keeps statements in order) on its connection
+                        await db._execute(_csqlite.executemany, db._conn, self._bulk, sql, rows)
+                    else:
+                        await db.executemany(sql, rows)
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
