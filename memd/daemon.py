@@ -28,7 +28,6 @@ from memd.commands.server import metrics_text
 from memd.config import Config
 from memd.engine.engine import Engine
 from memd.engine.memories import Memories
-from memd.engine.store import ranking_status
 from memd.maintenance.backup import last_backup, run_backup
 from memd.maintenance.compaction import run_compaction
 from memd.maintenance.scheduler import Maintenance
@@ -141,7 +140,7 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
                 tg.start_soon(systemd.watchdog_loop, interval, health)
             try:
                 log.info("ready version=%s socket=%s data_dir=%s fsync=%s search_ranking=%r", __version__,
-                         server.socket_path, st.data_dir, st.fsync, ranking_status())
+                         server.socket_path, st.data_dir, st.fsync, engine.store.ranking())
                 await stop.wait()
                 systemd.notify("STOPPING=1", "STATUS=shutting down: draining connections, then the final flush")
                 log.info("shutdown_begin connections=%d", len(server.connections))

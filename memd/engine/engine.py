@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.abc
 
 from memd.engine.fileops import FileOps
@@ -263,8 +264,16 @@ class Engine:
             raise OverloadError(self.write_refusal)
 
     async def admit(self) -> None:
-        """Backpressure: wait (bounded) while the buffer is over its cap."""
+        """Backpressure: wait (bounded) while the buffer is over its cap.
+
+        Also the writers' yield point: when a flush is due but its task has not run yet, let it
+        start. A writer whose awaits never suspend (everysec acks are written on its own thread)
+        would otherwise keep the event loop to itself and the flush would start only when it
+        stops: measured 3.3 s of writes then 5.3 s of flush, in series, for 300,000 keys.
+        """
         self.check_writable()
+        if self._flush_wanted.is_set():
+            await anyio.lowlevel.checkpoint()
         if not self.over_capacity():
             return
         self._flush_wanted.set()

@@ -1,7 +1,8 @@
-"""memd._fts5rank: the C ranking function must give FTS5's bm25() scores bit for bit, and be in use.
+"""memd._sqlite: its ranking function must give FTS5's bm25() scores bit for bit, its executemany
+must do what sqlite3's does, and both must be in use.
 
 CI builds the extension (.ci/run installs SQLite's headers); a missing build fails here loudly
-instead of leaving searches silently on the slower bm25().
+instead of leaving memd silently on the slower paths.
 """
 
 from __future__ import annotations
@@ -20,17 +21,60 @@ WORDS = ["lighthouse", "keeper", "tide", "harbor", "storm", "lantern", "rope", "
 def test_the_extension_is_built_and_chosen(tmp_path: Path) -> None:
     path = str(tmp_path / "db")
     store_mod.migrate(path)
-    assert store_mod._fts5rank is not None, store_mod.ranking_status()
+    assert store_mod._csqlite is not None, store_mod.ranking_status()
     assert store_mod._ranking_function(path) == "memd_bm25", store_mod.ranking_status()
+    conn = sqlite3.connect(path)
+    assert store_mod._bulk_file(conn) == conn.execute("PRAGMA database_list").fetchone()[2]
+    conn.close()
+
+
+def test_executemany_writes_what_sqlite3_executemany_writes(tmp_path: Path) -> None:
+    rows = [(1, 2.5, "text", b"\x00blob\xff", None), (-(1 << 63), -0.0, "été \u2028 \x01", b"", None),
+            ((1 << 63) - 1, 1e300, "", b"x" * 5000, 7)]
+    results = []
+    for use_c in (False, True):
+        path = str(tmp_path / f"db{use_c}")
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("CREATE TABLE t (a, b, c, d, e)")
+        sql = "INSERT INTO t VALUES (?, ?, ?, ?, ?)"
+        if use_c:
+            assert store_mod._csqlite is not None
+            store_mod._csqlite.executemany(conn, conn.execute("PRAGMA database_list").fetchone()[2], sql, rows)
+        else:
+            conn.executemany(sql, rows)
+        results.append(conn.execute("SELECT a, typeof(a), b, typeof(b), c, typeof(c), d, typeof(d), e, typeof(e) "
+                                    "FROM t ORDER BY rowid").fetchall())
+        conn.close()
+    assert results[0] == results[1]
+    assert len(results[1]) == 3
+
+
+def test_executemany_reports_errors_as_sqlite3_does(tmp_path: Path) -> None:
+    assert store_mod._csqlite is not None
+    conn = sqlite3.connect(str(tmp_path / "db"), isolation_level=None)
+    name = conn.execute("PRAGMA database_list").fetchone()[2]
+    conn.execute("CREATE TABLE t (k PRIMARY KEY)")
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        store_mod._csqlite.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1,), (1,)])
+    with pytest.raises(sqlite3.OperationalError, match="takes 1 parameters, rows have 2"):
+        store_mod._csqlite.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1, 2)])
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        store_mod._csqlite.executemany(conn, name, "INSERT INTO nope VALUES (?)", [(1,), (2,)])
+    with pytest.raises(TypeError, match="unsupported parameter type"):
+        store_mod._csqlite.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1,), ([2],)])
+    with pytest.raises(OverflowError):
+        store_mod._csqlite.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1 << 64,), (2,)])
+    assert conn.execute("SELECT k FROM t").fetchall() == [(1,)]  # autocommit: the first row stayed
+    conn.close()
 
 
 def test_register_refuses_what_is_not_a_connection_or_the_wrong_file(tmp_path: Path) -> None:
-    assert store_mod._fts5rank is not None
+    assert store_mod._csqlite is not None
     conn = sqlite3.connect(str(tmp_path / "db"))
     with pytest.raises(TypeError):
-        store_mod._fts5rank.register(object(), "x", "mem_fts_docsize")
+        store_mod._csqlite.register_rank(object(), "x", "mem_fts_docsize")
     with pytest.raises(RuntimeError, match="handle check failed"):
-        store_mod._fts5rank.register(conn, str(tmp_path / "other"), "mem_fts_docsize")
+        store_mod._csqlite.register_rank(conn, str(tmp_path / "other"), "mem_fts_docsize")
     conn.close()
 
 
@@ -43,8 +87,8 @@ def test_scores_equal_fts5_bm25_bit_for_bit(tmp_path: Path, seed: int) -> None:
     path = str(tmp_path / "db")
     store_mod.migrate(path)
     conn = sqlite3.connect(path, isolation_level=None)
-    assert store_mod._fts5rank is not None
-    store_mod._fts5rank.register(conn, conn.execute("PRAGMA database_list").fetchone()[2], "mem_fts_docsize")
+    assert store_mod._csqlite is not None
+    store_mod._csqlite.register_rank(conn, conn.execute("PRAGMA database_list").fetchone()[2], "mem_fts_docsize")
     conn.execute("BEGIN")
     docs = {}
     for rowid in range(1, 401):
