@@ -8,7 +8,7 @@
  * match. This function reads that row with an incremental-blob handle, reopened per match (a
  * direct B-tree seek), and is otherwise FTS5's bm25 line for line: the same IDF, average length,
  * weights and order of floating-point operations, so the scores are bit-for-bit equal (tested
- * against bm25() in tests/unit/test_fts5rank.py). Measured: 32 -> 14 ms for that word.
+ * against bm25() in tests/unit/test_csqlite.py). Measured: 32 -> 14 ms for that word.
  *
  * 2. executemany(): one statement over many rows with the GIL released once, not once per row.
  *
