@@ -554,7 +554,10 @@ class Store:
             self._rank = _ranking_function(self.path)
             self._reader = self._open_reader()
             writer = await aiosqlite.connect(self.path, isolation_level=None)
-            self._bulk = await writer._execute(_bulk_file, writer._conn)
+            try:  # aiosqlite internals: its thread's queue and its sqlite3 connection
+                self._bulk = await writer._execute(_bulk_file, writer._conn)
+            except AttributeError:
+                self._bulk = None
             await writer.create_function("memd_field_tokens", 1, field_tokens, deterministic=True)
             await writer.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await writer.execute("PRAGMA synchronous = FULL")
