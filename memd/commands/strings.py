@@ -71,6 +71,9 @@ def _set(ctx: Context, key: bytes, value: bytes, *, nx: bool = False, xx: bool =
 
 @command("set", -3, write=True)
 def set_(ctx: Context, args: list[bytes]) -> object:
+    if len(args) == 2:  # plain SET key value: the hot path, no option parsing
+        ctx.engine.keyspace.set(args[0], args[1])
+        return OK
     nx = xx = get = keepttl = False
     unit: str | None = None
     expire: bytes | None = None

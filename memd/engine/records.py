@@ -66,6 +66,7 @@ _KNOWN_FLAGS = FLAG_LZ4
 FRAME = struct.Struct("<IIQB")
 FRAME_SIZE = FRAME.size  # 17
 _AFTER_CRC = struct.Struct("<IQB")
+_CRC = struct.Struct("<I")
 MAX_BODY = 1 << 30  # a record above 1 GiB is corruption, not data
 
 SEGMENT_MAGIC = b"MEMDWAL\x00"
@@ -104,8 +105,7 @@ def encode_record(lsn: int, ops: list[Op] | tuple[Op, ...], compress_min: int = 
     """Frame one record: the bytes appended to a segment."""
     payload, flags = encode_payload(ops, compress_min)
     rest = _AFTER_CRC.pack(len(payload), lsn, flags)
-    crc = zlib.crc32(payload, zlib.crc32(rest))
-    return struct.pack("<I", crc) + rest + payload
+    return b"".join((_CRC.pack(zlib.crc32(payload, zlib.crc32(rest))), rest, payload))
 
 
 def decode_payload(payload: bytes | memoryview, flags: int) -> list[Op]:
