@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import lz4.block
@@ -76,6 +77,7 @@ SEGMENT_HEADER_SIZE = _SEG.size + 4  # 24
 
 Op = tuple[Any, ...]
 _PACK = msgpack.Packer(use_bin_type=True).pack  # one Packer for all: packb() builds one per call
+_unpackb = msgpack.unpackb
 
 
 class Record(NamedTuple):
@@ -115,19 +117,55 @@ def decode_payload(payload: bytes | memoryview, flags: int) -> list[Op]:
     a million records, and converting lists would cost a third of it.
     """
     data = lz4.block.decompress(payload) if flags & FLAG_LZ4 else payload
-    ops = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=False)
+    ops = _unpackb(data, raw=False, use_list=False, strict_map_key=False)
+    problem = _ops_problem(ops)
+    if problem:
+        raise FrameError(problem)
+    return list(ops)
+
+
+def _ops_problem(ops: Any) -> str | None:
+    """Why a decoded payload is not a list of well-formed ops, or None (apply relies on the shapes checked)."""
     if type(ops) is not tuple:
-        raise FrameError("payload is not a list of ops")
+        return "payload is not a list of ops"
     for op in ops:
         if type(op) is not tuple or not op:
-            raise FrameError("op is not a list")
+            return "op is not a list"
         if op[0] == OP_UPDATE:
             if len(op) != 9 or type(op[8]) is not tuple:
-                raise FrameError("update op is malformed")
+                return "update op is malformed"
             for change in op[8]:
                 if type(change) is not tuple or len(change) != 2:
-                    raise FrameError("update op has a malformed element change")
-    return list(ops)
+                    return "update op has a malformed element change"
+    return None
+
+
+def scan_frames(buf: bytes, offset: int) -> Iterator[tuple[int, tuple[Op, ...], int]]:
+    """Yield ``(lsn, ops, next_offset)`` for consecutive valid frames from ``offset``.
+
+    Recovery's fast path: one memoryview, no per-frame objects beyond the ops,
+    about 0.9 µs a record instead of 2 µs through :func:`decode_frame`. It
+    stops silently before the first frame that is incomplete or invalid;
+    :func:`decode_frame` at that offset then says why (the slow, rare path).
+    """
+    view = memoryview(buf)
+    end = len(buf)
+    unpack, crc32, unpackb, decompress = FRAME.unpack_from, zlib.crc32, _unpackb, lz4.block.decompress
+    while end - offset >= FRAME_SIZE:
+        crc, body_len, lsn, flags = unpack(buf, offset)
+        stop = offset + FRAME_SIZE + body_len
+        if stop > end or crc32(view[offset + 4:stop]) != crc or flags & ~_KNOWN_FLAGS:
+            return
+        try:
+            payload = view[offset + FRAME_SIZE:stop]
+            ops = unpackb(decompress(payload) if flags else payload,
+                          raw=False, use_list=False, strict_map_key=False)
+        except (ValueError, TypeError, lz4.block.LZ4BlockError, msgpack.UnpackException):
+            return
+        if _ops_problem(ops):
+            return
+        yield lsn, ops, stop
+        offset = stop
 
 
 def decode_frame(buf: bytes | bytearray | memoryview, offset: int) -> Record | None:

@@ -48,12 +48,12 @@ from memd.engine.records import (
     SEGMENT_HEADER_SIZE,
     FrameError,
     Op,
-    Record,
     decode_frame,
     decode_segment_header,
     encode_record,
     encode_segment_header,
     plausible_frame_at,
+    scan_frames,
 )
 from memd.errors import DurabilityError, WALCorruptError
 from memd.histogram import Histogram, latency_buckets
@@ -149,8 +149,8 @@ class WAL:
     # ---- recovery ------------------------------------------------------------
 
     def replay(self, flushed_lsn: int, mode: str, report: RecoveryReport, *, repair: bool = True
-               ) -> Iterator[Record]:
-        """Yield every valid record newer than ``flushed_lsn``, oldest first.
+               ) -> Iterator[tuple[int, list[Op] | tuple[Op, ...]]]:
+        """Yield ``(lsn, ops)`` of every valid record newer than ``flushed_lsn``, oldest first.
 
         Repairs a torn tail of the last segment (truncates it) unless ``mode``
         is ``absolute``; raises :class:`WALCorruptError` for anything else
@@ -198,6 +198,20 @@ class WAL:
                 expected = first_lsn  # the first record of a segment carries the LSN in its name
             offset = SEGMENT_HEADER_SIZE
             while offset < len(data):
+                for lsn, ops, after in scan_frames(data, offset):  # the fast path: valid frames in order
+                    if lsn != expected:
+                        break  # (the slow path below says what is wrong)
+                    offset = after
+                    expected = lsn + 1
+                    report.last_lsn = lsn
+                    if lsn <= flushed_lsn:
+                        report.skipped_flushed += 1
+                        continue
+                    report.records += 1
+                    yield lsn, ops
+                if offset >= len(data):
+                    break
+                # the slow path: one frame that is incomplete, invalid or out of order
                 problem = None
                 try:
                     rec = decode_frame(data, offset)
@@ -235,7 +249,7 @@ class WAL:
                     report.skipped_flushed += 1
                     continue
                 report.records += 1
-                yield rec
+                yield rec.lsn, rec.ops
 
     def _cut(self, path: str, offset: int, dropped: int, report: RecoveryReport, mode: str, why: str) -> None:
         if not self._repair:

@@ -168,7 +168,11 @@ def erring_server() -> Iterator[str]:
             while data := conn.recv(65536):
                 reader.feed(data)
                 while (cmd := reader.gets()) is not False:
-                    conn.sendall(b"-ERR unknown command '" + cmd[0] + b"'\r\n")
+                    if cmd[0].upper() == b"HELLO":  # the handshake succeeds, as memd's does (redis-py >= 8.2
+                        # would otherwise fall back to RESP2 with a warning on stderr)
+                        conn.sendall(b"%2\r\n$6\r\nserver\r\n$4\r\nmemd\r\n$5\r\nproto\r\n:3\r\n")
+                    else:
+                        conn.sendall(b"-ERR unknown command '" + cmd[0] + b"'\r\n")
 
     def accept() -> None:
         while not stop.is_set():
