@@ -1,0 +1,152 @@
+"""The server's batch loop in-process: a real engine, a fake transport, exact replies and WAL records.
+
+A run of plain ``SET key value`` in one read is applied as one MSET (one WAL
+record). These tests pin down that nothing else changes: replies, their
+order, reads of the run's keys, transactions, WATCH, refusals and failed
+durability.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+import memd.server as server_mod
+from memd.engine.engine import Engine
+from memd.errors import DurabilityError
+from memd.server import Connection, Server
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+
+class FakeTransport:
+    """Collects what the server writes; the rest of the transport API as no-ops."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def cmd(*args: bytes | str) -> bytes:
+    parts = [a.encode() if isinstance(a, str) else a for a in args]
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
+
+
+class Client:
+    def __init__(self, server: Server) -> None:
+        self.transport = FakeTransport()
+        self.conn = Connection(server)
+        self.conn.connection_made(self.transport)  # type: ignore[arg-type]
+
+    async def send(self, payload: bytes, replies: bytes) -> None:
+        """Feed ``payload`` in one read; wait until exactly ``replies`` arrived."""
+        self.transport.data.clear()
+        self.conn.data_received(payload)
+        with anyio.fail_after(5):
+            while len(self.transport.data) < len(replies):
+                await anyio.sleep(0.001)
+        assert bytes(self.transport.data) == replies
+
+
+@pytest.fixture
+async def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Server]:
+    monkeypatch.setattr(server_mod, "peer_credentials", lambda sock: (1, os.geteuid(), os.getegid(), []))
+    async with Engine(str(tmp_path), fsync="everysec") as engine:
+        yield Server(engine, str(tmp_path / "unused.sock"))
+
+
+async def test_a_run_of_plain_sets_is_one_wal_record(server: Server) -> None:
+    c = Client(server)
+    lsn = server.engine.last_lsn
+    await c.send(b"".join(cmd("SET" if i % 2 else "set", f"k{i}", f"v{i}") for i in range(16)), b"+OK\r\n" * 16)
+    assert server.engine.last_lsn == lsn + 1
+    assert server.stats_commands == 16 and server.stats_writes == 16
+    await c.send(cmd("MGET", "k0", "k15"), b"*2\r\n$2\r\nv0\r\n$3\r\nv15\r\n")
+
+
+async def test_commands_between_sets_see_the_sets_before_them(server: Server) -> None:
+    c = Client(server)
+    lsn = server.engine.last_lsn
+    await c.send(cmd("SET", "a", "1") + cmd("SET", "a", "2") + cmd("GET", "a") + cmd("INCR", "a")
+                 + cmd("SET", "b", "x") + cmd("SET", "a", "7", "NX") + cmd("GET", "a") + cmd("SeT", "a", "9"),
+                 b"+OK\r\n+OK\r\n$1\r\n2\r\n:3\r\n+OK\r\n$-1\r\n$1\r\n3\r\n+OK\r\n")
+    # records: the run (a=1, a=2), INCR, the run (b), SET NX wrote nothing, the run (a=9)
+    assert server.engine.last_lsn == lsn + 4
+    await c.send(cmd("MGET", "a", "b"), b"*2\r\n$1\r\n9\r\n$1\r\nx\r\n")
+
+
+async def test_sets_inside_multi_are_queued(server: Server) -> None:
+    c = Client(server)
+    lsn = server.engine.last_lsn
+    await c.send(cmd("MULTI") + cmd("SET", "a", "1") + cmd("SET", "b", "2") + cmd("EXEC"),
+                 b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n")
+    assert server.engine.last_lsn == lsn + 1
+
+
+async def test_a_pipelined_set_breaks_another_clients_watch(server: Server) -> None:
+    watcher, writer = Client(server), Client(server)
+    await watcher.send(cmd("WATCH", "w"), b"+OK\r\n")
+    await writer.send(cmd("SET", "w", "1") + cmd("SET", "x", "1"), b"+OK\r\n+OK\r\n")
+    await watcher.send(cmd("MULTI") + cmd("SET", "w", "2") + cmd("EXEC"), b"+OK\r\n+QUEUED\r\n*-1\r\n")
+
+
+async def test_refused_writes_are_answered_by_the_refusal(server: Server) -> None:
+    c = Client(server)
+    server.engine.write_refusal = "memory watchdog: RSS over the limit"
+    lsn = server.engine.last_lsn
+    refusal = b"-OOM memory watchdog: RSS over the limit\r\n"
+    await c.send(cmd("SET", "a", "1") + cmd("SET", "b", "2") + cmd("GET", "a"), refusal * 2 + b"$-1\r\n")
+    assert server.engine.last_lsn == lsn
+    server.engine.write_refusal = None
+    await c.send(cmd("SET", "a", "1") + cmd("GET", "a"), b"+OK\r\n$1\r\n1\r\n")
+
+
+async def test_a_failed_ack_turns_every_set_of_the_run_into_the_error(server: Server,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    c = Client(server)
+    engine = server.engine
+
+    def fail(lsn: int) -> bool:
+        raise DurabilityError("WAL write failed: No space left on device")
+
+    monkeypatch.setattr(engine, "durable_now", fail)
+    monkeypatch.setattr(engine, "is_durable", lambda lsn: False)
+    err = b"-MISCONF WAL write failed: No space left on device\r\n"  # (DurabilityError's prefix, as Redis)
+    await c.send(cmd("SET", "a", "1") + cmd("GET", "nothing") + cmd("SET", "b", "2") + cmd("SET", "c", "3"),
+                 err + b"$-1\r\n" + err + err)
+
+
+async def test_sets_over_the_buffer_cap_wait_for_admission(server: Server) -> None:
+    c = Client(server)
+    engine = server.engine
+    await c.send(cmd("SET", "fill", "x" * 1000), b"+OK\r\n")
+    engine.buffer_max_bytes = 100  # over the cap now: the next SETs go through admit(), which flushes
+    lsn = engine.last_lsn
+    await c.send(cmd("SET", "a", "1") + cmd("SET", "b", "2"), b"+OK\r\n+OK\r\n")
+    assert engine.store.flushed_lsn >= lsn  # the flush ran before they were admitted
+    await c.send(cmd("MGET", "fill", "a", "b"), b"*3\r\n$1000\r\n" + b"x" * 1000 + b"\r\n$1\r\n1\r\n$1\r\n2\r\n")
