@@ -1,0 +1,156 @@
+"""Server batch loop in-process: event-loop CPU per pipelined command, no sockets.
+
+Run: ``python3 benchmarks/bench_loop.py`` (from the repo root; ``-n`` commands per run).
+
+What redis-benchmark ``-c 50 -P 16`` makes the daemon's event-loop thread do,
+minus the kernel: 50 connections each deliver reads of 16 commands to
+``Connection.data_received`` (a real engine, everysec, nothing flushed;
+a fake transport collects the replies) and the group ack runs once per
+pass over them. Printed per workload: µs per command on the fast path, and
+on the per-command path (runs of plain SET disabled) in the same process, so
+the ratio survives this machine's noise; then plain SETs again under
+CPython's default GC thresholds instead of the daemon's (the buffer grows to
+~450,000 keys: the cost of the default thresholds grows with it). Best of
+``--rounds`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import memd.server as server_mod  # noqa: E402
+from memd.daemon import GC_THRESHOLDS  # noqa: E402
+from memd.engine.engine import Engine  # noqa: E402
+from memd.server import Connection, Server  # noqa: E402
+
+CONNECTIONS = 50
+PIPELINE = 16
+VALUE = b"v" * 200
+BIG = 1 << 40
+PYTHON_GC = (700, 10, 10)  # CPython's defaults
+
+
+class NullTransport:
+    """Counts reply bytes; the rest of the transport API as no-ops."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.bytes += len(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class PerCommand(Connection):
+    """The same loop with runs of plain SET disabled: every command is dispatched on its own."""
+
+    def _plain_set_ok(self) -> bool:
+        return False
+
+
+def frame(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+
+
+WORKLOADS = {
+    "SET k v": lambda k: frame(b"SET", k, VALUE),
+    "SET k v, GET k alternating": None,  # built below: runs of one SET
+    "GET k (miss)": lambda k: frame(b"GET", k),
+}
+
+
+def reads(workload: str, n: int, rng: random.Random) -> list[bytes]:
+    out = []
+    for _ in range(n // PIPELINE):
+        keys = [b"key:%012d" % rng.randrange(1_000_000) for _ in range(PIPELINE)]
+        if workload == "SET k v, GET k alternating":
+            out.append(b"".join(frame(b"SET", k, VALUE) if i % 2 == 0 else frame(b"GET", keys[i - 1])
+                                for i, k in enumerate(keys)))
+        else:
+            make = WORKLOADS[workload]
+            assert make is not None
+            out.append(b"".join(make(k) for k in keys))
+    return out
+
+
+async def run(kind: type[Connection], batches: list[bytes]) -> float:
+    d = tempfile.mkdtemp(prefix="memd-loop-")
+    try:
+        async with Engine(d, fsync="everysec", flush_max_records=BIG, flush_max_bytes=BIG, flush_max_age=3600,
+                          buffer_max_bytes=BIG) as engine:
+            server = Server(engine, os.path.join(d, "unused.sock"))
+            conns = []
+            for _ in range(CONNECTIONS):
+                conn = kind(server)
+                conn.connection_made(NullTransport())  # type: ignore[arg-type]
+                conns.append(conn)
+            t0 = time.perf_counter()
+            for i, data in enumerate(batches):
+                conns[i % CONNECTIONS].data_received(data)
+                if i % CONNECTIONS == CONNECTIONS - 1:
+                    await asyncio.sleep(0)  # one event-loop pass: the group ack answers every connection
+            deadline = time.monotonic() + 60
+            while server.stats_commands < len(batches) * PIPELINE or any(c.busy for c in conns):
+                # a batch whose ack waits (the syncer creating a new WAL segment) keeps later reads buffered
+                assert time.monotonic() < deadline, "the connections did not drain"
+                await asyncio.sleep(0.0005)
+            elapsed = time.perf_counter() - t0
+            return elapsed / (len(batches) * PIPELINE) * 1e6
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=600_000, help="commands per run (default 600,000)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per variant, alternating; the best counts")
+    args = ap.parse_args()
+    # the fake transport has no socket to ask for peer credentials: this process's own
+    server_mod.peer_credentials = lambda sock: (os.getpid(), os.geteuid(), os.getegid(), [])
+    print(f"{CONNECTIONS} connections x {PIPELINE} pipelined commands per read, 200-byte values over 1M keys, "
+          f"{args.n:,} commands per run, best of {args.rounds}; GC thresholds as the daemon sets them "
+          f"{GC_THRESHOLDS} unless said")
+    print(f"{'workload':<44} {'fast path':>12} {'per command':>12} {'ratio':>8}")
+    variants: list[tuple[str, str, tuple[int, int, int]]] = [
+        (w, w, GC_THRESHOLDS) for w in WORKLOADS] + [("SET k v", "SET k v, Python's default GC thresholds",
+                                                       PYTHON_GC)]
+    for workload, label, thresholds in variants:
+        batches = reads(workload, args.n, random.Random(1))
+        gc.set_threshold(*thresholds)
+        fast, slow = float("inf"), float("inf")
+        for _ in range(args.rounds):
+            fast = min(fast, await run(Connection, batches))
+            slow = min(slow, await run(PerCommand, batches))
+        print(f"{label:<44} {fast:>9.2f} µs {slow:>9.2f} µs {fast / slow:>7.2f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
