@@ -3,6 +3,7 @@
     python benchmarks/bench_server.py                  # -n 1,000,000, 2 rounds (tens of minutes)
     python benchmarks/bench_server.py --quick          # -n 100,000, 1 round (smoke test)
     python benchmarks/bench_server.py --requests 300000 --rounds 3
+    python benchmarks/bench_server.py --policy everysec -P 16 --rounds 4   # one row, more rounds
 
 For each fsync policy (everysec, then always) and pipeline depth (-P 1, -P 16) it
 runs, alternating, ``redis, memd, redis, memd, ...`` (``--rounds`` of each):
@@ -118,6 +119,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke test: -n 100,000 and one round")
     ap.add_argument("--rounds", type=int, default=None,
                     help="A/B rounds per (policy, pipeline) (default 2; 1 with --quick)")
+    ap.add_argument("--policy", action="append", choices=POLICIES,
+                    help="only this fsync policy (repeatable; default: both)")
+    ap.add_argument("--pipeline", "-P", action="append", type=int, choices=PIPELINES,
+                    help="only this pipeline depth (repeatable; default: both)")
     ap.add_argument("--timeout", type=float, default=1200.0,
                     help="seconds allowed for one redis-benchmark run of SET+GET (default 1200)")
     args = ap.parse_args()
@@ -132,7 +137,8 @@ def main() -> int:
     memd_v, redis_v, bench_v = versions()
     print(machine_line())
     print(f"{memd_v}; {redis_v}; {bench_v}")
-    print(f"load: redis-benchmark -t set,get -d {VALUE_SIZE} -n {n:,} -r {KEYSPACE} -c {CLIENTS} -P 1|16; "
+    print(f"load: redis-benchmark -t set,get -d {VALUE_SIZE} -n {n:,} -r {KEYSPACE} -c {CLIENTS} "
+          f"-P {'|'.join(map(str, args.pipeline or PIPELINES))}; "
           f"{rounds} round(s) alternating redis, memd; median per side")
     sys.stdout.flush()
 
@@ -143,8 +149,8 @@ def main() -> int:
     results: dict[tuple[str, int], dict[str, list[dict[str, float]]]] = {}
     started = time.monotonic()
     try:
-        for policy in POLICIES:
-            for pipeline in PIPELINES:
+        for policy in args.policy or POLICIES:
+            for pipeline in args.pipeline or PIPELINES:
                 runs = results.setdefault((policy, pipeline), {"redis": [], "memd": []})
                 for r in range(rounds):
                     for kind in ("redis", "memd"):
