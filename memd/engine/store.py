@@ -51,7 +51,7 @@ except ImportError as _exc:  # no compiler or SQLite headers at install time
     _csqlite = None
     _csqlite_error = str(_exc)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 BUSY_TIMEOUT_MS = 5000
 READER_CACHE_KIB = 64 * 1024
@@ -59,9 +59,9 @@ SEARCH_MAX_CANDIDATES = 20_000  # beyond this a second try costs more than ranki
 SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more would only queue for the cores
 READER_MMAP_BYTES = 256 << 20  # file-backed pages count in RSS: keep the watchdog's view bounded
 
-_V1 = """
-CREATE TABLE meta (name TEXT PRIMARY KEY, value);
-CREATE TABLE keys (
+# The keys table's columns, and the triggers that purge a collection's elements when its key is
+# deleted or recreated: v1 creates them, v4 rebuilds the table around them.
+_KEYS_COLUMNS = """
     key BLOB PRIMARY KEY,
     type INTEGER NOT NULL,
     value BLOB,
@@ -70,8 +70,17 @@ CREATE TABLE keys (
     lo INTEGER NOT NULL DEFAULT 0,
     hi INTEGER NOT NULL DEFAULT 0,
     gen INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX keys_expiry ON keys (expires_at) WHERE expires_at IS NOT NULL;
+"""
+_KEYS_INDEX_AND_TRIGGERS = """CREATE INDEX keys_expiry ON keys (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TRIGGER keys_purge_on_delete AFTER DELETE ON keys WHEN old.type > 1
+BEGIN DELETE FROM elems WHERE key = old.key; END;
+CREATE TRIGGER keys_purge_on_reset AFTER UPDATE OF gen ON keys WHEN old.type > 1 AND new.gen != old.gen
+BEGIN DELETE FROM elems WHERE key = old.key; END;
+"""
+
+_V1 = f"""
+CREATE TABLE meta (name TEXT PRIMARY KEY, value);
+CREATE TABLE keys ({_KEYS_COLUMNS});
 CREATE TABLE elems (
     key BLOB NOT NULL,
     sub BLOB NOT NULL,
@@ -80,11 +89,7 @@ CREATE TABLE elems (
     PRIMARY KEY (key, sub)
 );
 CREATE INDEX elems_score ON elems (key, score, sub) WHERE score IS NOT NULL;
-CREATE TRIGGER keys_purge_on_delete AFTER DELETE ON keys WHEN old.type > 1
-BEGIN DELETE FROM elems WHERE key = old.key; END;
-CREATE TRIGGER keys_purge_on_reset AFTER UPDATE OF gen ON keys WHEN old.type > 1 AND new.gen != old.gen
-BEGIN DELETE FROM elems WHERE key = old.key; END;
-CREATE TABLE mem_items (
+{_KEYS_INDEX_AND_TRIGGERS}CREATE TABLE mem_items (
     ns TEXT NOT NULL,
     key TEXT NOT NULL,
     value TEXT,
@@ -155,8 +160,23 @@ CREATE VIRTUAL TABLE mem_fts USING fts5 (body, ns, f, content='', tokenize='port
 INSERT INTO mem_fts (rowid, body, ns, f) SELECT m.rowid, CASE WHEN json_valid(m.value) THEN coalesce({_TEXT_OF.format("m.value")}, '') ELSE '' END, memd_ns_tokens(m.ns), memd_field_tokens(m.fields) FROM mem_items AS m WHERE m.value IS NOT NULL
 """
 
+# v4: ``keys`` becomes a WITHOUT ROWID table, clustered on its key. A rowid table with a BLOB
+# primary key is two B-trees (the rows by rowid, and the key's index), and every flushed key went
+# into both. Raw executemany of 1,000,000 200-byte rows in batches of 100,000: 117k -> 166k rows/s
+# in key order, 83k -> 108k at random. Nothing refers to the rowid of ``keys``.
+_V4 = f"""
+DROP TRIGGER keys_purge_on_delete;
+DROP TRIGGER keys_purge_on_reset;
+DROP INDEX keys_expiry;
+CREATE TABLE keys_v4 ({_KEYS_COLUMNS}) WITHOUT ROWID;
+INSERT INTO keys_v4 (key, type, value, expires_at, count, lo, hi, gen)
+    SELECT key, type, value, expires_at, count, lo, hi, gen FROM keys;
+DROP TABLE keys;
+ALTER TABLE keys_v4 RENAME TO keys;
+{_KEYS_INDEX_AND_TRIGGERS}"""
+
 # Each entry upgrades the schema from version i to i+1 (index 0: empty -> 1).
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 
 _UPSERT_KEY = """
 INSERT INTO keys (key, type, value, expires_at, count, lo, hi, gen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)

@@ -1,0 +1,66 @@
+"""Schema migrations of the keys table (the memories' are in test_memories.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from memd.engine import store as store_mod
+from memd.engine.store import migrate
+
+
+def v3_file(path: str) -> sqlite3.Connection:
+    """A database exactly as a v3 memd left it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.create_function("memd_ns_tokens", 1, store_mod.ns_tokens)
+    conn.create_function("memd_field_tokens", 1, store_mod.field_tokens)
+    for migration in store_mod.MIGRATIONS[:3]:
+        for statement in migration.split(";\n"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    return conn
+
+
+KEYS = [(b"s", 1, b"value", None, 0, 0, 0, 0), (b"h", 3, None, 1_900_000_000_000, 2, 0, 0, 5),
+        (b"\x00bin\xff", 1, b"\x01", 1_800_000_000_000, 0, 0, 0, 0)]
+ELEMS = [(b"h", b"f1", b"x", None), (b"h", b"f2", b"y", None)]
+
+
+def test_v3_keys_table_becomes_without_rowid_keeping_rows_index_and_cascades(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    conn = v3_file(path)
+    assert "WITHOUT ROWID" not in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'keys'").fetchone()[0]
+    conn.executemany("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)", KEYS)
+    conn.executemany("INSERT INTO elems VALUES (?, ?, ?, ?)", ELEMS)
+    conn.close()
+
+    assert migrate(path) == 3
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 4
+    assert "WITHOUT ROWID" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'keys'").fetchone()[0]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert sorted(conn.execute("SELECT * FROM keys").fetchall()) == sorted(KEYS)
+    assert conn.execute("SELECT * FROM elems ORDER BY sub").fetchall() == ELEMS
+    # the expiry index is back, and compaction's query uses it
+    plan = conn.execute("EXPLAIN QUERY PLAN SELECT key FROM keys WHERE expires_at <= 1850000000000").fetchall()
+    assert any("keys_expiry" in row[-1] for row in plan), plan
+    # the cascades are back: recreating a collection (gen bumped) and deleting it purge its elements
+    conn.execute("UPDATE keys SET gen = gen + 1 WHERE key = ?", (b"h",))
+    assert conn.execute("SELECT count(*) FROM elems").fetchone()[0] == 0
+    conn.executemany("INSERT INTO elems VALUES (?, ?, ?, ?)", ELEMS)
+    conn.execute("DELETE FROM keys WHERE key = ?", (b"h",))
+    assert conn.execute("SELECT count(*) FROM elems").fetchone()[0] == 0
+    conn.close()
+    assert migrate(path) == 4  # and a second open changes nothing
+
+
+def test_new_file_is_created_at_v4(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    assert migrate(path) == 0
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert "WITHOUT ROWID" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'keys'").fetchone()[0]
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental, set before the first table
+    conn.close()
