@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import math
+import operator
 import os
 import sqlite3
 import time
@@ -38,7 +39,7 @@ import aiosqlite
 import anyio
 
 from memd.engine.memtable import DELETED, Memtable
-from memd.engine.records import T_LIST, T_NONE, T_ZSET
+from memd.engine.records import T_LIST, T_NONE, T_STRING, T_ZSET
 from memd.errors import QueryError, StoreError
 
 log = logging.getLogger("memd.store")
@@ -981,6 +982,9 @@ class Store:
         return list(await cur.fetchall())
 
 
+_FIRST = operator.itemgetter(0)
+
+
 def flush_statements(table: Memtable) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """Every row a flush writes, grouped by statement, in the order they must run, in ONE pass.
 
@@ -994,10 +998,11 @@ def flush_statements(table: Memtable) -> list[tuple[str, list[tuple[Any, ...]]]]
     elems: list[tuple[Any, ...]] = []
     elem_deletes: list[tuple[Any, ...]] = []
     trims: list[tuple[Any, ...]] = []
-    entries = table.entries
-    for k in table.sorted_keys():  # in key order: SQLite's key index takes them 25-35% faster than at random
-        e = entries[k]
+    for k, e in table.entries.items():  # (memory order: looking each key up in key order took 2x longer)
         type_ = e.type
+        if type_ == T_STRING and e.reset:  # most rows: a string written whole (its count/lo/hi are 0)
+            upserts.append((k, T_STRING, e.value, e.expires_at, 0, 0, 0, 1))
+            continue
         if type_ == T_NONE:
             deletes.append((k,))
             continue
@@ -1022,6 +1027,8 @@ def flush_statements(table: Memtable) -> list[tuple[str, list[tuple[Any, ...]]]]
                 elems.append((k, sub, None, v))
             else:
                 elems.append((k, sub, v, None))
+    for rows in (deletes, upserts, metas, elems, elem_deletes, trims):
+        rows.sort(key=_FIRST)  # in key order: SQLite's B-trees take them 25-35% faster than at random
     archives: list[tuple[Any, ...]] = []
     history: list[tuple[Any, ...]] = []
     idents: list[tuple[str, str, str]] = []
