@@ -5,7 +5,7 @@ Run: ``python3 benchmarks/bench_loop.py`` (from the repo root; ``-n`` commands p
 What redis-benchmark ``-c 50 -P 16`` makes the daemon's event-loop thread do,
 minus the kernel: 50 connections each deliver reads of 16 commands to
 ``Connection.data_received`` (a real engine, everysec, nothing flushed;
-a fake transport collects the replies) and the group ack runs once per
+the tests' fake transport collects the replies) and the group ack runs once per
 pass over them. Printed per workload: µs per command on the fast path, and
 on the per-command path (runs of plain SET disabled) in the same process, so
 the ratio survives this machine's noise; then plain SETs again under
@@ -33,40 +33,13 @@ import memd.server as server_mod  # noqa: E402
 from memd.daemon import GC_THRESHOLDS  # noqa: E402
 from memd.engine.engine import Engine  # noqa: E402
 from memd.server import Connection, Server  # noqa: E402
+from tests.fake_transport import FakeTransport  # noqa: E402
 
 CONNECTIONS = 50
 PIPELINE = 16
 VALUE = b"v" * 200
 BIG = 1 << 40
 PYTHON_GC = (700, 10, 10)  # CPython's defaults
-
-
-class NullTransport:
-    """Counts reply bytes; the rest of the transport API as no-ops."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-
-    def write(self, data: bytes | bytearray) -> None:
-        self.bytes += len(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_extra_info(self, name: str) -> None:
-        return None
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class PerCommand(Connection):
@@ -110,7 +83,7 @@ async def run(kind: type[Connection], batches: list[bytes]) -> float:
             conns = []
             for _ in range(CONNECTIONS):
                 conn = kind(server)
-                conn.connection_made(NullTransport())  # type: ignore[arg-type]
+                conn.connection_made(FakeTransport())  # type: ignore[arg-type]
                 conns.append(conn)
             t0 = time.perf_counter()
             for i, data in enumerate(batches):

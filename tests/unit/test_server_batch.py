@@ -19,37 +19,9 @@ import memd.server as server_mod
 from memd.engine.engine import Engine
 from memd.errors import DurabilityError
 from memd.server import Connection, Server
+from tests.fake_transport import FakeTransport
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
-
-
-class FakeTransport:
-    """Collects what the server writes; the rest of the transport API as no-ops."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes | bytearray) -> None:
-        self.data += data
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str) -> None:
-        return None
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def cmd(*args: bytes | str) -> bytes:
