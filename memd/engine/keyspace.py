@@ -26,7 +26,7 @@ from memd.engine.records import (
     T_STRING,
     TYPE_NAMES,
 )
-from memd.engine.store import list_sub
+from memd.engine.store import KeyRow, list_sub
 from memd.errors import CommandError, WrongTypeError
 
 if TYPE_CHECKING:
@@ -75,10 +75,15 @@ class Keyspace(CollectionsMixin):
                 return (e.type, e.expires_at, e.count, e.lo, e.hi)
             if layer.flushall:
                 return None
+        row = self._live_row(key)
+        return None if row is None else (row[0], row[2], row[3], row[4], row[5])
+
+    def _live_row(self, key: bytes) -> KeyRow | None:
+        """SQLite's row for ``key`` unless it has expired (for a key no buffer layer has)."""
         row = self.engine.store.get_key(key)
         if row is None or (row[2] is not None and row[2] <= self.now_ms()):
             return None
-        return (row[0], row[2], row[3], row[4], row[5])
+        return row
 
     def typed_meta(self, key: bytes, type_: int) -> Meta | None:
         m = self.meta(key)
@@ -259,8 +264,19 @@ class Keyspace(CollectionsMixin):
     # ---- strings -----------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
-        m = self.typed_meta(key, T_STRING)
-        return None if m is None else self._string_value(key)
+        for layer in self._layers():
+            if key in layer.entries:  # buffered: the metadata and the value come from the layers
+                m = self.typed_meta(key, T_STRING)
+                return None if m is None else self._string_value(key)
+            if layer.flushall:
+                return None
+        # only in SQLite: one read for the type, expiry and value (meta then value would read it twice)
+        row = self._live_row(key)
+        if row is None:
+            return None
+        if row[0] != T_STRING:
+            raise WrongTypeError()
+        return row[1]
 
     def set(self, key: bytes, value: bytes, *, expires_at: int | None = None, keepttl: bool = False,
             nx: bool = False, xx: bool = False, get: bool = False) -> tuple[bool, bytes | None]:
