@@ -39,12 +39,12 @@ from memd.server import Access, Limits, Server
 
 log = logging.getLogger("memd.daemon")
 # The cyclic GC's thresholds for the daemon process (Python's default: 700, 10, 10). The buffer holds
-# up to millions of long-lived objects (one per buffered key) that never form cycles, and with the
-# defaults every generation-2 pass re-walks all of them: measured 4.5-6.2 us of event-loop CPU per
-# pipelined SET as the buffer grows to 600,000 keys, 3.1 us with these (benchmarks/bench_loop.py).
-# Young cycles are still collected every 50,000 allocations; the memory watchdog collects in full
-# when memory grows.
-GC_THRESHOLDS = (50_000, 20, 10)
+# up to millions of long-lived objects (one per buffered key) that never form cycles, and every
+# full collection re-walks all of them. 1M pipelined SETs in-process (the buffer growing to 630,000
+# keys): 7 full collections and 2.4 s of GC under the defaults; 1 and 1.2 s with these. Young
+# collections stay small (2,000 objects: ~1 ms pauses; 50,000 gave 20-40 ms pauses and a worse
+# p99); the memory watchdog still collects in full when memory grows.
+GC_THRESHOLDS = (2_000, 10, 50)
 RECOVERY_EXTEND_USEC = 60_000_000  # per progress report (~1 s): room for a flush-as-you-go of a full buffer
 
 
