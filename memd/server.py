@@ -43,6 +43,9 @@ from memd.resp import ReplyEncoder, RequestParser
 log = logging.getLogger("memd.server")
 
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+# A run of plain SETs (see Connection._plain_set_ok) is applied and the buffer's cap checked again at
+# least this often: commands that piled up while a batch waited can be megabytes of SETs.
+RUN_MAX_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,17 +175,22 @@ class Connection(asyncio.Protocol):
             out = bytearray()
             writes: list[tuple[int, int]] = []  # (start, end) in out of replies to write commands
             lsn_before = engine.last_lsn
-            sets: list[tuple[bytes, bytes]] = []  # a run of plain SETs not applied yet (see _plain_set)
+            sets: list[tuple[bytes, bytes]] = []  # a run of plain SETs not applied yet (see _plain_set_ok)
+            run_bytes = 0
             for i, argv in enumerate(cmds):
                 if len(argv) == 3 and argv[0].lower() == b"set" and (sets or self._plain_set_ok()):
                     sets.append((argv[1], argv[2]))
                     start = len(out)
                     out += b"+OK\r\n"
                     writes.append((start, start + 5))
+                    run_bytes += len(argv[1]) + len(argv[2])
+                    if run_bytes >= RUN_MAX_BYTES:  # the next SET checks the buffer's cap again
+                        self._apply_sets(sets)
+                        sets, run_bytes = [], 0
                     continue
                 if sets:
                     self._apply_sets(sets)  # before anything else runs: it may read those keys
-                    sets = []
+                    sets, run_bytes = [], 0
                 if engine.over_capacity() and self._is_write(argv):
                     self.backlog = cmds[i:] + self.backlog
                     self._suspend(out, writes, lsn_before, self._admit)

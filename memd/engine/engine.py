@@ -24,7 +24,7 @@ serves the batch.
 
 Writes: every op is framed into the WAL's pending chunk with the next LSN
 *before* the memtable sees it, so nothing is visible that is not logged.
-Flush: past ``flush_max_records`` / ``flush_max_bytes`` / ``flush_max_age``
+Flush: past ``flush_max_records`` writes / ``flush_max_bytes`` / ``flush_max_age``
 the active memtable is frozen (it keeps serving reads), the WAL rotates, the
 frozen table is written to SQLite in one transaction that also stores its
 highest LSN, and the WAL segments it covered are deleted.
@@ -195,7 +195,7 @@ class Engine:
                 if self.recovery_progress is not None and n % 1024 == 0 and time.monotonic() >= next_progress:
                     self.recovery_progress(n)  # systemd: EXTEND_TIMEOUT_USEC while a long WAL replays
                     next_progress = time.monotonic() + RECOVERY_PROGRESS_SECONDS
-                if self.active.bytes >= self.buffer_max_bytes or self.active.records >= 10 * self.flush_max_records:
+                if self.active.bytes >= self.buffer_max_bytes or self.active.writes >= 10 * self.flush_max_records:
                     # a WAL bigger than the buffer: flush as we go instead of holding it all in memory
                     self.last_lsn = last
                     await self._flush_frozen(self._freeze(rotate=False))
@@ -333,7 +333,7 @@ class Engine:
 
     def _maybe_flush(self) -> None:
         a = self.active
-        if a.records >= self.flush_max_records or a.bytes >= self.flush_max_bytes:
+        if a.writes >= self.flush_max_records or a.bytes >= self.flush_max_bytes:
             self._flush_wanted.set()
 
     def _freeze(self, rotate: bool = True) -> Memtable:

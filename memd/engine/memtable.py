@@ -108,15 +108,16 @@ def _elem_size(sub: bytes, value: Any) -> int:
 class Memtable:
     """A set of key changes between two LSNs; frozen before it is flushed."""
 
-    __slots__ = ("entries", "mem", "flushall", "bytes", "records", "first_lsn", "max_lsn", "created", "frozen",
-                 "_sorted")
+    __slots__ = ("entries", "mem", "flushall", "bytes", "records", "writes", "first_lsn", "max_lsn", "created",
+                 "frozen", "_sorted")
 
     def __init__(self) -> None:
         self.entries: dict[bytes, Entry] = {}
         self.mem: dict[tuple[str, str], MemEntry] = {}
         self.flushall = False
         self.bytes = 0
-        self.records = 0
+        self.records = 0  # WAL records applied
+        self.writes = 0  # ops applied: a MULTI or a pipelined run of SETs is one record of many writes
         self.first_lsn = 0
         self.max_lsn = 0
         self.created = time.monotonic()
@@ -181,6 +182,7 @@ class Memtable:
             self.first_lsn = lsn
         self.max_lsn = lsn
         self.records += 1
+        self.writes += len(ops)
 
     def _mem_replace(self, ident: tuple[str, str], item: MemEntry) -> None:
         old = self.mem.get(ident)

@@ -154,11 +154,11 @@ def scan_frames(buf: bytes, offset: int) -> Iterator[tuple[int, tuple[Op, ...], 
     while end - offset >= FRAME_SIZE:
         crc, body_len, lsn, flags = unpack(buf, offset)
         stop = offset + FRAME_SIZE + body_len
-        if stop > end or crc32(view[offset + 4:stop]) != crc or flags & ~_KNOWN_FLAGS:
+        if body_len > MAX_BODY or stop > end or crc32(view[offset + 4:stop]) != crc or flags & ~_KNOWN_FLAGS:
             return
         try:
             payload = view[offset + FRAME_SIZE:stop]
-            ops = unpackb(decompress(payload) if flags else payload,
+            ops = unpackb(decompress(payload) if flags & FLAG_LZ4 else payload,
                           raw=False, use_list=False, strict_map_key=False)
         except (ValueError, TypeError, lz4.block.LZ4BlockError, msgpack.UnpackException):
             return

@@ -122,3 +122,31 @@ async def test_sets_over_the_buffer_cap_wait_for_admission(server: Server) -> No
     await c.send(cmd("SET", "a", "1") + cmd("SET", "b", "2"), b"+OK\r\n+OK\r\n")
     assert engine.store.flushed_lsn >= lsn  # the flush ran before they were admitted
     await c.send(cmd("MGET", "fill", "a", "b"), b"*3\r\n$1000\r\n" + b"x" * 1000 + b"\r\n$1\r\n1\r\n$1\r\n2\r\n")
+
+
+async def test_a_long_run_checks_the_buffer_cap_again_every_mib(server: Server) -> None:
+    """Megabytes of SETs in one read (they pile up while a batch waits) do not skip admission."""
+    c = Client(server)
+    engine = server.engine
+    engine.buffer_max_bytes = 512 * 1024
+    lsn = engine.last_lsn
+    big = "x" * (600 * 1024)
+    # SETs 1-2 pass 1 MiB: applied as one run; the buffer is then over its cap, so SET 3 waits for a flush
+    await c.send(cmd("SET", "a", big) + cmd("SET", "b", big) + cmd("SET", "c", big), b"+OK\r\n" * 3)
+    assert engine.last_lsn == lsn + 2 and engine.store.flushed_lsn == lsn + 1
+    assert server.stats_commands == 3
+
+
+async def test_flush_max_records_counts_each_write_of_a_run(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_mod, "peer_credentials", lambda sock: (1, os.geteuid(), os.getegid(), []))
+    async with Engine(str(tmp_path), fsync="everysec", flush_max_records=10, flush_max_age=3600) as engine:
+        c = Client(Server(engine, str(tmp_path / "unused.sock")))
+        await c.send(b"".join(cmd("SET", f"k{i}", "v") for i in range(9)), b"+OK\r\n" * 9)
+        assert engine.active.records == 1 and engine.active.writes == 9
+        with anyio.fail_after(5):
+            await anyio.sleep(0.05)
+            assert engine.store.flushed_lsn == 0  # 9 writes: under flush_max_records
+            await c.send(b"".join(cmd("SET", f"k{i}", "v") for i in range(9, 12)), b"+OK\r\n" * 3)
+            while engine.store.flushed_lsn < 2:  # 12 writes in 2 records: due
+                await anyio.sleep(0.005)
