@@ -145,20 +145,13 @@ class Memtable:
     def apply(self, lsn: int, ops: list[Op] | tuple[Op, ...]) -> None:
         """Apply one record's ops. Pure: the same on replay as live."""
         assert not self.frozen, "a frozen memtable is read-only"
-        entries = self.entries
         for op in ops:
             code = op[0]
-            if code == OP_SET:  # the hot path (live SETs and most of a replay): _replace inlined
+            if code == OP_SET:
                 _, key, value, exp = op
                 entry = Entry(T_STRING, True, value, exp)
-                entry.size = size = len(key) + len(value)
-                old = entries.get(key)
-                if old is not None:
-                    size -= old.size
-                else:
-                    self._sorted = None
-                entries[key] = entry
-                self.bytes += size
+                entry.size = len(key) + len(value)
+                self._replace(key, entry)
             elif code == OP_UPDATE:
                 self._update(op)
             elif code == OP_DEL:
