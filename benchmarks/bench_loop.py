@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,25 +54,19 @@ def frame(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
 
 
-WORKLOADS = {
-    "SET k v": lambda k: frame(b"SET", k, VALUE),
-    "SET k v, GET k alternating": None,  # built below: runs of one SET
-    "GET k (miss)": lambda k: frame(b"GET", k),
+# Each workload turns the 16 keys of one read into that read's commands.
+WORKLOADS: dict[str, Callable[[list[bytes]], list[bytes]]] = {
+    "SET k v": lambda keys: [frame(b"SET", k, VALUE) for k in keys],
+    "SET k v, GET k alternating": lambda keys: [  # runs of one SET
+        frame(b"SET", k, VALUE) if i % 2 == 0 else frame(b"GET", keys[i - 1]) for i, k in enumerate(keys)],
+    "GET k (miss)": lambda keys: [frame(b"GET", k) for k in keys],
 }
 
 
 def reads(workload: str, n: int, rng: random.Random) -> list[bytes]:
-    out = []
-    for _ in range(n // PIPELINE):
-        keys = [b"key:%012d" % rng.randrange(1_000_000) for _ in range(PIPELINE)]
-        if workload == "SET k v, GET k alternating":
-            out.append(b"".join(frame(b"SET", k, VALUE) if i % 2 == 0 else frame(b"GET", keys[i - 1])
-                                for i, k in enumerate(keys)))
-        else:
-            make = WORKLOADS[workload]
-            assert make is not None
-            out.append(b"".join(make(k) for k in keys))
-    return out
+    make = WORKLOADS[workload]
+    return [b"".join(make([b"key:%012d" % rng.randrange(1_000_000) for _ in range(PIPELINE)]))
+            for _ in range(n // PIPELINE)]
 
 
 async def run(kind: type[Connection], batches: list[bytes]) -> float:
