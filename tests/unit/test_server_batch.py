@@ -144,9 +144,9 @@ async def test_flush_max_records_counts_each_write_of_a_run(tmp_path: Path,
         c = Client(Server(engine, str(tmp_path / "unused.sock")))
         await c.send(b"".join(cmd("SET", f"k{i}", "v") for i in range(9)), b"+OK\r\n" * 9)
         assert engine.active.records == 1 and engine.active.writes == 9
+        # 9 writes: under flush_max_records, so no flush was asked for, started or done
+        assert not engine._flush_wanted.is_set() and engine.flush_started is None and engine.flush_count == 0
         with anyio.fail_after(5):
-            await anyio.sleep(0.05)
-            assert engine.store.flushed_lsn == 0  # 9 writes: under flush_max_records
             await c.send(b"".join(cmd("SET", f"k{i}", "v") for i in range(9, 12)), b"+OK\r\n" * 3)
             while engine.store.flushed_lsn < 2:  # 12 writes in 2 records: due
                 await anyio.sleep(0.005)
