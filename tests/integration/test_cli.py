@@ -126,12 +126,24 @@ def test_top_once_shows_live_figures(daemon: Daemon) -> None:
 def test_top_runs_until_ctrl_c_and_exits_0(daemon: Daemon) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "memd", "top", "--interval", "0.2", "--socket", daemon.socket],
                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    c = SyncClient(daemon.socket, socket_timeout=30)
     try:
-        time.sleep(1.5)  # several samples
-        assert proc.poll() is None, proc.communicate()
+        # Ctrl-C once top is sampling (its connection is up and its INFO calls come in), not while
+        # it is still importing: on a loaded machine that takes more than any fixed sleep
+        deadline = time.monotonic() + 60
+        while len(c.client_list()) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "memd top never connected"
+            time.sleep(0.05)
+        base, mine = c.info("stats")["total_commands_processed"], 0
+        while c.info("stats")["total_commands_processed"] - base - (mine := mine + 1) < 3:  # 3 of top's samples
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "memd top connected but does not sample"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
+        c.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
