@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from memd.engine.engine import Engine  # noqa: E402
 from memd.engine.records import OP_SET, T_STRING  # noqa: E402
-from memd.engine.store import _UPSERT_KEY, migrate  # noqa: E402
+from memd.store.schema import migrate  # noqa: E402
+from memd.store.statements import UPSERT_KEY  # noqa: E402
 from memd.engine.wal import WAL  # noqa: E402
 
 VALUE = b"v" * 200
@@ -95,7 +96,7 @@ def raw_executemany(tmp: str, n: int, batch: int) -> float:
     t0 = time.perf_counter()
     for start in range(0, n, batch):
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(_UPSERT_KEY, ((key(i), T_STRING, VALUE, None, 0, 0, 0, 1)
+        conn.executemany(UPSERT_KEY, ((key(i), T_STRING, VALUE, None, 0, 0, 0, 1)
                                        for i in range(start, min(n, start + batch))))
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0

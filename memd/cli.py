@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from memd import __version__
 from memd.engine.engine import DB_NAME, WAL_DIR, lock_data_dir
-from memd.engine.store import SCHEMA_VERSION
+from memd.store.schema import SCHEMA_VERSION
+from memd.store.sqlitefile import check_file
 from memd.engine.wal import WAL, RecoveryReport, list_segments
 from memd.errors import MemdError, WALCorruptError
 
@@ -47,18 +48,12 @@ def check(data_dir: str) -> int:
         if not os.path.exists(db_path):
             print(f"sqlite: {db_path} does not exist (a new, empty data directory)")
         else:
-            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
             try:
-                result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                row = conn.execute("SELECT value FROM meta WHERE name = 'flushed_lsn'").fetchone()
-                flushed = int(row[0]) if row else 0
-                keys = conn.execute("SELECT count(*) FROM keys").fetchone()[0]
+                result, version, lsn, keys = check_file(db_path)
+                flushed = lsn or 0
             except sqlite3.DatabaseError as exc:
                 problems.append(f"sqlite: {db_path}: {exc}")
                 result, version, keys = [], -1, 0
-            finally:
-                conn.close()
             if result and result != ["ok"]:
                 problems.append(f"sqlite: integrity_check: {'; '.join(result[:10])}")
             if version > SCHEMA_VERSION:

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture
 def anyio_backend() -> str:
-    """aiosqlite is asyncio-only: every ``@pytest.mark.anyio`` test runs on asyncio."""
+    """APScheduler 3 is asyncio-only: every ``@pytest.mark.anyio`` test runs on asyncio."""
     return "asyncio"
 
 

@@ -18,7 +18,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from memd.engine.records import T_HASH, T_LIST, T_SET, T_ZSET
-from memd.engine.store import list_sub
+from memd.store.base import list_sub
 from memd.errors import CommandError
 
 if TYPE_CHECKING:

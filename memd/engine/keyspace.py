@@ -26,7 +26,7 @@ from memd.engine.records import (
     T_STRING,
     TYPE_NAMES,
 )
-from memd.engine.store import KeyRow, list_sub
+from memd.store.base import KeyRow, list_sub
 from memd.errors import CommandError, WrongTypeError
 
 if TYPE_CHECKING:

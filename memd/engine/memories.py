@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from memd.engine.records import OP_MEM_DEL, OP_MEM_PUT
-from memd.engine.store import Cond, MemRow, Scope
+from memd.store.base import Cond, MemRow, Scope
 
 if TYPE_CHECKING:
     from memd.engine.engine import Engine
@@ -189,8 +189,7 @@ class Memories:
         ``scope``: (prefix, readable) pairs, longest first; unreadable namespaces are left out.
         The SQL runs in a worker thread: ranking many matches takes milliseconds.
         """
-        store = self.engine.store
-        rows = await store.in_thread(store.search_mem, prefix, query, conds, limit, offset, self.now_ms(), scope)
+        rows = await self.engine.store.search_mem(prefix, query, conds, limit, offset, self.now_ms(), scope)
         return self._found(rows, refresh_ttl)
 
     def _found(self, rows: list[Any], refresh_ttl: bool) -> list[MemItem]:
@@ -212,8 +211,7 @@ class Memories:
 
         In a worker thread: a DISTINCT over every memory under the prefix.
         """
-        store = self.engine.store
-        return await store.in_thread(store.mem_namespaces, prefix, self.now_ms())
+        return await self.engine.store.mem_namespaces(prefix, self.now_ms())
 
     def history(self, ns: str, key: str, limit: int | None = None) -> list[MemVersion]:
         """Earlier versions newest first, within retention (flush the item's pending writes first).

@@ -41,10 +41,11 @@ import anyio.to_thread
 from memd import __version__
 from memd.maintenance.backup_format import (
     DIR_MODE, MANIFEST_FORMAT, MANIFEST_SUFFIX, SUFFIX, TMP_SUFFIX, BackupError, compress, free_name, fsync_dir,
-    iso, load_json, manifest_path, parse_iso, remove, schema_version, sha256_file, utc, verify_backup,
+    iso, load_json, manifest_path, parse_iso, remove, sha256_file, utc, verify_backup,
     write_json_atomic,
 )
 from memd.maintenance.restore import DEFAULT_DIR_NAME, restore
+from memd.store.sqlitefile import schema_version
 
 if TYPE_CHECKING:
     from memd.config import BackupConfig

@@ -23,7 +23,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import pathlib
 import shutil
 import sqlite3
 import stat
@@ -34,6 +33,7 @@ from typing import Any, BinaryIO
 import lz4.frame
 
 from memd.errors import MemdError
+from memd.store.sqlitefile import check_file
 
 SUFFIX = ".sqlite3.lz4"
 MANIFEST_SUFFIX = ".json"
@@ -156,19 +156,6 @@ def load_json(path: str) -> dict[str, Any]:
     return data
 
 
-def ro_uri(path: str) -> str:
-    """A read-only SQLite URI; ``as_uri`` escapes ``?`` and ``#`` in the path."""
-    return pathlib.Path(os.path.abspath(path)).as_uri() + "?mode=ro"
-
-
-def schema_version(db_path: str) -> int:
-    conn = sqlite3.connect(ro_uri(db_path), uri=True)
-    try:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        conn.close()
-
-
 # ---- verification ---------------------------------------------------------------------------
 
 def verify_backup(path: str) -> dict[str, Any]:
@@ -267,19 +254,12 @@ def _decompress(path: str, dest: str, manifest: dict[str, Any]) -> None:
 
 def _check_sqlite(path: str, db_path: str, manifest: dict[str, Any]) -> None:
     try:
-        conn = sqlite3.connect(ro_uri(db_path), uri=True)
-        try:
-            problems = [r[0] for r in conn.execute("PRAGMA integrity_check")]
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            row = conn.execute("SELECT value FROM meta WHERE name = 'flushed_lsn'").fetchone()
-        finally:
-            conn.close()
+        problems, version, lsn, _ = check_file(db_path)
     except sqlite3.Error as exc:
         raise BackupError(f"{path}: the database inside cannot be read ({exc})") from None
     if problems != ["ok"]:
         raise BackupError(f"{path}: integrity_check failed: {'; '.join(map(str, problems[:5]))}")
     if version != manifest["schema_version"]:
         raise BackupError(f"{path}: schema version {version}, but the manifest says {manifest['schema_version']}")
-    lsn = int(row[0]) if row else None
     if lsn != manifest["lsn"]:
         raise BackupError(f"{path}: the database is at LSN {lsn}, but the manifest says {manifest['lsn']}")

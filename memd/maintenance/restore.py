@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from memd.engine.engine import DB_NAME, LOCK_NAME, lock_data_dir
-from memd.engine.store import SCHEMA_VERSION
+from memd.store.schema import SCHEMA_VERSION
 from memd.maintenance.backup_format import (
     MANIFEST_SUFFIX, TMP_SUFFIX, BackupError, data_path, fsync_dir, remove, require_file, stamp, unpack_verified,
 )

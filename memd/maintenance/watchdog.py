@@ -42,7 +42,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -370,8 +369,8 @@ class Watchdog:
         """
         t0 = time.perf_counter()
         try:
-            self.engine.store.reader.execute("PRAGMA shrink_memory")
-        except (sqlite3.Error, MemdError) as exc:  # a closed store: nothing to shrink
+            self.engine.store.shrink_memory()
+        except MemdError as exc:  # a closed store: nothing to shrink
             log.debug("watchdog_shrink_memory_failed error=%r", str(exc))
         collected = gc.collect()
         log.info("watchdog_caches_dropped gc_collected=%d seconds=%.3f", collected, time.perf_counter() - t0)

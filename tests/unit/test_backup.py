@@ -24,7 +24,7 @@ from memd import __version__
 from memd.cli import main
 from memd.config import BackupConfig
 from memd.engine.engine import DB_NAME, LOCK_NAME, WAL_DIR, Engine, lock_data_dir
-from memd.engine.store import SCHEMA_VERSION
+from memd.store.schema import SCHEMA_VERSION
 from memd.errors import DataDirLockedError
 from memd.maintenance import backup as backup_mod
 from memd.maintenance.backup import (

@@ -13,18 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from memd.engine import store as store_mod
+from memd.store import csqlite
+from memd.store.schema import migrate
 
 WORDS = ["lighthouse", "keeper", "tide", "harbor", "storm", "lantern", "rope", "gull", "anchor", "mist"]
 
 
 def test_the_extension_is_built_and_chosen(tmp_path: Path) -> None:
     path = str(tmp_path / "db")
-    store_mod.migrate(path)
-    assert store_mod._csqlite is not None, store_mod.ranking_status()
-    assert store_mod._ranking_function(path) == "memd_bm25", store_mod.ranking_status()
+    migrate(path)
+    assert csqlite.ext is not None, csqlite.ranking_status()
+    assert csqlite.ranking_function(path) == "memd_bm25", csqlite.ranking_status()
     conn = sqlite3.connect(path)
-    assert store_mod._bulk_file(conn) == conn.execute("PRAGMA database_list").fetchone()[2]
+    assert csqlite.bulk_file(conn) == conn.execute("PRAGMA database_list").fetchone()[2]
     conn.close()
 
 
@@ -38,8 +39,8 @@ def test_executemany_writes_what_sqlite3_executemany_writes(tmp_path: Path) -> N
         conn.execute("CREATE TABLE t (a, b, c, d, e)")
         sql = "INSERT INTO t VALUES (?, ?, ?, ?, ?)"
         if use_c:
-            assert store_mod._csqlite is not None
-            store_mod._csqlite.executemany(conn, conn.execute("PRAGMA database_list").fetchone()[2], sql, rows)
+            assert csqlite.ext is not None
+            csqlite.ext.executemany(conn, conn.execute("PRAGMA database_list").fetchone()[2], sql, rows)
         else:
             conn.executemany(sql, rows)
         results.append(conn.execute("SELECT a, typeof(a), b, typeof(b), c, typeof(c), d, typeof(d), e, typeof(e) "
@@ -50,31 +51,31 @@ def test_executemany_writes_what_sqlite3_executemany_writes(tmp_path: Path) -> N
 
 
 def test_executemany_reports_errors_as_sqlite3_does(tmp_path: Path) -> None:
-    assert store_mod._csqlite is not None
+    assert csqlite.ext is not None
     conn = sqlite3.connect(str(tmp_path / "db"), isolation_level=None)
     name = conn.execute("PRAGMA database_list").fetchone()[2]
     conn.execute("CREATE TABLE t (k PRIMARY KEY)")
     with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        store_mod._csqlite.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1,), (1,)])
+        csqlite.ext.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1,), (1,)])
     with pytest.raises(sqlite3.OperationalError, match="takes 1 parameters, rows have 2"):
-        store_mod._csqlite.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1, 2)])
+        csqlite.ext.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1, 2)])
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
-        store_mod._csqlite.executemany(conn, name, "INSERT INTO nope VALUES (?)", [(1,), (2,)])
+        csqlite.ext.executemany(conn, name, "INSERT INTO nope VALUES (?)", [(1,), (2,)])
     with pytest.raises(TypeError, match="unsupported parameter type"):
-        store_mod._csqlite.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1,), ([2],)])
+        csqlite.ext.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1,), ([2],)])
     with pytest.raises(OverflowError):
-        store_mod._csqlite.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1 << 64,), (2,)])
+        csqlite.ext.executemany(conn, name, "INSERT INTO t VALUES (?)", [(1 << 64,), (2,)])
     assert conn.execute("SELECT k FROM t").fetchall() == [(1,)]  # autocommit: the first row stayed
     conn.close()
 
 
 def test_register_refuses_what_is_not_a_connection_or_the_wrong_file(tmp_path: Path) -> None:
-    assert store_mod._csqlite is not None
+    assert csqlite.ext is not None
     conn = sqlite3.connect(str(tmp_path / "db"))
     with pytest.raises(TypeError):
-        store_mod._csqlite.register_rank(object(), "x", "mem_fts_docsize")
+        csqlite.ext.register_rank(object(), "x", "mem_fts_docsize")
     with pytest.raises(RuntimeError, match="handle check failed"):
-        store_mod._csqlite.register_rank(conn, str(tmp_path / "other"), "mem_fts_docsize")
+        csqlite.ext.register_rank(conn, str(tmp_path / "other"), "mem_fts_docsize")
     conn.close()
 
 
@@ -85,10 +86,10 @@ def test_scores_equal_fts5_bm25_bit_for_bit(tmp_path: Path, seed: int) -> None:
     column filters and weights."""
     rng = random.Random(seed)
     path = str(tmp_path / "db")
-    store_mod.migrate(path)
+    migrate(path)
     conn = sqlite3.connect(path, isolation_level=None)
-    assert store_mod._csqlite is not None
-    store_mod._csqlite.register_rank(conn, conn.execute("PRAGMA database_list").fetchone()[2], "mem_fts_docsize")
+    assert csqlite.ext is not None
+    csqlite.ext.register_rank(conn, conn.execute("PRAGMA database_list").fetchone()[2], "mem_fts_docsize")
     conn.execute("BEGIN")
     docs = {}
     for rowid in range(1, 401):

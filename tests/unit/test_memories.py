@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from memd.engine import store as store_mod
+from memd.store import schema as store_mod
 from memd.engine.engine import Engine
 from memd.engine.memories import parse_filter
-from memd.engine.store import json_equal, migrate
+from memd.store.filters import json_equal
+from memd.store.schema import migrate
 from memd.errors import QueryError
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from memd.engine import store as store_mod
-from memd.engine.store import migrate
+from memd.store import schema as store_mod
+from memd.store.schema import migrate
+from memd.store.tokens import field_tokens, ns_tokens
 
 
 def v3_file(path: str) -> sqlite3.Connection:
     """A database exactly as a v3 memd left it."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    conn.create_function("memd_ns_tokens", 1, store_mod.ns_tokens)
-    conn.create_function("memd_field_tokens", 1, store_mod.field_tokens)
+    conn.create_function("memd_ns_tokens", 1, ns_tokens)
+    conn.create_function("memd_field_tokens", 1, field_tokens)
     for migration in store_mod.MIGRATIONS[:3]:
         for statement in migration.split(";\n"):
             if statement.strip():

@@ -27,10 +27,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from memd.engine import store as store_mod
+from memd.store import search as store_mod
 from memd.engine.engine import Engine
 from memd.engine.memories import MemItem, parse_filter
-from memd.engine.store import json_equal
+from memd.store.filters import json_equal
 from tests.conftest import FakeClock
 
 # ---- the reference: FILTER semantics in plain Python (docs/memory.md) -------------------------

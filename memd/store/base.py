@@ -1,0 +1,133 @@
+"""The Store protocol: everything the engine, the maintenance jobs and backups ask of a store.
+
+The engine writes into its WAL and memtables; a store holds what has been flushed.
+This protocol is the whole surface between them, so that a second store can slot in
+behind the same engine. Two kinds of read, on purpose:
+
+- **point reads** (``get_key``, ``get_elem``, ``iter_elems``, ``scan_keys``,
+  ``get_mem``...) are *synchronous*, called on the event-loop thread in the middle of
+  a command: a read-modify-write command (INCR, MEM.PUT's version number, EXEC) runs
+  start to finish without an ``await``, which is what makes every command atomic.
+  A store whose point reads cannot answer in microseconds from a local file does not
+  belong here; a shared store (PostgreSQL) receives what is flushed and answers the
+  *asynchronous* reads below, beside a local one.
+- **slow reads** (``search_mem``, ``mem_namespaces``) are ``async``: they may take
+  milliseconds and must never stall other clients.
+
+Writes are ``async`` and whole: ``flush`` writes one frozen memtable and its LSN in one
+durable transaction; ``purge`` and ``prune_history`` are compaction's transactions.
+Row shapes are plain tuples (a named tuple costs a point read measurably more); their
+fields are documented here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from memd.engine.memtable import Memtable
+
+# type, value, expires_at, count, lo, hi
+KeyRow = tuple[int, bytes | None, int | None, int, int, int]
+# value, version, created_at, updated_at, expires_at, ttl
+MemRow = tuple[str | None, int, int, int, int | None, int | None]
+# ns, key, value, version, created_at, updated_at, expires_at, ttl, score (higher is better; None without a query)
+SearchRow = tuple[str, str, str, int, int, int, int | None, int | None, float | None]
+# version, value, created_at, updated_at, superseded_at, deleted
+HistoryRow = tuple[int, str, int, int, int, int]
+Cond = tuple[str, str, Any]  # a MEM.SEARCH filter: (top-level field, $op, JSON value)
+Scope = tuple[tuple[str, bool], ...]  # (namespace prefix, readable), longest prefix first
+
+
+def list_sub(pos: int) -> bytes:
+    """A list position as a sub-key that sorts like the integer (offset binary).
+
+    Every store keeps list elements under these sub-keys, so the memtable and the store
+    agree on element order without knowing each other.
+    """
+    return (pos + (1 << 63)).to_bytes(8, "big")
+
+
+class Store(Protocol):
+    """What the engine needs of the store that holds flushed data."""
+
+    flushed_lsn: int  # the highest LSN durably in the store: WAL records at or below it may be deleted
+
+    async def open(self) -> None:
+        """Create or migrate the schema and load ``flushed_lsn``; raise StoreError if unusable."""
+
+    async def close(self) -> None: ...
+
+    def ranking(self) -> str:
+        """One line for the start-up log: how searches are ranked, and why."""
+
+    # ---- point reads: synchronous, on the event loop ----
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Reads inside see one state of the store (a flush commits before all of them or after)."""
+
+    def get_key(self, key: bytes) -> KeyRow | None: ...
+
+    def get_elem(self, key: bytes, sub: bytes) -> Any:
+        """An element's value (bytes), or its score (float) in a sorted set; None if absent."""
+
+    def iter_elems(self, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None
+                   ) -> Iterator[tuple[bytes, Any]]:
+        """Elements of a key in sub order, optionally in ``[sub_from, sub_to)``."""
+
+    def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
+        """Up to ``limit`` keys sorted after ``after``: (key, type, expires_at)."""
+
+    def count_live_keys(self, now_ms: int) -> int: ...
+
+    def get_mem(self, ns: str, key: str) -> MemRow | None: ...
+
+    def mem_last_version(self, ns: str, key: str) -> int:
+        """The highest version known for a memory, current or archived (0: none)."""
+
+    def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None) -> list[HistoryRow]:
+        """Archived versions newest first: the newest ``keep`` that ended after ``since_ms``."""
+
+    # ---- slow reads: off the event loop ----
+    async def search_mem(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
+                         now_ms: int, scope: Scope = ()) -> list[SearchRow]:
+        """Live memories under ``prefix`` matching full-text ``query`` and ``conds``, best first.
+
+        Raises QueryError when ``query`` cannot be parsed.
+        """
+
+    async def mem_namespaces(self, prefix: str, now_ms: int) -> list[str]:
+        """Distinct namespaces under ``prefix`` ("" = all) holding a live memory, sorted."""
+
+    # ---- writes ----
+    async def flush(self, table: Memtable) -> None:
+        """Write a frozen memtable and its ``max_lsn`` in one durable transaction."""
+
+    # ---- compaction (the caller holds the engine's flush lock) ----
+    def expired_keys(self, now_ms: int, limit: int) -> list[bytes]: ...
+
+    def expired_memories(self, now_ms: int, limit: int) -> list[tuple[str, str]]: ...
+
+    async def purge(self, keys: list[bytes], expired: list[tuple[str, str]]) -> None:
+        """Delete expired keys; archive expired memories (ended at their expiry) and leave tombstones."""
+
+    async def prune_history(self, keep: int, before_ms: int) -> int:
+        """Drop archived versions beyond the newest ``keep`` per memory or ended before ``before_ms``."""
+
+    async def vacuum(self) -> int:
+        """Return free space to the file system; the number of pages freed."""
+
+    async def checkpoint(self, truncate_over: int) -> str:
+        """Fold the store's own journal back; a word for the log (passive, truncate...)."""
+
+    def shrink_memory(self) -> None:
+        """Release caches the store can rebuild (the memory watchdog's last resort before refusing writes)."""
+
+    def disk_bytes(self) -> int: ...
+
+    # ---- backup ----
+    def copy_to(self, dest: str) -> int:
+        """Copy the store as of one commit into the SQLite file ``dest``; return its flushed LSN.
+
+        Blocking: the caller runs it in a worker thread.
+        """

@@ -1,0 +1,102 @@
+"""Flush rows: what a frozen memtable becomes in the store, as plain tuples (pure: no SQL).
+
+The row shapes are the store's columns in the order its statements take them; each list
+is sorted by key (SQLite's B-trees take rows 25-35% faster in key order than at random).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, NamedTuple
+
+from memd.engine.memtable import DELETED, Memtable
+from memd.engine.records import T_LIST, T_NONE, T_STRING, T_ZSET
+from memd.store.base import list_sub
+from memd.store.tokens import ns_tokens
+
+Row = tuple[Any, ...]
+_FIRST = operator.itemgetter(0)
+
+
+class FlushRows(NamedTuple):
+    """One flush's rows by kind. The order of the fields is the order they must be written in:
+
+    - key rows before element rows: recreating a key (``gen`` bumped) purges its old
+      elements, and only then may the new elements go in;
+    - archiving and unindexing a memory before its upsert: they read the row the upsert
+      then overwrites; the memtable's own history rows (exact end times) replace what
+      archiving inferred for the same version.
+    """
+
+    deletes: list[Row]  # (key,): keys deleted
+    upserts: list[Row]  # (key, type, value, expires_at, count, lo, hi, reset): keys written whole
+    metas: list[Row]  # (key, expires_at, count, lo, hi): collections whose elements changed
+    elems: list[Row]  # (key, sub, value, score): elements written
+    elem_deletes: list[Row]  # (key, sub): elements removed
+    trims: list[Row]  # (key, lo_sub, hi_sub): list elements outside [lo, hi) removed
+    archives: list[Row]  # (ns, key, ended_at, deleted, version, ends_deleted): stored versions this flush ends
+    unindex: list[Row]  # (ns, key, ns_tokens): every memory whose index entry may change
+    history: list[Row]  # (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
+    mems: list[Row]  # (ns, key, value, version, created_at, updated_at, expires_at, ttl)
+    index: list[Row]  # (ns, key, ns_tokens): live memories to index
+
+
+def flush_rows(table: Memtable) -> FlushRows:
+    """Every row a flush writes, by kind, built in ONE pass over a frozen memtable.
+
+    Pure, so it runs in a worker thread off the event loop (the table is immutable once
+    frozen) and any store can write these rows with its own statements.
+    """
+    deletes: list[Row] = []
+    upserts: list[Row] = []
+    metas: list[Row] = []
+    elems: list[Row] = []
+    elem_deletes: list[Row] = []
+    trims: list[Row] = []
+    for k, e in table.entries.items():  # (memory order: looking each key up in key order took 2x longer)
+        type_ = e.type
+        if type_ == T_STRING and e.reset:  # most rows: a string written whole (its count/lo/hi are 0)
+            upserts.append((k, T_STRING, e.value, e.expires_at, 0, 0, 0, 1))
+            continue
+        if type_ == T_NONE:
+            deletes.append((k,))
+            continue
+        if e.reset:
+            upserts.append((k, type_, e.value, e.expires_at, e.count, e.lo, e.hi, 1))
+        else:
+            metas.append((k, e.expires_at, e.count, e.lo, e.hi))
+        if type_ == T_LIST:
+            lo, hi = list_sub(e.lo), list_sub(e.hi)
+            if not e.reset:
+                trims.append((k, lo, hi))
+        if not e.elems:
+            continue
+        zset = type_ == T_ZSET
+        for sub, v in e.elems.items():
+            if v is DELETED:
+                if not e.reset:
+                    elem_deletes.append((k, sub))
+            elif type_ == T_LIST and not lo <= sub < hi:
+                continue  # a list position trimmed or popped away
+            elif zset:
+                elems.append((k, sub, None, v))
+            else:
+                elems.append((k, sub, v, None))
+    for rows in (deletes, upserts, metas, elems, elem_deletes, trims):
+        rows.sort(key=_FIRST)  # in key order: SQLite's B-trees take them 25-35% faster than at random
+    archives: list[Row] = []
+    history: list[Row] = []
+    idents: list[Row] = []
+    mems: list[Row] = []
+    live: list[Row] = []
+    for ident, m in table.mem.items():
+        at, deleted = m.ended_below
+        archives.append((*ident, at, deleted, m.version, m.value is None))
+        if m.history:
+            history.extend((*ident, *h) for h in m.history)
+        fts = (*ident, ns_tokens(ident[0]))
+        idents.append(fts)
+        mems.append((*ident, m.value, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl))
+        if m.value is not None:
+            live.append(fts)
+    return FlushRows(deletes, upserts, metas, elems, elem_deletes, trims, archives, idents, history, mems, live)

@@ -1,0 +1,73 @@
+"""The SQLite store's write statements: a flush's, by kind of row (rows.FlushRows), and compaction's.
+
+Parameters are numbered where a statement reads one twice. Contentless FTS5 deletes an
+entry by replaying the exact text it indexed, so indexing and unindexing compute it with
+the same SQL (``_FTS_ROW``).
+"""
+
+from __future__ import annotations
+
+from memd.store.schema import FIELDS_OF, TEXT_OF
+
+UPSERT_KEY = """
+INSERT INTO keys (key, type, value, expires_at, count, lo, hi, gen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)
+ON CONFLICT (key) DO UPDATE SET type = excluded.type, value = excluded.value, expires_at = excluded.expires_at,
+    count = excluded.count, lo = excluded.lo, hi = excluded.hi, gen = keys.gen + ?8
+"""
+UPDATE_META = "UPDATE keys SET expires_at = ?2, count = ?3, lo = ?4, hi = ?5 WHERE key = ?1"
+DELETE_KEY = "DELETE FROM keys WHERE key = ?"
+UPSERT_ELEM = "INSERT OR REPLACE INTO elems (key, sub, value, score) VALUES (?, ?, ?, ?)"
+DELETE_ELEM = "DELETE FROM elems WHERE key = ? AND sub = ?"
+TRIM_LIST = "DELETE FROM elems WHERE key = ?1 AND (sub < ?2 OR sub >= ?3)"
+# An UPSERT, not INSERT OR REPLACE: REPLACE would give the row a new rowid behind the index's back.
+UPSERT_MEM = f"""
+INSERT INTO mem_items (ns, key, value, version, created_at, updated_at, expires_at, ttl, fields)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {FIELDS_OF.format(v="?3")})
+ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = excluded.version,
+    created_at = excluded.created_at, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
+    ttl = excluded.ttl, fields = excluded.fields
+"""
+# The version SQLite holds goes to history when this flush ends it: ?3 when, ?4 by a delete,
+# ?5 the memtable's version, ?6 whether the memtable ends with a delete (same version then).
+# A version that expired first ended at its expiry, not by the delete.
+ARCHIVE_MEM = """
+INSERT OR REPLACE INTO mem_history (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
+SELECT ns, key, version, value, created_at, updated_at,
+    CASE WHEN expires_at IS NOT NULL AND expires_at < ?3 THEN expires_at ELSE ?3 END,
+    CASE WHEN expires_at IS NOT NULL AND expires_at < ?3 THEN 0 ELSE ?4 END
+FROM mem_items WHERE ns = ?1 AND key = ?2 AND value IS NOT NULL AND (version < ?5 OR ?6)
+"""
+# The live row's index entry, in and out. Contentless FTS5 deletes by replaying the exact text
+# indexed, so both sides compute it with the same SQL; with no live row both values are NULL,
+# which FTS5 takes as a no-op.
+_LIVE_MEM = "FROM mem_items AS m WHERE m.ns = ?1 AND m.key = ?2 AND m.value IS NOT NULL"
+# (json_valid: a value SQLite's JSON functions refuse is indexed as no text, rather than failing the flush)
+_FTS_ROW = (f"(SELECT m.rowid {_LIVE_MEM}), "
+            f"(SELECT CASE WHEN json_valid(m.value) THEN coalesce({TEXT_OF.format('m.value')}, '') ELSE '' END "
+            f"{_LIVE_MEM}), "
+            f"(SELECT ?3 {_LIVE_MEM}), "
+            f"(SELECT memd_field_tokens(m.fields) {_LIVE_MEM})")
+UNINDEX_MEM = f"INSERT INTO mem_fts (mem_fts, rowid, body, ns, f) VALUES ('delete', {_FTS_ROW})"
+INDEX_MEM = f"INSERT INTO mem_fts (rowid, body, ns, f) VALUES ({_FTS_ROW})"
+
+
+TOMBSTONE_MEM = ("UPDATE mem_items SET value = NULL, fields = NULL, updated_at = expires_at, expires_at = NULL, "
+                  "ttl = NULL "
+                  "WHERE ns = ? AND key = ?")
+# Retention: the newest ?1 archived versions of each memory, and none that ended before ?2.
+PRUNE_HISTORY = """
+DELETE FROM mem_history WHERE superseded_at < ?2 OR (ns, key, version) IN (
+    SELECT ns, key, version FROM (
+        SELECT ns, key, version, row_number() OVER (PARTITION BY ns, key ORDER BY version DESC) AS n
+        FROM mem_history) WHERE n > ?1)
+"""
+HISTORY_MEM = """
+INSERT OR REPLACE INTO mem_history (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+SET_FLUSHED_LSN = "UPDATE meta SET value = ? WHERE name = 'flushed_lsn'"
+WIPE = ["DELETE FROM elems", "DELETE FROM keys"]  # FLUSHALL: the Redis keyspace, not the memories
+
+# rows.FlushRows, field by field: the statement that writes each kind of row
+FLUSH = (DELETE_KEY, UPSERT_KEY, UPDATE_META, UPSERT_ELEM, DELETE_ELEM, TRIM_LIST, ARCHIVE_MEM, UNINDEX_MEM,
+         HISTORY_MEM, UPSERT_MEM, INDEX_MEM)

@@ -1,0 +1,85 @@
+"""Full-text tokens: the pure part of how memories are indexed (no connection, no SQL).
+
+Besides the words of a memory's text, the FTS index holds hashed tokens in two more
+columns: ``ns`` (the namespace and each of its label prefixes) and ``f`` (one per
+top-level field whose value ``fields`` keeps exactly), so a search under a prefix, or
+with an equality FILTER, narrows inside FTS5 instead of ranking every match. Any store
+that indexes memories the same way computes these tokens with these functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from memd.store.base import Cond
+
+SAFE_INT = 1 << 53  # the bound ``fields`` keeps integers under (exact in a double)
+FIELDS_MAX_TEXT = 64  # and the longest string it keeps
+
+
+def ns_tokens(ns: str) -> str:
+    """FTS tokens for a namespace and each of its label prefixes (``a``, ``a.b``...).
+
+    The ``ns`` column lets a search under a prefix intersect posting lists in
+    FTS5 instead of ranking every match and filtering afterwards: 2-4x faster
+    for common words when the prefix holds a tenth of the memories. Hashes,
+    because the tokenizer would split labels at '-' and '.'.
+    """
+    labels = ns.split(".")
+    return " ".join(prefix_token(".".join(labels[:i])) for i in range(1, len(labels) + 1))
+
+
+def prefix_token(prefix: str) -> str:
+    """The ``ns`` column's token for one namespace prefix."""
+    return "n" + hashlib.blake2b(prefix.encode(), digest_size=8).hexdigest()
+
+
+def kept(value: Any) -> str | int | None:
+    """What ``fields`` holds for a memory whose field equals ``value`` (see schema.FIELDS_OF); None: the placeholder."""
+    if isinstance(value, str):
+        return value if len(value) <= FIELDS_MAX_TEXT else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() \
+            and abs(value) < SAFE_INT:
+        return int(value)
+    return None
+
+
+def field_token(field: str, value: str | int) -> str:
+    """The ``f`` column's token for one top-level field holding ``value`` (a string and a number never share one)."""
+    kind = "s" if isinstance(value, str) else "i"
+    return "f" + hashlib.blake2b(f"{field}\0{kind}{value}".encode(), digest_size=8).hexdigest()
+
+
+def field_tokens(fields: str | None) -> str:
+    """FTS tokens for the ``f`` column: one per top-level field ``fields`` holds exactly.
+
+    With them an equality FILTER becomes posting lists FTS5 intersects with the query
+    (and the namespace prefix), so a rare filter on a common word ranks a few hundred
+    matches instead of tens of thousands and checks each against the filter. The SQL
+    condition stays the judge; tokens only narrow. A value ``fields`` could not parse
+    (kept whole, see schema.FIELDS_OF) gets none.
+    """
+    if not fields:
+        return ""
+    try:
+        members = json.loads(fields)
+    except ValueError:
+        return ""
+    if not isinstance(members, dict):
+        return ""
+    return " ".join(field_token(k, v) for k, v in members.items() if kept(v) is not None)
+
+
+def filter_match(conds: list[Cond]) -> str:
+    """FTS5 terms on the ``f`` column that every memory matching ``conds`` has ('' if none)."""
+    terms = []
+    for field, op, value in conds:
+        if op not in ("$eq", "$in"):
+            continue
+        held = [kept(v) for v in (value if op == "$in" else [value])]
+        if held and all(k is not None for k in held):  # not when a value is one fields does not keep
+            terms.append("f : (" + " OR ".join(field_token(field, k) for k in held if k is not None) + ")")
+    return " AND ".join(terms)
+
