@@ -125,3 +125,39 @@ def test_backup_cli_reports_a_daemon_error_in_one_line(daemon: Daemon) -> None:
     assert "not a directory" in out.stderr and "Traceback" not in out.stderr and out.stdout == ""
     with SyncClient(daemon.socket, socket_timeout=30) as c:
         assert c.ping()  # a failed backup does not hurt the daemon
+
+
+def test_serve_check_backup_restore_under_a_path_with_uri_characters() -> None:
+    """SQLite opens read-only files through URIs, where '#', '?', '%' and spaces mean something:
+    a data directory named like this once made `memd backup` fail, `memd check` call the store
+    corrupt, and SQLite create an empty file at the path cut at '#'."""
+    base = short_tmpdir("memd-odd-")
+    odd = os.path.join(base, "a#b?c=1&d%20e f é")
+    config = os.path.join(base, "memd.toml")
+    with open(config, "w") as f:
+        f.write(f'[backup]\nschedule = ""\ndir = {json.dumps(os.path.join(odd, "backups"))}\n')
+    d = Daemon(fsync="always", config=config, base=base, data_dir=os.path.join(odd, "data"))
+    try:
+        d.start()
+        with SyncClient(d.socket, socket_timeout=30) as c:
+            write_everything(c)
+            out = memd("backup", "--socket", d.socket)
+            assert out.returncode == 0, out.stderr
+            backup = out.stdout.strip().splitlines()[-1]
+        assert backup.startswith(os.path.join(odd, "backups") + os.sep) and os.path.isfile(backup)
+        assert d.stop() == 0
+        out = memd("check", "--data-dir", d.data_dir)
+        assert out.returncode == 0 and "check: ok" in out.stdout, out.stdout + out.stderr
+        assert "integrity ok" in out.stdout
+        shutil.rmtree(d.data_dir)
+        out = memd("restore", backup, "--data-dir", d.data_dir)
+        assert out.returncode == 0, out.stderr
+        d.start()
+        with SyncClient(d.socket, socket_timeout=30) as c:
+            check_everything(c)
+        assert d.stop() == 0
+        # nothing appeared outside the data directory: no file at a path cut at '#', '?' or '%'
+        assert sorted(os.listdir(base)) == sorted(["a#b?c=1&d%20e f é", "memd.toml", "memd.log", "memd.sock.lock"])
+        assert sorted(os.listdir(odd)) == ["backups", "data"]
+    finally:
+        d.cleanup()
