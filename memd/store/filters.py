@@ -2,7 +2,7 @@
 
 Each function returns ``(sql, params)`` over the alias ``i`` of ``mem_items``, for the
 SQLite dialect of the JSON functions. Equality reads the small ``fields`` column first
-and the whole value only where ``fields`` holds a placeholder (see schema.FIELDS_OF).
+and the whole value only where ``fields`` holds a placeholder (see tokens.fields_of).
 The semantics are PostgreSQL JSONB's: same JSON type, same value, true is not 1.
 """
 
@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from memd.store.base import Cond, Scope
-from memd.store.tokens import kept
+from memd.store.tokens import kept, render_member, render_name
 
 _SQL_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _JSON_CLASS = {dict: "'object'", list: "'array'", str: "'text'"}
@@ -34,22 +34,25 @@ def scope_sql(scope: Scope) -> tuple[str, list[Any]]:
     return f"(CASE {whens} ELSE 1 END)", [p for prefix, ok in scope for p in (*under_params(prefix), int(ok))]
 
 
-def _field(field: str) -> tuple[str, str, str]:
-    """SQL for a top-level field's JSON type and value, and the parameter both take.
+def _field(field: str) -> tuple[str, str, str, str]:
+    """SQL for a top-level field's JSON type, its value, its exact text, and the parameter all take.
 
     A JSON path (fast) for names JSON stores unescaped; SQLite's paths compare
     the raw, escaped key text and cannot quote a '"', so other names go
-    through json_each, whose ``key`` column is unescaped.
+    through json_each, whose ``key`` column is unescaped. Strings are compared
+    through ``memd_json_text`` of the member's JSON text: SQLite's json_extract
+    cuts a string at its first NUL.
     """
     if '"' in field or "\\" in field or any(ord(c) < 0x20 for c in field):
         return ("(SELECT type FROM json_each(i.value) WHERE key = ?)",
-                "(SELECT value FROM json_each(i.value) WHERE key = ?)", field)
-    return "json_type(i.value, ?)", "json_extract(i.value, ?)", '$."' + field + '"'
+                "(SELECT value FROM json_each(i.value) WHERE key = ?)",
+                "memd_member_text(i.value, ?)", field)
+    return "json_type(i.value, ?)", "json_extract(i.value, ?)", "memd_json_text(i.value -> ?)", '$."' + field + '"'
 
 
 def _eq_sql(field: str, value: Any) -> tuple[str, list[Any]]:
     """JSONB-like equality of a top-level field with a JSON value: same JSON type, same value."""
-    t, v, p = _field(field)
+    t, v, text, p = _field(field)
     if value is None:  # JSON null, or no such field
         return f"coalesce({t}, 'null') = 'null'", [p]
     if value is True or value is False:
@@ -57,7 +60,7 @@ def _eq_sql(field: str, value: Any) -> tuple[str, list[Any]]:
     if isinstance(value, (int, float)):
         return f"({t} IN ('integer', 'real') AND {v} = ?)", [p, p, value]
     if isinstance(value, str):
-        return f"({t} = 'text' AND {v} = ?)", [p, p, value]
+        return f"({t} = 'text' AND {text} = ?)", [p, p, value]
     # CASE, not AND: inside NOT/coalesce SQLite evaluates both sides of an AND, and a string
     # (json_extract gives its bare text) would reach memd_json_eq, which parses JSON
     return (f"(CASE WHEN {t} = {_JSON_CLASS[type(value)]} THEN memd_json_eq({v}, ?) ELSE 0 END)",
@@ -77,13 +80,14 @@ def _value_cond_sql(cond: Cond) -> tuple[str, list[Any]]:
             return "0", []
         parts = [_eq_sql(field, x) for x in value]
         return "(" + " OR ".join(part[0] for part in parts) + ")", [x for part in parts for x in part[1]]
-    t, v, p = _field(field)
-    kind = "'text'" if isinstance(value, str) else "'integer', 'real'"
-    return f"({t} IN ({kind}) AND {v} {_SQL_OPS[op]} ?)", [p, p, value]
+    t, v, text, p = _field(field)
+    if isinstance(value, str):
+        return f"({t} = 'text' AND {text} {_SQL_OPS[op]} ?)", [p, p, value]
+    return f"({t} IN ('integer', 'real') AND {v} {_SQL_OPS[op]} ?)", [p, p, value]
 
 
-def _member(rendered: str, params: list[Any], then: str = "") -> tuple[str, list[Any]]:
-    """Whether ``i.fields`` holds the member ``rendered`` (SQL for its text, e.g. ``"k":"v"``) at the top level.
+def _member(rendered: str, then: str = "") -> tuple[str, list[Any]]:
+    """Whether ``i.fields`` holds the member ``rendered`` (its text, e.g. ``"k":"v"``) at the top level.
 
     A substring test, exact because of how ``fields`` is written (flat: nested values are the
     placeholder) and because the field name holds no quote or backslash (callers ensure it):
@@ -91,19 +95,16 @@ def _member(rendered: str, params: list[Any], then: str = "") -> tuple[str, list
     is always escaped. ``then`` is what must follow (',' or '}' after a number). instr() on a
     ~60-byte string costs a fraction of what parsing it as JSON does (about 1 us a call).
     """
-    tests = [f"instr(i.fields, '{lead}' || {rendered}{f' || {follow!r}' if follow else ''})"
-             for lead in "{," for follow in (then or [""])]
-    return "(" + " OR ".join(tests) + ")", params * len(tests)
+    needles = [lead + rendered + follow for lead in "{," for follow in (then or [""])]
+    return "(" + " OR ".join("instr(i.fields, ?)" for _ in needles) + ")", needles
 
 
 def _fields_eq(field: str, value: Any) -> tuple[str, list[Any]]:
     """``fields`` holds ``field`` equal to ``value``: SQL, params (always false for values it never holds)."""
     held = kept(value)
-    if isinstance(held, str):
-        return _member("json_quote(?) || ':' || json_quote(?)", [field, held])
-    if held is not None:
-        return _member("json_quote(?) || ':' || ?", [field, str(held)], then=",}")
-    return "0", []
+    if held is None:
+        return "0", []
+    return _member(render_member(field, held), then="" if isinstance(held, str) else ",}")
 
 
 def cond_sql(cond: Cond) -> tuple[str, list[Any]]:
@@ -116,14 +117,14 @@ def cond_sql(cond: Cond) -> tuple[str, list[Any]]:
     field, op, value = cond
     if '"' in field or "\\" in field or any(ord(c) < 0x20 for c in field):
         return _value_cond_sql(cond)  # not expressible as a JSON path: the value's json_each does it
-    placeholder = _member("json_quote(?) || ':[]'", [field])
+    placeholder = _member(render_member(field, None))
     if op in ("$eq", "$ne", "$in"):
         values = value if op == "$in" else [value]
         hits = [_fields_eq(field, x) for x in values]
         exact_sql, exact_params = _value_cond_sql((field, "$in", values))
         whens = " ".join(f"WHEN {sql} THEN 1" for sql, _ in hits if sql != "0")
         if None in values:  # null matches a missing field; a JSON null itself is a placeholder
-            present = _member("json_quote(?) || ':'", [field])
+            present = _member(render_name(field))
             other, other_params = f"NOT {present[0]}", present[1]
         else:
             other, other_params = "0", []
@@ -134,7 +135,7 @@ def cond_sql(cond: Cond) -> tuple[str, list[Any]]:
     exact_sql, exact_params = _value_cond_sql(cond)
     path = '$."' + field + '"'
     if isinstance(value, str):
-        held = "t GLOB '\"*' THEN json_extract(t, '$')"
+        held = "t GLOB '\"*' THEN memd_json_text(t)"
     else:
         held = "t GLOB '[-0-9]*' THEN CAST(t AS INTEGER)"
     return (f"(SELECT CASE WHEN t = '[]' THEN coalesce({exact_sql}, 0) WHEN {held} {_SQL_OPS[op]} ? ELSE 0 END "
@@ -152,6 +153,33 @@ def json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)):
         return isinstance(b, (int, float)) and a == b
     return type(a) is type(b) and a == b
+
+
+def json_text(member: str | None) -> str | None:
+    """SQL function ``memd_json_text``: the string a JSON text holds (None if it holds no string).
+
+    Where SQLite's json_extract would cut the string at a NUL, this reads all of it.
+    """
+    if member is None or not member.startswith('"'):
+        return None
+    text = json.loads(member)
+    return text if isinstance(text, str) else None
+
+
+def member_text(value: str | None, field: str) -> str | None:
+    """SQL function ``memd_member_text``: the string a memory's top-level ``field`` holds, if any.
+
+    For the field names SQLite's JSON paths cannot express (a quote, a backslash, a control
+    character); like json_text, it reads a string whole where SQLite would stop at a NUL.
+    """
+    if value is None:
+        return None
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return None
+    text = doc.get(field) if isinstance(doc, dict) else None
+    return text if isinstance(text, str) else None
 
 
 def json_eq(a: str | None, b: str | None) -> int:

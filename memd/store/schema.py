@@ -12,9 +12,9 @@ from __future__ import annotations
 import sqlite3
 
 from memd.errors import StoreError
-from memd.store.tokens import field_tokens, ns_tokens
+from memd.store.tokens import field_tokens, fields_of, ns_tokens, text_of
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 5000
 
 # The keys table's columns, and the triggers that purge a collection's elements when its key is
@@ -133,8 +133,28 @@ DROP TABLE keys;
 ALTER TABLE keys_v4 RENAME TO keys;
 {_KEYS_INDEX_AND_TRIGGERS}"""
 
+# v5: a memory's ``fields`` and its indexed text are computed by memd_fields / memd_text (tokens.py),
+# not by SQLite's JSON functions, which cut a string at its first NUL: ``{"a": "x\u0000y zebra"}`` was
+# filtered as if ``a`` were "x" and indexed as the single word "x". Every memory's ``fields`` is
+# rewritten and the index rebuilt: contentless FTS5 removes an entry by replaying the text indexed,
+# so every entry must have been indexed by the function that will remove it.
+_V5 = """
+UPDATE mem_items SET fields = memd_fields(value) WHERE value IS NOT NULL;
+DROP TABLE mem_fts;
+CREATE VIRTUAL TABLE mem_fts USING fts5 (body, ns, f, content='', tokenize='porter unicode61 remove_diacritics 2');
+INSERT INTO mem_fts (rowid, body, ns, f) SELECT m.rowid, memd_text(m.value), memd_ns_tokens(m.ns), memd_field_tokens(m.fields) FROM mem_items AS m WHERE m.value IS NOT NULL
+"""
+
 # Each entry upgrades the schema from version i to i+1 (index 0: empty -> 1).
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """The Python functions the schema's migrations and the flush's statements call."""
+    conn.create_function("memd_ns_tokens", 1, ns_tokens, deterministic=True)
+    conn.create_function("memd_field_tokens", 1, field_tokens, deterministic=True)
+    conn.create_function("memd_fields", 1, fields_of, deterministic=True)
+    conn.create_function("memd_text", 1, text_of, deterministic=True)
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -147,8 +167,7 @@ def connect(path: str) -> sqlite3.Connection:
 def migrate(path: str) -> int:
     """Create or upgrade the schema; return the version found before."""
     conn = connect(path)
-    conn.create_function("memd_ns_tokens", 1, ns_tokens, deterministic=True)  # v2 indexes existing memories
-    conn.create_function("memd_field_tokens", 1, field_tokens, deterministic=True)  # v3 too
+    register_functions(conn)
     try:
         found = conn.execute("PRAGMA user_version").fetchone()[0]
         if found > SCHEMA_VERSION:

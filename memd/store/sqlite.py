@@ -27,11 +27,11 @@ from memd.engine.memtable import Memtable
 from memd.errors import StoreError
 from memd.store import csqlite, search, statements
 from memd.store.base import Cond, HistoryRow, KeyRow, MemRow, Scope, SearchRow
-from memd.store.filters import json_eq
+from memd.store.filters import json_eq, json_text, member_text
 from memd.store.rows import flush_rows
-from memd.store.schema import BUSY_TIMEOUT_MS, connect, migrate
+from memd.store.schema import BUSY_TIMEOUT_MS, connect, migrate, register_functions
 from memd.store.sqlitefile import connect_ro
-from memd.store.tokens import field_tokens, ns_tokens
+from memd.store.tokens import ns_tokens
 
 T = TypeVar("T")
 Groups = list[tuple[str, list[tuple[Any, ...]]]]
@@ -91,7 +91,7 @@ class SqliteStore:
 
     def _open_writer(self) -> sqlite3.Connection:
         writer = connect(self.path)
-        writer.create_function("memd_field_tokens", 1, field_tokens, deterministic=True)
+        register_functions(writer)
         writer.execute("PRAGMA synchronous = FULL")
         writer.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         self._bulk = csqlite.bulk_file(writer)
@@ -105,6 +105,8 @@ class SqliteStore:
         reader.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
         reader.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
         reader.create_function("memd_json_eq", 2, json_eq, deterministic=True)
+        reader.create_function("memd_json_text", 1, json_text, deterministic=True)
+        reader.create_function("memd_member_text", 2, member_text, deterministic=True)
         if self._rank == "memd_bm25":
             csqlite.ext.register_rank(reader, csqlite.main_file(reader), "mem_fts_docsize")
         return reader

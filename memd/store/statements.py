@@ -7,8 +7,6 @@ the same SQL (``_FTS_ROW``).
 
 from __future__ import annotations
 
-from memd.store.schema import FIELDS_OF, TEXT_OF
-
 UPSERT_KEY = """
 INSERT INTO keys (key, type, value, expires_at, count, lo, hi, gen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)
 ON CONFLICT (key) DO UPDATE SET type = excluded.type, value = excluded.value, expires_at = excluded.expires_at,
@@ -22,7 +20,7 @@ TRIM_LIST = "DELETE FROM elems WHERE key = ?1 AND (sub < ?2 OR sub >= ?3)"
 # An UPSERT, not INSERT OR REPLACE: REPLACE would give the row a new rowid behind the index's back.
 UPSERT_MEM = f"""
 INSERT INTO mem_items (ns, key, value, version, created_at, updated_at, expires_at, ttl, fields)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {FIELDS_OF.format(v="?3")})
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, memd_fields(?3))
 ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = excluded.version,
     created_at = excluded.created_at, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
     ttl = excluded.ttl, fields = excluded.fields
@@ -41,10 +39,9 @@ FROM mem_items WHERE ns = ?1 AND key = ?2 AND value IS NOT NULL AND (version < ?
 # indexed, so both sides compute it with the same SQL; with no live row both values are NULL,
 # which FTS5 takes as a no-op.
 _LIVE_MEM = "FROM mem_items AS m WHERE m.ns = ?1 AND m.key = ?2 AND m.value IS NOT NULL"
-# (json_valid: a value SQLite's JSON functions refuse is indexed as no text, rather than failing the flush)
+# (memd_text: a value that is not JSON is indexed as no text, rather than failing the flush)
 _FTS_ROW = (f"(SELECT m.rowid {_LIVE_MEM}), "
-            f"(SELECT CASE WHEN json_valid(m.value) THEN coalesce({TEXT_OF.format('m.value')}, '') ELSE '' END "
-            f"{_LIVE_MEM}), "
+            f"(SELECT memd_text(m.value) {_LIVE_MEM}), "
             f"(SELECT ?3 {_LIVE_MEM}), "
             f"(SELECT memd_field_tokens(m.fields) {_LIVE_MEM})")
 UNINDEX_MEM = f"INSERT INTO mem_fts (mem_fts, rowid, body, ns, f) VALUES ('delete', {_FTS_ROW})"

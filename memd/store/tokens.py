@@ -37,7 +37,7 @@ def prefix_token(prefix: str) -> str:
 
 
 def kept(value: Any) -> str | int | None:
-    """What ``fields`` holds for a memory whose field equals ``value`` (see schema.FIELDS_OF); None: the placeholder."""
+    """What ``fields`` holds for a memory whose field equals ``value`` (see tokens.fields_of); None: the placeholder."""
     if isinstance(value, str):
         return value if len(value) <= FIELDS_MAX_TEXT else None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() \
@@ -49,7 +49,7 @@ def kept(value: Any) -> str | int | None:
 def field_token(field: str, value: str | int) -> str:
     """The ``f`` column's token for one top-level field holding ``value`` (a string and a number never share one)."""
     kind = "s" if isinstance(value, str) else "i"
-    return "f" + hashlib.blake2b(f"{field}\0{kind}{value}".encode(), digest_size=8).hexdigest()
+    return "f" + hashlib.blake2b(_utf8(f"{field}\0{kind}{value}").encode(), digest_size=8).hexdigest()
 
 
 def field_tokens(fields: str | None) -> str:
@@ -59,7 +59,7 @@ def field_tokens(fields: str | None) -> str:
     (and the namespace prefix), so a rare filter on a common word ranks a few hundred
     matches instead of tens of thousands and checks each against the filter. The SQL
     condition stays the judge; tokens only narrow. A value ``fields`` could not parse
-    (kept whole, see schema.FIELDS_OF) gets none.
+    (kept whole, see tokens.fields_of) gets none.
     """
     if not fields:
         return ""
@@ -83,3 +83,80 @@ def filter_match(conds: list[Cond]) -> str:
             terms.append("f : (" + " OR ".join(field_token(field, k) for k in held if k is not None) + ")")
     return " AND ".join(terms)
 
+
+
+def _utf8(text: str) -> str:
+    """``text`` as SQLite can store it: a lone surrogate (JSON allows ``\\ud800``) becomes '?'."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="replace").decode()
+    return text
+
+
+def _strict_json(value: str) -> Any:
+    """JSON as SQLite reads it: NaN and Infinity (which Python accepts) are not JSON."""
+    return json.loads(value, parse_constant=_not_json)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def text_of(value: str | None) -> str:
+    """The text FTS indexes for a memory: its JSON's string values at any depth, in document order.
+
+    Not its field names. Computed here rather than by SQLite's json_tree, which cuts a
+    string at its first NUL (``"x\\u0000y zebra"`` indexed as ``x``); '' for a value that
+    is not JSON.
+    """
+    if value is None:
+        return ""
+    try:
+        doc = _strict_json(value)
+    except ValueError:
+        return ""
+    texts: list[str] = []
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            texts.append(node)
+        elif isinstance(node, dict):
+            stack.extend(reversed(node.values()))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
+    return _utf8(" ".join(texts))
+
+
+def render_name(field: str) -> str:
+    """How ``fields`` writes a member's name and its colon; FILTER's substring tests search for this."""
+    return _utf8(json.dumps(field, ensure_ascii=False) + ":")
+
+
+def render_member(field: str, value: str | int | None) -> str:
+    """How ``fields`` writes one member (None: the placeholder); FILTER's substring tests search for this."""
+    return render_name(field) + _utf8("[]" if value is None else json.dumps(value, ensure_ascii=False))
+
+
+def fields_of(value: str | None) -> str | None:
+    """A memory's FILTER view (the ``fields`` column): its top-level members, each kept or a placeholder.
+
+    Every value ``fields`` cannot hold exactly and cheaply (objects, arrays, fractional reals,
+    booleans, null, numbers beyond 2^53, strings over 64 characters) becomes the placeholder
+    ``[]``; an integral real is kept as the integer it equals (5.0 as 5: FILTER compares
+    numbers by value). A filter reads this ~60-byte object instead of parsing the ~1 KB
+    value, and goes to the value only for a placeholder. Written by Python, not SQLite's
+    JSON functions, which cut strings at NUL (json.dumps escapes every control character);
+    a value that is not a JSON object is kept whole, so a filter fails on it as it would on
+    the value.
+    """
+    if value is None:
+        return None
+    try:
+        doc = _strict_json(value)
+    except ValueError:
+        return value
+    if not isinstance(doc, dict):
+        return value
+    return "{" + ",".join(render_member(k, kept(v)) for k, v in doc.items()) + "}"

@@ -39,7 +39,7 @@ def test_v3_keys_table_becomes_without_rowid_keeping_rows_index_and_cascades(tmp
 
     assert migrate(path) == 3
     conn = sqlite3.connect(path, isolation_level=None)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 5
     assert "WITHOUT ROWID" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'keys'").fetchone()[0]
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert sorted(conn.execute("SELECT * FROM keys").fetchall()) == sorted(KEYS)
@@ -54,14 +54,38 @@ def test_v3_keys_table_becomes_without_rowid_keeping_rows_index_and_cascades(tmp
     conn.execute("DELETE FROM keys WHERE key = ?", (b"h",))
     assert conn.execute("SELECT count(*) FROM elems").fetchone()[0] == 0
     conn.close()
-    assert migrate(path) == 4  # and a second open changes nothing
+    assert migrate(path) == 5  # and a second open changes nothing
 
 
-def test_new_file_is_created_at_v4(tmp_path: Path) -> None:
+def test_new_file_is_created_at_v5(tmp_path: Path) -> None:
     path = str(tmp_path / "db")
     assert migrate(path) == 0
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
     assert "WITHOUT ROWID" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'keys'").fetchone()[0]
     assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental, set before the first table
+    conn.close()
+
+
+def test_v4_memories_with_nul_get_exact_fields_and_text(tmp_path: Path) -> None:
+    """v4 computed ``fields`` and the indexed text with SQLite's JSON functions, which cut strings at NUL."""
+    path = str(tmp_path / "db")
+    conn = v3_file(path)
+    for statement in store_mod.MIGRATIONS[3].split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 4")
+    value = '{"a": "x\\u0000y zebra", "b": 1}'
+    conn.execute("INSERT INTO mem_items (ns, key, value, version, created_at, updated_at, fields) "
+                 f"VALUES ('ns', 'k', ?, 1, 1, 1, {store_mod.FIELDS_OF.format(v='?1')})", (value,))
+    conn.execute("INSERT INTO mem_fts (rowid, body, ns, f) SELECT rowid, "
+                 f"{store_mod.TEXT_OF.format('value')}, '', memd_field_tokens(fields) FROM mem_items")
+    assert conn.execute("SELECT fields FROM mem_items").fetchone()[0] == '{"a":"x","b":1}'  # what v4 did
+    assert conn.execute("SELECT rowid FROM mem_fts WHERE mem_fts MATCH 'zebra'").fetchall() == []
+    conn.close()
+    assert migrate(path) == 4
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT fields FROM mem_items").fetchone()[0] == '{"a":"x\\u0000y zebra","b":1}'
+    assert conn.execute("SELECT rowid FROM mem_fts WHERE mem_fts MATCH 'zebra'").fetchall() == [(1,)]
+    assert conn.execute("INSERT INTO mem_fts (mem_fts) VALUES ('integrity-check')").fetchall() == []
     conn.close()

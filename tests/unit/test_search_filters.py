@@ -85,6 +85,7 @@ STRINGS = [
     ',"a":5}', ',"a":[]', "\n", "\x01", "\x1f", "\x7f", "é", "e\u0301", "日本", "\U0001F600", "\ufffd",
     LONG64, LONG64 + "x", LONG64 + "y", "x" * 63, "x" * 63 + "é", "é" * 64, "é" * 65, '"' * 64, '"' * 65,
     "\\" * 65, "[]" + "x" * 63,
+    "\x00", "a\x00", "a\x00b", "\x00" + "x" * 70,  # NUL: SQLite's JSON functions would cut the string there
 ]
 # Integers: some whose text starts another's (1, 12; 5, 55); around the 2^53 bound of ``fields``;
 # up to int64 (SQLite's integers) and a few beyond that doubles hold exactly (SQLite reads them as

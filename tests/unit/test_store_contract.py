@@ -199,6 +199,28 @@ async def test_search_ranks_filters_scopes_and_rejects_a_bad_query(store: Store)
         await store.search_mem("", 'tea "unbalanced', [], 10, 0, now)
 
 
+async def test_nul_is_a_character_like_any_other_in_filters_and_text(store: Store) -> None:
+    w = Writer(store)
+    long = "p" * 70 + "\u0000q"  # longer than ``fields`` keeps: the filter reads the value itself
+    await w.flush([put("n", "k", '{"a": "x\\u0000y zebra", "b": 1, "c": "%s"}' % long.replace("\u0000", "\\u0000"),
+                       1, T0)])
+    now = T0 + 1
+
+    async def keys(query: str | None, *conds: tuple[str, str, object]) -> list[str]:
+        return [r[1] for r in await store.search_mem("n", query, list(conds), 10, 0, now)]
+
+    assert await keys("zebra") == ["k"]
+    assert await keys(None, ("a", "$eq", "x\u0000y zebra")) == ["k"]
+    assert await keys(None, ("a", "$eq", "x")) == []
+    assert await keys(None, ("a", "$in", ["x", "x\u0000y zebra"])) == ["k"]
+    assert await keys(None, ("a", "$ne", "x")) == ["k"]
+    assert await keys(None, ("a", "$gt", "x\u0000")) == ["k"] and await keys(None, ("a", "$lte", "x")) == []
+    assert await keys(None, ("c", "$eq", long)) == ["k"]
+    assert await keys(None, ("c", "$eq", "p" * 70)) == []
+    assert await keys(None, ("c", "$gt", "p" * 70)) == ["k"]
+    assert await keys("zebra", ("a", "$eq", "x\u0000y zebra"), ("b", "$eq", 1)) == ["k"]
+
+
 async def test_compaction_purges_expired_keys_and_memories(store: Store) -> None:
     w = Writer(store)
     await w.flush([(OP_SET, b"short", b"v", T0 + 1), (OP_SET, b"long", b"v", None),
