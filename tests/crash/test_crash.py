@@ -136,8 +136,9 @@ def test_power_loss_keeps_what_the_policy_promises(tmp_path: object, fsync: str,
     sidelog = os.path.join(str(tmp_path), "sync.log")
     acks, killed_at = run_and_kill(data_dir, fsync, rng.randrange(1 << 30), rng.uniform(1.5, 2.5), sidelog)
     assert acks
-    cut = simulate_power_loss(sidelog)
-    assert cut, "the recording file layer saw no WAL file"
+    with open(sidelog) as f:  # (every segment may have been flushed and deleted at the kill: nothing to cut)
+        assert any(line.startswith("created ") for line in f), "the recording file layer saw no WAL file"
+    simulate_power_loss(sidelog)
     if fsync == "always":
         must = acks
     else:
