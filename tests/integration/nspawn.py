@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -100,7 +101,7 @@ def wheels() -> Path:
     final = ROOTFS_CACHE / f"wheels-{_key(reqs)}"
 
     def build(scratch: Path) -> None:
-        cmd = ["python3", "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
                "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
                "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
                "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_12_x86_64",
@@ -136,7 +137,9 @@ class Container:
 
     def boot(self, timeout: float = 90) -> None:
         cmd = ["systemd-nspawn", "--quiet", "-D", str(self.root), "--volatile=overlay", "--register=no",
-               "--keep-unit", "--private-network", "--console=passive", "--machine=memd-test", "-b",
+               "--keep-unit", "--private-network", "--console=passive",
+               f"--machine=memd-test-{os.getpid()}",  # nspawn keeps per-machine state in /run: one name per run
+               "-b",
                *(f"--bind={host}:{inside}" for host, inside in self.binds),
                *(f"--bind-ro={host}:{inside}" for host, inside in self.ro_binds)]
         with open(self.log, "ab") as out:
