@@ -45,11 +45,20 @@ MISSING_TOOLS = ("the systemd-as-PID-1 test needs {tool}: on Debian, "
                  "`apt-get install debootstrap systemd-container` (.ci/run does)")
 
 
+def tool(name: str) -> str:
+    """A host tool's path, /usr/sbin included (debootstrap lives there; a user's PATH may lack it).
+
+    Missing, it fails (never skips): a skipped test would hide a broken unit.
+    """
+    found = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if found is None:
+        raise AssertionError(MISSING_TOOLS.format(tool=name))
+    return found
+
+
 def require_tools() -> None:
-    """Fail (never skip) when a tool is missing: a skipped unit test would hide a broken unit."""
-    for tool in ("debootstrap", "systemd-nspawn", "nsenter"):
-        if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
-            raise AssertionError(MISSING_TOOLS.format(tool=tool))
+    for name in ("debootstrap", "systemd-nspawn", "nsenter", "chroot"):
+        tool(name)
 
 
 def _key(*parts: object) -> str:
@@ -75,15 +84,16 @@ def rootfs() -> Path:
     final = ROOTFS_CACHE / f"debian-{SUITE}-{_key(SUITE, 'minbase', MIRROR, sorted(PACKAGES))}"
 
     def build(scratch: Path) -> None:
-        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(scratch), MIRROR]
+        cmd = [tool("debootstrap"), "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(scratch), MIRROR]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=DEBOOTSTRAP_TIMEOUT_S)
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=DEBOOTSTRAP_TIMEOUT_S,
+                                  env={**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"})
         except subprocess.TimeoutExpired as exc:
             raise AssertionError(f"debootstrap took over {DEBOOTSTRAP_TIMEOUT_S} s: {' '.join(cmd)}") from exc
         if done.returncode != 0:
             shutil.rmtree(scratch, ignore_errors=True)
             raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-        subprocess.run(["chroot", str(scratch), "apt-get", "clean"], capture_output=True, timeout=60)
+        subprocess.run([tool("chroot"), str(scratch), "apt-get", "clean"], capture_output=True, timeout=60)
 
     return _locked_build(final, build)
 
@@ -136,7 +146,7 @@ class Container:
         self.leader = 0  # the container's PID 1, as the host numbers it
 
     def boot(self, timeout: float = 90) -> None:
-        cmd = ["systemd-nspawn", "--quiet", "-D", str(self.root), "--volatile=overlay", "--register=no",
+        cmd = [tool("systemd-nspawn"), "--quiet", "-D", str(self.root), "--volatile=overlay", "--register=no",
                "--keep-unit", "--private-network", "--console=passive",
                f"--machine=memd-test-{os.getpid()}",  # nspawn keeps per-machine state in /run: one name per run
                "-b",
@@ -198,7 +208,7 @@ class Container:
         argv = ["sh", "-c", f"cd {cwd} && {script}"]
         if user is not None:
             argv = ["runuser", "-u", user, "--", *argv]
-        cmd = ["nsenter", "-t", str(self.leader), "-a", "env", "-i", *(f"{k}={v}" for k, v in base.items()), *argv]
+        cmd = [tool("nsenter"), "-t", str(self.leader), "-a", "env", "-i", *(f"{k}={v}" for k, v in base.items()), *argv]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
