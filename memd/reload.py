@@ -46,6 +46,9 @@ class Reloader:
         self.last_error = ""
         self._wanted = anyio.Event()
         self._reason = ""
+        # Tells watchfiles' thread to return. Cancelling alone is not enough: the thread is not
+        # interruptible, so a cancelled watch would wait for its rust_timeout (5 s) on a quiet directory.
+        self._stop_watching = anyio.Event()
 
     def request(self, reason: str) -> None:
         """Ask for a reload (signal handlers and the file watcher); it runs on the reloader's task."""
@@ -76,24 +79,26 @@ class Reloader:
             if self.path is not None:
                 await tg.start(self._watch)
             task_status.started()
-            while True:
-                await self._wanted.wait()
-                self._wanted = anyio.Event()
-                self.reload(self._reason)
+            try:
+                while True:
+                    await self._wanted.wait()
+                    self._wanted = anyio.Event()
+                    self.reload(self._reason)
+            finally:  # cancelled (shutdown): the watcher thread sees this within one step (50 ms)
+                self._stop_watching.set()
 
     async def _watch(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         assert self.path is not None
         name = os.path.basename(self.path)
-        stop = anyio.Event()
         try:
             watcher = watchfiles.awatch(os.path.dirname(self.path), recursive=False, debounce=200, step=50,
-                                        stop_event=stop,  # type: ignore[arg-type]
+                                        stop_event=self._stop_watching,  # type: ignore[arg-type]
                                         watch_filter=lambda _change, p: os.path.basename(p) == name)
             task_status.started()
             async for _ in watcher:
                 self.request("file")
         finally:
-            stop.set()
+            self._stop_watching.set()
 
     def status(self) -> dict[str, Any]:
         """INFO fields (server section)."""
