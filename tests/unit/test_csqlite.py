@@ -1,5 +1,6 @@
 """memd._sqlite: its ranking function must give FTS5's bm25() scores bit for bit, its executemany
-must do what sqlite3's does, and both must be in use.
+must do what sqlite3's does, both must be in use, and only on connections of a sqlite3 module
+proven to run the same SQLite (pysqlite3-binary plays one that carries its own copy).
 
 CI builds the extension (.ci/run installs SQLite's headers); a missing build fails here loudly
 instead of leaving memd silently on the slower paths.
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import types
 from pathlib import Path
 
+import pysqlite3.dbapi2 as foreign_sqlite3
 import pytest
 
+from memd import _sqlite
 from memd.store import csqlite
 from memd.store.schema import migrate
 
@@ -27,6 +31,62 @@ def test_the_extension_is_built_and_chosen(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert csqlite.bulk_file(conn) == conn.execute("PRAGMA database_list").fetchone()[2]
     conn.close()
+
+
+def test_this_python_is_proven_to_share_memd_sqlite_library() -> None:
+    """The other half: with the Python's own sqlite3 the probe finds one library, so the fast paths stay on."""
+    same, detail = _sqlite.link_check(sqlite3)
+    assert same, detail
+    assert f"runs the SQLite memd._sqlite is linked to: {sqlite3.sqlite_version}" in detail
+    assert csqlite.load(sqlite3) == (_sqlite, "")
+
+
+def test_a_sqlite3_module_with_its_own_sqlite_is_detected_and_its_handles_left_alone() -> None:
+    same, detail = _sqlite.link_check(foreign_sqlite3)
+    assert not same
+    assert f"its own SQLite {foreign_sqlite3.sqlite_version}" in detail, detail
+    assert "pysqlite3" in detail and sqlite3.sqlite_version in detail, detail
+    assert csqlite.load(foreign_sqlite3) == (None, f"memd._sqlite not used: {detail}")
+    conn = foreign_sqlite3.connect(":memory:")
+    name = conn.execute("PRAGMA database_list").fetchone()[2]
+    with pytest.raises(TypeError, match="link_check proved"):
+        _sqlite.register_rank(conn, name, "mem_fts_docsize")
+    with pytest.raises(TypeError, match="link_check proved"):
+        _sqlite.executemany(conn, name, "SELECT ?", [(1,), (2,)])
+    conn.close()
+    # the Python's own sqlite3 stays proven
+    assert _sqlite.link_check(sqlite3)[0]
+    assert csqlite.load(sqlite3)[0] is _sqlite
+
+
+def test_anything_unproven_is_a_mismatch() -> None:
+    """This SQLite opens the connection but the object does not start with its handle; or nothing opens."""
+
+    class Connection:  # a Python object: no sqlite3* where CPython's Connection keeps it
+        def __init__(self, inner: sqlite3.Connection) -> None:
+            self.inner = inner
+
+        def close(self) -> None:
+            self.inner.close()
+
+    wrapped = types.ModuleType("wrapped_sqlite3")
+    wrapped.Connection = Connection  # type: ignore[attr-defined]
+    wrapped.connect = lambda name: Connection(sqlite3.connect(name))  # type: ignore[attr-defined]
+    same, detail = _sqlite.link_check(wrapped)
+    assert not same
+    assert detail.startswith(f"Python's sqlite3 runs this SQLite {sqlite3.sqlite_version} (")
+    assert detail.endswith(") but its Connection object does not start with the database handle"), detail
+    with pytest.raises(TypeError, match="link_check proved"):
+        _sqlite.executemany(Connection(sqlite3.connect(":memory:")), "", "SELECT ?", [(1,), (2,)])
+
+    def cannot_open(name: str) -> None:
+        raise OSError("read-only file system")
+
+    broken = types.ModuleType("broken_sqlite3")
+    broken.Connection = sqlite3.Connection  # type: ignore[attr-defined]
+    broken.connect = cannot_open  # type: ignore[attr-defined]
+    assert _sqlite.link_check(broken) == (False, "the sqlite3 module cannot open :memory: (read-only file system)")
+    assert _sqlite.link_check(types.ModuleType("empty")) == (False, "the sqlite3 module has no Connection type")
 
 
 def test_executemany_writes_what_sqlite3_executemany_writes(tmp_path: Path) -> None:
