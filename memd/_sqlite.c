@@ -237,8 +237,8 @@ static PyObject *py_link_check(PyObject *self, PyObject *mod) {
         Py_XDECREF(value);
         Py_XDECREF(tb);
     } else if (seen == NULL) {
-        detail = PyUnicode_FromFormat("Python's sqlite3 runs its own SQLite %S (in %s), not the SQLite %s "
-                                      "memd._sqlite is linked to (%s)",
+        detail = PyUnicode_FromFormat("Python's sqlite3 runs another copy of SQLite, %S (its module: %s), than the "
+                                      "one memd._sqlite is linked to, %s (%s)",
                                       version ? version : Py_None, theirs, sqlite3_libversion(), ours);
     } else if (!PyObject_TypeCheck(conn, (PyTypeObject *)conn_type) ||
                Py_TYPE(conn)->tp_basicsize < (Py_ssize_t)sizeof(ConnectionHead) || ((ConnectionHead *)conn)->db != seen) {

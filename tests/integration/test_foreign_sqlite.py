@@ -49,8 +49,8 @@ def _ready_message(d: Daemon) -> str:
 def test_memd_works_on_the_pure_python_paths_and_says_why(foreign_daemon: Daemon) -> None:
     d = foreign_daemon.start()
     ready = _ready_message(d)
-    assert "search_ranking=\"bm25 (memd._sqlite not used: Python's sqlite3 runs its own SQLite " \
-           f"{foreign_sqlite3.sqlite_version} (in " in ready, ready
+    assert "search_ranking=\"bm25 (memd._sqlite not used: Python's sqlite3 runs another copy of SQLite, " \
+           f"{foreign_sqlite3.sqlite_version} (its module: " in ready, ready
     assert "the flush uses sqlite3's executemany" in ready, ready
     r = redis.Redis(unix_socket_path=d.socket, socket_timeout=10)
     try:
