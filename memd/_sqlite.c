@@ -19,13 +19,26 @@
  *
  * Python 3.11's sqlite3 module exposes no database handle and no extension loading, so the
  * handle is read from the connection object, whose C struct starts with it (CPython's
- * Modules/_sqlite/connection.h, unchanged from 3.11 to 3.14); every call checks that handle
- * against the file name the caller expects before using it. This module links the same
- * libsqlite3 as Python's _sqlite3, so both drive one copy of SQLite.
+ * Modules/_sqlite/connection.h, unchanged from 3.11 to 3.14). That handle is only meaningful to
+ * the copy of SQLite that made it, and this module calls the libsqlite3 it is linked to. Most
+ * Pythons link _sqlite3 to that same library; python-build-standalone (what uv, mise and rye
+ * install) and pysqlite3-binary carry their own copy linked into the module, and a handle of
+ * that copy passed to this one is undefined behaviour. So link_check() first proves the two are
+ * one, without touching any handle: it registers an auto-extension in this module's SQLite (a
+ * process-wide list that belongs to one copy of the library) and opens a connection through the
+ * sqlite3 module. The probe fires only if that module's sqlite3_open_v2 is this library's, and
+ * the sqlite3* it receives must equal the pointer at the start of the new connection object,
+ * which proves the struct layout as well. Comparing addresses of sqlite3_open_v2 as seen from
+ * each module was the alternative; it needs the module's file (python-build-standalone builds
+ * _sqlite3 into the interpreter) and can name a library the module does not call (a copy with
+ * hidden symbols, an unrelated copy loaded RTLD_GLOBAL). Until the proof holds for a sqlite3
+ * module, register_rank() and executemany() refuse its connections; every call also checks the
+ * handle against the file name the caller expects.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <sqlite3.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <string.h>
 
@@ -161,19 +174,125 @@ static void memd_bm25(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_con
     }
 }
 
-/* The sqlite3* of a Python sqlite3.Connection, checked against the main file the caller expects. */
-static sqlite3 *connection_db(PyObject *conn, const char *expect_file) {
-    PyObject *sqlite3_mod = PyImport_ImportModule("sqlite3");
-    if (sqlite3_mod == NULL) return NULL;
-    PyObject *conn_type = PyObject_GetAttrString(sqlite3_mod, "Connection");
-    Py_DECREF(sqlite3_mod);
-    if (conn_type == NULL) return NULL;
-    int ok = PyObject_IsInstance(conn, conn_type);
+/* The sqlite3 modules proven to run this module's SQLite: a list of (module, its Connection type), or NULL.
+ * Entries are never removed, so references borrowed from it stay valid. */
+static PyObject *proven;
+
+/* The probe: an auto-extension runs in the thread that opens a connection, inside sqlite3_open_v2. Only
+ * the probing thread is armed, so a connection opened meanwhile by another thread (with this SQLite) is
+ * left alone. */
+static _Thread_local int probe_armed;
+static _Thread_local sqlite3 *probe_seen;
+
+static int probe_entry(sqlite3 *db, char **err, const struct sqlite3_api_routines *api) {
+    (void)err;
+    (void)api;
+    if (probe_armed) probe_seen = db;
+    return SQLITE_OK;
+}
+
+/* The file holding the code at addr (a shared library, an extension module, the interpreter). */
+static const char *code_file(const void *addr) {
+    Dl_info info;
+    if (addr != NULL && dladdr(addr, &info) && info.dli_fname != NULL && info.dli_fname[0] != '\0') return info.dli_fname;
+    return "(unknown file)";
+}
+
+static PyObject *link_result(int same, PyObject *detail) {
+    if (detail == NULL) return NULL;
+    return Py_BuildValue("(NN)", PyBool_FromLong(same), detail);
+}
+
+static PyObject *py_link_check(PyObject *self, PyObject *mod) {
+    (void)self;
+    const char *ours = code_file((const void *)sqlite3_libversion);
+    PyObject *conn_type = PyObject_GetAttrString(mod, "Connection");
+    if (conn_type == NULL || !PyType_Check(conn_type)) {
+        Py_XDECREF(conn_type);
+        PyErr_Clear();
+        return link_result(0, PyUnicode_FromString("the sqlite3 module has no Connection type"));
+    }
+    PyObject *version = PyObject_GetAttrString(mod, "sqlite_version");
+    if (version == NULL) PyErr_Clear();
+    const char *theirs = code_file((const void *)((PyTypeObject *)conn_type)->tp_dealloc);
+
+    probe_seen = NULL;
+    probe_armed = 1;
+    int rc = sqlite3_auto_extension((void (*)(void))probe_entry);
+    PyObject *conn = rc == SQLITE_OK ? PyObject_CallMethod(mod, "connect", "s", ":memory:") : NULL;
+    probe_armed = 0;
+    sqlite3_cancel_auto_extension((void (*)(void))probe_entry);
+    sqlite3 *seen = probe_seen;
+    probe_seen = NULL;
+
+    PyObject *detail = NULL;
+    int same = 0;
+    if (rc != SQLITE_OK) {
+        detail = PyUnicode_FromFormat("cannot register the probe in this SQLite: %s", sqlite3_errstr(rc));
+    } else if (conn == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        detail = PyUnicode_FromFormat("the sqlite3 module cannot open :memory: (%S)", value ? value : Py_None);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    } else if (seen == NULL) {
+        detail = PyUnicode_FromFormat("Python's sqlite3 runs another copy of SQLite, %S (its module: %s), than the "
+                                      "one memd._sqlite is linked to, %s (%s)",
+                                      version ? version : Py_None, theirs, sqlite3_libversion(), ours);
+    } else if (!PyObject_TypeCheck(conn, (PyTypeObject *)conn_type) ||
+               Py_TYPE(conn)->tp_basicsize < (Py_ssize_t)sizeof(ConnectionHead) || ((ConnectionHead *)conn)->db != seen) {
+        detail = PyUnicode_FromFormat("Python's sqlite3 runs this SQLite %s (%s) but its Connection object does "
+                                      "not start with the database handle", sqlite3_libversion(), ours);
+    } else {
+        same = 1;
+        detail = PyUnicode_FromFormat("Python's sqlite3 runs the SQLite memd._sqlite is linked to: %s (%s)",
+                                      sqlite3_libversion(), ours);
+    }
+    if (conn != NULL) {
+        PyObject *r = PyObject_CallMethod(conn, "close", NULL);
+        if (r == NULL) PyErr_Clear();
+        Py_XDECREF(r);
+        Py_DECREF(conn);
+    }
+    Py_XDECREF(version);
+    int known = 0;
+    for (Py_ssize_t i = 0; proven != NULL && i < PyList_GET_SIZE(proven); i++)
+        known |= PyTuple_GET_ITEM(PyList_GET_ITEM(proven, i), 1) == conn_type;
+    if (same && !known && detail != NULL) {
+        if (proven == NULL) proven = PyList_New(0);
+        PyObject *pair = proven ? Py_BuildValue("(OO)", mod, conn_type) : NULL;
+        if (pair == NULL || PyList_Append(proven, pair) < 0) {
+            Py_XDECREF(pair);
+            Py_DECREF(conn_type);
+            Py_DECREF(detail);
+            return NULL;
+        }
+        Py_DECREF(pair);
+    }
     Py_DECREF(conn_type);
-    if (ok != 1) {
-        if (ok == 0) PyErr_SetString(PyExc_TypeError, "a sqlite3.Connection is needed");
+    return link_result(same, detail);
+}
+
+/* The sqlite3* of a connection of a proven sqlite3 module, checked against the main file the caller expects;
+ * *module_out (borrowed) is that module. */
+static sqlite3 *connection_db(PyObject *conn, const char *expect_file, PyObject **module_out) {
+    Py_ssize_t n = proven ? PyList_GET_SIZE(proven) : 0;
+    PyObject *module = NULL;
+    for (Py_ssize_t i = 0; module == NULL && i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(proven, i);
+        if (PyObject_TypeCheck(conn, (PyTypeObject *)PyTuple_GET_ITEM(pair, 1))) module = PyTuple_GET_ITEM(pair, 0);
+    }
+    if (module == NULL) {
+        if (n == 0)
+            PyErr_SetString(PyExc_RuntimeError, "memd._sqlite has not proven that Python's sqlite3 runs its SQLite "
+                                                "(link_check): it does not touch a connection's handle");
+        else
+            PyErr_Format(PyExc_TypeError, "a connection of a sqlite3 module that link_check proved is needed, not %s",
+                         Py_TYPE(conn)->tp_name);
         return NULL;
     }
+    *module_out = module;
     sqlite3 *db = ((ConnectionHead *)conn)->db;
     const char *file = db ? sqlite3_db_filename(db, "main") : NULL;
     if (file == NULL || strcmp(file, expect_file) != 0) {
@@ -193,7 +312,8 @@ static PyObject *py_register(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "docsize table name too long");
         return NULL;
     }
-    sqlite3 *db = connection_db(conn, expect_file);
+    PyObject *module;
+    sqlite3 *db = connection_db(conn, expect_file, &module);
     if (db == NULL) return NULL;
     fts5_api *api = NULL;
     sqlite3_stmt *stmt = NULL;
@@ -269,7 +389,8 @@ static PyObject *py_executemany(PyObject *self, PyObject *args) {
     const char *expect_file, *sql;
     (void)self;
     if (!PyArg_ParseTuple(args, "OssO!", &conn, &expect_file, &sql, &PyList_Type, &rows)) return NULL;
-    sqlite3 *db = connection_db(conn, expect_file);
+    PyObject *module;
+    sqlite3 *db = connection_db(conn, expect_file, &module);
     if (db == NULL) return NULL;
     Py_ssize_t nrows = PyList_GET_SIZE(rows);
     if (nrows == 0) Py_RETURN_NONE;
@@ -318,10 +439,8 @@ static PyObject *py_executemany(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     PyMem_Free(values);
     if (rc != SQLITE_OK) {
-        PyObject *mod = PyImport_ImportModule("sqlite3");
         const char *kind = (rc & 0xff) == SQLITE_CONSTRAINT ? "IntegrityError" : "OperationalError";
-        PyObject *exc = mod ? PyObject_GetAttrString(mod, kind) : NULL;
-        Py_XDECREF(mod);
+        PyObject *exc = PyObject_GetAttrString(module, kind);
         if (exc != NULL) {
             PyErr_Format(exc, "%s", err ? err : sqlite3_errstr(rc));
             Py_DECREF(exc);
@@ -333,6 +452,9 @@ static PyObject *py_executemany(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
+    {"link_check", py_link_check, METH_O,
+     "link_check(sqlite3_module) -> (same, detail): whether that module runs the SQLite this module is linked to "
+     "(proven by a probe, not assumed); the other functions accept only its connections, and only if same."},
     {"register_rank", py_register, METH_VARARGS,
      "register_rank(conn, main_file, docsize_table): add FTS5 auxiliary function memd_bm25 to conn."},
     {"executemany", py_executemany, METH_VARARGS,

@@ -5,25 +5,51 @@ and an ``executemany`` that keeps the GIL released for a whole batch (sqlite3's 
 back after every row). Either may be missing (no compiler or SQLite headers at install
 time) or fail on this Python; then the store uses FTS5's ``bm25()`` and sqlite3's
 ``executemany`` and says so at start-up.
+
+The extension reads the ``sqlite3*`` out of sqlite3's connection objects and calls the
+libsqlite3 it was built against. That is only sound when Python's ``sqlite3`` runs that very
+copy of SQLite. Debian's and pyenv's Pythons link ``_sqlite3`` to the system libsqlite3;
+python-build-standalone (what uv, mise and rye install) and pysqlite3-binary carry a copy of
+their own, and handing their handles to another copy is undefined behaviour. So the extension
+is used only after its ``link_check`` has proved, with a probe that never touches a foreign
+handle, that both sides share one library (the method is described at the top of
+memd/_sqlite.c). Anything else, including an error in the probe, means the slower paths.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+from types import ModuleType
 from typing import Any
 
 from memd.store.schema import connect
 
 log = logging.getLogger("memd.store")
 
+
+def load(sqlite_module: ModuleType) -> tuple[ModuleType | None, str]:
+    """``(memd._sqlite, "")`` if it is built and runs the SQLite ``sqlite_module`` runs; else ``(None, why)``.
+
+    ``why`` is one phrase for logs and INFO. Which SQLite a loaded module calls cannot change
+    while the process runs: one answer at import is enough.
+    """
+    try:
+        from memd import _sqlite
+    except ImportError as exc:  # no compiler or SQLite headers at install time (optional, see pyproject.toml)
+        return None, f"memd._sqlite not built: {exc}"
+    try:
+        same, detail = _sqlite.link_check(sqlite_module)
+    except Exception as exc:  # unknown is a mismatch: never guess that a handle is ours
+        return None, f"memd._sqlite not used: its SQLite check failed ({type(exc).__name__}: {exc})"
+    if not same:
+        return None, f"memd._sqlite not used: {detail}"
+    return _sqlite, ""
+
+
 ext: Any  # the C module, or None
-_error = ""
-try:
-    from memd import _sqlite as ext  # optional (pyproject.toml)
-except ImportError as _exc:  # no compiler or SQLite headers at install time
-    ext = None
-    _error = str(_exc)
+_error: str  # why it is None
+ext, _error = load(sqlite3)
 
 
 def main_file(conn: sqlite3.Connection) -> str:
@@ -68,7 +94,7 @@ def bulk_file(conn: sqlite3.Connection) -> str | None:
 def ranking_status() -> str:
     """One line for logs and INFO: which ranking function searches use, and why."""
     if ext is None:
-        return f"bm25 (memd._sqlite not built: {_error}; FTS ranking is about 2x slower)"
+        return f"bm25 ({_error}; FTS ranking is about 2x slower, the flush uses sqlite3's executemany)"
     if _error:
         return f"bm25 (memd._sqlite failed: {_error}; FTS ranking is about 2x slower)"
     return "memd_bm25 (memd._sqlite)"
