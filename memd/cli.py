@@ -85,6 +85,9 @@ def check(data_dir: str) -> int:
         os.close(lock_fd)
     for p in problems:
         print(f"PROBLEM {p}")
+    if any(p.startswith("sqlite:") for p in problems):
+        print(f"to repair: restore the latest backup with `memd restore BACKUP --data-dir {data_dir}` (what the "
+              "directory holds now is moved aside, not deleted)")
     print("check: ok" if not problems else f"check: {len(problems)} problem(s)")
     return 0 if not problems else 1
 
@@ -278,6 +281,8 @@ def describe_error(exc: BaseException, socket_path: str | None = None) -> str | 
     """
     import redis.exceptions as rex  # noqa: PLC0415
 
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return describe_error(exc.exceptions[0], socket_path)  # (a task group wraps what `serve` raises)
     where = socket_path or "the daemon's socket"
     if isinstance(exc, rex.TimeoutError):
         return f"no reply from {where} in time ({exc}); the daemon may be busy or stuck: see `memd info`"
