@@ -53,6 +53,8 @@ def check(data_dir: str) -> int:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 row = conn.execute("SELECT value FROM meta WHERE name = 'flushed_lsn'").fetchone()
                 flushed = int(row[0]) if row else 0
+                if row is None:  # every memd store has it from its creation on: a damaged page lost it
+                    problems.append(f"sqlite: {db_path}: the meta table has no flushed LSN (the file is damaged)")
                 keys = conn.execute("SELECT count(*) FROM keys").fetchone()[0]
             except sqlite3.DatabaseError as exc:
                 problems.append(f"sqlite: {db_path}: {exc}")

@@ -194,7 +194,8 @@ class Engine:
             await self.store.open()
         except (StoreError, sqlite3.DatabaseError) as exc:
             d = self.data_dir
-            raise StoreError(f"{exc}; `memd check --data-dir {d}` says what is damaged; if it is the SQLite file, "
+            what = str(exc) if isinstance(exc, StoreError) else f"{self.store.path}: {exc}"
+            raise StoreError(f"{what}; `memd check --data-dir {d}` says what is damaged; if it is the SQLite file, "
                              f"restore the latest backup with `memd restore BACKUP --data-dir {d}` (what the "
                              "directory held is moved aside, not deleted) and start again") from exc
 
@@ -464,6 +465,9 @@ class Engine:
                 await self._flush_all()
             except Exception as exc:  # noqa: BLE001 - a failed flush must not end the loop: retry
                 self.flush_error = f"{type(exc).__name__}: {exc}"
+                if type(exc) is sqlite3.DatabaseError:  # corrupt, or not a database: retrying will not mend it
+                    self.flush_error += (f"; stop memd, run `memd check --data-dir {self.data_dir}` and restore the "
+                                         "latest backup (the WAL keeps every write meanwhile)")
                 self.flush_failures += 1
                 log.error("flush_failed error=%r retry_in=1s (the WAL keeps every write)", self.flush_error)
                 await anyio.sleep(1.0)

@@ -599,6 +599,8 @@ class Store:
             await self.close()
             raise StoreError(f"cannot open {self.path}: {exc}; run `memd check` on the data directory") from exc
         row = self.reader.execute("SELECT value FROM meta WHERE name = 'flushed_lsn'").fetchone()
+        if row is None:  # (the caller closes the store)
+            raise StoreError(f"{self.path} is damaged: its meta table has no flushed LSN")
         self.flushed_lsn = int(row[0])
 
     async def close(self) -> None:

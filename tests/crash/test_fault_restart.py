@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -63,15 +64,24 @@ def write_config(base: str, text: str) -> str:
 # ---- 4. a SQLite file corrupted on disk -----------------------------------------------------
 
 def corrupt(db: str, where: str) -> None:
+    conn = sqlite3.connect(db)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    meta_pages = conn.execute("SELECT type, rootpage FROM sqlite_master WHERE tbl_name = 'meta'").fetchall()
+    conn.close()
     with open(db, "r+b") as f:
         if where == "header":  # the 100-byte file header: "file is not a database"
             f.write(b"\0" * 100)
-        else:  # the rest of page 1, the schema table: "malformed database schema"
+        elif where == "schema":  # the rest of page 1, the schema table: "malformed database schema"
             f.seek(100)
-            f.write(secrets.token_bytes(3900))
+            f.write(secrets.token_bytes(page_size - 100))
+        else:  # the meta table's pages (and its index's) read as valid empty leaves: SQLite sees no error,
+            for kind, page in meta_pages:  # even integrity_check finds none; the flushed LSN is just gone
+                f.seek((page - 1) * page_size)
+                leaf = 0x0D if kind == "table" else 0x0A
+                f.write(bytes([leaf, 0, 0, 0, 0]) + page_size.to_bytes(2, "big") + bytes(page_size - 7))
 
 
-@pytest.mark.parametrize("where", ["header", "schema"])
+@pytest.mark.parametrize("where", ["header", "schema", "meta"])
 def test_corrupt_sqlite_file_refuses_start_and_the_advice_works(base: str, where: str) -> None:
     config = write_config(base, f'[backup]\nschedule = ""\ndir = "{os.path.join(base, "backups")}"\n')
     daemon = Daemon(fsync="always", config=config, base=base)

@@ -175,8 +175,9 @@ async def arm(engine: Engine, kind: str) -> Callable[[], Awaitable[None]]:
         async def disarm_full() -> None:
             await store.execute("PRAGMA max_page_count = 1073741823")
         return disarm_full
-    error: Exception = (OSError(errno.EIO, "Input/output error") if kind == "eio"
-                        else sqlite3.OperationalError("disk I/O error"))
+    error: Exception = {"eio": OSError(errno.EIO, "Input/output error"),
+                        "disk-io-error": sqlite3.OperationalError("disk I/O error"),
+                        "corrupt": sqlite3.DatabaseError("database disk image is malformed")}[kind]
     wrapper = FailingFlush(store.flush, error)
     store.flush = wrapper
 
@@ -185,12 +186,12 @@ async def arm(engine: Engine, kind: str) -> Callable[[], Awaitable[None]]:
     return disarm
 
 
-@pytest.mark.parametrize("kind", ["eio", "disk-io-error", "sqlite-full"])
+@pytest.mark.parametrize("kind", ["eio", "disk-io-error", "sqlite-full", "corrupt"])
 async def test_flush_errors_buffer_up_to_the_bound_then_retry(tmp_path: Path, kind: str) -> None:
     value = b"x" * 500
     acked: dict[bytes, bytes] = {}
     expected_error = {"eio": "Input/output error", "disk-io-error": "disk I/O error",
-                      "sqlite-full": "database or disk is full"}[kind]
+                      "sqlite-full": "database or disk is full", "corrupt": "database disk image is malformed"}[kind]
     with anyio.fail_after(45):
         async with Engine(str(tmp_path / "data"), flush_max_records=20, flush_max_age=3600,
                           buffer_max_bytes=40_000, write_timeout=0.5) as engine:
@@ -217,6 +218,9 @@ async def test_flush_errors_buffer_up_to_the_bound_then_retry(tmp_path: Path, ki
             persistence = info(engine, "persistence")
             assert expected_error in persistence["memd_flush_error"]
             assert int(persistence["memd_flush_failures"]) >= 1
+            if kind == "corrupt":  # no retry mends a damaged file: INFO says what will
+                assert f"memd check --data-dir {engine.data_dir}" in persistence["memd_flush_error"]
+                assert "restore the latest backup" in persistence["memd_flush_error"]
             assert all(ks.get(k) == v for k, v in acked.items()), "reads see every buffered write"
             copy = crash_copy(engine, tmp_path / "crash")  # a crash while the flush is failing
             await disarm()
