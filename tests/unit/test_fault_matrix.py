@@ -32,7 +32,7 @@ from memd.commands import COMMANDS, Context
 from memd.engine.engine import Engine
 from memd.engine.fileops import FileOps
 from memd.engine.memtable import Memtable
-from memd.errors import DurabilityError, OverloadError
+from memd.errors import DurabilityError, OverloadError, WALCorruptError
 from tests.conftest import FakeClock
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -253,6 +253,30 @@ async def test_failed_flush_is_retried_when_no_write_follows(tmp_path: Path) -> 
             while engine.store.flushed_lsn < engine.last_lsn:
                 await anyio.sleep(0.05)
         assert engine.flush_error is None
+
+
+# ---- 5. (engine level) the oldest WAL segment missing ---------------------------------------
+
+async def test_missing_oldest_segment_names_the_range_after_the_flushed_lsn(tmp_path: Path) -> None:
+    """The middle-of-the-log case runs against a real daemon (tests/crash/test_fault_restart.py);
+    here the segment right after what SQLite holds is gone, so only the store's LSN bounds the gap."""
+    async with Engine(str(tmp_path / "data"), fsync="always", wal_segment_bytes=4096, flush_max_age=3600) as engine:
+        for i in range(20):
+            engine.keyspace.set(b"f%d" % i, b"v")
+        await engine.wait_durable()
+        await engine.flush()  # SQLite holds LSNs 1..20 and their segment is deleted
+        flushed = engine.store.flushed_lsn
+        for i in range(200):
+            engine.keyspace.set(b"k%d" % i, b"x" * 100)
+        await engine.wait_durable()
+        copy = Path(crash_copy(engine, tmp_path / "crash"))
+    segments = sorted((copy / "wal").iterdir())
+    assert len(segments) >= 3 and int(segments[0].name.split(".")[0]) == flushed + 1
+    segments[0].unlink()
+    nxt = int(segments[1].name.split(".")[0])
+    with pytest.raises(WALCorruptError, match=rf"LSNs {flushed + 1}\.\.{nxt - 1} are missing"):
+        async with Engine(str(copy)):
+            pass
 
 
 # ---- 6. the wall clock jumps ----------------------------------------------------------------
