@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -50,7 +51,6 @@ def refused_start(daemon: Daemon) -> str:
 def base() -> Iterator[str]:
     path = short_tmpdir("memd-ft-")
     yield path
-    import shutil
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -81,8 +81,7 @@ def corrupt(db: str, where: str) -> None:
                 f.write(bytes([leaf, 0, 0, 0, 0]) + page_size.to_bytes(2, "big") + bytes(page_size - 7))
 
 
-@pytest.mark.parametrize("where", ["header", "schema", "meta"])
-def test_corrupt_sqlite_file_refuses_start_and_the_advice_works(base: str, where: str) -> None:
+def test_corrupt_sqlite_file_refuses_start_and_the_advice_works(base: str) -> None:
     config = write_config(base, f'[backup]\nschedule = ""\ndir = "{os.path.join(base, "backups")}"\n')
     daemon = Daemon(fsync="always", config=config, base=base)
     acked: dict[str, str] = {}
@@ -99,32 +98,38 @@ def test_corrupt_sqlite_file_refuses_start_and_the_advice_works(base: str, where
         r.close()
     finally:
         assert daemon.stop() == 0
-    db = os.path.join(daemon.data_dir, "memd.sqlite3")
     # a clean stop checkpoints SQLite's own -wal into the file: the damage cannot hide behind a newer page 1
-    assert not os.path.exists(db + "-wal") or os.path.getsize(db + "-wal") == 0
-    corrupt(db, where)
+    db_name = "memd.sqlite3"
+    assert not os.path.exists(os.path.join(daemon.data_dir, db_name + "-wal"))
 
-    line = refused_start(daemon)
-    assert db in line, line
-    assert f"memd check --data-dir {daemon.data_dir}" in line, line  # what to run, with the real directory
-    assert f"memd restore BACKUP --data-dir {daemon.data_dir}" in line, line  # and what repairs it
+    for where in ("header", "schema", "meta"):  # each on its own copy of the stopped daemon's directory
+        damaged = Daemon(fsync="always", config=config, base=base, data_dir=os.path.join(base, f"data-{where}"))
+        shutil.copytree(daemon.data_dir, damaged.data_dir, ignore=shutil.ignore_patterns("memd.lock"))
+        db = os.path.join(damaged.data_dir, db_name)
+        corrupt(db, where)
 
-    out = memd("check", "--data-dir", daemon.data_dir)
-    assert out.returncode == 1
-    assert re.search(r"^PROBLEM sqlite: .*memd\.sqlite3", out.stdout, re.M), out.stdout
-    assert "memd restore" in out.stdout, out.stdout  # check says what to do too
+        line = refused_start(damaged)
+        assert db in line, (where, line)
+        assert f"memd check --data-dir {damaged.data_dir}" in line, (where, line)  # what to run, here
+        assert f"memd restore BACKUP --data-dir {damaged.data_dir}" in line, (where, line)  # and what repairs it
 
-    out = memd("restore", backup, "--data-dir", daemon.data_dir)  # the damaged file is kept aside
+        out = memd("check", "--data-dir", damaged.data_dir)
+        assert out.returncode == 1, (where, out.stdout)
+        assert re.search(r"^PROBLEM sqlite: .*memd\.sqlite3", out.stdout, re.M), (where, out.stdout)
+        assert f"memd restore BACKUP --data-dir {damaged.data_dir}" in out.stdout, (where, out.stdout)
+
+    # the advice works: the backup brings back every write acknowledged before it
+    out = memd("restore", backup, "--data-dir", damaged.data_dir)  # (the damaged file is kept aside)
     assert out.returncode == 0, out.stderr
-    daemon.start()
+    damaged.start()
     try:
-        r = redis.Redis(unix_socket_path=daemon.socket, socket_timeout=30, decode_responses=True)
+        r = redis.Redis(unix_socket_path=damaged.socket, socket_timeout=30, decode_responses=True)
         lost = [k for k, v in acked.items() if r.get(k) != v]
         assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:3]}"
         assert r.hgetall("h") == {"a": "1"}
         r.close()
     finally:
-        assert daemon.stop() == 0
+        assert damaged.stop() == 0
 
 
 # ---- 5. a WAL segment removed from the middle of the log ------------------------------------
