@@ -110,8 +110,8 @@ class Engine:
         self.write_timeout = write_timeout
         self.clock = clock  # wall-clock seconds; read through now_ms(), which never runs backwards
         self._now_ms = 0  # the latest answer of now_ms()
-        self._held_from = 0  # the wall clock's last reading while memd's clock held, and where it held
-        self._held_at = -1
+        self._held_from = 0  # while memd's clock holds: the wall clock's last reading (lower: a new step back)
+        self._held_at = -1  # ... and the time memd's clock holds at
         self.clock_steps_back = 0  # times the wall clock was seen stepping back (memd's clock held meanwhile)
         self.wal = WAL(os.path.join(data_dir, WAL_DIR), fsync=fsync, segment_bytes=wal_segment_bytes,
                        compress_min=wal_compress_min, fileops=fileops)
@@ -195,7 +195,7 @@ class Engine:
         except (StoreError, sqlite3.DatabaseError) as exc:
             d = self.data_dir
             what = str(exc) if isinstance(exc, StoreError) else f"{self.store.path}: {exc}"
-            raise StoreError(f"{what}; `memd check --data-dir {d}` says what is damaged; if it is the SQLite file, "
+            raise StoreError(f"{what}; `memd check --data-dir {d}` shows what is damaged; if the SQLite file is, "
                              f"restore the latest backup with `memd restore BACKUP --data-dir {d}` (what the "
                              "directory held is moved aside, not deleted) and start again") from exc
 
@@ -244,6 +244,7 @@ class Engine:
         return self._now_ms
 
     def _clock_held(self, wall_ms: int) -> None:
+        """Count and log each step back once, not at every reading while memd's clock holds."""
         if wall_ms < self._held_from or self._held_at != self._now_ms:  # a new step (not one seen again)
             self.clock_steps_back += 1
             self._held_at = self._now_ms
