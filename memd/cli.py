@@ -51,6 +51,8 @@ def check(data_dir: str) -> int:
             try:
                 result, version, lsn, keys = check_file(db_path)
                 flushed = lsn or 0
+                if lsn is None:  # every memd store has it from its creation on: a damaged page lost it
+                    problems.append(f"sqlite: {db_path}: the meta table has no flushed LSN (the file is damaged)")
             except sqlite3.DatabaseError as exc:
                 problems.append(f"sqlite: {db_path}: {exc}")
                 result, version, keys = [], -1, 0
@@ -80,6 +82,9 @@ def check(data_dir: str) -> int:
         os.close(lock_fd)
     for p in problems:
         print(f"PROBLEM {p}")
+    if any(p.startswith("sqlite:") for p in problems):
+        print(f"to repair: restore the latest backup with `memd restore BACKUP --data-dir {data_dir}` (what the "
+              "directory holds now is moved aside, not deleted)")
     print("check: ok" if not problems else f"check: {len(problems)} problem(s)")
     return 0 if not problems else 1
 
@@ -273,6 +278,8 @@ def describe_error(exc: BaseException, socket_path: str | None = None) -> str | 
     """
     import redis.exceptions as rex  # noqa: PLC0415
 
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return describe_error(exc.exceptions[0], socket_path)  # (a task group wraps what `serve` raises)
     where = socket_path or "the daemon's socket"
     if isinstance(exc, rex.TimeoutError):
         return f"no reply from {where} in time ({exc}); the daemon may be busy or stuck: see `memd info`"

@@ -67,6 +67,10 @@ class StoreError(MemdError):
     """The SQLite store failed or is not in a state memd can use."""
 
 
+class StoreDamagedError(StoreError):
+    """The store's file is corrupt or not a database: retrying will not mend it (a backup will)."""
+
+
 class DataDirLockedError(MemdError):
     """Another memd process holds the data directory's lock file."""
 

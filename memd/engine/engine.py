@@ -52,7 +52,7 @@ from memd.engine.memories import Memories
 from memd.engine.memtable import Memtable
 from memd.engine.records import OP_DEL, OP_FLUSHALL, OP_SET, OP_UPDATE, Op
 from memd.engine.wal import WAL, RecoveryReport
-from memd.errors import DataDirLockedError, DurabilityError, OverloadError
+from memd.errors import DataDirLockedError, DurabilityError, OverloadError, StoreDamagedError, StoreError
 from memd.store.base import Store
 from memd.store.sqlite import SqliteStore
 from memd.histogram import Histogram, latency_buckets
@@ -109,7 +109,11 @@ class Engine:
         self.flush_max_age = flush_max_age
         self.buffer_max_bytes = buffer_max_bytes
         self.write_timeout = write_timeout
-        self.clock = clock
+        self.clock = clock  # wall-clock seconds; read through now_ms(), which never runs backwards
+        self._now_ms = 0  # the latest answer of now_ms()
+        self._held_from = 0  # while memd's clock holds: the wall clock's last reading (lower: a new step back)
+        self._held_at = -1  # ... and the time memd's clock holds at
+        self.clock_steps_back = 0  # times the wall clock was seen stepping back (memd's clock held meanwhile)
         self.wal = WAL(os.path.join(data_dir, WAL_DIR), fsync=fsync, segment_bytes=wal_segment_bytes,
                        compress_min=wal_compress_min, fileops=fileops)
         self.store: Store = store if store is not None else SqliteStore(os.path.join(data_dir, DB_NAME))
@@ -144,7 +148,7 @@ class Engine:
         self._lock_fd = lock_data_dir(self.data_dir)
         try:
             os.makedirs(self.wal.directory, mode=0o750, exist_ok=True)
-            await self.store.open()
+            await self._open_store()
             await self._recover()
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
@@ -184,6 +188,17 @@ class Engine:
             os.close(self._lock_fd)
         log.info("engine_closed last_lsn=%d flushed_lsn=%d", self.last_lsn, self.store.flushed_lsn)
 
+    async def _open_store(self) -> None:
+        """Open SQLite; a file it cannot read stops the start with what to do (memd never rebuilds it:
+        the flushed data is only there, and in the backups)."""
+        try:
+            await self.store.open()
+        except StoreError as exc:
+            d = self.data_dir
+            raise StoreError(f"{exc}; `memd check --data-dir {d}` shows what is damaged; if the SQLite file is, "
+                             f"restore the latest backup with `memd restore BACKUP --data-dir {d}` (what the "
+                             "directory held is moved aside, not deleted) and start again") from exc
+
     async def _recover(self) -> None:
         t0 = time.perf_counter()
         report = self.recovery_report
@@ -208,6 +223,35 @@ class Engine:
                  "truncated=%d skipped_corrupt=%d seconds=%.3f", report.records, report.skipped_flushed,
                  report.segments, self.last_lsn, flushed, len(report.truncated), len(report.skipped_corrupt),
                  report.seconds)
+
+    # ---- time ------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        """Milliseconds since the epoch by the engine's clock; never less than an earlier answer.
+
+        Expiry times are absolute wall-clock times (they survive restarts, as
+        in Redis). A wall clock stepping forward by J expires what had less
+        than J left: at most J early. Stepping back would revive keys already
+        seen expired and stretch every TTL, so memd's time holds still instead
+        until the wall clock catches up: keys expire late by at most the step.
+        One comparison on the path of reads that look at an expiry.
+        """
+        now = int(self.clock() * 1000)
+        if now >= self._now_ms:
+            self._now_ms = now
+            return now
+        self._clock_held(now)
+        return self._now_ms
+
+    def _clock_held(self, wall_ms: int) -> None:
+        """Count and log each step back once, not at every reading while memd's clock holds."""
+        if wall_ms < self._held_from or self._held_at != self._now_ms:  # a new step (not one seen again)
+            self.clock_steps_back += 1
+            self._held_at = self._now_ms
+            log.warning("clock_stepped_back by_ms=%d holding_at_ms=%d (memd's time stands still until the wall "
+                        "clock catches up; keys expire late by at most that, never early; a restart follows the "
+                        "wall clock at once)", self._now_ms - wall_ms, self._now_ms)
+        self._held_from = wall_ms
 
     # ---- writes ----------------------------------------------------------------
 
@@ -422,9 +466,13 @@ class Engine:
                 await self._flush_all()
             except Exception as exc:  # noqa: BLE001 - a failed flush must not end the loop: retry
                 self.flush_error = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, StoreDamagedError):  # retrying will not mend it
+                    self.flush_error += (f"; stop memd, run `memd check --data-dir {self.data_dir}` and restore the "
+                                         "latest backup (the WAL keeps every write meanwhile)")
                 self.flush_failures += 1
                 log.error("flush_failed error=%r retry_in=1s (the WAL keeps every write)", self.flush_error)
                 await anyio.sleep(1.0)
+                self._flush_wanted.set()  # retry now, not at the next write or flush_max_age
 
     # ---- figures ---------------------------------------------------------------
 
@@ -446,6 +494,7 @@ class Engine:
             "fsync_count": self.wal.fsync_count,
             "last_fsync_ms": round(self.wal.last_fsync_seconds * 1000, 3),
             "wal_error": self.wal.fatal_error or self.wal.write_error or "",
+            "clock_steps_back": self.clock_steps_back,
             "recovered_records": self.recovery_report.records,
             "recovery_seconds": round(self.recovery_report.seconds, 3),
         }

@@ -60,7 +60,7 @@ class Keyspace(CollectionsMixin):
     # ---- primitives --------------------------------------------------------------
 
     def now_ms(self) -> int:
-        return int(self.engine.clock() * 1000)
+        return self.engine.now_ms()
 
     def _layers(self) -> list[Memtable]:
         return self.engine.layers()

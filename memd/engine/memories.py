@@ -111,7 +111,7 @@ class Memories:
         self.history_max_age_ms = history_max_age_ms  # retention: archived versions ended this recently (0: any)
 
     def now_ms(self) -> int:
-        return int(self.engine.clock() * 1000)
+        return self.engine.now_ms()
 
     def _current(self, ns: str, key: str) -> MemRow | None:
         """(value, version, created, updated, expires, ttl) from the newest layer that has the item."""

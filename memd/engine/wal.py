@@ -33,6 +33,7 @@ the older segment before it creates the newer one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -159,6 +160,7 @@ class WAL:
         start would cut off is only reported.
         """
         self._repair = repair
+        advice = _advice(self.directory)
         if mode not in RECOVERY_MODES:
             raise ValueError(f"recovery must be one of {', '.join(RECOVERY_MODES)}")
         segments = list_segments(self.directory)
@@ -186,13 +188,23 @@ class WAL:
                 if mode == "skip-corrupt":
                     report.skipped_corrupt.append((path, 0, len(data), f"bad segment header: {exc}"))
                     continue
-                raise WALCorruptError(path, 0, f"bad segment header: {exc}; {_ADVICE}") from exc
-            if expected and first_lsn != expected and mode != "skip-corrupt":
+                raise WALCorruptError(path, 0, f"bad segment header: {exc}; {advice}") from exc
+            if expected and first_lsn > expected:
+                gap = (f"LSNs {expected}..{first_lsn - 1} are missing: {os.path.basename(path)} starts at LSN "
+                       f"{first_lsn} where {expected} was expected (a segment before it was removed or lost)")
+                if mode != "skip-corrupt":
+                    raise WALCorruptError(path, 0, f"{gap}; {advice}")
+                self._skip_gap(path, gap, report)
+                expected = first_lsn
+            elif expected and first_lsn != expected and mode != "skip-corrupt":
                 raise WALCorruptError(path, 0, f"segment starts at LSN {first_lsn} but LSN {expected} was expected "
-                                               f"(a segment is missing); {_ADVICE}")
-            if not expected and first_lsn > flushed_lsn + 1 and mode != "skip-corrupt":
-                raise WALCorruptError(path, 0, f"first WAL record is LSN {first_lsn} but the store holds only up to "
-                                               f"LSN {flushed_lsn}: records in between are missing; {_ADVICE}")
+                                               f"(segments overlap); {advice}")
+            if not expected and first_lsn > flushed_lsn + 1:
+                gap = (f"LSNs {flushed_lsn + 1}..{first_lsn - 1} are missing: the first WAL record is LSN "
+                       f"{first_lsn} but the store holds only up to LSN {flushed_lsn}")
+                if mode != "skip-corrupt":
+                    raise WALCorruptError(path, 0, f"{gap}; {advice}")
+                self._skip_gap(path, gap, report)
             self._old_segments.append((first_lsn, path))
             if not expected:
                 expected = first_lsn  # the first record of a segment carries the LSN in its name
@@ -231,11 +243,11 @@ class WAL:
                     if nxt is None and last:
                         if mode == "absolute":
                             raise WALCorruptError(path, offset, f"{problem} at the tail ({len(data) - offset} bytes); "
-                                                                f"recovery = absolute refuses to drop it; {_ADVICE}")
+                                                                f"recovery = absolute refuses to drop it; {advice}")
                         self._cut(path, offset, len(data) - offset, report, mode, problem)
                         break
                     if mode != "skip-corrupt":
-                        raise WALCorruptError(path, offset, f"{problem}, with valid records after it; {_ADVICE}")
+                        raise WALCorruptError(path, offset, f"{problem}, with valid records after it; {advice}")
                     end = len(data) if nxt is None else nxt
                     report.skipped_corrupt.append((path, offset, end - offset, problem))
                     log.error("wal_skip_corrupt path=%s offset=%d bytes=%d reason=%r", path, offset, end - offset,
@@ -250,6 +262,12 @@ class WAL:
                     continue
                 report.records += 1
                 yield rec.lsn, rec.ops
+
+    @staticmethod
+    def _skip_gap(path: str, gap: str, report: RecoveryReport) -> None:
+        """skip-corrupt: records that are not there at all; recovery goes on with the next ones."""
+        report.skipped_corrupt.append((path, 0, 0, gap))
+        log.error("wal_skip_missing path=%s reason=%r (recovery = skip-corrupt: those writes are lost)", path, gap)
 
     def _cut(self, path: str, offset: int, dropped: int, report: RecoveryReport, mode: str, why: str) -> None:
         if not self._repair:
@@ -390,8 +408,10 @@ class WAL:
 
     def _write_failed(self, seg: Segment, exc: OSError) -> NoReturn:
         self.write_failures += 1
+        until = ("the disk has room again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
+                 "a retry succeeds (an I/O error: check the disk, e.g. `dmesg`)")
         self.write_error = (f"WAL write to {seg.path} failed: {exc.strerror or exc}; writes are refused "
-                            "until the disk has room again (retried every second); reads go on")
+                            f"until {until} (retried every second); reads go on")
         log.error("wal_write_failed path=%s error=%r", seg.path, str(exc))
         raise DurabilityError(self.write_error) from exc
 
@@ -618,8 +638,12 @@ class WAL:
                 "wal_records": self.appended_lsn - self.start_lsn + 1, "wal_write_failures": self.write_failures}
 
 
-_ADVICE = ("inspect it with `memd check --data-dir DIR`; restart with storage.recovery = \"skip-corrupt\" to start "
-           "anyway without the bad records, or restore the latest backup")
+def _advice(directory: str) -> str:
+    """What the operator can do about a damaged log (``directory``: the WAL's, inside the data directory)."""
+    data_dir = os.path.dirname(os.path.abspath(directory))
+    return (f"inspect it with `memd check --data-dir {data_dir}`; then either restore the latest backup "
+            f"(`memd restore BACKUP --data-dir {data_dir}`), or start once with storage.recovery = \"skip-corrupt\" "
+            "to replay every record that is still readable and lose the ones named here")
 
 
 def _next_valid(data: bytes, start: int) -> int | None:

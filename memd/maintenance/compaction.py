@@ -47,7 +47,7 @@ async def run_compaction(engine: Engine, cfg: CompactionConfig) -> dict[str, Any
     t0 = time.perf_counter()
     store, mem = engine.store, engine.memories
     before = store.disk_bytes()
-    now_ms = int(engine.clock() * 1000)
+    now_ms = engine.now_ms()
     max_age = mem.history_max_age_ms
     totals = [0, 0]
     more = True

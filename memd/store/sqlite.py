@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import anyio
 
 from memd.engine.memtable import Memtable
-from memd.errors import StoreError
+from memd.errors import StoreDamagedError, StoreError
 from memd.store import csqlite, search, statements
 from memd.store.base import Cond, HistoryRow, KeyRow, MemRow, Scope, SearchRow
 from memd.store.filters import json_eq, json_text, member_text
@@ -62,10 +62,14 @@ class SqliteStore:
             self._rank = csqlite.ranking_function(self.path)
             self._reader = self._open_reader()
             self._writer = self._open_writer()
-        except sqlite3.Error as exc:
+            row = self.reader.execute("SELECT value FROM meta WHERE name = 'flushed_lsn'").fetchone()
+            if row is None:
+                raise StoreError(f"{self.path} is damaged: its meta table has no flushed LSN")
+        except (sqlite3.Error, StoreError) as exc:
             await self.close()
-            raise StoreError(f"cannot open {self.path}: {exc}; run `memd check` on the data directory") from exc
-        row = self.reader.execute("SELECT value FROM meta WHERE name = 'flushed_lsn'").fetchone()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
         self.flushed_lsn = int(row[0])
 
     async def close(self) -> None:
@@ -225,7 +229,12 @@ class SqliteStore:
                 writer = self._writer
                 if writer is None:
                     raise StoreError("store is closed")
-                return await anyio.to_thread.run_sync(fn, writer)
+                try:
+                    return await anyio.to_thread.run_sync(fn, writer)
+                except sqlite3.DatabaseError as exc:
+                    if type(exc) is sqlite3.DatabaseError:  # corrupt, or not a database (not a busy or full disk)
+                        raise StoreDamagedError(f"{self.path}: {exc}") from exc
+                    raise
 
     def _transaction(self, writer: sqlite3.Connection, groups: Groups) -> None:
         """One BEGIN IMMEDIATE transaction of executemany groups (empty ones skipped); in the writer's thread."""
