@@ -1,0 +1,80 @@
+"""benchmarks/soak.py keeps working: a few seconds of it sample, summarize and clean up.
+
+Not a performance test: a short run's slopes mean nothing, so only the shape of the output,
+the workload's own correctness checks (no wrong or error reply) and the cleanup are asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "benchmarks", "soak.py")
+SAMPLE_RE = re.compile(r"^\s*\d+\.\d\s+\d+\s+\d+\s+\d+\s+\d+\s+[\d.]+\s+[\d.]+\s+\d+\s", re.MULTILINE)
+STARTED_RE = re.compile(r"^daemon pid (\d+), dir (\S+);", re.MULTILINE)
+
+
+def _gone(pid: int, path: str) -> None:
+    """The daemon process and the temp dir no longer exist."""
+    assert not os.path.exists(path), f"soak left its temp dir {path}"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"soak left the daemon (pid {pid}) running")
+
+
+@pytest.mark.timeout(120)
+def test_short_soak_prints_samples_and_a_verdict() -> None:
+    proc = subprocess.run([sys.executable, SCRIPT, "--minutes", "0.25", "--sample-seconds", "4",
+                           "--warmup-minutes", "0", "--rate", "300", "--workers", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=110)
+    out = proc.stdout
+    assert proc.returncode in (0, 1), f"rc {proc.returncode}\n{out}\n{proc.stderr}"
+    assert len(SAMPLE_RE.findall(out)) >= 3, out
+    summary = re.search(r"^summary over minutes 0\.\.[\d.]+ \((\d+) samples\): ([\d,]+) commands, \d+ compactions, "
+                        r"\d+ backups, (\d+) errors, (\d+) wrong replies, (\d+) log errors, daemon exit 0$",
+                        out, re.MULTILINE)
+    assert summary, out
+    assert int(summary[2].replace(",", "")) > 0
+    assert (summary[3], summary[4], summary[5]) == ("0", "0", "0"), out
+    assert re.search(r"^  anonymous RSS: .* slope [-+][\d.]+ MB / 10 min", out, re.MULTILINE), out
+    assert re.search(r"^  fds: \d+ -> \d+", out, re.MULTILINE), out
+    assert re.search(r"^RESULT: (PASS|FAIL)", out, re.MULTILINE), out
+    started = STARTED_RE.search(out)
+    assert started, out
+    _gone(int(started[1]), started[2])
+
+
+@pytest.mark.timeout(90)
+def test_interrupted_soak_stops_the_daemon_and_removes_its_dir() -> None:
+    proc = subprocess.Popen([sys.executable, SCRIPT, "--minutes", "5", "--sample-seconds", "2", "--rate", "200",
+                             "--workers", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        deadline = time.monotonic() + 60
+        while not SAMPLE_RE.search(seen) and time.monotonic() < deadline:  # readline blocks: the timeout bounds it
+            chunk = proc.stdout.readline()
+            if not chunk:
+                break
+            seen += chunk
+        started = STARTED_RE.search(seen)
+        assert started and SAMPLE_RE.search(seen), seen
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, f"rc {proc.returncode}\n{seen}{rest}\n{err}"
+    assert "interrupted" in err
+    _gone(int(started[1]), started[2])
