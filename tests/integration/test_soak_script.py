@@ -1,7 +1,8 @@
 """benchmarks/soak.py keeps working: a few seconds of it sample, summarize and clean up.
 
 Not a performance test: a short run's slopes mean nothing, so only the shape of the output,
-the workload's own correctness checks (no wrong or error reply) and the cleanup are asserted.
+the workload's own correctness checks (no wrong or error reply) and the cleanup are asserted;
+the verdict's rules are checked on made-up samples.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -78,3 +81,42 @@ def test_interrupted_soak_stops_the_daemon_and_removes_its_dir() -> None:
     assert proc.returncode == 130, f"rc {proc.returncode}\n{seen}{rest}\n{err}"
     assert "interrupted" in err
     _gone(int(started[1]), started[2])
+
+
+def _samples(fds: list[int], anon_start: float = 40.0, anon_per_min: float = 0.0) -> list[Any]:
+    sys.path.insert(0, os.path.dirname(SCRIPT))
+    try:
+        import soak  # noqa: PLC0415 - benchmarks/ is not a package
+    finally:
+        sys.path.remove(os.path.dirname(SCRIPT))
+    out = []
+    for i, n in enumerate(fds):
+        minute = 10.0 + i
+        out.append(soak.Sample(minute=minute, ops=1000 * (i + 1), errors=0, wrong=0, rss_mb=60.0,
+                               anon_mb=anon_start + anon_per_min * i, fds=n, wal_mb=0.0, sqlite_mb=20.0,
+                               sqlite_wal_mb=10.0, keys=4800, lag_p50=1.0, lag_p99=10.0, lag_max=20.0,
+                               compactions=i, backups=i, fd_kinds=Counter({"socket:[N]": n})))
+    return out
+
+
+def _verdict(samples: list[Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    import soak  # noqa: PLC0415 - imported by _samples
+
+    rc = soak.summarize(samples, 10.0, 0, [])
+    return rc, capsys.readouterr().out
+
+
+def test_verdict_tolerates_fd_jitter_but_not_a_rising_floor(capsys: pytest.CaptureFixture[str]) -> None:
+    jitter = [30, 33, 30, 31, 32, 30, 33, 30, 30, 34, 30, 31]  # transient fds, the floor stays at 30
+    rc, out = _verdict(_samples(jitter), capsys)
+    assert (rc, out.splitlines()[-1]) == (0, "RESULT: PASS"), out
+    leak = [30, 33, 30, 31, 32, 31, 33, 31, 32, 34, 32, 33]  # one fd more for good from the middle on
+    rc, out = _verdict(_samples(leak), capsys)
+    assert rc == 1 and "fd growth" in out and "socket:[N] +2" in out, out
+
+
+def test_verdict_fails_an_anonymous_rss_slope_over_the_target(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out = _verdict(_samples([30] * 12, anon_per_min=0.1), capsys)  # 1 MB / 10 min
+    assert rc == 0, out
+    rc, out = _verdict(_samples([30] * 12, anon_per_min=0.25), capsys)  # 2.5 MB / 10 min
+    assert rc == 1 and "anonymous RSS slope +2.50 MB / 10 min >= 2" in out, out
