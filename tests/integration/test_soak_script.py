@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,7 +37,7 @@ def _gone(pid: int, path: str) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_short_soak_prints_samples_and_a_verdict() -> None:
+def test_short_soak_prints_samples_and_a_verdict(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, SCRIPT, "--minutes", "0.25", "--sample-seconds", "4",
                            "--warmup-minutes", "0", "--rate", "300", "--workers", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=110)
@@ -55,6 +56,16 @@ def test_short_soak_prints_samples_and_a_verdict() -> None:
     started = STARTED_RE.search(out)
     assert started, out
     _gone(int(started[1]), started[2])
+
+    # the saved output can be judged again, with the same samples
+    log = tmp_path / "soak.log"
+    log.write_text(out)
+    again = subprocess.run([sys.executable, SCRIPT, "--from-log", str(log), "--warmup-minutes", "0"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert again.returncode in (0, 1), again.stdout + again.stderr
+    assert f"judging {len(SAMPLE_RE.findall(out))} samples" in again.stdout, again.stdout
+    assert f"({summary[1]} samples): {summary[2]} commands" in again.stdout, again.stdout
+    assert re.search(r"^RESULT: (PASS|FAIL)", again.stdout, re.MULTILINE), again.stdout
 
 
 @pytest.mark.timeout(90)
