@@ -14,6 +14,8 @@ import gc
 import grp
 import json
 import logging
+import os
+import shlex
 import signal
 import sys
 import time
@@ -27,7 +29,7 @@ from memd import __version__, config as config_mod, systemd
 from memd.commands import Context
 from memd.commands.server import metrics_text
 from memd.config import Config
-from memd.engine.engine import Engine
+from memd.engine.engine import DB_NAME, Engine
 from memd.engine.memories import Memories
 from memd.maintenance.backup import last_backup, run_backup
 from memd.maintenance.compaction import run_compaction
@@ -114,6 +116,7 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
     group = _group_id(s.socket_group)
     activated = systemd.listen_socket()  # memd.socket: systemd made and holds the socket; clients queue in it
     systemd.notify(f"STATUS=recovering: replaying the WAL in {st.data_dir}")
+    first_start = not os.path.exists(os.path.join(st.data_dir, DB_NAME))  # (before the engine creates it)
     async with Engine(st.data_dir, fsync=st.fsync, recovery=st.recovery, wal_segment_bytes=st.wal_segment_bytes,
                       wal_compress_min=st.wal_compress_min_bytes, flush_max_records=cfg.flush.max_records,
                       flush_max_bytes=cfg.flush.max_bytes, flush_max_age=cfg.flush.max_age_seconds,
@@ -149,6 +152,9 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
             try:
                 log.info("ready version=%s socket=%s data_dir=%s fsync=%s search_ranking=%r", __version__,
                          server.socket_path, st.data_dir, st.fsync, engine.store.ranking())
+                if first_start:  # a newcomer's first run: where things are, and how to try it (once)
+                    print(f"memd: first start: data in {st.data_dir}, socket {server.socket_path}; "
+                          f"try it: redis-cli -s {shlex.quote(server.socket_path)} PING", file=sys.stderr, flush=True)
                 await stop.wait()
                 systemd.notify("STOPPING=1", "STATUS=shutting down: draining connections, then the final flush")
                 log.info("shutdown_begin connections=%d", len(server.connections))

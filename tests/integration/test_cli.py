@@ -219,3 +219,20 @@ def test_commands_after_the_daemon_died() -> None:
         assert "no such socket" in err
     finally:
         d.cleanup()
+
+
+def test_first_start_says_where_things_are_and_how_to_try_it_once() -> None:
+    d = Daemon()
+    try:
+        d.start()
+        assert d.stop() == 0
+        d.start()
+        assert d.stop() == 0
+        hints = [line for line in d.log().splitlines() if line.startswith("memd: first start:")]
+        assert hints == [f"memd: first start: data in {d.data_dir}, socket {d.socket}; "
+                         f"try it: redis-cli -s {d.socket} PING"], d.log()
+        d.start()  # and the command it gives works as printed
+        out = subprocess.run(hints[0].split("try it: ")[1].split(), capture_output=True, text=True, timeout=10)
+        assert out.stdout.strip() == "PONG", out
+    finally:
+        d.cleanup()
