@@ -54,6 +54,7 @@ from memd.engine.records import OP_DEL, OP_FLUSHALL, OP_SET, OP_UPDATE, Op
 from memd.engine.wal import WAL, RecoveryReport
 from memd.errors import DataDirLockedError, DurabilityError, OverloadError
 from memd.store.base import Store
+from memd.store.schema import MigrationProgress
 from memd.store.sqlite import SqliteStore
 from memd.histogram import Histogram, latency_buckets
 
@@ -100,7 +101,7 @@ class Engine:
                  flush_max_age: float = DEFAULT_FLUSH_MAX_AGE, buffer_max_bytes: int = DEFAULT_BUFFER_MAX_BYTES,
                  write_timeout: float = DEFAULT_WRITE_TIMEOUT, clock: Callable[[], float] = time.time,
                  fileops: FileOps | None = None, recovery_progress: Callable[[int], None] | None = None,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, migration_progress: MigrationProgress | None = None) -> None:
         self.data_dir = data_dir
         self.recovery_progress = recovery_progress  # called with records replayed so far, ~every second
         self.recovery_mode = recovery
@@ -112,7 +113,8 @@ class Engine:
         self.clock = clock
         self.wal = WAL(os.path.join(data_dir, WAL_DIR), fsync=fsync, segment_bytes=wal_segment_bytes,
                        compress_min=wal_compress_min, fileops=fileops)
-        self.store: Store = store if store is not None else SqliteStore(os.path.join(data_dir, DB_NAME))
+        self.store: Store = store if store is not None else SqliteStore(os.path.join(data_dir, DB_NAME),
+                                                                        migration_progress)
         self.active = Memtable()
         self.frozen: Memtable | None = None
         self.keyspace = Keyspace(self)

@@ -5,17 +5,37 @@ Keys of every type live in ``keys``; collection elements in ``elems`` keyed by
 (``gen`` bumped), so the flush writes one row per changed key and SQLite does the
 cascading in C. Memories live in ``mem_items`` (with ``mem_history`` and the FTS5 index
 ``mem_fts``). Each migration runs in one transaction.
+
+A migration can run for minutes on a big store (v4 rebuilds the keys table in one
+statement), and under systemd a start that says nothing for TimeoutStartSec= is killed
+and restarted, into the same migration: a restart loop. So ``migrate`` reports progress
+while SQLite works, through SQLite's progress handler, which the VM calls every
+PROGRESS_STEPS instructions inside even a single long statement; the daemon turns each
+report into STATUS= and EXTEND_TIMEOUT_USEC=. A report is evidence of progress: a
+migration stuck on a lock makes none, and systemd's timeout still applies to it.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
+from collections.abc import Callable
 
 from memd.errors import StoreError
 from memd.store.tokens import field_tokens, ns_tokens
 
 SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 5000
+MIGRATION_PROGRESS_SECONDS = 1.0  # at most one progress report per this many seconds (read at each migrate)
+# VM instructions between two looks at the clock: tens of microseconds of SQLite work, so a report is
+# never late by more than that, and the GIL is taken back only a few thousand times a second
+PROGRESS_STEPS = 100_000
+
+log = logging.getLogger("memd.store")
+
+# Called with (from_version, to_version, seconds since the migration began), from the thread running it.
+MigrationProgress = Callable[[int, int, float], None]
 
 # The keys table's columns, and the triggers that purge a collection's elements when its key is
 # deleted or recreated: v1 creates them, v4 rebuilds the table around them.
@@ -144,8 +164,16 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def migrate(path: str) -> int:
-    """Create or upgrade the schema; return the version found before."""
+def migrate(path: str, progress: MigrationProgress | None = None, *, interval: float | None = None) -> int:
+    """Create or upgrade the schema; return the version found before.
+
+    ``progress`` is called at most once per ``interval`` seconds (default
+    MIGRATION_PROGRESS_SECONDS) while an upgrade runs, with the step's versions and
+    the seconds since the upgrade began; a fast upgrade makes no call. It runs in
+    the caller's thread, inside SQLite's progress handler: it must be quick, and
+    whatever it raises is logged, never passed to SQLite (that would abort the
+    migration).
+    """
     conn = connect(path)
     conn.create_function("memd_ns_tokens", 1, ns_tokens, deterministic=True)  # v2 indexes existing memories
     conn.create_function("memd_field_tokens", 1, field_tokens, deterministic=True)  # v3 too
@@ -159,13 +187,55 @@ def migrate(path: str) -> int:
             # must precede the first table: auto_vacuum cannot be switched on later without VACUUM
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
+        if found == SCHEMA_VERSION:
+            return int(found)
+        t0 = time.monotonic()
+        if found:  # a new file is not an upgrade: nothing to say
+            log.info("schema_migration_begin path=%s from=%d to=%d", path, found, SCHEMA_VERSION)
+        reporter = _Reporter(progress, MIGRATION_PROGRESS_SECONDS if interval is None else interval, t0)
+        if progress is not None:
+            conn.set_progress_handler(reporter, PROGRESS_STEPS)
         for version in range(found, SCHEMA_VERSION):
+            reporter.step = (version, version + 1)
             conn.execute("BEGIN IMMEDIATE")
             for statement in MIGRATIONS[version].split(";\n"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
+        conn.set_progress_handler(None, 0)
+        if found:
+            log.info("schema_migration_done path=%s from=%d to=%d seconds=%.3f reports=%d", path, found,
+                     SCHEMA_VERSION, time.monotonic() - t0, reporter.reports)
         return int(found)
     finally:
         conn.close()
+
+
+class _Reporter:
+    """SQLite's progress handler for ``migrate``: calls ``progress`` at most once per ``interval`` seconds.
+
+    Returns None (false) always: a true value would make SQLite abort the statement.
+    """
+
+    def __init__(self, progress: MigrationProgress | None, interval: float, t0: float) -> None:
+        self.progress = progress
+        self.interval = interval
+        self.t0 = t0
+        self.next = t0 + interval
+        self.step = (0, 0)
+        self.reports = 0
+        self.failed = False
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self.next or self.progress is None:
+            return
+        self.next = now + self.interval
+        self.reports += 1
+        try:
+            self.progress(self.step[0], self.step[1], now - self.t0)
+        except Exception as exc:  # noqa: BLE001 - raised into SQLite it would abort the migration
+            if not self.failed:  # once: it is called again every interval
+                log.warning("schema_migration_progress_failed error=%r (the migration goes on)", str(exc))
+            self.failed = True
