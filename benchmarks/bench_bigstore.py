@@ -28,11 +28,14 @@ import math
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 import anyio
 import psutil
@@ -46,6 +49,7 @@ from memd.engine.wal import WAL  # noqa: E402
 from memd.store import schema  # noqa: E402
 from memd.store.tokens import field_tokens, ns_tokens  # noqa: E402
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 100_000
 EXPIRES = 1_900_000_000_000  # 2030: nothing expires during the run
 START_DEADLINE = 3600.0
@@ -129,7 +133,7 @@ def disk_bytes(path: str) -> int:
 class Poller:
     """Samples a number every ``every`` seconds in a thread and keeps the largest."""
 
-    def __init__(self, sample: object, every: float = 0.1) -> None:
+    def __init__(self, sample: Callable[[], int], every: float = 0.1) -> None:
         self.sample = sample
         self.every = every
         self.peak = 0
@@ -147,7 +151,7 @@ class Poller:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.peak = max(self.peak, self.sample())  # type: ignore[operator]
+                self.peak = max(self.peak, self.sample())
             except (OSError, psutil.Error):
                 pass
             self._stop.wait(self.every)
@@ -179,8 +183,6 @@ async def write_wal_tail(data_dir: str, n_keys: int, records: int) -> None:
         await wal.close()
         tg.cancel_scope.cancel()
 
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_daemon(cleanup: Cleanup, base: str, data_dir: str) -> dict[str, float]:
@@ -214,7 +216,6 @@ def run_daemon(cleanup: Cleanup, base: str, data_dir: str) -> dict[str, float]:
 
 def wait_pong(sock: str, proc: subprocess.Popen[bytes], log: str) -> None:
     """Connect and PING until PONG; polls every 10 ms, so the start time is measured to ~10 ms."""
-    import socket  # noqa: PLC0415 - only here
     end = time.monotonic() + START_DEADLINE
     while time.monotonic() < end:
         if proc.poll() is not None:
@@ -285,7 +286,6 @@ def main() -> None:
 
 
 def _mkdtemp_in(cleanup: Cleanup, parent: str) -> str:
-    import tempfile  # noqa: PLC0415
     d = tempfile.mkdtemp(prefix="memd-big-", dir=parent)
     cleanup.dirs.append(d)
     return d
