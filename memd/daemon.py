@@ -46,9 +46,12 @@ log = logging.getLogger("memd.daemon")
 # p99); the memory watchdog still collects in full when memory grows.
 GC_THRESHOLDS = (2_000, 10, 50)
 RECOVERY_EXTEND_USEC = 60_000_000  # per progress report (~1 s): room for a flush-as-you-go of a full buffer
-# per schema-migration report (~1 s): room for the stretches SQLite's progress handler does not see (the
-# COMMIT writing the rebuilt table out, the checkpoint after it)
-MIGRATION_EXTEND_USEC = 120_000_000
+# per schema-migration report (~1 s): room for the steps SQLite's progress handler does not see. DROP
+# TABLE of the old keys table frees its every page in one VM instruction, as does the COMMIT's
+# fsync: the longest stretch without a report was 110 s for 10,000,000 keys on a loaded 2-core
+# machine (benchmarks/bench_bigstore.py). A migration stuck for good is killed 5 minutes after its
+# last report; one killed while making progress would restart into the same migration, for ever.
+MIGRATION_EXTEND_USEC = 300_000_000
 
 
 class JsonLineFormatter(logging.Formatter):

@@ -191,9 +191,17 @@ def migrate(path: str, progress: MigrationProgress | None = None, *, interval: f
         if found == 0:
             # must precede the first table: auto_vacuum cannot be switched on later without VACUUM
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        conn.execute("PRAGMA journal_mode = WAL")
         if found == SCHEMA_VERSION:
+            conn.execute("PRAGMA journal_mode = WAL")
             return int(found)
+        # An upgrade runs with a rollback journal, WAL after. In WAL mode every page a rebuild writes
+        # goes to the -wal file first (again each time the small cache spills it), and the COMMIT's
+        # checkpoint then copies them all into the database, a step SQLite's progress handler does not
+        # see. v3 -> v4 of 2,000,000 keys: COMMIT 8.4 s through the WAL, 1.5 s with a rollback journal
+        # (the new pages are written in place; only pages the file held before are journaled). It needs
+        # the only connection: memd holds the data directory's lock; should another process read the
+        # file anyway, the mode stays WAL, which is slower but as correct.
+        conn.execute("PRAGMA journal_mode = DELETE")
         t0 = time.monotonic()
         if found:  # a new file is not an upgrade: nothing to say
             log.info("schema_migration_begin path=%s from=%d to=%d", path, found, SCHEMA_VERSION)
@@ -209,6 +217,7 @@ def migrate(path: str, progress: MigrationProgress | None = None, *, interval: f
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         conn.set_progress_handler(None, 0)
+        conn.execute("PRAGMA journal_mode = WAL")
         if found:
             log.info("schema_migration_done path=%s from=%d to=%d seconds=%.3f reports=%d", path, found,
                      SCHEMA_VERSION, time.monotonic() - t0, reporter.reports)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from memd import daemon
 from memd.engine.engine import DB_NAME
 from tests.integration.test_systemd import NotifyReceiver, Run, daemon_env, ping, runs  # noqa: F401 - fixture
 from tests.integration.daemon import short_tmpdir
@@ -48,7 +49,8 @@ def test_daemon_migrating_an_old_store_extends_its_start_timeout(runs: Callable[
         before = lines[:lines.index("READY=1")]
         migrating = [x for x in before if x.startswith("STATUS=migrating schema v3 -> v4, ")]
         assert migrating, before
-        assert before.count("EXTEND_TIMEOUT_USEC=120000000") == len(migrating), "each report extends the timeout"
+        extend = f"EXTEND_TIMEOUT_USEC={daemon.MIGRATION_EXTEND_USEC}"
+        assert before.count(extend) == len(migrating), "each report extends the timeout"
         assert ping(run.socket) == b"+PONG\r\n"
         client = redis.Redis(unix_socket_path=run.socket)
         try:

@@ -27,6 +27,7 @@ def old_store(path: str, version: int, keys: Iterable[KeyRow] = ()) -> None:
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)", keys)
         conn.execute("COMMIT")
+        conn.execute("PRAGMA journal_mode = WAL")  # as memd leaves every store
     finally:
         conn.close()
 

@@ -66,6 +66,19 @@ def test_every_step_of_an_old_store_is_named(tmp_path: Path, fine_steps: None) -
     assert migrated_keys(path) == N
 
 
+def test_an_upgrade_writes_in_place_not_through_the_sqlite_wal(v3: str, fine_steps: None) -> None:
+    """Through the WAL, a rebuild's pages end in one long checkpoint that reports nothing (and doubles the disk)."""
+    seen: list[tuple[bool, bool]] = []
+    migrate(v3, lambda a, b, s: seen.append((os.path.exists(v3 + "-wal"), os.path.exists(v3 + "-journal"))),
+            interval=0.0)
+    assert seen and set(seen) == {(False, True)}, "a rollback journal while migrating, no -wal file"
+    conn = sqlite3.connect(v3)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal", "WAL again for the daemon"
+    finally:
+        conn.close()
+
+
 def test_reports_come_at_most_once_per_interval(v3: str, fine_steps: None) -> None:
     calls: list[float] = []
     migrate(v3, lambda a, b, s: calls.append(s), interval=3600.0)
