@@ -237,7 +237,7 @@ def mib(n: float) -> str:
 
 
 def line(name: str, *cols: str) -> None:
-    print(f"{name:<44}" + "".join(f"{c:>18}" for c in cols), flush=True)
+    print(f"{name:<44}" + "".join(f" {c:>17}" for c in cols), flush=True)
 
 
 def main() -> None:
@@ -257,13 +257,13 @@ def main() -> None:
         db = os.path.join(data_dir, DB_NAME)
         print(f"memd big-store benchmark: {n:,} keys (20-byte keys, ~100-byte values), WAL tail {records:,} SETs")
         print(f"{memd_build()}; SQLite {sqlite3.sqlite_version}; {machine_line()}", flush=True)
-        line("", "time", "peak RSS", "other")
+        line("", "time", "peak RSS", "other (size, peak disk)")
         t0 = time.monotonic()
         build_v3(db, n)
         line("build v3 store (sqlite3 executemany)", f"{time.monotonic() - t0:.1f} s", "", mib(disk_bytes(db)))
         m = measure_migration(db)
         line("migration v3 -> v4", f"{m['seconds']:.1f} s", mib(m["hwm"]),
-             f"peak disk {mib(m['peak_disk'])}")
+             f"disk {mib(m['peak_disk'])}")
         line("  progress reports / longest gap", f"{m['reports']}", "", f"{m['max_gap']:.1f} s")
         t0 = time.monotonic()
         anyio.run(write_wal_tail, data_dir, n, records)
