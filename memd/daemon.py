@@ -48,8 +48,8 @@ GC_THRESHOLDS = (2_000, 10, 50)
 RECOVERY_EXTEND_USEC = 60_000_000  # per progress report (~1 s): room for a flush-as-you-go of a full buffer
 # per schema-migration report (~1 s): room for the steps SQLite's progress handler does not see. DROP
 # TABLE of the old keys table frees its every page in one VM instruction, as does the COMMIT's
-# fsync: the longest stretch without a report was 110 s for 10,000,000 keys on a loaded 2-core
-# machine (benchmarks/bench_bigstore.py). A migration stuck for good is killed 5 minutes after its
+# fsync: the longest stretch without a report was 41 s for 10,000,000 keys on a loaded 2-core
+# machine (benchmarks/bench_bigstore.py; 110 s when the upgrade still went through SQLite's WAL). A migration stuck for good is killed 5 minutes after its
 # last report; one killed while making progress would restart into the same migration, for ever.
 MIGRATION_EXTEND_USEC = 300_000_000
 

@@ -215,7 +215,7 @@ class Engine:
         """Flush what recovery has buffered so far, reporting progress every second while it runs.
 
         The flush is one SQLite transaction in the writer's thread: a full buffer into a big store
-        takes minutes (1,000,000 WAL records into a 10,000,000-key store recovered in 149 s on a
+        takes minutes (1,000,000 WAL records into a 10,000,000-key store recovered in 71-149 s on a
         loaded 2-core machine, most of it this flush; benchmarks/bench_bigstore.py). Unreported,
         systemd's start timeout kills it, and the restart replays into the same flush. The flush
         ends or fails by itself: SQLite's busy timeout bounds a wait for a lock.
