@@ -48,6 +48,12 @@ log = logging.getLogger("memd.daemon")
 # p99); the memory watchdog still collects in full when memory grows.
 GC_THRESHOLDS = (2_000, 10, 50)
 RECOVERY_EXTEND_USEC = 60_000_000  # per progress report (~1 s): room for a flush-as-you-go of a full buffer
+# per schema-migration report (~1 s): room for the steps SQLite's progress handler does not see. DROP
+# TABLE of the old keys table frees its every page in one VM instruction, as does the COMMIT's
+# fsync: the longest stretch without a report was 41 s for 10,000,000 keys on a loaded 2-core
+# machine (benchmarks/bench_bigstore.py; 110 s when the upgrade still went through SQLite's WAL). A migration stuck for good is killed 5 minutes after its
+# last report; one killed while making progress would restart into the same migration, for ever.
+MIGRATION_EXTEND_USEC = 300_000_000
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -122,7 +128,7 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
                       flush_max_bytes=cfg.flush.max_bytes, flush_max_age=cfg.flush.max_age_seconds,
                       buffer_max_bytes=cfg.backpressure.buffer_max_bytes,
                       write_timeout=cfg.backpressure.write_timeout_seconds,
-                      recovery_progress=_recovery_progress) as engine:
+                      recovery_progress=_recovery_progress, migration_progress=_migration_progress) as engine:
         configure_memories(engine.memories, cfg.memory)
         server = Server(engine, s.socket, socket_mode=s.socket_mode, socket_group=group)
         configure_server(server, cfg, group)
@@ -168,6 +174,15 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
 def _recovery_progress(records: int) -> None:
     """While a long WAL replays, ask systemd for more start time (TimeoutStartSec=) and say how far it got."""
     systemd.notify(f"EXTEND_TIMEOUT_USEC={RECOVERY_EXTEND_USEC}", f"STATUS=recovering: {records} WAL records replayed")
+
+
+def _migration_progress(from_version: int, to_version: int, seconds: float) -> None:
+    """While a schema migration runs, ask systemd for more start time and say which step, for how long.
+
+    Called in the thread running the migration: sd_notify is one datagram on a socket of its own.
+    """
+    systemd.notify(f"EXTEND_TIMEOUT_USEC={MIGRATION_EXTEND_USEC}",
+                   f"STATUS=migrating schema v{from_version} -> v{to_version}, {seconds:.0f} s")
 
 
 def _maintenance(engine: Engine, live: Live, watchdog: Watchdog) -> Maintenance:

@@ -29,7 +29,7 @@ from memd.store import csqlite, search, statements
 from memd.store.base import Cond, HistoryRow, KeyRow, MemRow, Scope, SearchRow
 from memd.store.filters import json_eq, json_text, member_text
 from memd.store.rows import flush_rows
-from memd.store.schema import BUSY_TIMEOUT_MS, connect, migrate, register_functions
+from memd.store.schema import BUSY_TIMEOUT_MS, MigrationProgress, connect, migrate, register_functions
 from memd.store.sqlitefile import connect_ro
 from memd.store.tokens import ns_tokens
 
@@ -45,8 +45,9 @@ SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more 
 class SqliteStore:
     """The Store protocol (memd.store.base) over one SQLite file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, migration_progress: MigrationProgress | None = None) -> None:
         self.path = path
+        self.migration_progress = migration_progress  # called from the migrating thread, ~every second
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._writer_limiter = anyio.CapacityLimiter(1)
@@ -58,7 +59,7 @@ class SqliteStore:
 
     async def open(self) -> None:
         try:
-            await anyio.to_thread.run_sync(migrate, self.path)
+            await anyio.to_thread.run_sync(migrate, self.path, self.migration_progress)
             self._rank = csqlite.ranking_function(self.path)
             self._reader = self._open_reader()
             self._writer = self._open_writer()
