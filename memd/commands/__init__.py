@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from memd.errors import CommandError
+from memd.int64 import parse_int64
 
 if TYPE_CHECKING:
     from memd.engine.engine import Engine
@@ -110,15 +111,9 @@ def unknown_command(argv: list[bytes]) -> CommandError:
 # ---- argument helpers shared by every command module ---------------------------------
 
 def parse_int(raw: bytes, what: str = "value is not an integer or out of range") -> int:
-    """A Redis integer argument (``string2ll``): optional '-', digits, within signed 64 bits."""
-    try:
-        if not raw or len(raw) > 20 or b"_" in raw or raw != raw.strip() or raw.startswith(b"+") or (
-                len(raw) > 1 and raw.lstrip(b"-").startswith(b"0")):
-            raise ValueError
-        value = int(raw)
-    except ValueError:
-        raise CommandError(what) from None
-    if not -(1 << 63) <= value < (1 << 63):
+    """A Redis integer argument (see :mod:`memd.int64`); an error reply saying ``what`` otherwise."""
+    value = parse_int64(raw)
+    if value is None:
         raise CommandError(what)
     return value
 

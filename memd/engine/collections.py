@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from memd.engine.records import T_HASH, T_LIST, T_SET, T_ZSET
 from memd.engine.store import list_sub
 from memd.errors import CommandError
+from memd.int64 import fits_int64, parse_int64
 
 if TYPE_CHECKING:
     from memd.engine.keyspace import Keyspace
@@ -41,7 +42,8 @@ class CollectionsMixin:
             if field not in fresh and (m is None or self.elem(key, field) is None):
                 added += 1
             fresh[field] = value
-        self.update(key, T_HASH, m is None, None if m is None else m[1], count + added, 0, 0, list(fresh.items()))
+        self.update(key, T_HASH, m is None, None if m is None else m[1], count + added, 0, 0,
+                    list(fresh.items()))
         return added
 
     def hget(self: Keyspace, key: bytes, field: bytes) -> bytes | None:
@@ -65,19 +67,15 @@ class CollectionsMixin:
     def hincrby(self: Keyspace, key: bytes, field: bytes, delta: int) -> int:
         m = self.typed_meta(key, T_HASH)
         raw = None if m is None else self.elem(key, field)
-        cur = 0
-        if raw is not None:
-            try:
-                cur = int(raw)
-                if str(cur).encode() != raw:
-                    raise ValueError
-            except ValueError:
-                raise CommandError("hash value is not an integer") from None
+        cur = 0 if raw is None else parse_int64(raw)
+        if cur is None:
+            raise CommandError("hash value is not an integer")
         new = cur + delta
-        if not -(1 << 63) <= new < (1 << 63):
+        if not fits_int64(new):
             raise CommandError("increment or decrement would overflow")
         count = (0 if m is None else m[2]) + (raw is None)
-        self.update(key, T_HASH, m is None, None if m is None else m[1], count, 0, 0, [(field, str(new).encode())])
+        self.update(key, T_HASH, m is None, None if m is None else m[1], count, 0, 0,
+                    [(field, str(new).encode())])
         return new
 
     def _remove(self: Keyspace, key: bytes, type_: int, subs: list[bytes]) -> int:
@@ -95,8 +93,8 @@ class CollectionsMixin:
         m = self.typed_meta(key, T_SET)
         new = [x for x in dict.fromkeys(members) if m is None or self.elem(key, x) is None]
         if new:
-            self.update(key, T_SET, m is None, None if m is None else m[1], (0 if m is None else m[2]) + len(new),
-                        0, 0, [(x, _EMPTY) for x in new])
+            self.update(key, T_SET, m is None, None if m is None else m[1],
+                        (0 if m is None else m[2]) + len(new), 0, 0, [(x, _EMPTY) for x in new])
         return len(new)
 
     def srem(self: Keyspace, key: bytes, members: list[bytes]) -> int:

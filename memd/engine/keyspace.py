@@ -28,6 +28,7 @@ from memd.engine.records import (
 )
 from memd.engine.store import KeyRow, list_sub
 from memd.errors import CommandError, WrongTypeError
+from memd.int64 import fits_int64, parse_int64
 
 if TYPE_CHECKING:
     from memd.engine.engine import Engine
@@ -35,20 +36,6 @@ if TYPE_CHECKING:
 # (type, expires_at, count, lo, hi) of a live key
 Meta = tuple[int, int | None, int, int, int]
 _MISSING: Any = object()
-INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
-
-
-def parse_int64(raw: bytes) -> int | None:
-    """Redis's string2ll: canonical decimal only (no sign '+', spaces, leading zeros, '_'), in int64."""
-    if not 0 < len(raw) <= 20:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        return None
-    if str(value).encode() != raw or not INT_MIN <= value <= INT_MAX:
-        return None
-    return value
 
 
 class Keyspace(CollectionsMixin):
@@ -315,10 +302,10 @@ class Keyspace(CollectionsMixin):
             if cur is None:
                 raise CommandError("value is not an integer or out of range")
         new = cur + delta
-        if not INT_MIN <= new <= INT_MAX:
+        if not fits_int64(new):
             raise CommandError("increment or decrement would overflow")
         self.engine.apply([(OP_SET, key, str(new).encode(), None if m is None else m[1])])
         return new
 
 
-__all__ = ["Keyspace", "Meta", "list_sub", "parse_int64"]
+__all__ = ["Keyspace", "Meta", "list_sub"]
