@@ -22,6 +22,7 @@ from typing import Any
 
 from memd.commands import Context, command
 from memd.commands.strings import OK, SYNTAX, expire_error, ll
+from memd.engine.keyspace import M_EXPIRES_AT
 from memd.errors import CommandError
 from memd.int64 import INT64_MAX, INT64_MIN
 from memd.resp import SimpleString
@@ -223,7 +224,7 @@ def _expiretime(ctx: Context, key: bytes) -> int:
     m = ctx.engine.keyspace.meta(key)
     if m is None:
         return -2
-    return -1 if m[1] is None else max(0, m[1])
+    return -1 if m[M_EXPIRES_AT] is None else max(0, m[M_EXPIRES_AT])
 
 
 @command("expiretime", 2)
