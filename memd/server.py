@@ -35,6 +35,7 @@ from typing import Any
 
 from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, load_all
 from memd.commands.connection import execute, release_watches
+from memd.commands.serverview import InfoProvider, JobRunner
 from memd.config import NamespaceRule
 from memd.engine.engine import Engine
 from memd.errors import CommandError, DurabilityError, MemdError, OverloadError, ProtocolError
@@ -390,8 +391,8 @@ class Server:
         self.shutdown_requested: asyncio.Event | None = None
         self.config_view: Callable[[], dict[str, str]] = dict  # CONFIG GET's source; the daemon sets it
         self.namespace_rules: tuple[NamespaceRule, ...] = ()  # [memory] access; the daemon sets it
-        self.maintenance: Any = None  # MEMD.COMPACT / MEMD.BACKUP run its jobs; the daemon sets it
-        self.info_providers: list[tuple[str, Callable[[], dict[str, Any]]]] = []  # extra INFO fields by section
+        self.maintenance: JobRunner | None = None  # MEMD.COMPACT / MEMD.BACKUP run its jobs; the daemon sets it
+        self.info_providers: list[InfoProvider] = []  # extra INFO fields by section
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1
         self._owns_socket_file = True  # False for a socket systemd passed (memd.socket keeps its file)

@@ -22,6 +22,7 @@ from memd.errors import CommandError
 from memd.int64 import parse_int64
 
 if TYPE_CHECKING:
+    from memd.commands.serverview import ServerView
     from memd.engine.engine import Engine
 
 Handler = Callable[["Context", list[bytes]], Any]
@@ -70,7 +71,7 @@ class Context:
     """What a handler may see: the engine and its own connection's state."""
 
     engine: Engine
-    server: Any = None  # the server object (INFO, CLIENT, SHUTDOWN); None in unit tests
+    server: ServerView | None = None  # the RESP server (INFO, CLIENT LIST, SHUTDOWN...); None in unit tests
     client_id: int = 0
     protocol: int = 2
     name: bytes | None = None
