@@ -320,7 +320,7 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    """Where data lives and how hard the WAL works to keep it (DESIGN §2)."""
+    """Where data lives and how hard the WAL works to keep it (config/memd.toml explains each option)."""
 
     data_dir: str = _opt(DEFAULT_DATA_DIR, "path")
     fsync: str = _opt(DEFAULT_FSYNC, "choice", choices=FSYNC_POLICIES)
@@ -448,13 +448,13 @@ def _user_socket_path(env: Mapping[str, str]) -> str:
 
 
 def default_socket_path(env: Mapping[str, str] = os.environ) -> str:
-    """The daemon's socket when none is configured (DESIGN §5)."""
+    """The daemon's socket when none is configured: systemd's ``$RUNTIME_DIRECTORY``, else per user."""
     systemd = _first(env, "RUNTIME_DIRECTORY")
     return os.path.join(systemd, "memd.sock") if systemd else _user_socket_path(env)
 
 
 def default_data_dir(env: Mapping[str, str] = os.environ) -> str:
-    """The data directory when none is configured (DESIGN §5)."""
+    """The data directory when none is configured: systemd's ``$STATE_DIRECTORY``, else per user (XDG)."""
     for name, absolute in (("STATE_DIRECTORY", False), ("XDG_DATA_HOME", True)):
         base = _first(env, name, absolute=absolute)
         if base:

@@ -30,6 +30,7 @@ from typing import Any, Final
 import hiredis
 
 from memd.errors import CommandError, ProtocolError
+from memd.int64 import parse_int64
 
 __all__ = [
     "OK", "PONG", "QUEUED", "NULL_BULK", "NULL_ARRAY", "NULL3", "EMPTY_ARRAY",
@@ -38,7 +39,8 @@ __all__ = [
 ]
 
 # Canonical decimal spellings -> int: one dict hit both parses and validates
-# (Redis's string2ll rejects "+1", " 1", "01", "1_0"; so does a dict miss).
+# (Redis's string2ll rejects "+1", " 1", "01", "1_0"; so does a dict miss);
+# other lengths go through memd.int64, the one copy of that rule.
 _SMALL: Final[dict[bytes, int]] = {b"%d" % i: i for i in range(1024)}
 _INLINE_SPECIAL: Final = re.compile(rb"[\"'\x00\x0b\x0c]")
 _ESCAPES: Final[dict[int, int]] = {110: 10, 114: 13, 116: 9, 98: 8, 97: 7}  # n r t b a
@@ -47,15 +49,6 @@ _BLANK: Final = b" \t\n\r\x0b\x0c"  # C isspace()
 _NEED: Final = object()  # hiredis "incomplete" marker (its default, False, is also a RESP3 value)
 _FAST_MIN: Final = 128  # shorter batches (with no partial frame) are cheaper in Python
 _FAST_TAIL: Final = 4096  # partial frames larger than this are left to the Python engine
-
-
-def _strict_int(s: bytes) -> int | None:
-    """Redis ``string2ll`` for lengths not in the dict: [-]digits, no leading 0, fits int64."""
-    digits = s[1:] if s[:1] == b"-" else s
-    if not digits.isdigit() or digits[0] == 48 or len(s) > 20:
-        return None
-    value = int(s)
-    return value if -(2**63) <= value < 2**63 else None
 
 
 def _split_inline(line: bytes) -> list[bytes]:
@@ -282,7 +275,7 @@ class RequestParser:
                 text = buf[pos + 1:nl]
                 count = small.get(text)
                 if count is None:
-                    count = _strict_int(text)
+                    count = parse_int64(text)
                     if count is None and nl - pos > max_line:
                         raise ProtocolError("Protocol error: too big mbulk count string")
                 if count is None or count > max_args:
@@ -306,7 +299,7 @@ class RequestParser:
                 text = buf[pos + 1:nl]
                 size = small.get(text)
                 if size is None:
-                    size = _strict_int(text)
+                    size = parse_int64(text)
                     if size is None and nl - pos > max_line:
                         raise ProtocolError("Protocol error: too big bulk count string")
                     if size is None or size < 0 or size > max_bulk:

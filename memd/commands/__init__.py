@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from memd.errors import CommandError
+from memd.int64 import parse_int64
 
 if TYPE_CHECKING:
+    from memd.commands.serverview import ServerView
     from memd.engine.engine import Engine
 
 Handler = Callable[["Context", list[bytes]], Any]
@@ -69,7 +71,7 @@ class Context:
     """What a handler may see: the engine and its own connection's state."""
 
     engine: Engine
-    server: Any = None  # the server object (INFO, CLIENT, SHUTDOWN); None in unit tests
+    server: ServerView | None = None  # the RESP server (INFO, CLIENT LIST, SHUTDOWN...); None in unit tests
     client_id: int = 0
     protocol: int = 2
     name: bytes | None = None
@@ -110,15 +112,9 @@ def unknown_command(argv: list[bytes]) -> CommandError:
 # ---- argument helpers shared by every command module ---------------------------------
 
 def parse_int(raw: bytes, what: str = "value is not an integer or out of range") -> int:
-    """A Redis integer argument (``string2ll``): optional '-', digits, within signed 64 bits."""
-    try:
-        if not raw or len(raw) > 20 or b"_" in raw or raw != raw.strip() or raw.startswith(b"+") or (
-                len(raw) > 1 and raw.lstrip(b"-").startswith(b"0")):
-            raise ValueError
-        value = int(raw)
-    except ValueError:
-        raise CommandError(what) from None
-    if not -(1 << 63) <= value < (1 << 63):
+    """A Redis integer argument (see :mod:`memd.int64`); an error reply saying ``what`` otherwise."""
+    value = parse_int64(raw)
+    if value is None:
         raise CommandError(what)
     return value
 

@@ -19,6 +19,7 @@ from memd.commands import (
     Context,
     check_arity,
     command,
+    parse_int,
     unknown_command,
     wrong_arity,
 )
@@ -87,11 +88,10 @@ def reset(ctx: Context, args: list[bytes]) -> Any:
 
 @command("select", 2)
 def select(ctx: Context, args: list[bytes]) -> Any:
-    if args[0] not in (b"0",):
-        try:
-            int(args[0])
-        except ValueError:
-            raise CommandError("value is not an integer or out of range") from None
+    index = parse_int(args[0])
+    if not -(1 << 31) <= index < (1 << 31):  # Redis reads the index as a C int
+        raise CommandError(f"value is out of range, value must between {-(1 << 31)} and {(1 << 31) - 1}")
+    if index != 0:  # memd has one database
         raise CommandError("DB index is out of range")
     return OK
 
@@ -100,10 +100,7 @@ def select(ctx: Context, args: list[bytes]) -> Any:
 def hello(ctx: Context, args: list[bytes]) -> Any:
     protocol = ctx.protocol
     if args:
-        try:
-            protocol = int(args[0])
-        except ValueError:
-            raise CommandError("Protocol version is not an integer or out of range") from None
+        protocol = parse_int(args[0], "Protocol version is not an integer or out of range")
         if protocol not in (2, 3):
             raise CommandError("unsupported protocol version", prefix="NOPROTO")
         i = 1

@@ -7,8 +7,7 @@ computes it in ``long double``; see :mod:`memd.commands.strings`).
 from __future__ import annotations
 
 from memd.commands import Context, command, wrong_arity
-from memd.commands.strings import OK, is_ll, ll
-from memd.errors import CommandError
+from memd.commands.strings import OK, ll
 
 
 def _pairs(args: list[bytes], name: str) -> list[tuple[bytes, bytes]]:
@@ -86,8 +85,4 @@ def hstrlen(ctx: Context, args: list[bytes]) -> object:
 @command("hincrby", 4, write=True)
 def hincrby(ctx: Context, args: list[bytes]) -> object:
     delta = ll(args[2])  # Redis parses the increment before looking at the key
-    ks = ctx.engine.keyspace
-    current = ks.hget(args[0], args[1])
-    if current is not None and not is_ll(current):
-        raise CommandError("hash value is not an integer")
-    return ks.hincrby(args[0], args[1], delta)
+    return ctx.engine.keyspace.hincrby(args[0], args[1], delta)  # WRONGTYPE, the field's value, overflow

@@ -21,8 +21,10 @@ import re
 from typing import Any
 
 from memd.commands import Context, command
-from memd.commands.strings import LLONG_MAX, LLONG_MIN, OK, SYNTAX, expire_error, ll
+from memd.commands.strings import OK, SYNTAX, expire_error, ll
+from memd.engine.keyspace import M_EXPIRES_AT
 from memd.errors import CommandError
+from memd.int64 import INT64_MAX, INT64_MIN
 from memd.resp import SimpleString
 
 CURSOR_KEY_MAX = 1024
@@ -175,12 +177,12 @@ def _expire(ctx: Context, args: list[bytes], name: str, *, relative: bool, secon
         raise CommandError("GT and LT options at the same time are not compatible")
     when = ll(args[1])
     if seconds:
-        if when > LLONG_MAX // 1000 or when < -(-LLONG_MIN // 1000):  # C division truncates
+        if when > INT64_MAX // 1000 or when < -(-INT64_MIN // 1000):  # C division truncates
             raise expire_error(name)
         when *= 1000
     ks = ctx.engine.keyspace
     base = ks.now_ms() if relative else 0
-    if when > LLONG_MAX - base:
+    if when > INT64_MAX - base:
         raise expire_error(name)
     done = ks.expire_at(args[0], when + base, nx=b"nx" in flags, xx=b"xx" in flags, gt=b"gt" in flags,
                         lt=b"lt" in flags)
@@ -222,7 +224,7 @@ def _expiretime(ctx: Context, key: bytes) -> int:
     m = ctx.engine.keyspace.meta(key)
     if m is None:
         return -2
-    return -1 if m[1] is None else max(0, m[1])
+    return -1 if m[M_EXPIRES_AT] is None else max(0, m[M_EXPIRES_AT])
 
 
 @command("expiretime", 2)

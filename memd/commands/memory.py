@@ -164,7 +164,7 @@ Rules = list[tuple[str, bool, bool]]  # (prefix, may read, may write), longest p
 
 def _rules(ctx: Context) -> Rules:
     """The access rules as they apply to this peer; empty when it is unrestricted."""
-    rules = getattr(ctx.server, "namespace_rules", ())
+    rules = ctx.server.namespace_rules if ctx.server is not None else ()
     if not rules or ctx.peer_uid in (0, os.getuid()):
         return []
     uid, groups = ctx.peer_uid, {ctx.peer_gid, *ctx.peer_groups}

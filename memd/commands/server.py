@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -12,6 +13,7 @@ import psutil
 
 from memd import __version__, metrics
 from memd.commands import NO_REPLY, CommandError, Context, Deferred, command, parse_int
+from memd.commands.serverview import InfoProvider
 from memd.resp import SimpleString, Verbatim
 
 _STARTED = time.time()
@@ -27,19 +29,24 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
     """
     engine = ctx.engine
     stats = engine.stats()
-    server = ctx.server
     rss = _PROCESS.memory_info().rss
     keys = engine.keyspace.dbsize() if keyspace else 0
-    errors: dict[str, int] = getattr(server, "stats_errors", {})
+    server = ctx.server
+    errors: Mapping[str, int] = {}
+    providers: Sequence[InfoProvider] = ()
+    socket_path, clients, max_clients, received, processed, writes = "", 1, 0, 0, 0, 0
+    if server is not None:  # None: handlers run without a server (unit tests)
+        errors, providers = server.stats_errors, server.info_providers
+        socket_path, clients, max_clients = server.socket_path, len(server.connections), server.limits.max_clients
+        received, processed, writes = server.stats_connections, server.stats_commands, server.stats_writes
     sections: dict[str, dict[str, Any]] = {
         "server": {
             "redis_version": "7.0.15", "memd_version": __version__, "redis_mode": "standalone",
             "os": os.uname().sysname, "process_id": os.getpid(), "tcp_port": 0,
             "uptime_in_seconds": int(time.time() - _STARTED),
-            "unix_socket": getattr(server, "socket_path", ""),
+            "unix_socket": socket_path,
         },
-        "clients": {"connected_clients": len(server.connections) if server is not None else 1,
-                    "maxclients": server.limits.max_clients if server is not None else 0},
+        "clients": {"connected_clients": clients, "maxclients": max_clients},
         "memory": {"used_memory": rss, "used_memory_rss": rss, "used_memory_human": f"{rss / 2**20:.2f}M",
                    "memd_buffer_bytes": stats["buffer_bytes"]},
         "persistence": {
@@ -47,17 +54,17 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
             **{f"memd_{k}": v for k, v in stats.items()},
         },
         "stats": {
-            "total_connections_received": getattr(server, "stats_connections", 0),
-            "total_commands_processed": getattr(server, "stats_commands", 0),
+            "total_connections_received": received,
+            "total_commands_processed": processed,
             "total_error_replies": sum(errors.values()),
-            "memd_write_commands": getattr(server, "stats_writes", 0),
+            "memd_write_commands": writes,
         },
         "errorstats": {f"errorstat_{prefix}": f"count={n}" for prefix, n in sorted(errors.items())},
         "keyspace": {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {},
         # clients probe it (langchain's get_client reads cluster_enabled) before anything else
         "cluster": {"cluster_enabled": 0},
     }
-    for section, provider in getattr(server, "info_providers", ()):  # maintenance, watchdog, reload
+    for section, provider in providers:  # maintenance, watchdog, reload
         sections.setdefault(section, {}).update(provider())
     return sections
 
@@ -166,7 +173,7 @@ def memd_flush(ctx: Context, args: list[bytes]) -> Any:
 
 
 def _maintenance_job(ctx: Context, name: str, render: Any) -> Any:
-    maintenance = getattr(ctx.server, "maintenance", None)
+    maintenance = ctx.server.maintenance if ctx.server is not None else None
     if maintenance is None or name not in maintenance.jobs:
         raise CommandError(f"{name} is not available here (no maintenance scheduler in this process)")
 

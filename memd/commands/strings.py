@@ -7,33 +7,24 @@ provided: Redis computes it in 80-bit ``long double`` and formats it with
 ``%.17Lf``, which Python floats cannot reproduce digit for digit.
 
 This module also holds the argument helpers the other command modules share
-(:func:`ll`, :func:`expire_error`).
+(:data:`ll`, :func:`expire_error`).
 """
 
 from __future__ import annotations
 
 from memd.commands import Context, command, parse_int, wrong_arity
 from memd.errors import CommandError, WrongTypeError
+from memd.int64 import INT64_MAX, INT64_MIN
 from memd.resp import SimpleString
 
 OK = SimpleString("OK")
-LLONG_MIN, LLONG_MAX = -(1 << 63), (1 << 63) - 1
 NOT_INT = "value is not an integer or out of range"
 SYNTAX = "syntax error"
 
 
 # ---- helpers shared by the command modules --------------------------------------------
 
-ll = parse_int  # Redis ``string2ll``
-
-
-def is_ll(raw: bytes) -> bool:
-    """Whether a stored value is an integer as Redis ``string2ll`` reads it."""
-    try:
-        ll(raw)
-    except CommandError:
-        return False
-    return True
+ll = parse_int  # Redis ``getLongLongFromObjectOrReply``: the rule of :mod:`memd.int64`, or an error reply
 
 
 def expire_error(name: str) -> CommandError:
@@ -53,13 +44,13 @@ _UNITS = (b"ex", b"px", b"exat", b"pxat")  # repeating the same one is allowed: 
 def _expire_ms(ctx: Context, raw: bytes, unit: str, name: str) -> int:
     """getExpireMillisecondsOrReply: a positive relative or absolute time -> absolute ms."""
     value = ll(raw)
-    if value <= 0 or (unit in (_EX, _EXAT) and value > LLONG_MAX // 1000):
+    if value <= 0 or (unit in (_EX, _EXAT) and value > INT64_MAX // 1000):
         raise expire_error(name)
     if unit in (_EX, _EXAT):
         value *= 1000
     if unit in (_EX, _PX):
         value += ctx.engine.keyspace.now_ms()
-    if value > LLONG_MAX:  # C's signed overflow, which Redis detects as a non-positive result
+    if value > INT64_MAX:  # C's signed overflow, which Redis detects as a non-positive result
         raise expire_error(name)
     return value
 
@@ -239,6 +230,6 @@ def incrby(ctx: Context, args: list[bytes]) -> object:
 @command("decrby", 3, write=True)
 def decrby(ctx: Context, args: list[bytes]) -> object:
     delta = ll(args[1])
-    if delta == LLONG_MIN:
+    if delta == INT64_MIN:
         raise CommandError("decrement would overflow")
     return _incr(ctx, args[0], -delta)

@@ -20,9 +20,17 @@ from typing import TYPE_CHECKING, Any
 from memd.engine.records import T_HASH, T_LIST, T_SET, T_ZSET
 from memd.store.base import list_sub
 from memd.errors import CommandError
+from memd.int64 import fits_int64, parse_int64
 
 if TYPE_CHECKING:
     from memd.engine.keyspace import Keyspace
+
+# A live key's metadata, as Keyspace.meta() returns it: (type, expires_at, count, lo, hi), read
+# through the M_* indices (count: elements; lo, hi: a list's position bounds). A plain tuple, not
+# a NamedTuple: meta() builds one on every GET of a buffered key, and a NamedTuple costs ~6x a
+# tuple to build (1.5 µs against 0.25 µs, timeit on the loaded 2-core test machine).
+Meta = tuple[int, int | None, int, int, int]
+M_TYPE, M_EXPIRES_AT, M_COUNT, M_LO, M_HI = range(5)
 
 _EMPTY = b""
 
@@ -34,14 +42,15 @@ class CollectionsMixin:
 
     def hset(self: Keyspace, key: bytes, pairs: list[tuple[bytes, bytes]]) -> int:
         m = self.typed_meta(key, T_HASH)
-        count = 0 if m is None else m[2]
+        count = 0 if m is None else m[M_COUNT]
         added = 0
         fresh: dict[bytes, bytes] = {}
         for field, value in pairs:
             if field not in fresh and (m is None or self.elem(key, field) is None):
                 added += 1
             fresh[field] = value
-        self.update(key, T_HASH, m is None, None if m is None else m[1], count + added, 0, 0, list(fresh.items()))
+        self.update(key, T_HASH, m is None, None if m is None else m[M_EXPIRES_AT], count + added, 0, 0,
+                    list(fresh.items()))
         return added
 
     def hget(self: Keyspace, key: bytes, field: bytes) -> bytes | None:
@@ -57,7 +66,7 @@ class CollectionsMixin:
 
     def hlen(self: Keyspace, key: bytes) -> int:
         m = self.typed_meta(key, T_HASH)
-        return 0 if m is None else m[2]
+        return 0 if m is None else m[M_COUNT]
 
     def hdel(self: Keyspace, key: bytes, fields: list[bytes]) -> int:
         return self._remove(key, T_HASH, fields)
@@ -65,19 +74,15 @@ class CollectionsMixin:
     def hincrby(self: Keyspace, key: bytes, field: bytes, delta: int) -> int:
         m = self.typed_meta(key, T_HASH)
         raw = None if m is None else self.elem(key, field)
-        cur = 0
-        if raw is not None:
-            try:
-                cur = int(raw)
-                if str(cur).encode() != raw:
-                    raise ValueError
-            except ValueError:
-                raise CommandError("hash value is not an integer") from None
+        cur = 0 if raw is None else parse_int64(raw)
+        if cur is None:
+            raise CommandError("hash value is not an integer")
         new = cur + delta
-        if not -(1 << 63) <= new < (1 << 63):
+        if not fits_int64(new):
             raise CommandError("increment or decrement would overflow")
-        count = (0 if m is None else m[2]) + (raw is None)
-        self.update(key, T_HASH, m is None, None if m is None else m[1], count, 0, 0, [(field, str(new).encode())])
+        count = (0 if m is None else m[M_COUNT]) + (raw is None)
+        self.update(key, T_HASH, m is None, None if m is None else m[M_EXPIRES_AT], count, 0, 0,
+                    [(field, str(new).encode())])
         return new
 
     def _remove(self: Keyspace, key: bytes, type_: int, subs: list[bytes]) -> int:
@@ -86,7 +91,7 @@ class CollectionsMixin:
             return 0
         gone = [s for s in dict.fromkeys(subs) if self.elem(key, s) is not None]
         if gone:
-            self.update(key, type_, False, m[1], m[2] - len(gone), 0, 0, [(s, None) for s in gone])
+            self.update(key, type_, False, m[M_EXPIRES_AT], m[M_COUNT] - len(gone), 0, 0, [(s, None) for s in gone])
         return len(gone)
 
     # ---- sets -----------------------------------------------------------------------
@@ -95,8 +100,8 @@ class CollectionsMixin:
         m = self.typed_meta(key, T_SET)
         new = [x for x in dict.fromkeys(members) if m is None or self.elem(key, x) is None]
         if new:
-            self.update(key, T_SET, m is None, None if m is None else m[1], (0 if m is None else m[2]) + len(new),
-                        0, 0, [(x, _EMPTY) for x in new])
+            self.update(key, T_SET, m is None, None if m is None else m[M_EXPIRES_AT],
+                        (0 if m is None else m[M_COUNT]) + len(new), 0, 0, [(x, _EMPTY) for x in new])
         return len(new)
 
     def srem(self: Keyspace, key: bytes, members: list[bytes]) -> int:
@@ -110,7 +115,7 @@ class CollectionsMixin:
 
     def scard(self: Keyspace, key: bytes) -> int:
         m = self.typed_meta(key, T_SET)
-        return 0 if m is None else m[2]
+        return 0 if m is None else m[M_COUNT]
 
     # ---- lists ----------------------------------------------------------------------
 
@@ -119,7 +124,7 @@ class CollectionsMixin:
         m = self.typed_meta(key, T_LIST)
         if m is None and only_existing:
             return 0
-        exp, lo, hi = (None, 0, 0) if m is None else (m[1], m[3], m[4])
+        exp, lo, hi = (None, 0, 0) if m is None else (m[M_EXPIRES_AT], m[M_LO], m[M_HI])
         changes = []
         for v in values:
             if left:
@@ -152,7 +157,7 @@ class CollectionsMixin:
 
     def llen(self: Keyspace, key: bytes) -> int:
         m = self.typed_meta(key, T_LIST)
-        return 0 if m is None else m[2]
+        return 0 if m is None else m[M_COUNT]
 
     def _bounds(self, start: int, stop: int, n: int) -> tuple[int, int]:
         """Redis index rules -> a half-open [a, b) of offsets, possibly empty."""
@@ -167,10 +172,10 @@ class CollectionsMixin:
         m = self.typed_meta(key, T_LIST)
         if m is None:
             return []
-        a, b = self._bounds(start, stop, m[2])
+        a, b = self._bounds(start, stop, m[M_COUNT])
         if a >= b:
             return []
-        lo = m[3]
+        lo = m[M_LO]
         found = self.elems(key, list_sub(lo + a), list_sub(lo + b))
         return [found[list_sub(p)] for p in range(lo + a, lo + b)]
 
@@ -178,23 +183,23 @@ class CollectionsMixin:
         m = self.typed_meta(key, T_LIST)
         if m is None:
             return None
-        n = m[2]
+        n = m[M_COUNT]
         if index < 0:
             index += n
         if not 0 <= index < n:
             return None
-        return self.elem(key, list_sub(m[3] + index))  # type: ignore[no-any-return]
+        return self.elem(key, list_sub(m[M_LO] + index))  # type: ignore[no-any-return]
 
     def ltrim(self: Keyspace, key: bytes, start: int, stop: int) -> None:
         m = self.typed_meta(key, T_LIST)
         if m is None:
             return
-        a, b = self._bounds(start, stop, m[2])
-        lo = m[3]
-        if (a, b) == (0, m[2]):
+        a, b = self._bounds(start, stop, m[M_COUNT])
+        lo = m[M_LO]
+        if (a, b) == (0, m[M_COUNT]):
             return
         # O(1) in the WAL: only the bounds move; the flush deletes what falls outside
-        self.update(key, T_LIST, False, m[1], b - a, lo + a, lo + b, [])
+        self.update(key, T_LIST, False, m[M_EXPIRES_AT], b - a, lo + a, lo + b, [])
 
     # ---- sorted sets ----------------------------------------------------------------
 
@@ -203,7 +208,7 @@ class CollectionsMixin:
         """ZADD with Redis's flag rules; returns the count (added, or changed with CH),
         or with INCR the new score (None when a flag prevented it)."""
         m = self.typed_meta(key, T_ZSET)
-        count = 0 if m is None else m[2]
+        count = 0 if m is None else m[M_COUNT]
         changes: dict[bytes, float] = {}
         added = changed = 0
         result: float | None = None
@@ -230,7 +235,7 @@ class CollectionsMixin:
             changes[member] = float(new)
             result = float(new)
         if changes:
-            self.update(key, T_ZSET, m is None, None if m is None else m[1], count + added, 0, 0,
+            self.update(key, T_ZSET, m is None, None if m is None else m[M_EXPIRES_AT], count + added, 0, 0,
                         list(changes.items()))
         if incr:
             return result
@@ -241,7 +246,7 @@ class CollectionsMixin:
 
     def zcard(self: Keyspace, key: bytes) -> int:
         m = self.typed_meta(key, T_ZSET)
-        return 0 if m is None else m[2]
+        return 0 if m is None else m[M_COUNT]
 
     def zrem(self: Keyspace, key: bytes, members: list[bytes]) -> int:
         return self._remove(key, T_ZSET, members)
@@ -274,4 +279,4 @@ class CollectionsMixin:
         return items[offset:] if count < 0 else items[offset:offset + count]
 
 
-__all__ = ["CollectionsMixin"]
+__all__ = ["M_COUNT", "M_EXPIRES_AT", "M_HI", "M_LO", "M_TYPE", "CollectionsMixin", "Meta"]

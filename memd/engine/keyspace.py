@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 from typing import TYPE_CHECKING, Any
 
-from memd.engine.collections import CollectionsMixin
+from memd.engine.collections import M_COUNT, M_EXPIRES_AT, M_HI, M_LO, M_TYPE, CollectionsMixin, Meta
 from memd.engine.memtable import DELETED, Memtable
 from memd.engine.records import (
     OP_DEL,
@@ -28,27 +28,12 @@ from memd.engine.records import (
 )
 from memd.store.base import KeyRow, list_sub
 from memd.errors import CommandError, WrongTypeError
+from memd.int64 import fits_int64, parse_int64
 
 if TYPE_CHECKING:
     from memd.engine.engine import Engine
 
-# (type, expires_at, count, lo, hi) of a live key
-Meta = tuple[int, int | None, int, int, int]
 _MISSING: Any = object()
-INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
-
-
-def parse_int64(raw: bytes) -> int | None:
-    """Redis's string2ll: canonical decimal only (no sign '+', spaces, leading zeros, '_'), in int64."""
-    if not 0 < len(raw) <= 20:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        return None
-    if str(value).encode() != raw or not INT_MIN <= value <= INT_MAX:
-        return None
-    return value
 
 
 class Keyspace(CollectionsMixin):
@@ -87,7 +72,7 @@ class Keyspace(CollectionsMixin):
 
     def typed_meta(self, key: bytes, type_: int) -> Meta | None:
         m = self.meta(key)
-        if m is not None and m[0] != type_:
+        if m is not None and m[M_TYPE] != type_:
             raise WrongTypeError()
         return m
 
@@ -155,7 +140,7 @@ class Keyspace(CollectionsMixin):
 
     def type_name(self, key: bytes) -> str:
         m = self.meta(key)
-        return "none" if m is None else TYPE_NAMES[m[0]]
+        return "none" if m is None else TYPE_NAMES[m[M_TYPE]]
 
     def exists(self, keys: list[bytes]) -> int:
         return sum(1 for k in keys if self.meta(k) is not None)
@@ -170,9 +155,9 @@ class Keyspace(CollectionsMixin):
         m = self.meta(key)
         if m is None:
             return -2
-        if m[1] is None:
+        if m[M_EXPIRES_AT] is None:
             return -1
-        return max(0, m[1] - self.now_ms())
+        return max(0, m[M_EXPIRES_AT] - self.now_ms())
 
     def expire_at(self, key: bytes, when_ms: int | None, *, nx: bool = False, xx: bool = False, gt: bool = False,
                   lt: bool = False) -> bool:
@@ -180,7 +165,7 @@ class Keyspace(CollectionsMixin):
         m = self.meta(key)
         if m is None:
             return False
-        cur = m[1]
+        cur = m[M_EXPIRES_AT]
         if when_ms is not None:
             if nx and cur is not None or xx and cur is None:
                 return False
@@ -192,7 +177,7 @@ class Keyspace(CollectionsMixin):
                 return True
         elif cur is None:
             return False
-        self.engine.apply([(OP_UPDATE, key, m[0], False, when_ms, m[2], m[3], m[4], [])])
+        self.engine.apply([(OP_UPDATE, key, m[M_TYPE], False, when_ms, m[M_COUNT], m[M_LO], m[M_HI], [])])
         return True
 
     def flushall(self) -> None:
@@ -288,13 +273,13 @@ class Keyspace(CollectionsMixin):
         m = self.meta(key)
         old = None
         if get and m is not None:
-            if m[0] != T_STRING:
+            if m[M_TYPE] != T_STRING:
                 raise WrongTypeError()
             old = self._string_value(key)
         if nx and m is not None or xx and m is None:
             return False, old
         if keepttl and m is not None:
-            expires_at = m[1]
+            expires_at = m[M_EXPIRES_AT]
         self.engine.apply([(OP_SET, key, value, expires_at)])
         return True, old
 
@@ -315,10 +300,10 @@ class Keyspace(CollectionsMixin):
             if cur is None:
                 raise CommandError("value is not an integer or out of range")
         new = cur + delta
-        if not INT_MIN <= new <= INT_MAX:
+        if not fits_int64(new):
             raise CommandError("increment or decrement would overflow")
-        self.engine.apply([(OP_SET, key, str(new).encode(), None if m is None else m[1])])
+        self.engine.apply([(OP_SET, key, str(new).encode(), None if m is None else m[M_EXPIRES_AT])])
         return new
 
 
-__all__ = ["Keyspace", "Meta", "list_sub", "parse_int64"]
+__all__ = ["M_COUNT", "M_EXPIRES_AT", "M_HI", "M_LO", "M_TYPE", "Keyspace", "Meta", "list_sub"]

@@ -157,7 +157,8 @@ def available_memory(root: str = "/") -> int:
 
     A cgroup limit above the host's RAM is no limit at all, hence the min.
     Under systemd's ``ProcSubset=pid`` the host's RAM cannot be read
-    (DEPENDENCIES.md): a cgroup limit is then used alone, and without one
+    (psutil's ``virtual_memory()`` fails; RSS still works): a cgroup limit
+    is then used alone, and without one
     this raises ``OSError`` — limits must then be given as sizes.
     """
     limit = cgroup_memory_limit(root)

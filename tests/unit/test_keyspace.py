@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from memd.engine.engine import Engine
-from memd.engine.keyspace import INT_MAX, INT_MIN, Keyspace
+from memd.engine.keyspace import Keyspace
 from memd.engine.records import OP_UPDATE
 from memd.errors import CommandError, WrongTypeError
+from memd.int64 import INT64_MAX, INT64_MIN
 
 pytestmark = pytest.mark.anyio
 
@@ -179,16 +180,16 @@ async def test_incrby(db: DB) -> None:
     ks.set(b"t", b"10", expires_at=db.now() + 5000)
     await db.engine.flush()
     assert ks.incrby(b"t", 1) == 11  # INCR keeps the TTL
-    ks.set(b"max", str(INT_MAX).encode())
-    ks.set(b"min", str(INT_MIN).encode())
+    ks.set(b"max", str(INT64_MAX).encode())
+    ks.set(b"min", str(INT64_MIN).encode())
     with pytest.raises(CommandError, match="overflow"):
         ks.incrby(b"max", 1)
     with pytest.raises(CommandError, match="overflow"):
         ks.incrby(b"min", -1)
-    assert ks.incrby(b"fresh", INT_MAX) == INT_MAX
+    assert ks.incrby(b"fresh", INT64_MAX) == INT64_MAX
     with pytest.raises(CommandError, match="overflow"):
         ks.incrby(b"fresh", 1)
-    assert ks.incrby(b"min", INT_MAX) == -1
+    assert ks.incrby(b"min", INT64_MAX) == -1
     ks.hset(b"h", [(b"f", b"1")])
     with pytest.raises(WrongTypeError):
         ks.incrby(b"h", 1)
@@ -196,9 +197,9 @@ async def test_incrby(db: DB) -> None:
     def check(ks: Keyspace) -> None:
         assert ks.get(b"n") == b"-2"
         assert ks.get(b"t") == b"11" and ks.pttl(b"t") == 5000
-        assert ks.get(b"max") == str(INT_MAX).encode()
+        assert ks.get(b"max") == str(INT64_MAX).encode()
         assert ks.get(b"min") == b"-1"
-        assert ks.get(b"fresh") == str(INT_MAX).encode()
+        assert ks.get(b"fresh") == str(INT64_MAX).encode()
         assert ks.hgetall(b"h") == {b"f": b"1"}
 
     await phases(db, check)
@@ -540,7 +541,7 @@ async def test_hashes(db: DB) -> None:
     ks.hset(b"h", [(b"x", b"1.5")])
     with pytest.raises(CommandError, match="not an integer"):
         ks.hincrby(b"h", b"x", 1)
-    ks.hset(b"h", [(b"big", str(INT_MAX).encode())])
+    ks.hset(b"h", [(b"big", str(INT64_MAX).encode())])
     with pytest.raises(CommandError, match="overflow"):
         ks.hincrby(b"h", b"big", 1)
     assert ks.hdel(b"h", [b"x", b"big"]) == 2

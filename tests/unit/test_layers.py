@@ -1,4 +1,4 @@
-"""The layering rules of DESIGN §4, checked mechanically by import-linter."""
+"""The import layering of pyproject.toml's [tool.importlinter] contracts, checked by import-linter."""
 
 from __future__ import annotations
 

@@ -1,0 +1,101 @@
+"""What the command handlers may ask of the RESP server that runs them.
+
+Handlers see the server through :attr:`memd.commands.Context.server`
+(None in unit tests, which run handlers without a socket). The commands
+sit below the server in the import layers (``pyproject.toml``), so they
+cannot import :class:`memd.server.Server`; this protocol names, instead,
+every attribute and method they read, and the server satisfies it
+structurally. Every member is read-only here: handlers read them, only the
+server and the daemon set them. The daemon fills in the parts only it knows (``config_view``,
+``namespace_rules``, ``maintenance``, ``info_providers``,
+``shutdown_requested``) after it builds the server; until then they hold
+empty defaults, never missing attributes.
+
+``tests/unit/test_serverview.py`` checks a real server against it, so an
+attribute renamed on one side fails a test instead of silently reading a
+default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from memd.commands import Context
+    from memd.config import NamespaceRule
+
+__all__ = ["ClientLimits", "InfoProvider", "JobRunner", "ServerView"]
+
+InfoProvider = tuple[str, Callable[[], dict[str, Any]]]  # (INFO section, its extra fields)
+
+
+class ClientLimits(Protocol):
+    """The connection limits INFO reports."""
+
+    @property
+    def max_clients(self) -> int: ...
+
+
+class JobRunner(Protocol):
+    """The maintenance scheduler, as MEMD.COMPACT and MEMD.BACKUP use it."""
+
+    @property
+    def jobs(self) -> Mapping[str, object]: ...
+
+    async def run_now(self, name: str) -> Any:
+        """Run job ``name`` now (or join the run in progress) and return its result."""
+
+
+@runtime_checkable
+class ServerView(Protocol):
+    """The server as the handlers see it (INFO, CLIENT LIST, CONFIG GET, SHUTDOWN, MEMD.*)."""
+
+    @property
+    def socket_path(self) -> str: ...
+
+    @property
+    def stats_connections(self) -> int:
+        """Connections accepted since the start."""
+
+    @property
+    def stats_commands(self) -> int:
+        """Commands processed since the start."""
+
+    @property
+    def stats_writes(self) -> int:
+        """Write commands that logged a WAL record."""
+
+    @property
+    def stats_errors(self) -> Mapping[str, int]:
+        """Error replies by RESP prefix (INFO errorstats)."""
+
+    @property
+    def shutdown_requested(self) -> asyncio.Event | None:
+        """SHUTDOWN sets it; None: no shutdown is wired in this process."""
+
+    @property
+    def config_view(self) -> Callable[[], Mapping[str, str]]:
+        """CONFIG GET's settings."""
+
+    @property
+    def namespace_rules(self) -> Sequence[NamespaceRule]:
+        """The [memory] access rules MEM.* checks."""
+
+    @property
+    def maintenance(self) -> JobRunner | None:
+        """None: no maintenance scheduler in this process."""
+
+    @property
+    def info_providers(self) -> Sequence[InfoProvider]:
+        """Extra INFO fields by section (maintenance, watchdog, reload)."""
+
+    @property
+    def connections(self) -> Collection[object]: ...
+
+    @property
+    def limits(self) -> ClientLimits: ...
+
+    def contexts(self) -> list[Context]:
+        """Every open connection's context (CLIENT LIST)."""
