@@ -205,8 +205,8 @@ def decrypt(path: str, dest: str, identities: Sequence[x25519.Identity], manifes
         try:
             pyrage.decrypt_io(src, writer, list(identities))
         except pyrage.DecryptError as exc:  # raised on the header: no identity opens it
-            raise BackupError(f"{path}: none of the identities given can decrypt it ({exc}); it was encrypted for "
-                              f"{', '.join(manifest['recipients'])}") from None
+            raise BackupError(f"{path} cannot be opened with the identities given ({exc}): the wrong identity, or "
+                              f"a damaged header; it was encrypted for {', '.join(manifest['recipients'])}") from None
         except OSError as exc:
             if writer.error is not None:
                 raise writer.error from None
