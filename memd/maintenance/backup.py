@@ -306,7 +306,8 @@ def _rotate_logged(directory: str, cfg: BackupConfig, now: float) -> list[str]:
 # ---- listing and rotation -------------------------------------------------------------------
 
 def list_backups(directory: str) -> list[BackupInfo]:
-    """Verified backups in ``directory``, newest first; unverified and failed ones are left out."""
+    """Verified backups in ``directory``, newest first; unverified and failed ones are left out,
+    and so are encrypted ones whose size is not the one their manifest records."""
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
@@ -320,11 +321,29 @@ def list_backups(directory: str) -> list[BackupInfo]:
             manifest = load_json(manifest_path(path))
             if manifest.get("verified") is not True or not os.path.isfile(path):
                 continue
+            if not _ciphertext_size_ok(path, manifest):
+                continue
             found.append(BackupInfo(path, int(manifest["lsn"]), parse_iso(manifest["created_at"]), manifest))
         except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             log.warning("backup_manifest_unreadable path=%s error=%r", manifest_path(path), str(exc))
     found.sort(key=lambda b: (b.created_at, b.lsn, b.path), reverse=True)
     return found
+
+
+def _ciphertext_size_ok(path: str, manifest: dict[str, Any]) -> bool:
+    """An encrypted backup whose size is not its manifest's is left out (so never rotated away).
+
+    A stat per listing is what can be afforded here (INFO lists backups);
+    ``memd backup --verify BACKUP`` checks the ciphertext's sha256 without the key.
+    """
+    if manifest.get("encryption") is None:
+        return True
+    size = os.path.getsize(path)
+    if size == manifest.get("ciphertext_bytes"):
+        return True
+    log.warning("backup_size_mismatch path=%s bytes=%d manifest_bytes=%r (left out of listing and rotation: "
+                "check it with memd backup --verify)", path, size, manifest.get("ciphertext_bytes"))
+    return False
 
 
 def last_backup(directory: str) -> tuple[str, float] | None:

@@ -233,6 +233,18 @@ async def test_recipients_apply_from_the_next_backup_and_rotation_handles_both(
     assert rotate(plain.dir, 1, 0, 0, fake_clock()) == [paths[2]]
 
 
+async def test_listing_leaves_out_an_encrypted_backup_of_the_wrong_size(
+        engine: Engine, cfg: BackupConfig, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    """A truncated copy (say, an interrupted sync) is neither counted as the newest nor rotated away."""
+    first = await encrypted_backup(engine, cfg, fake_clock)
+    second = await encrypted_backup(engine, cfg, fake_clock)
+    assert [b.path for b in list_backups(cfg.dir)] == [second, first]
+    os.truncate(second, os.path.getsize(second) - 1)
+    assert [b.path for b in list_backups(cfg.dir)] == [first]
+    assert "backup_size_mismatch" in caplog.text
+    assert rotate(cfg.dir, 1, 0, 0, fake_clock()) == [] and os.path.exists(second)
+
+
 # ---- streaming: memory does not grow with the backup -------------------------------------------
 
 def big_file(path: Path, mib: int) -> None:
