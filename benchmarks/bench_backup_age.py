@@ -81,8 +81,9 @@ async def backups(base: Path, keys: int, rounds: int) -> None:
                     tg.start_soon(tick)
                     s = await run_backup(engine, cfg)
                     tg.cancel_scope.cancel()
-                print(f"backup {name:9s} raw {s['bytes'] / 2**20:6.1f} MiB  lz4 {s['compressed_bytes'] / 2**20:5.1f} MiB"
-                      f"  {s['seconds']:6.2f} s  worst loop gap {worst * 1000:6.1f} ms", flush=True)
+                print(f"backup {name:9s} raw {s['bytes'] / 2**20:6.1f} MiB  lz4 "
+                      f"{s['compressed_bytes'] / 2**20:5.1f} MiB  {s['seconds']:6.2f} s  "
+                      f"worst loop gap {worst * 1000:6.1f} ms", flush=True)
 
 
 def streaming(base: Path, sizes: list[int]) -> None:
@@ -96,7 +97,7 @@ def streaming(base: Path, sizes: list[int]) -> None:
         grew_enc, grew_dec = map(int, out.stdout.split())
         print(f"stream {mib:5d} MiB: peak RSS grew {grew_enc / 2**20:5.1f} MiB encrypting, "
               f"{grew_dec / 2**20:5.1f} MiB decrypting", flush=True)
-        for p in (src, Path(f"{src}.age"), Path(f"{src}.out")):
+        for p in (src, *(Path(f"{f}{ext}") for f in (src, small) for ext in (".age", ".out"))):
             p.unlink()
 
 
