@@ -126,11 +126,35 @@ def backup(socket_path: str | None, timeout: float) -> int:
     return 0
 
 
-def restore(backup_path: str, data_dir: str) -> int:
+def verify_backup(backup_path: str, identity: str | None) -> int:
+    """Check one backup offline: end to end when it is plain or an identity is given, else its ciphertext."""
+    import tempfile  # noqa: PLC0415
+
+    from memd.maintenance import backup_age  # noqa: PLC0415
+
+    identities = backup_age.identities_for(identity)
+    manifest = backup_age.read_any_manifest(backup_age.data_path(backup_path))
+    facts = f"LSN {manifest['lsn']}, schema v{manifest['schema_version']}, {manifest['raw_bytes']} bytes"
+    if backup_age.is_encrypted(manifest) and identities is None:
+        backup_age.verify_without_key(backup_path)
+        print(f"memd backup --verify: {backup_path}: ciphertext ok (size, sha256, age header for "
+              f"{len(manifest['recipients'])} recipient(s)); {facts} by its manifest. The content was not checked: "
+              f"give --identity FILE to decrypt and check it")
+        return 0
+    # decrypted and decompressed in a private directory, never beside the backup (it may be on shared storage)
+    with tempfile.TemporaryDirectory(prefix="memd-verify-") as scratch:
+        backup_age.unpack(backup_path, os.path.join(scratch, "check.sqlite3"), identities)
+    how = "decrypted and " if backup_age.is_encrypted(manifest) else ""
+    print(f"memd backup --verify: {backup_path}: ok ({how}checked: sha256, lz4 checksum, integrity, LSN); {facts}")
+    return 0
+
+
+def restore(backup_path: str, data_dir: str, identity: str | None = None) -> int:
     """Offline restore; the daemon must be stopped (the data directory's lock says so)."""
+    from memd.maintenance.backup_age import identities_for  # noqa: PLC0415
     from memd.maintenance.restore import restore as restore_backup  # noqa: PLC0415
 
-    aside = restore_backup(backup_path, data_dir)
+    aside = restore_backup(backup_path, data_dir, identities=identities_for(identity))
     print(f"memd restore: the previous contents of {data_dir} were moved to {aside} (nothing was deleted)")
     print(f"memd restore: restored {backup_path} into {os.path.join(data_dir, DB_NAME)}; start the daemon")
     return 0
@@ -317,6 +341,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 _SOCKET_HELP = "daemon socket (default: $MEMD_SOCKET, /run/memd/memd.sock, per-user)"
+_IDENTITY_HELP = ("age identity file (AGE-SECRET-KEY-1..., from age-keygen) for an encrypted backup; default: "
+                  "$CREDENTIALS_DIRECTORY/memd-backup-identity when systemd passes that credential")
 
 
 def _add_operator_parsers(sub: Any) -> None:
@@ -362,10 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backup", help="make a verified backup now, through the running daemon; prints its path")
     p.add_argument("--socket", help="daemon socket (default: $MEMD_SOCKET, /run/memd/memd.sock, per-user)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the backup (default 3600)")
+    p.add_argument("--verify", metavar="BACKUP", help="instead, check BACKUP offline (no daemon): end to end, or "
+                   "for an encrypted one without --identity its ciphertext only; scratch space in $TMPDIR")
+    p.add_argument("--identity", metavar="FILE", help=_IDENTITY_HELP)
     p = sub.add_parser("restore", help="restore a backup into a data directory no daemon is using (offline)")
-    p.add_argument("backup", help="the backup file (memd-...sqlite3.lz4, or its .json manifest)")
+    p.add_argument("backup", help="the backup file (memd-...sqlite3.lz4[.age], or its .json manifest)")
     p.add_argument("--data-dir", required=True, help="the data directory to restore into; its contents are moved "
                    "aside, not deleted")
+    p.add_argument("--identity", metavar="FILE", help=_IDENTITY_HELP)
     _add_operator_parsers(sub)
     return parser
 
@@ -380,9 +410,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "info":
         return info(args.socket, args.section)
     if args.command == "backup":
+        if args.verify is not None:
+            return verify_backup(args.verify, args.identity)
+        if args.identity is not None:
+            raise MemdError("--identity goes with --verify BACKUP: the daemon never gets an identity")
         return backup(args.socket, args.timeout)
     if args.command == "restore":
-        return restore(args.backup, args.data_dir)
+        return restore(args.backup, args.data_dir, args.identity)
     if args.command == "config":
         if args.config_command == "check":
             return config_check(args.file)

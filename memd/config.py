@@ -53,6 +53,7 @@ DEFAULT_BACKUP_DIR = ""  # "" -> <data_dir>/backups at load time
 DEFAULT_BACKUP_KEEP_LAST = 4
 DEFAULT_BACKUP_KEEP_DAILY = 7
 DEFAULT_BACKUP_KEEP_WEEKLY = 4
+DEFAULT_BACKUP_AGE_RECIPIENTS: tuple[str, ...] = ()  # () = backups are not encrypted
 DEFAULT_WATCHDOG_SAMPLE_SECONDS = 5.0
 DEFAULT_WATCHDOG_SOFT_LIMIT: float | int = 0.5  # a fraction of the memory available to memd
 DEFAULT_WATCHDOG_HARD_LIMIT: float | int = 0.7
@@ -151,7 +152,7 @@ _RULE_IDS = ("read_uids", "read_gids", "write_uids", "write_gids")
 class _Kind:
     """How one key is parsed, rendered into TOML, and shown by ``CONFIG GET``."""
 
-    name: str  # str | path | choice | int | size | number | mode | ids | rules | schedule | memlimit
+    name: str  # str | path | choice | int | size | number | mode | ids | rules | schedule | memlimit | recipients
     minimum: float = 0
     strict_min: bool = False
     choices: tuple[str, ...] = ()
@@ -183,6 +184,11 @@ class _Kind:
             return parse_schedule(value, path, key)
         if n == "memlimit":
             return parse_memlimit(value, path, key)
+        if n == "recipients":  # the value is not echoed: it may hold a pasted secret key
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(path, key, 'must be a list of age public keys such as ["age1..."] '
+                                  f"([] = backups are not encrypted) (got a {type(value).__name__})")
+            return tuple(parse_age_recipient(v, path, f"{key}[{i}]") for i, v in enumerate(value))
         if n == "rules":
             if not isinstance(value, (list, tuple)):
                 raise bad('a list of tables such as [{prefix = "user-42", write_uids = [1001]}]')
@@ -212,6 +218,8 @@ class _Kind:
             return "[" + ", ".join(map(str, value)) + "]"
         if self.name == "rules":
             return "[" + ", ".join(_render_rule(r) for r in value) + "]"
+        if self.name == "recipients":
+            return "[" + ", ".join(map(_toml_str, value)) + "]"
         if self.name == "memlimit":
             return f'"{value * 100:g}%"' if isinstance(value, float) else _render_size(value)
         return _toml_str(value) if isinstance(value, str) else repr(value)
@@ -220,7 +228,7 @@ class _Kind:
         """The string ``CONFIG GET`` replies with (Redis shows bytes as plain integers)."""
         if self.name == "mode":
             return f"{value:04o}"
-        if self.name == "ids":
+        if self.name in ("ids", "recipients"):
             return " ".join(map(str, value))
         if self.name == "rules":
             return "; ".join(_render_rule(r)[1:-1] for r in value)
@@ -274,6 +282,24 @@ def parse_memlimit(value: object, path: str = "<value>", key: str = "limit") -> 
     if size <= 0:
         raise ConfigError(path, key, f"must be a size > 0 or a percentage such as \"50%\" (got {_show(value)})")
     return size
+
+
+def parse_age_recipient(value: str, path: str = "<value>", key: str = "recipient") -> str:
+    """An age X25519 public key (``age1...``), normalized; a secret key is refused without being echoed.
+
+    Only public keys belong in memd's config: with them the daemon can
+    encrypt a backup but never read one back.
+    """
+    text = value.strip()
+    if "SECRET-KEY-" in text.upper():
+        raise ConfigError(path, key, "is an age identity (a secret key): memd must never hold it; put its public key "
+                          "here (`age-keygen -y IDENTITY_FILE` prints it) and keep the identity off this host")
+    from pyrage import RecipientError, x25519  # noqa: PLC0415 - only configs that encrypt backups need it
+    try:
+        return str(x25519.Recipient.from_str(text))
+    except RecipientError as exc:
+        raise ConfigError(path, key, f"must be an age X25519 public key such as \"age1...\" as age-keygen prints "
+                          f"it ({exc}) (got {_show(value)})") from None
 
 
 def _parse_rule(rule: object, path: str, key: str) -> NamespaceRule:
@@ -370,6 +396,7 @@ class BackupConfig:
     keep_last: int = _opt(DEFAULT_BACKUP_KEEP_LAST, "int", minimum=1)
     keep_daily: int = _opt(DEFAULT_BACKUP_KEEP_DAILY, "int", minimum=0)
     keep_weekly: int = _opt(DEFAULT_BACKUP_KEEP_WEEKLY, "int", minimum=0)
+    age_recipients: tuple[str, ...] = _opt(DEFAULT_BACKUP_AGE_RECIPIENTS, "recipients")
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,7 +575,7 @@ def load(path: str | os.PathLike[str] | None = None,
             known = [f"{s}.{k}" for s in _SECTIONS for k in _SECTIONS[s]]
             raise _unknown(FLAGS, dotted, known, "key")
         kind = _SECTIONS[section][key]
-        if isinstance(value, str) and kind.name in ("int", "number", "ids"):
+        if isinstance(value, str) and kind.name in ("int", "number", "ids", "recipients"):
             try:
                 value = tomllib.loads(f"v = {value}")["v"]
             except tomllib.TOMLDecodeError:

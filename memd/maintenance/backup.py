@@ -15,11 +15,19 @@ make a bad one impossible to mistake for a good one:
   rotation and :func:`last_backup` see verified backups only, and rotation
   never deletes the newest of them.
 
-Heavy work (compression, hashing, verification, rotation) runs in worker
-threads: the daemon's event loop keeps serving while a backup runs. The
-on-disk format and the checks live in :mod:`memd.maintenance.backup_format`,
-the offline restore in :mod:`memd.maintenance.restore`; both are re-exported
-here (``verify_backup``, ``restore``, ``BackupError``).
+- **Encrypted when configured.** With ``backup.age_recipients`` set, the
+  verified lz4 frame is encrypted with age to those public keys before it
+  reaches the backup directory (:mod:`memd.maintenance.backup_age`); the
+  plaintext is made and checked in a scratch directory inside the data
+  directory, and what the daemon re-checks afterwards is the ciphertext
+  against its manifest. The daemon never has the key to read it back.
+
+Heavy work (compression, encryption, hashing, verification, rotation) runs
+in worker threads: the daemon's event loop keeps serving while a backup
+runs. The on-disk format and the checks live in
+:mod:`memd.maintenance.backup_format`, the offline restore in
+:mod:`memd.maintenance.restore`; both are re-exported here
+(``verify_backup``, ``restore``, ``BackupError``).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import shutil
 import sqlite3
 import time
 import uuid
@@ -39,10 +48,11 @@ import anyio
 import anyio.to_thread
 
 from memd import __version__
+from memd.maintenance import backup_age
 from memd.maintenance.backup_format import (
-    DIR_MODE, MANIFEST_FORMAT, MANIFEST_SUFFIX, SUFFIX, TMP_SUFFIX, BackupError, compress, free_name, fsync_dir,
-    iso, load_json, manifest_path, parse_iso, remove, sha256_file, utc, verify_backup,
-    write_json_atomic,
+    DIR_MODE, ENCRYPTED_SUFFIX, MANIFEST_FORMAT, MANIFEST_SUFFIX, TMP_SUFFIX, BackupError, compress, free_name,
+    fsync_dir, is_manifest_name, iso, load_json, manifest_path, parse_iso, remove, sha256_file,
+    unpack_checked, utc, verify_backup, write_json_atomic,
 )
 from memd.maintenance.restore import DEFAULT_DIR_NAME, restore
 from memd.store.sqlitefile import schema_version
@@ -57,6 +67,7 @@ __all__ = ["BackupError", "BackupInfo", "last_backup", "list_backups", "restore"
 log = logging.getLogger("memd.backup")
 
 FAILED_DIR = "failed"
+SCRATCH_DIR = ".backup-scratch"  # in the data directory: an encrypted backup's plaintext never leaves it
 STALE_TMP_SECONDS = 3600.0  # a .tmp this old belongs to a backup that crashed, not to one running
 
 
@@ -84,10 +95,14 @@ async def run_backup(engine: Engine, cfg: BackupConfig, *, now: Callable[[], flo
     came out of it.
     """
     directory = cfg.dir or os.path.join(engine.data_dir, DEFAULT_DIR_NAME)
+    recipients = cfg.age_recipients  # read per backup: a reloaded config applies to the next one
     async with _locks.setdefault(engine, anyio.Lock()):
         t0 = time.perf_counter()
         await anyio.to_thread.run_sync(_prepare_dir, directory)
-        path, manifest = await _snapshot_and_pack(engine, directory, now)
+        if recipients:
+            path, manifest = await _snapshot_and_encrypt(engine, directory, recipients, now)
+        else:
+            path, manifest = await _snapshot_and_pack(engine, directory, now)
         try:
             await anyio.to_thread.run_sync(_verify_and_mark, path, now())
         except BackupError as exc:
@@ -97,10 +112,14 @@ async def run_backup(engine: Engine, cfg: BackupConfig, *, now: Callable[[], flo
                               "are untouched: check the disk, then run the backup again") from exc
         deleted = await anyio.to_thread.run_sync(_rotate_logged, directory, cfg, now())
         seconds = time.perf_counter() - t0
-    log.info("backup_done path=%s lsn=%d bytes=%d compressed=%d seconds=%.3f deleted=%d", path, manifest["lsn"],
-             manifest["raw_bytes"], manifest["compressed_bytes"], seconds, len(deleted))
-    return {"path": path, "lsn": manifest["lsn"], "bytes": manifest["raw_bytes"],
-            "compressed_bytes": manifest["compressed_bytes"], "seconds": round(seconds, 3), "deleted": deleted}
+    encrypted = f" encrypted={backup_age.ENCRYPTION} recipients={len(recipients)}" if recipients else ""
+    log.info("backup_done path=%s lsn=%d bytes=%d compressed=%d seconds=%.3f deleted=%d%s", path, manifest["lsn"],
+             manifest["raw_bytes"], manifest["compressed_bytes"], seconds, len(deleted), encrypted)
+    summary = {"path": path, "lsn": manifest["lsn"], "bytes": manifest["raw_bytes"],
+               "compressed_bytes": manifest["compressed_bytes"], "seconds": round(seconds, 3), "deleted": deleted}
+    if recipients:
+        summary.update(encryption=backup_age.ENCRYPTION, ciphertext_bytes=manifest["ciphertext_bytes"])
+    return summary
 
 
 def _prepare_dir(directory: str) -> None:
@@ -157,8 +176,90 @@ def _pack(snap: str, directory: str, lsn: int, created: float) -> tuple[str, dic
                           "check free space and permissions in the backup directory") from exc
 
 
+async def _snapshot_and_encrypt(engine: Engine, directory: str, recipients: tuple[str, ...],
+                                now: Callable[[], float]) -> tuple[str, dict[str, Any]]:
+    """The snapshot, compressed and verified in the data directory's scratch, then encrypted into ``directory``."""
+    scratch = os.path.join(engine.data_dir, SCRATCH_DIR)
+    await anyio.to_thread.run_sync(_fresh_scratch, scratch)
+    try:
+        snap = os.path.join(scratch, "snapshot.sqlite3")
+        try:
+            lsn = await engine.snapshot_to(snap)
+        except (OSError, sqlite3.Error) as exc:
+            raise BackupError(f"cannot snapshot the store into {scratch}: {exc}; "
+                              "check free space and permissions in the data directory") from exc
+        return await anyio.to_thread.run_sync(_pack_encrypted, snap, directory, lsn, now(), recipients)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_drop_scratch, scratch)
+
+
+def _fresh_scratch(scratch: str) -> None:
+    """An empty scratch directory, mode 0700: what a crashed backup left there is plaintext, and ours."""
+    _drop_scratch(scratch)
+    try:
+        os.mkdir(scratch, 0o700)
+    except OSError as exc:
+        raise BackupError(f"cannot create the backup scratch directory {scratch}: {exc.strerror or exc}; "
+                          "an encrypted backup is prepared there: check the data directory's permissions") from exc
+
+
+def _drop_scratch(scratch: str) -> None:
+    if os.path.lexists(scratch):
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _pack_encrypted(snap: str, directory: str, lsn: int, created: float,
+                    recipients: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """Compress and verify ``snap`` beside it, then encrypt the frame into ``directory`` with its manifest.
+
+    The frame is verified (sha256, lz4 checksum, integrity_check, LSN)
+    before a byte of ciphertext exists: afterwards only the key could tell.
+    A frame that fails is not encrypted at all; nothing reaches ``directory``.
+    """
+    scratch = os.path.dirname(snap)
+    frame = os.path.join(scratch, "snapshot.sqlite3.lz4")
+    path = free_name(directory, created, lsn, ENCRYPTED_SUFFIX)
+    manifest = {
+        "format": MANIFEST_FORMAT, "file": os.path.basename(path), "lsn": lsn, "created_at": iso(created),
+        "raw_bytes": os.path.getsize(snap), "compression": "lz4-frame", "memd_version": __version__,
+    }
+    try:
+        manifest["schema_version"] = schema_version(snap)
+        compress(snap, frame)
+        remove(snap)  # the scratch holds one plaintext copy at a time
+        manifest.update(compressed_bytes=os.path.getsize(frame), sha256=sha256_file(frame))
+    except (OSError, sqlite3.Error) as exc:
+        raise BackupError(f"cannot prepare the backup in {scratch}: {getattr(exc, 'strerror', None) or exc}; "
+                          "check free space in the data directory") from exc
+    check = os.path.join(scratch, "verify.sqlite3")
+    try:
+        unpack_checked(frame, check, manifest)
+    except BackupError as exc:
+        raise BackupError(f"the snapshot failed verification before encryption, so nothing was written to "
+                          f"{directory}: {exc}; check the data directory's disk, then run the backup again") from exc
+    finally:
+        remove(check)
+    tmp = path + TMP_SUFFIX
+    try:
+        size, digest = backup_age.encrypt(frame, tmp, recipients)
+        os.replace(tmp, path)
+        fsync_dir(directory)
+        manifest.update(encryption=backup_age.ENCRYPTION, recipients=list(recipients), ciphertext_bytes=size,
+                        ciphertext_sha256=digest, verified=False, verified_at=None)
+        write_json_atomic(manifest_path(path), manifest)
+        return path, manifest
+    except OSError as exc:
+        remove(tmp, path, manifest_path(path))
+        raise BackupError(f"cannot write the backup {path}: {exc.strerror or exc}; "
+                          "check free space and permissions in the backup directory") from exc
+    except BaseException:
+        remove(tmp, path, manifest_path(path))
+        raise
+
+
 def _verify_and_mark(path: str, when: float) -> None:
-    manifest = verify_backup(path)
+    manifest = backup_age.verify_without_key(path)
     manifest.update(verified=True, verified_at=iso(when))
     try:
         write_json_atomic(manifest_path(path), manifest)
@@ -205,25 +306,44 @@ def _rotate_logged(directory: str, cfg: BackupConfig, now: float) -> list[str]:
 # ---- listing and rotation -------------------------------------------------------------------
 
 def list_backups(directory: str) -> list[BackupInfo]:
-    """Verified backups in ``directory``, newest first; unverified and failed ones are left out."""
+    """Verified backups in ``directory``, newest first; unverified and failed ones are left out,
+    and so are encrypted ones whose size is not the one their manifest records."""
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
     found: list[BackupInfo] = []
     for name in names:
-        if not name.endswith(SUFFIX + MANIFEST_SUFFIX):
+        if not is_manifest_name(name):
             continue
         path = os.path.join(directory, name[: -len(MANIFEST_SUFFIX)])
         try:
             manifest = load_json(manifest_path(path))
             if manifest.get("verified") is not True or not os.path.isfile(path):
                 continue
+            if not _ciphertext_size_ok(path, manifest):
+                continue
             found.append(BackupInfo(path, int(manifest["lsn"]), parse_iso(manifest["created_at"]), manifest))
         except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             log.warning("backup_manifest_unreadable path=%s error=%r", manifest_path(path), str(exc))
     found.sort(key=lambda b: (b.created_at, b.lsn, b.path), reverse=True)
     return found
+
+
+def _ciphertext_size_ok(path: str, manifest: dict[str, Any]) -> bool:
+    """An encrypted backup whose size is not its manifest's is left out (so never rotated away).
+
+    A stat per listing is what can be afforded here (INFO lists backups);
+    ``memd backup --verify BACKUP`` checks the ciphertext's sha256 without the key.
+    """
+    if manifest.get("encryption") is None:
+        return True
+    size = os.path.getsize(path)
+    if size == manifest.get("ciphertext_bytes"):
+        return True
+    log.warning("backup_size_mismatch path=%s bytes=%d manifest_bytes=%r (left out of listing and rotation: "
+                "check it with memd backup --verify)", path, size, manifest.get("ciphertext_bytes"))
+    return False
 
 
 def last_backup(directory: str) -> tuple[str, float] | None:

@@ -8,6 +8,11 @@ backups) and :mod:`memd.maintenance.restore`. A backup is two files:
 - ``<that name>.json``: the manifest — LSN, creation time, sizes, sha256 of
   the compressed file, schema and memd versions, and ``verified``.
 
+An encrypted backup (``backup.age_recipients``) is that lz4 frame encrypted
+with age, ``...sqlite3.lz4.age``; its manifest says the same about the frame
+inside plus ``encryption`` and the ciphertext's size and sha256
+(:mod:`memd.maintenance.backup_age`).
+
 Verification (:func:`unpack_verified`) checks everything that can be
 checked: manifest fields, size, sha256, that the frame carries a content
 checksum, the frame itself (lz4 checks that checksum as it decompresses:
@@ -36,6 +41,8 @@ from memd.errors import MemdError
 from memd.store.sqlitefile import check_file
 
 SUFFIX = ".sqlite3.lz4"
+ENCRYPTED_SUFFIX = SUFFIX + ".age"
+BACKUP_SUFFIXES = (SUFFIX, ENCRYPTED_SUFFIX)
 MANIFEST_SUFFIX = ".json"
 TMP_SUFFIX = ".tmp"
 MANIFEST_FORMAT = 1
@@ -77,19 +84,23 @@ def manifest_path(path: str) -> str:
     return path + MANIFEST_SUFFIX
 
 
+def is_manifest_name(name: str) -> bool:
+    return name.endswith(tuple(s + MANIFEST_SUFFIX for s in BACKUP_SUFFIXES))
+
+
 def data_path(path: str) -> str:
     """Accept a backup given by its data file or by its manifest."""
-    return path[: -len(MANIFEST_SUFFIX)] if path.endswith(SUFFIX + MANIFEST_SUFFIX) else path
+    return path[: -len(MANIFEST_SUFFIX)] if is_manifest_name(path) else path
 
 
-def free_name(directory: str, created: float, lsn: int) -> str:
-    """``memd-<time>-lsn<N>.sqlite3.lz4``; a counter only if two backups share time and LSN."""
+def free_name(directory: str, created: float, lsn: int, suffix: str = SUFFIX) -> str:
+    """``memd-<time>-lsn<N>.sqlite3.lz4[.age]``; a counter only if two backups share time and LSN."""
     base = f"memd-{stamp(created)}-lsn{lsn}"
     for n in range(1000):
-        path = os.path.join(directory, (f"{base}-{n}" if n else base) + SUFFIX)
+        path = os.path.join(directory, (f"{base}-{n}" if n else base) + suffix)
         if not os.path.lexists(path) and not os.path.lexists(manifest_path(path)):
             return path
-    raise BackupError(f"{directory}: no free name for {base}{SUFFIX}; remove old backups there")
+    raise BackupError(f"{directory}: no free name for {base}{suffix}; remove old backups there")
 
 
 # ---- durable file operations ----------------------------------------------------------------
@@ -177,10 +188,23 @@ def unpack_verified(path: str, dest: str) -> dict[str, Any]:
     """Decompress ``path`` into the new file ``dest``, checking everything; ``dest`` survives only if sound.
 
     Restore uses this directly, so the file it puts in place is the very
-    file that was checked, decompressed once.
+    file that was checked, decompressed once. An encrypted backup needs its
+    identity: :func:`memd.maintenance.backup_age.unpack` takes it.
     """
     try:
         manifest = read_manifest(path)
+    except OSError as exc:
+        raise BackupError(f"cannot verify {path}: {exc.strerror or exc}: {exc.filename or ''}") from exc
+    if manifest.get("encryption") is not None:
+        raise BackupError(f"{path} is encrypted ({manifest['encryption']}): only its identity can open it; give "
+                          "the identity file with --identity FILE")
+    return unpack_checked(path, dest, manifest)
+
+
+def unpack_checked(path: str, dest: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """:func:`unpack_verified` against a manifest in hand (an encrypted backup's frame is checked before
+    it is encrypted, when its manifest is not written yet)."""
+    try:
         _check_compressed(path, manifest)
         _decompress(path, dest, manifest)
         _check_sqlite(path, dest, manifest)
@@ -200,7 +224,8 @@ def require_file(path: str) -> None:
     except FileNotFoundError:
         raise BackupError(f"{path}: no such backup file") from None
     if not stat.S_ISREG(st.st_mode):
-        raise BackupError(f"{path} is not a regular file: give the path of a memd-...{SUFFIX} backup")
+        raise BackupError(f"{path} is not a regular file: give the path of a memd-...{SUFFIX} "
+                          f"(or ...{ENCRYPTED_SUFFIX}) backup")
 
 
 def read_manifest(path: str) -> dict[str, Any]:

@@ -7,6 +7,10 @@ replay onto the restored snapshot), anything else — is moved into
 backup has been decompressed and fully verified into a temporary file
 inside the data directory and given the right owner and mode: a bad backup
 or a permission problem leaves the directory as it was.
+
+An encrypted backup is opened with the identities the operator gives
+(``--identity FILE`` or systemd's credential): a wrong key or a changed
+ciphertext is refused before anything moves, like any other bad backup.
 """
 
 from __future__ import annotations
@@ -15,13 +19,18 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from memd.engine.engine import DB_NAME, LOCK_NAME, lock_data_dir
+from memd.maintenance.backup_age import unpack
 from memd.store.schema import SCHEMA_VERSION
 from memd.maintenance.backup_format import (
-    MANIFEST_SUFFIX, TMP_SUFFIX, BackupError, data_path, fsync_dir, remove, require_file, stamp, unpack_verified,
+    MANIFEST_SUFFIX, TMP_SUFFIX, BackupError, data_path, fsync_dir, remove, require_file, stamp,
 )
+
+if TYPE_CHECKING:
+    from pyrage import x25519
 
 log = logging.getLogger("memd.backup")
 
@@ -29,11 +38,13 @@ ASIDE_PREFIX = "before-restore-"
 DEFAULT_DIR_NAME = "backups"  # backup.dir = "" -> <data_dir>/backups
 
 
-def restore(backup_path: str, data_dir: str, *, now: Callable[[], float] = time.time) -> str:
+def restore(backup_path: str, data_dir: str, *, identities: Sequence[x25519.Identity] | None = None,
+            now: Callable[[], float] = time.time) -> str:
     """Restore a backup into ``data_dir`` (no daemon may use it); return where the old contents went.
 
     The data directory's lock is held throughout, so no daemon can start
     meanwhile; it raises :class:`DataDirLockedError` while one runs.
+    ``identities`` open an encrypted backup (a plain one needs none).
     """
     backup = data_path(os.path.abspath(backup_path))
     data_dir = os.path.abspath(data_dir)
@@ -46,7 +57,7 @@ def restore(backup_path: str, data_dir: str, *, now: Callable[[], float] = time.
         tmp = os.path.join(data_dir, f".{DB_NAME}.restore{TMP_SUFFIX}")
         remove(tmp)
         try:
-            manifest = unpack_verified(backup, tmp)
+            manifest = unpack(backup, tmp, identities)
             if manifest["schema_version"] > SCHEMA_VERSION:
                 raise BackupError(f"{backup} has schema version {manifest['schema_version']} but this memd knows "
                                   f"up to {SCHEMA_VERSION}: restore it with a newer memd")
@@ -63,7 +74,8 @@ def restore(backup_path: str, data_dir: str, *, now: Callable[[], float] = time.
                               f"the previous contents are in {aside}") from exc
     finally:
         os.close(lock_fd)
-    log.info("restore_done backup=%s lsn=%d data_dir=%s previous=%s", backup, manifest["lsn"], data_dir, aside)
+    log.info("restore_done backup=%s lsn=%d data_dir=%s previous=%s%s", backup, manifest["lsn"], data_dir, aside,
+             f" encryption={manifest['encryption']}" if manifest.get("encryption") else "")
     return aside
 
 
