@@ -1,0 +1,136 @@
+"""Coverage-guided fuzzing of memd's RESP parser and of command dispatch (atheris / libFuzzer).
+
+Run (from the repo root):
+
+    python3 benchmarks/fuzz.py --target resp --runs 1000000
+    python3 benchmarks/fuzz.py --target dispatch --runs 1000000
+
+``resp``: :mod:`tests.fuzz.resp_target` (the parser on arbitrary bytes cut at
+arbitrary points: commands, a wait or ProtocolError only; bounded memory;
+the same outcome for any cuts and either engine; re-encoding is the identity).
+``dispatch``: :mod:`tests.fuzz.dispatch_target` (command sequences from a
+grammar of memd's real commands through a real connection handler over a
+real engine: one well-formed reply per request, a second client's keys
+unchanged, no leaked connection or task).
+
+memd's modules are instrumented for coverage, so libFuzzer keeps the inputs
+that reach new branches (in a temporary corpus unless ``--corpus``). At the
+end it prints the inputs tried, the duration, the crashes and each
+invariant's counters, as ``key=value`` lines after ``FUZZ RESULT``, and
+writes them as JSON with ``--report``. A failed invariant is a crash: the
+traceback is printed, libFuzzer saves the input as ``crash-*`` in
+``--artifacts`` and the exit status is non-zero. Arguments after ``--`` go
+to libFuzzer unchanged (e.g. ``-- -max_total_time=600``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+try:
+    import atheris
+except ImportError:  # pragma: no cover - the test extras install it
+    sys.exit("benchmarks/fuzz.py needs atheris: python3 -m pip install 'atheris>=3' (in memd's test extras)")
+
+
+class Target(Protocol):
+    name: str
+    seeds: tuple[bytes, ...]
+    dictionary: tuple[bytes, ...]  # tokens libFuzzer splices into inputs (protocol words, command names)
+
+    def one(self, data: bytes) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+    def finish(self) -> dict[str, int]: ...
+
+
+def load_target(name: str, options: argparse.Namespace) -> Target:
+    """Import the target with memd's modules instrumented (they must not have been imported before)."""
+    assert not any(m == "memd" or m.startswith("memd.") for m in sys.modules), "memd imported before instrumenting"
+    with atheris.instrument_imports(include=["memd"]):
+        if name == "resp":
+            from tests.fuzz.resp_target import RespTarget
+            return RespTarget()
+        from tests.fuzz.dispatch_target import DispatchTarget
+        return DispatchTarget(check_every=options.check_every, restart_every=options.restart_every)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", choices=("resp", "dispatch"), required=True)
+    ap.add_argument("--runs", type=int, default=1_000_000, help="inputs to try (default 1,000,000)")
+    ap.add_argument("--seed", type=int, default=1, help="libFuzzer's random seed (default 1: repeatable)")
+    ap.add_argument("--max-len", type=int, default=4096, help="longest input in bytes (default 4096)")
+    ap.add_argument("--corpus", help="corpus directory to read and extend (default: a temporary one)")
+    ap.add_argument("--artifacts", default=".", help="where libFuzzer writes crash-* inputs (default: .)")
+    ap.add_argument("--report", help="also write the final figures to this JSON file")
+    ap.add_argument("--check-every", type=int, default=50,
+                    help="dispatch: the second client reads its keys back every N inputs (default 50)")
+    ap.add_argument("--restart-every", type=int, default=20_000,
+                    help="dispatch: close every connection and restart the engine every N inputs (default 20,000)")
+    ap.add_argument("libfuzzer", nargs="*", help="after --: more libFuzzer flags")
+    options = ap.parse_args()
+
+    target = load_target(options.target, options)
+    corpus = options.corpus or tempfile.mkdtemp(prefix=f"memd-fuzz-{options.target}-")
+    os.makedirs(corpus, exist_ok=True)
+    if not os.listdir(corpus):
+        for i, seed in enumerate(target.seeds):
+            Path(corpus, f"seed-{i}").write_bytes(seed)
+    dict_path = os.path.join(corpus, "..", f"memd-fuzz-{options.target}-{os.getpid()}.dict")
+    Path(dict_path).write_text("".join('"%s"\n' % "".join(f"\\x{b:02x}" for b in token)
+                                       for token in target.dictionary))
+    artifacts = os.path.join(os.path.abspath(options.artifacts), "")
+    argv = [sys.argv[0], f"-runs={options.runs}", f"-seed={options.seed}", f"-max_len={options.max_len}",
+            f"-artifact_prefix={artifacts}", "-print_final_stats=1", f"-dict={dict_path}", *options.libfuzzer, corpus]
+
+    state: dict[str, Any] = {"inputs": 0, "t0": time.monotonic(), "next_progress": time.monotonic() + 60}
+
+    def result(crashes: int, extra: dict[str, int]) -> dict[str, Any]:
+        return {"target": options.target, "inputs": state["inputs"], "requested": options.runs,
+                "seconds": round(time.monotonic() - state["t0"], 1), "crashes": crashes, "seed": options.seed,
+                "max_len": options.max_len, **extra}
+
+    def emit(res: dict[str, Any]) -> None:
+        print("FUZZ RESULT", flush=True)
+        for k, v in res.items():
+            print(f"  {k}={v}", flush=True)
+        if options.report:
+            Path(options.report).write_text(json.dumps(res, indent=1) + "\n")
+        os.unlink(dict_path)
+        if not options.corpus:
+            shutil.rmtree(corpus, ignore_errors=True)
+
+    def one_input(data: bytes) -> None:
+        state["inputs"] += 1
+        try:
+            target.one(data)
+            if state["inputs"] >= options.runs:  # libFuzzer exits right after this call: finish here
+                emit(result(0, target.finish()))
+                return
+        except BaseException:
+            emit(result(1, target.stats()))
+            raise
+        now = time.monotonic()
+        if now >= state["next_progress"]:
+            state["next_progress"] = now + 60
+            figures = " ".join(f"{k}={v}" for k, v in target.stats().items())
+            print(f"progress inputs={state['inputs']} seconds={now - state['t0']:.0f} {figures}", flush=True)
+
+    atheris.Setup(argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
