@@ -14,7 +14,7 @@ real engine: one well-formed reply per request, a second client's keys
 unchanged, no leaked connection or task).
 
 memd's modules are instrumented for coverage, so libFuzzer keeps the inputs
-that reach new branches (in a temporary corpus unless ``--corpus``). At the
+that reach new branches (and saves them in ``--corpus DIR`` if given). At the
 end it prints the inputs tried, the duration, the crashes and each
 invariant's counters, as ``key=value`` lines after ``FUZZ RESULT``, and
 writes them as JSON with ``--report``. A failed invariant is a crash: the
@@ -71,8 +71,9 @@ def main() -> None:
     ap.add_argument("--target", choices=("resp", "dispatch"), required=True)
     ap.add_argument("--runs", type=int, default=1_000_000, help="inputs to try (default 1,000,000)")
     ap.add_argument("--seed", type=int, default=1, help="libFuzzer's random seed (default 1: repeatable)")
-    ap.add_argument("--max-len", type=int, default=4096, help="longest input in bytes (default 4096)")
-    ap.add_argument("--corpus", help="corpus directory to read and extend (default: a temporary one)")
+    ap.add_argument("--max-len", type=int, default=0,
+                    help="longest input in bytes (default: resp 4096; dispatch 1024, a dozen commands)")
+    ap.add_argument("--corpus", help="corpus directory to read and extend (default: none, start from the seeds)")
     ap.add_argument("--artifacts", default=".", help="where libFuzzer writes crash-* inputs (default: .)")
     ap.add_argument("--report", help="also write the final figures to this JSON file")
     ap.add_argument("--check-every", type=int, default=50,
@@ -83,24 +84,31 @@ def main() -> None:
     options = ap.parse_args()
 
     target = load_target(options.target, options)
-    corpus = options.corpus or tempfile.mkdtemp(prefix=f"memd-fuzz-{options.target}-")
-    os.makedirs(corpus, exist_ok=True)
-    if not os.listdir(corpus):
-        for i, seed in enumerate(target.seeds):
-            Path(corpus, f"seed-{i}").write_bytes(seed)
-    dict_path = os.path.join(corpus, "..", f"memd-fuzz-{options.target}-{os.getpid()}.dict")
+    max_len = options.max_len or (4096 if options.target == "resp" else 1024)
+    # libFuzzer reads the seeds and the dictionary at start: they go in a scratch directory removed at the
+    # first input (it exits without returning, so nothing could remove them at the end)
+    scratch = tempfile.mkdtemp(prefix=f"memd-fuzz-{options.target}-")
+    seeds = []
+    for i, seed in enumerate(target.seeds):
+        seeds.append(os.path.join(scratch, f"seed-{i}"))
+        Path(seeds[-1]).write_bytes(seed)
+    dict_path = os.path.join(scratch, "tokens.dict")
     Path(dict_path).write_text("".join('"%s"\n' % "".join(f"\\x{b:02x}" for b in token)
                                        for token in target.dictionary))
     artifacts = os.path.join(os.path.abspath(options.artifacts), "")
-    argv = [sys.argv[0], f"-runs={options.runs}", f"-seed={options.seed}", f"-max_len={options.max_len}",
-            f"-artifact_prefix={artifacts}", "-print_final_stats=1", f"-dict={dict_path}", *options.libfuzzer, corpus]
+    argv = [sys.argv[0], f"-runs={options.runs}", f"-seed={options.seed}", f"-max_len={max_len}",
+            f"-artifact_prefix={artifacts}", "-print_final_stats=1", f"-dict={dict_path}",
+            f"-seed_inputs={','.join(seeds)}", *options.libfuzzer]
+    if options.corpus:  # kept: inputs that reached new code are saved there for the next run
+        os.makedirs(options.corpus, exist_ok=True)
+        argv.append(options.corpus)
 
     state: dict[str, Any] = {"inputs": 0, "t0": time.monotonic(), "next_progress": time.monotonic() + 60}
 
     def result(crashes: int, extra: dict[str, int]) -> dict[str, Any]:
         return {"target": options.target, "inputs": state["inputs"], "requested": options.runs,
                 "seconds": round(time.monotonic() - state["t0"], 1), "crashes": crashes, "seed": options.seed,
-                "max_len": options.max_len, **extra}
+                "max_len": max_len, **extra}
 
     def emit(res: dict[str, Any]) -> None:
         print("FUZZ RESULT", flush=True)
@@ -108,12 +116,11 @@ def main() -> None:
             print(f"  {k}={v}", flush=True)
         if options.report:
             Path(options.report).write_text(json.dumps(res, indent=1) + "\n")
-        os.unlink(dict_path)
-        if not options.corpus:
-            shutil.rmtree(corpus, ignore_errors=True)
 
     def one_input(data: bytes) -> None:
         state["inputs"] += 1
+        if state["inputs"] == 1:
+            shutil.rmtree(scratch, ignore_errors=True)
         try:
             target.one(data)
             if state["inputs"] >= options.runs:  # libFuzzer exits right after this call: finish here
