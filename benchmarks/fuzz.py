@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -80,6 +81,9 @@ def main() -> None:
                     help="dispatch: the second client reads its keys back every N inputs (default 50)")
     ap.add_argument("--restart-every", type=int, default=20_000,
                     help="dispatch: close every connection and restart the engine every N inputs (default 20,000)")
+    ap.add_argument("--max-seconds", type=float, default=0,
+                    help="stop after this long even if --runs is not reached (so does SIGTERM/SIGINT): the final "
+                         "checks still run and the result says how many inputs were tried")
     ap.add_argument("libfuzzer", nargs="*", help="after --: more libFuzzer flags")
     options = ap.parse_args()
 
@@ -98,7 +102,7 @@ def main() -> None:
     artifacts = os.path.join(os.path.abspath(options.artifacts), "")
     argv = [sys.argv[0], f"-runs={options.runs}", f"-seed={options.seed}", f"-max_len={max_len}",
             f"-artifact_prefix={artifacts}", "-print_final_stats=1", f"-dict={dict_path}",
-            f"-seed_inputs={','.join(seeds)}", *options.libfuzzer]
+            f"-seed_inputs={','.join(seeds)}", "-handle_term=0", "-handle_int=0", *options.libfuzzer]
     if options.corpus:  # kept: inputs that reached new code are saved there for the next run
         os.makedirs(options.corpus, exist_ok=True)
         argv.append(options.corpus)
@@ -117,6 +121,11 @@ def main() -> None:
         if options.report:
             Path(options.report).write_text(json.dumps(res, indent=1) + "\n")
 
+    deadline = state["t0"] + options.max_seconds if options.max_seconds else float("inf")
+    stop_requested: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):  # stop at the next input boundary, with the final checks
+        signal.signal(signum, lambda signum, frame: stop_requested.append(signum))
+
     def one_input(data: bytes) -> None:
         state["inputs"] += 1
         if state["inputs"] == 1:
@@ -126,6 +135,9 @@ def main() -> None:
             if state["inputs"] >= options.runs:  # libFuzzer exits right after this call: finish here
                 emit(result(0, target.finish()))
                 return
+            if stop_requested or time.monotonic() >= deadline:
+                emit(result(0, {**target.finish(), "stopped_early": 1}))
+                os._exit(0)  # libFuzzer has no way to end a run from inside it
         except BaseException:
             emit(result(1, target.stats()))
             raise
