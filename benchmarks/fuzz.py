@@ -18,14 +18,15 @@ that reach new branches (and saves them in ``--corpus DIR`` if given). At the
 end it prints the inputs tried, the duration, the crashes and each
 invariant's counters, as ``key=value`` lines after ``FUZZ RESULT``, and
 writes them as JSON with ``--report``. A failed invariant is a crash: the
-traceback is printed, libFuzzer saves the input as ``crash-*`` in
-``--artifacts`` and the exit status is non-zero. Arguments after ``--`` go
+traceback is printed, the input is saved as ``crash-<sha1>`` in
+``--artifacts`` and the exit status is 1. Arguments after ``--`` go
 to libFuzzer unchanged (e.g. ``-- -max_total_time=600``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -140,7 +142,13 @@ def main() -> None:
                 os._exit(0)  # libFuzzer has no way to end a run from inside it
         except BaseException:
             emit(result(1, target.stats()))
-            raise
+            # save the input and exit here: the dispatch target's engine threads would keep the process
+            # alive after libFuzzer's own crash exit
+            crash = os.path.join(artifacts, "crash-" + hashlib.sha1(data).hexdigest())
+            Path(crash).write_bytes(data)
+            traceback.print_exc()
+            print(f"crash input saved to {crash}", file=sys.stderr, flush=True)
+            os._exit(1)
         now = time.monotonic()
         if now >= state["next_progress"]:
             state["next_progress"] = now + 60

@@ -249,8 +249,11 @@ class DispatchTarget:
         """Delete the fuzzer's keys (APPEND and RPUSH would otherwise grow them for the whole run)."""
         c = self._connect()
         keys = (await self._send(c, [[b"KEYS", grammar.KEY_PREFIX + b"*"]], "cleanup"))[0]
-        for i in range(0, len(keys), 500):
-            await self._send(c, [[b"DEL", *keys[i:i + 500]]], "cleanup")
+        step = LIMITS.max_args - 1  # DEL and its keys within the fuzzing limits
+        for i in range(0, len(keys), step):
+            deleted = (await self._send(c, [[b"DEL", *keys[i:i + step]]], "cleanup"))[0]
+            if not isinstance(deleted, int):
+                raise AssertionError(f"cleanup: DEL of the fuzzer's keys answered {deleted!r}")
         c.transport.close()
 
     # ---- connections ------------------------------------------------------------------
