@@ -49,6 +49,7 @@ _BLANK: Final = b" \t\n\r\x0b\x0c"  # C isspace()
 _NEED: Final = object()  # hiredis "incomplete" marker (its default, False, is also a RESP3 value)
 _FAST_MIN: Final = 128  # shorter batches (with no partial frame) are cheaper in Python
 _FAST_TAIL: Final = 4096  # partial frames larger than this are left to the Python engine
+_MAX_HEADER: Final = 21  # longest valid '*'/'$' line without CRLF: the type byte and "-9223372036854775808"
 
 
 def _split_inline(line: bytes) -> list[bytes]:
@@ -105,8 +106,9 @@ class RequestParser:
     bulk declared over ``max_bulk_bytes`` or an array over ``max_args`` fails
     on its header; a line (inline command, ``*``/``$`` header) over
     ``max_inline_bytes`` fails once ``max_inline_bytes + 2`` bytes of it are
-    held with no newline, or when it ends: the outcome never depends on how
-    the bytes were split. Like Redis: ``*0``/``*-1`` and empty lines are
+    held with no newline (a header: once it is also too long to hold a valid
+    length), or when it ends: the outcome never depends on how the bytes
+    were split. Like Redis: ``*0``/``*-1`` and empty lines are
     skipped, and the 2 bytes after bulk data are not checked.
 
     Two engines, one behaviour. ``_parse`` (Python) is the reference. While
@@ -243,6 +245,10 @@ class RequestParser:
         """
         find, small, n = buf.find, _SMALL, len(buf)
         max_bulk, max_args, max_line = self._max_bulk, self._max_args, self._max_line
+        # A header line cut before its CRLF is refused only once it is too long to be valid ('*'/'$' and
+        # an int64 are at most 21 bytes): else a small max_line would refuse a valid header or not
+        # depending on where a read ended.
+        max_head = max(max_line, _MAX_HEADER)
         args, left = self._args, self._left
         pos, start = 0, (0 if args is None else -1)  # start: this frame's first byte
         need, need_line = 1, False  # need: absolute index in buf
@@ -268,9 +274,9 @@ class RequestParser:
                     continue
                 nl = find(b"\r\n", pos)
                 if nl < 0:
-                    if n - pos >= max_line + 2:
+                    if n - pos >= max_head + 2:
                         raise ProtocolError("Protocol error: too big mbulk count string")
-                    need, need_line = pos + max_line + 2, True
+                    need, need_line = pos + max_head + 2, True
                     break
                 text = buf[pos + 1:nl]
                 count = small.get(text)
@@ -292,9 +298,9 @@ class RequestParser:
                     raise ProtocolError("Protocol error: expected '$', got '%s'" % chr(buf[pos]))
                 nl = find(b"\r\n", pos)
                 if nl < 0:
-                    if n - pos >= max_line + 2:
+                    if n - pos >= max_head + 2:
                         raise ProtocolError("Protocol error: too big bulk count string")
-                    need, need_line = pos + max_line + 2, True
+                    need, need_line = pos + max_head + 2, True
                     break
                 text = buf[pos + 1:nl]
                 size = small.get(text)
