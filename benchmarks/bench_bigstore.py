@@ -42,7 +42,7 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchutil import Cleanup, Interrupted, machine_line, memd_build, raise_interrupted, tail  # noqa: E402
+from benchutil import Cleanup, Interrupted, machine_line, memd_build, raise_interrupted, tail, wait_ready  # noqa: E402
 from memd.engine.engine import DB_NAME, WAL_DIR  # noqa: E402
 from memd.engine.records import OP_SET  # noqa: E402
 from memd.engine.wal import WAL  # noqa: E402
@@ -196,7 +196,7 @@ def run_daemon(cleanup: Cleanup, base: str, data_dir: str) -> dict[str, float]:
     cleanup.procs.append(proc)
     ps = psutil.Process(proc.pid)
     with Poller(lambda: vm_hwm(proc.pid), 0.05) as hwm:  # VmHWM only grows: the last sample is ~the peak
-        wait_pong(sock, proc, log_path)
+        wait_ready(sock, proc, log_path, START_DEADLINE, poll=0.01, reply_timeout=60)  # start time to ~10 ms
         first_ping = time.monotonic() - t0
         rss_at_ping = ps.memory_info().rss
         hwm_at_ping = vm_hwm(proc.pid)
@@ -212,24 +212,6 @@ def run_daemon(cleanup: Cleanup, base: str, data_dir: str) -> dict[str, float]:
     return {"first_ping": first_ping, "rss_at_ping": rss_at_ping, "peak_at_ping": hwm_at_ping,
             "peak_rss": hwm.peak, "replayed": int(found[-1][0]),
             "recovery": float(found[-1][1])}
-
-
-def wait_pong(sock: str, proc: subprocess.Popen[bytes], log: str) -> None:
-    """Connect and PING until PONG; polls every 10 ms, so the start time is measured to ~10 ms."""
-    end = time.monotonic() + START_DEADLINE
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"memd exited with {proc.returncode} before answering:\n{tail(log)}")
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(60)
-                s.connect(sock)
-                s.sendall(b"*1\r\n$4\r\nPING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
-                    return
-        except OSError:
-            time.sleep(0.01)
-    raise RuntimeError(f"memd did not answer PING within {START_DEADLINE:.0f} s:\n{tail(log)}")
 
 
 def mib(n: float) -> str:

@@ -74,8 +74,12 @@ def tail(path: str, lines: int = 15) -> str:
         return ""
 
 
-def wait_ready(sock_path: str, proc: subprocess.Popen[bytes], log: str, deadline: float) -> None:
-    """Poll connect + PING on the socket until the server answers, it exits, or the deadline passes."""
+def wait_ready(sock_path: str, proc: subprocess.Popen[bytes], log: str, deadline: float, *, poll: float = 0.05,
+               reply_timeout: float = 2.0) -> None:
+    """Poll connect + PING on the socket until the server answers, it exits, or the deadline passes.
+
+    ``poll`` is also the resolution of a start time measured with it.
+    """
     end = time.monotonic() + deadline
     last: Exception | None = None
     while time.monotonic() < end:
@@ -83,14 +87,14 @@ def wait_ready(sock_path: str, proc: subprocess.Popen[bytes], log: str, deadline
             raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before accepting:\n{tail(log)}")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(2.0)
+                s.settimeout(reply_timeout)
                 s.connect(sock_path)
                 s.sendall(b"*1\r\n$4\r\nPING\r\n")
                 if s.recv(64).startswith(b"+PONG"):
                     return
         except OSError as e:
             last = e
-        time.sleep(0.05)
+        time.sleep(poll)
     raise RuntimeError(f"{sock_path} did not accept within {deadline:.0f} s ({last}):\n{tail(log)}")
 
 

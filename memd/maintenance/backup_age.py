@@ -42,7 +42,7 @@ import pyrage
 from pyrage import x25519
 
 from memd.maintenance.backup_format import (
-    ENCRYPTED_SUFFIX, TMP_SUFFIX, BackupError, create_new, data_path, read_manifest, remove, sha256_file,
+    ENCRYPTED_SUFFIX, TMP_SUFFIX, BackupError, check_size_and_digest, create_new, data_path, read_manifest, remove,
     unpack_checked, verify_backup,
 )
 
@@ -145,21 +145,14 @@ def _header(path: str) -> tuple[int, int]:
 
 def check_ciphertext(path: str, manifest: Mapping[str, Any]) -> None:
     """What can be checked without the key: size, sha256, header, payload length; BackupError if wrong."""
-    size = os.path.getsize(path)
-    if size != manifest["ciphertext_bytes"]:
-        raise BackupError(f"{path} is {size} bytes but its manifest says {manifest['ciphertext_bytes']}: "
-                          "truncated or overwritten")
-    digest = sha256_file(path)
-    if digest != manifest["ciphertext_sha256"]:
-        raise BackupError(f"{path}: its sha256 {digest} is not the manifest's ciphertext_sha256 "
-                          f"{manifest['ciphertext_sha256']}: the file is damaged")
+    check_size_and_digest(path, manifest, "ciphertext_bytes", "ciphertext_sha256")
     header, stanzas = _header(path)
     if stanzas != len(manifest["recipients"]):
         raise BackupError(f"{path}: its age header has {stanzas} X25519 recipient(s) but the manifest lists "
                           f"{len(manifest['recipients'])}")
     expected = header + payload_bytes(manifest["compressed_bytes"])
-    if size != expected:
-        raise BackupError(f"{path} is {size} bytes but an age file of a {manifest['compressed_bytes']}-byte frame "
+    if manifest["ciphertext_bytes"] != expected:  # (the file's size, checked above)
+        raise BackupError(f"{path} is {manifest['ciphertext_bytes']} bytes but an age file of a {manifest['compressed_bytes']}-byte frame "
                           f"with this header is {expected}: the manifest does not describe this ciphertext")
 
 

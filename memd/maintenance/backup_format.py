@@ -32,7 +32,7 @@ import shutil
 import sqlite3
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import lz4.frame
@@ -246,15 +246,20 @@ def read_manifest(path: str) -> dict[str, Any]:
     return manifest
 
 
-def _check_compressed(path: str, manifest: dict[str, Any]) -> None:
+def check_size_and_digest(path: str, manifest: Mapping[str, Any], size_field: str, digest_field: str) -> None:
+    """The file's size and sha256 are the manifest's (a truncated, overwritten or damaged file: BackupError)."""
     size = os.path.getsize(path)
-    if size != manifest["compressed_bytes"]:
-        raise BackupError(f"{path} is {size} bytes but its manifest says {manifest['compressed_bytes']}: "
+    if size != manifest[size_field]:
+        raise BackupError(f"{path} is {size} bytes but its manifest says {manifest[size_field]}: "
                           "truncated or overwritten")
     digest = sha256_file(path)
-    if digest != manifest["sha256"]:
-        raise BackupError(f"{path}: its sha256 {digest} is not the manifest's {manifest['sha256']}: "
-                          "the file is damaged")
+    if digest != manifest[digest_field]:
+        raise BackupError(f"{path}: its sha256 {digest} is not the manifest's {digest_field} "
+                          f"{manifest[digest_field]}: the file is damaged")
+
+
+def _check_compressed(path: str, manifest: dict[str, Any]) -> None:
+    check_size_and_digest(path, manifest, "compressed_bytes", "sha256")
     with open(path, "rb") as f:
         head = f.read(32)
     try:
