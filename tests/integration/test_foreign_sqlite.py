@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 
 import pysqlite3.dbapi2 as foreign_sqlite3
@@ -40,10 +41,17 @@ def foreign_daemon() -> Iterator[Daemon]:
 
 
 def _ready_message(d: Daemon) -> str:
-    """The last ``ready`` log line's message (the log is one JSON object a line)."""
-    messages = [json.loads(line)["msg"] for line in d.log().splitlines() if '"msg": "ready ' in line]
-    assert messages, d.log()
-    return str(messages[-1])
+    """The last ``ready`` log line's message (the log is one JSON object a line).
+
+    The socket accepts before that line is written: wait for it (bounded).
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        messages = [json.loads(line)["msg"] for line in d.log().splitlines() if '"msg": "ready ' in line]
+        if messages:
+            return str(messages[-1])
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.02)
 
 
 def test_memd_works_on_the_pure_python_paths_and_says_why(foreign_daemon: Daemon) -> None:
