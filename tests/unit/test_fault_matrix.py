@@ -77,6 +77,14 @@ def info(engine: Engine, section: str) -> dict[str, str]:
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
+async def write_acked(engine: Engine, acked: dict[bytes, bytes], n: int = 30) -> None:
+    """``n`` SETs, each acknowledged (durable by the engine's policy) before it is counted in ``acked``."""
+    for i in range(n):
+        engine.keyspace.set(b"a%d" % i, b"v%d" % i)
+        await engine.wait_durable()
+        acked[b"a%d" % i] = b"v%d" % i
+
+
 # ---- 1. EIO on a WAL write ------------------------------------------------------------------
 
 @pytest.mark.parametrize("policy", ["always", "everysec"])
@@ -86,10 +94,7 @@ async def test_eio_on_wal_write(tmp_path: Path, policy: str) -> None:
     with anyio.fail_after(30):
         async with Engine(str(tmp_path / "data"), fsync=policy, fileops=disk, flush_max_age=3600) as engine:
             ks = engine.keyspace
-            for i in range(30):
-                ks.set(b"a%d" % i, b"v%d" % i)
-                await engine.wait_durable()
-                acked[b"a%d" % i] = b"v%d" % i
+            await write_acked(engine, acked)
             disk.write_errno = errno.EIO
             ks.set(b"unacked", b"x")
             with pytest.raises(DurabilityError, match="Input/output error"):
@@ -121,10 +126,7 @@ async def test_failed_wal_fsync(tmp_path: Path, policy: str, code: int) -> None:
     with anyio.fail_after(30):
         async with Engine(str(tmp_path / "data"), fsync=policy, fileops=disk, flush_max_age=3600) as engine:
             ks = engine.keyspace
-            for i in range(30):
-                ks.set(b"a%d" % i, b"v%d" % i)
-                await engine.wait_durable()
-                acked[b"a%d" % i] = b"v%d" % i
+            await write_acked(engine, acked)
             await engine.sync()
             disk.fsync_errno = code
             ks.set(b"b", b"1")
