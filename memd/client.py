@@ -35,6 +35,29 @@ from memd.config import client_socket_path
 T = TypeVar("T")
 Namespace = tuple[str, ...]
 
+POOL_TIMEOUT = 20.0
+"""Seconds a call waits for a free pooled connection before ``redis.ConnectionError``."""
+
+
+def _blocking_pool(client: redis.Redis | redis.asyncio.Redis, pool_timeout: float | None,
+                   pool_class: type[Any]) -> None:
+    """Give ``client`` a pool where a call beyond ``max_connections`` waits instead of failing.
+
+    redis-py's default pool raises ``MaxConnectionsError`` when all of its
+    connections (100 by default) are in use, so a burst of concurrent calls
+    (many graph nodes at once, ``asyncio.gather``) fails. The blocking pool
+    is made from the default pool's own settings, so every redis-py keyword
+    keeps its meaning. A pool passed by the caller is left alone, and so is a
+    sync single-connection client (it took its connection already); otherwise
+    the default pool has made no connection yet.
+    """
+    if not client.auto_close_connection_pool or getattr(client, "connection", None) is not None:
+        return
+    default = client.connection_pool
+    client.connection_pool = pool_class(connection_class=default.connection_class,
+                                        max_connections=default.max_connections, timeout=pool_timeout,
+                                        **default.connection_kwargs)
+
 
 def _stats(raw: Any) -> dict[str, Any]:
     if isinstance(raw, dict):
@@ -204,10 +227,17 @@ def _redis_keys(first: KeyT, second: KeyT | None, rest: tuple[KeyT, ...]) -> tup
 # ---- the clients ---------------------------------------------------------------------------
 
 class SyncClient(redis.Redis):
-    """A blocking client: ``SyncClient().set("k", "v")``, ``.memd_stats()``."""
+    """A blocking client: ``SyncClient().set("k", "v")``, ``.memd_stats()``.
 
-    def __init__(self, socket_path: str | None = None, **kwargs: Any) -> None:
+    Threads share its connection pool (``max_connections``, 100 by default);
+    a call finding every connection busy waits up to ``pool_timeout`` seconds
+    for one (``None``: for ever), then raises ``redis.ConnectionError``.
+    """
+
+    def __init__(self, socket_path: str | None = None, *, pool_timeout: float | None = POOL_TIMEOUT,
+                 **kwargs: Any) -> None:
         super().__init__(unix_socket_path=socket_path or client_socket_path(), **kwargs)
+        _blocking_pool(self, pool_timeout, redis.BlockingConnectionPool)
 
     def memd_stats(self) -> dict[str, Any]:
         """Every INFO figure in one map (buffer, WAL, LSNs, flush and fsync timings...)."""
@@ -271,10 +301,16 @@ class SyncClient(redis.Redis):
 
 
 class Client(redis.asyncio.Redis):
-    """The asyncio twin of :class:`SyncClient`: ``await Client().set("k", "v")``."""
+    """The asyncio twin of :class:`SyncClient`: ``await Client().set("k", "v")``.
 
-    def __init__(self, socket_path: str | None = None, **kwargs: Any) -> None:
+    Concurrent tasks share its pool the same way: beyond ``max_connections``
+    in flight, a call waits up to ``pool_timeout`` seconds for a connection.
+    """
+
+    def __init__(self, socket_path: str | None = None, *, pool_timeout: float | None = POOL_TIMEOUT,
+                 **kwargs: Any) -> None:
         super().__init__(unix_socket_path=socket_path or client_socket_path(), **kwargs)
+        _blocking_pool(self, pool_timeout, redis.asyncio.BlockingConnectionPool)
 
     async def memd_stats(self) -> dict[str, Any]:
         return _stats(await self.execute_command("MEMD.STATS"))
