@@ -257,6 +257,7 @@ def configure_memories(memories: Memories, mc: config_mod.MemoryConfig) -> None:
     memories.max_value_bytes = mc.max_value_bytes
     memories.history_versions = mc.history_versions
     memories.history_max_age_ms = int(mc.history_max_age_seconds * 1000)
+    memories.vector_max_bytes = mc.vector_max_bytes
 
 
 async def _watch_signals(stop: asyncio.Event, live: Live) -> None:
