@@ -271,9 +271,7 @@ class Memories:
 
     def vector_bytes(self) -> int:
         """Memory taken by vectors: the in-memory indexes, and the vectors still in the buffer."""
-        buffered = sum(len(blob) for layer in self.engine.layers() for m in layer.mem.values() if m.vectors
-                       for _, blob in m.vectors)
-        return self.engine.store.vector_bytes() + buffered
+        return self.engine.store.vector_bytes() + sum(layer.vector_bytes for layer in self.engine.layers())
 
     def index_pending(self) -> bool:
         """Whether the buffer holds vector index changes (a search or a listing flushes them first)."""

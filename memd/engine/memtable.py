@@ -119,6 +119,10 @@ class MemEntry:
         return n
 
 
+def _blob_bytes(vectors: Vectors | None) -> int:
+    return sum(len(blob) for _, blob in vectors) if vectors else 0
+
+
 def _elem_size(sub: bytes, value: Any) -> int:
     return len(sub) + (len(value) if isinstance(value, bytes) else 8)
 
@@ -126,7 +130,8 @@ def _elem_size(sub: bytes, value: Any) -> int:
 class Memtable:
     """A set of key changes between two LSNs; frozen before it is flushed."""
 
-    __slots__ = ("entries", "mem", "indexes", "index_drops", "flushall", "bytes", "records", "writes", "first_lsn", "max_lsn", "created",
+    __slots__ = ("entries", "mem", "indexes", "index_drops", "vector_bytes", "flushall", "bytes", "records", "writes",
+                 "first_lsn", "max_lsn", "created",
                  "frozen", "_sorted")
 
     def __init__(self) -> None:
@@ -136,6 +141,7 @@ class Memtable:
         # vectors stored below must go before this memtable's own are written
         self.indexes: dict[str, IndexSpec | None] = {}
         self.index_drops: set[str] = set()
+        self.vector_bytes = 0  # the vectors' blobs held here (vector_max_bytes counts them with the store's)
         self.flushall = False
         self.bytes = 0
         self.records = 0  # WAL records applied
@@ -212,6 +218,7 @@ class Memtable:
         for ident, m in self.mem.items():  # the vectors buffered here go with the index
             if m.vectors != () and under(ident[0], prefix):
                 self.bytes -= m.size(ident)
+                self.vector_bytes -= _blob_bytes(m.vectors)
                 m.vectors = ()
                 self.bytes += m.size(ident)
 
@@ -221,6 +228,7 @@ class Memtable:
             if item.vectors is None and item.version == old.version:
                 item.vectors = old.vectors  # a TTL refresh keeps the version's vectors
             self.bytes -= old.size(ident)
+            self.vector_bytes -= _blob_bytes(old.vectors)
             item.ended_below = old.ended_below
             item.history = old.history
             if old.value is not None and (item.value is None or item.version > old.version):
@@ -233,6 +241,7 @@ class Memtable:
                     item.history.append(row)
         self.mem[ident] = item
         self.bytes += item.size(ident)
+        self.vector_bytes += _blob_bytes(item.vectors)
 
     def _update(self, op: Op) -> None:
         _, key, type_, create, exp, count, lo, hi, changes = op
