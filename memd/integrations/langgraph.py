@@ -163,6 +163,9 @@ class MemdStore(BaseStore):
       keep the vectors of paths the new put did not embed (also after a put
       with ``index=False``), so the old text keeps finding the new value;
       memd's version carries exactly the vectors written with it.
+    - ``index=["$"]`` on a put embeds the whole value, as ``fields=["$"]``
+      does; LangGraph's stores read a put's ``$`` as a field named "$" and
+      embed nothing.
     - A semantic search returns only items that have a vector, as PostgresStore
       does; InMemoryStore pads a short page with unembedded items (score None).
     - A zero embedding under cosine is not stored (it has no direction; memd
