@@ -240,9 +240,9 @@ class MemdStore(BaseStore):
         assert self._index is not None
         return MemdIndexError(
             f"memd refused the vector index this store needs (every namespace, dims {self._index.dims}, "
-            f"distance {self._index.distance}): {exc}. The embeddings already stored were made for "
-            "another index: use that index's dims and distance_type, or drop it "
-            "(memd.client.SyncClient().index_drop(())) and re-embed the memories.")
+            f"distance {self._index.distance}): {exc}. Configure the store like the daemon's index "
+            "(memd.client.SyncClient().index_list() shows it), or drop that index "
+            "(SyncClient().index_drop(prefix)) and put the memories again with the new embeddings.")
 
     def close(self) -> None:
         """Close the sync client if the store made it."""

@@ -343,7 +343,7 @@ def test_an_index_of_another_spec_is_a_clear_error(daemon: Daemon) -> None:
     other = MemdStore(daemon.socket, index={"dims": 8, "embed": lambda texts: [[1.0] * 8 for _ in texts]})
     l2 = MemdStore(daemon.socket, index={"dims": DIMS, "embed": CountingEmbeddings(), "distance_type": "l2"})
     try:
-        with pytest.raises(MemdIndexError, match="dims 8.*drop it"):
+        with pytest.raises(MemdIndexError, match="dims 8.*holds 1 vectors of DIMS 64.*index_drop"):
             other.get(("w",), "k")  # the first use declares the index
         with pytest.raises(MemdIndexError, match="distance l2"):
             l2.search(("w",), query="held")
@@ -355,6 +355,15 @@ def test_an_index_of_another_spec_is_a_clear_error(daemon: Daemon) -> None:
     finally:
         for s in (first, other, l2):
             s.close()
+    with SyncClient(daemon.socket) as c:  # an index under a prefix: the store's index on "" would nest
+        assert c.index_drop(()) is True
+        c.index_create(("w",), dims=DIMS)
+    nested = MemdStore(daemon.socket, index={"dims": DIMS, "embed": CountingEmbeddings()})
+    try:
+        with pytest.raises(MemdIndexError, match="nests with the index on 'w'"):
+            nested.put(("w",), "k", {"text": "x"})
+    finally:
+        nested.close()
 
 
 def test_zero_and_wrong_length_embeddings(daemon: Daemon) -> None:
