@@ -14,7 +14,6 @@ Times are absolute milliseconds since the epoch from the engine's clock.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +57,11 @@ DISTANCES = {"cosine": "cosine", "inner_product": "ip", "l2": "l2"}
 
 
 class MemdIndexError(ValueError):
-    """The daemon refused the vector index ``MemdStore(index=...)`` needs (another spec holds vectors)."""
+    """The daemon refused the vector index ``MemdStore(index=...)`` needs.
+
+    Its index holds vectors of another dims or distance, or an index on a
+    narrower prefix exists (indexes do not nest). The message says what to do.
+    """
 
 
 class _Index:
@@ -102,7 +106,12 @@ class _Index:
 
 
 def _tokenized(fields: Sequence[str]) -> list[tuple[str, str | list[str]]]:
-    """``(path, tokens)`` per field, ``$`` kept whole (InMemoryStore's and PostgresStore's rule)."""
+    """``(path, tokens)`` per field, ``$`` (the whole value) kept whole.
+
+    LangGraph's stores do so for the store's ``fields`` only; a put's ``index``
+    list goes through this too, so ``index=["$"]`` means the whole value there
+    as well (see MemdStore's differences).
+    """
     return [(p, p if p == "$" else tokenize_path(p)) for p in fields]
 
 
@@ -128,7 +137,7 @@ class MemdStore(BaseStore):
       ``l2`` or ``inner_product``. On first use the store declares memd's
       index for every namespace (``MEM.INDEX CREATE ""``) and raises
       :class:`MemdIndexError` if the daemon holds vectors of another
-      ``dims``/distance. A put embeds the configured fields (``index=False``:
+      ``dims``/distance or an index under a narrower prefix. A put embeds the configured fields (``index=False``:
       none; ``index=[paths]``: those instead); ``search(query=...)`` is then a
       nearest-neighbour search with the query's embedding. A batch makes one
       ``embed_documents`` call for all its distinct texts and one

@@ -32,15 +32,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import random
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
-import pytest_asyncio
 from langgraph.store import memory as inmemory
 from langgraph.store.base import (
     GetOp,
@@ -91,7 +89,7 @@ class CountingEmbeddings:
         return [embed_text(t) for t in texts]
 
 
-def postgres_scores(distance: str):  # type: ignore[no-untyped-def]
+def postgres_scores(distance: str) -> Callable[[list[float], list[list[float]]], list[float]]:
     """PostgresStore's score formulas, in InMemoryStore's similarity function's shape."""
     def score(x: list[float], ys: list[list[float]]) -> list[float]:
         if not ys:
