@@ -364,6 +364,12 @@ def test_an_index_of_another_spec_is_a_clear_error(daemon: Daemon) -> None:
         nested.close()
 
 
+def test_embed_goes_through_langgraphs_ensure_embeddings() -> None:
+    """A provider string is LangGraph's to resolve (here without langchain installed: its own error)."""
+    with pytest.raises(ValueError, match="Could not load embeddings from string 'openai:text-embedding-3-small'"):
+        MemdStore("/nonexistent.sock", index={"dims": 4, "embed": "openai:text-embedding-3-small"})
+
+
 def test_zero_and_wrong_length_embeddings(daemon: Daemon) -> None:
     def embed(texts: Sequence[str]) -> list[list[float]]:
         return [[0.0] * DIMS if t == "void" else [1.0] * (DIMS - (t == "short")) for t in texts]
