@@ -61,15 +61,6 @@ def make_data(items: int, dims: int, seed: int) -> tuple[np.ndarray, list[str], 
     return data, namespaces, keys
 
 
-def timed(fn: Callable[[], object], n: int) -> tuple[list[float], list[object]]:
-    times, results = [], []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        results.append(fn())
-        times.append(time.perf_counter() - t0)
-    return times, results
-
-
 def pct(times: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(times) * 1e3, p))
 
@@ -88,6 +79,7 @@ def main() -> None:
         args.items, args.queries = 20_000, 50
     print(machine_line())
     print(f"build: {memd_build()}; faiss {vectors.faiss.__version__}, numpy {np.__version__}")
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"data: {args.items} x {args.dims} float32 (seed {args.seed}), cosine, k={K}, {args.queries} queries a row")
     print(f"constants: EXACT_MAX={vectors.EXACT_MAX} ANN_MIN={vectors.ANN_MIN} NPROBE={vectors.NPROBE} "
           f"NLIST_PER_SQRT={vectors.NLIST_PER_SQRT} TRAIN_PER_LIST={vectors.TRAIN_PER_LIST} "
@@ -126,31 +118,48 @@ def main() -> None:
     paths.append(("chosen", vectors.EXACT_MAX, vectors.NPROBE))
 
     print()
-    print(f"{'scope':<11} {'path':<14} {'p50 ms':>8} {'p99 ms':>8} {'recall@10':>9} {'min k':>6}")
+    print(f"{'scope':<11} {'path':<14} {'p50 ms':>8} {'p99 ms':>8} {'cpu p50':>8} {'cpu p99':>8} {'recall@10':>9} "
+          f"{'min k':>6}")
     for scope, (kw, rows) in scopes.items():
-        exact_keys: list[set[tuple[str, str]]] = []
-        for name, exact_max, nprobe in paths:
-            index.exact_max, index.nprobe = exact_max, nprobe
-            for q in queries[:5]:  # warm-up
-                index.search(q, K, now_ms=NOW, **kw)  # type: ignore[arg-type]
-            it = iter(queries)
-            times, results = timed(lambda it=it, kw=kw: index.search(next(it), K, now_ms=NOW, **kw), len(queries))
-            got = [{(ns, key) for ns, key, _ in r} for r in results]  # type: ignore[attr-defined]
-            if name == "exact":
-                exact_keys = got
-            recall = np.mean([len(g & e) / max(1, len(e)) for g, e in zip(got, exact_keys, strict=True)])
-            print(f"{scope:<11} {name:<14} {pct(times, 50):8.2f} {pct(times, 99):8.2f} {recall:9.3f} "
-                  f"{min(len(g) for g in got):6d}")
         sub = np.ascontiguousarray(data[rows]) if len(rows) < args.items else data
-        it = iter(queries)
 
-        def baseline(it=it, sub=sub) -> np.ndarray:  # noqa: ANN001
-            scores = sub @ next(it)
+        def baseline(q: np.ndarray, sub: np.ndarray = sub) -> np.ndarray:
+            scores = sub @ q
             return np.argpartition(scores, len(scores) - K)[-K:]
 
-        times, _ = timed(baseline, len(queries))
-        print(f"{scope:<11} {'numpy':<14} {pct(times, 50):8.2f} {pct(times, 99):8.2f} {'-':>9} {K:6d}")
+        calls: list[tuple[str, Callable[[np.ndarray], object]]] = []
+        for name, exact_max, nprobe in paths:
+            def run(q: np.ndarray, exact_max: int = exact_max, nprobe: int = nprobe, kw: dict = kw) -> object:
+                index.exact_max, index.nprobe = exact_max, nprobe
+                return index.search(q, K, now_ms=NOW, **kw)  # type: ignore[arg-type]
+            calls.append((name, run))
+        calls.append(("numpy", baseline))
+        wall: dict[str, list[float]] = {name: [] for name, _ in calls}
+        cpu: dict[str, list[float]] = {name: [] for name, _ in calls}
+        got: dict[str, list[set[tuple[str, str]]]] = {name: [] for name, _ in calls}
+        for q in queries[:5]:  # warm-up
+            for _, fn in calls:
+                fn(q)
+        # query by query, every path in turn (rotated), so that load from elsewhere hits them alike
+        for i, q in enumerate(queries):
+            for j in range(len(calls)):
+                name, fn = calls[(i + j) % len(calls)]
+                c0, t0 = time.thread_time(), time.perf_counter()
+                result = fn(q)
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.thread_time() - c0)
+                if name != "numpy":
+                    got[name].append({(ns, key) for ns, key, _ in result})  # type: ignore[attr-defined]
+        for name, _ in calls:
+            if name == "numpy":
+                recall, min_k = "-", str(K)
+            else:
+                recall = f"{np.mean([len(g & e) / max(1, len(e)) for g, e in zip(got[name], got['exact'], strict=True)]):.3f}"
+                min_k = str(min(len(g) for g in got[name]))
+            print(f"{scope:<11} {name:<14} {pct(wall[name], 50):8.2f} {pct(wall[name], 99):8.2f} "
+                  f"{pct(cpu[name], 50):8.2f} {pct(cpu[name], 99):8.2f} {recall:>9} {min_k:>6}")
     index.exact_max, index.nprobe = vectors.EXACT_MAX, vectors.NPROBE
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     n_upd = min(5_000, args.items)
     t0 = time.perf_counter()
