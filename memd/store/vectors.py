@@ -198,11 +198,11 @@ class VectorIndex:
         self._key_bytes = 0
         self._ns_ids: dict[str, int] = {}
         self._ns_names: list[str] = []
-        self._ns_sorted: list[str] | None = []  # None: rebuild before the next prefix lookup
-        self._ns_order = np.zeros(0, dtype=np.int32)  # namespace ids in the order of _ns_sorted
+        # namespace names sorted, and their ids in that order; None: sort again before the next prefix lookup
+        self._ns_sorted: tuple[list[str], np.ndarray] | None = ([], np.zeros(0, dtype=np.int32))
         self._ivf: faiss.IndexIVFFlat | None = None
         self._trained = 0  # vectors when the IVF was built
-        self._removed = 0  # vectors removed since
+        self._removed = 0  # vectors removed (or replaced) since
         self._changed: set[int] | None = None  # slots changed while maintain() builds
 
     # -- sizes ---------------------------------------------------------------------------------
@@ -242,8 +242,13 @@ class VectorIndex:
             if len(blob) != self.dims * 4:
                 raise ValueError(f"vector {i} is {len(blob)} bytes; this index takes {self.dims * 4}")
             rows[i] = np.frombuffer(blob, dtype="<f4")
+        # callers validated with check_vector; a bad vector slipping through would poison every search
+        if not np.isfinite(rows).all():
+            raise ValueError("vector holds NaN or infinity: validate it with check_vector first")
         if self.distance == "cosine":
             norms = np.linalg.norm(rows.astype(np.float64), axis=1, keepdims=True)
+            if not norms.all():
+                raise ValueError("zero vector under cosine distance: validate it with check_vector first")
             rows = (rows / norms).astype(np.float32)
         return rows
 
@@ -358,12 +363,11 @@ class VectorIndex:
                 return None
             return np.fromiter((bool(readable(name)) for name in self._ns_names), dtype=bool,
                                count=len(self._ns_names))
-        names = self._ns_sorted
-        order = self._ns_order
-        if names is None:  # a namespace was added: sort again (rare: once per new namespace and search)
+        if self._ns_sorted is None:  # a namespace was added since: sort again (once per new namespace)
             order = np.asarray(sorted(range(len(self._ns_names)), key=self._ns_names.__getitem__), dtype=np.int32)
-            names = [self._ns_names[i] for i in order]
-            self._ns_sorted, self._ns_order = names, order  # benign race: readers compute the same lists
+            # one assignment: concurrent readers (shared lock) may each sort, and all see a matching pair
+            self._ns_sorted = ([self._ns_names[i] for i in order.tolist()], order)
+        names, order = self._ns_sorted
         table = np.zeros(len(self._ns_names), dtype=bool)
         # "prefix.x..." sort in [prefix + ".", prefix + "/"): '/' follows '.'
         ids = order[bisect.bisect_left(names, prefix + "."):bisect.bisect_left(names, prefix + "/")]

@@ -21,6 +21,7 @@ from memd.store.vectors import DISTANCES, VectorIndex, check_vector
 DIMS = 16
 NAMESPACES = ["a", "a.b", "a.b.c", "a.c", "ab", "a-b", "a/b", "b", "b.a", "c.a.b"]
 PREFIXES = ["", "a", "a.b", "b", "c", "zz", "a.b.c"]
+EXPIRIES = [0, 500, 1000, 1500, 1999, 2500]
 
 
 def blob(vec: np.ndarray) -> bytes:
@@ -160,7 +161,7 @@ def run_model(distance: str, *, ann: bool, seed: int, memories: int, steps: int)
     def put(ns: str, key: str) -> None:
         n = pyrng.choice([0, 1, 1, 1, 2, 3]) if ref.mems else 1
         vecs = list(clustered(rng, n, centers).astype(np.float32))
-        expires = pyrng.choice([None, None, None, pyrng.randrange(0, 2000)])
+        expires = pyrng.choice([None, None, None, *EXPIRIES])
         index.replace(ns, key, expires, [(f"p{i}", blob(v)) for i, v in enumerate(vecs)])
         ref.replace(ns, key, expires, vecs)
 
@@ -179,14 +180,14 @@ def run_model(distance: str, *, ann: bool, seed: int, memories: int, steps: int)
             index.remove(ns, key)
             ref.replace(ns, key, None, [])
         elif op < 0.5:
-            expires = pyrng.choice([None, pyrng.randrange(0, 2000)])
+            expires = pyrng.choice([None, *EXPIRIES])
             index.set_expiry(ns, key, expires)
             ref.set_expiry(ns, key, expires)
         else:
             query = clustered(rng, 1, centers)[0].astype(np.float32)
             k = pyrng.choice([1, 3, 10, 25])
             prefix = pyrng.choice(PREFIXES)
-            now_ms = pyrng.choice([0, 1000, 1999])
+            now_ms = pyrng.choice([0, 1000, 1999])  # equal to some expiries: expired at that instant
             allowed = None
             if pyrng.random() < 0.3:
                 allowed = {p for p in ref.mems if pyrng.random() < 0.3} | {("nowhere", "x")}
