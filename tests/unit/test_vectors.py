@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import threading
 import time
 
@@ -300,14 +301,58 @@ def test_maintain_builds_when_warranted_and_keeps_updates_current() -> None:
     for i in range(1000, 2000):
         index.replace("n", f"k{i}", None, [("$", blob(data[i]))])
     assert index.maintain()  # doubled since trained
+    before = index.nbytes
     for i in range(0, 600):
         index.remove("n", f"k{i}")
+    assert index.nbytes < before
+    assert index._ivf.ntotal == len(index) == 1400  # noqa: SLF001 - removals leave the IVF too
     assert index.maintain()  # > 20 % removed
     assert len(index) == index.memories == 1400
     for i in range(0, 1400):
         index.remove("n", f"k{i + 600}")
     assert index.maintain() and not index.ann  # empty: exact scans again
     assert index.search(data[0], 5, now_ms=0) == []
+
+
+def test_updates_and_searches_run_during_a_rebuild_and_reach_the_new_ivf(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(10)
+    data = rng.standard_normal((1400, DIMS)).astype(np.float32)
+    index = VectorIndex(DIMS, "cosine", exact_max=10, ann_min=500, nprobe=1)
+    for i in range(1000):
+        index.replace("n", f"k{i}", None, [("$", blob(data[i]))])
+    building, finish = threading.Event(), threading.Event()
+    real_build = VectorIndex._build
+
+    def slow_build(self: VectorIndex, *args: object) -> object:
+        ivf = real_build(self, *args)  # type: ignore[arg-type]
+        building.set()
+        assert finish.wait(10)
+        return ivf
+
+    monkeypatch.setattr(VectorIndex, "_build", slow_build)
+    outcome: list[bool] = []
+    t = threading.Thread(target=lambda: outcome.append(index.maintain()))
+    t.start()
+    try:
+        assert building.wait(10)
+        # the build is under way (and holds no lock): updates and searches go on
+        for i in range(0, 200):
+            index.remove("n", f"k{i}")
+        for i in range(1000, 1400):
+            index.replace("n", f"k{i}", None, [("$", blob(data[i]))])
+        index.replace("n", "k500", None, [("$", blob(data[0]))])
+        assert index.search(data[0], 1, now_ms=0)[0][:2] == ("n", "k500")
+        assert not index.ann and not index.maintain()  # a second maintain() does not start another build
+    finally:
+        finish.set()
+        t.join(10)
+    assert outcome == [True] and index.ann
+    assert index._ivf.ntotal == len(index) == 1200  # noqa: SLF001
+    everything = index._eligible("", 0, None, None)  # noqa: SLF001
+    for i in [*range(200, 1400, 5), 500]:
+        vec = data[0] if i == 500 else data[i]
+        got = index._ann(vec, 1, everything)  # noqa: SLF001 - the IVF alone
+        assert got is not None and index._mems[int(got[0])].key == f"k{i}"  # noqa: SLF001
 
 
 def test_concurrent_searches_updates_and_rebuilds_stay_consistent() -> None:
@@ -321,6 +366,7 @@ def test_concurrent_searches_updates_and_rebuilds_stay_consistent() -> None:
     for i in range(n_churn):
         index.replace(f"w.{i % 5}", f"k{i}", None, [("$", blob(data[n_stable + i]))])
     assert index.maintain()
+    latest: dict[int, np.ndarray | None] = {i: data[n_stable + i][None, :] for i in range(n_churn)}
     stable_allowed = {(f"s.{i % 5}", f"k{i}") for i in range(0, n_stable, 10)}
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -363,9 +409,11 @@ def test_concurrent_searches_updates_and_rebuilds_stay_consistent() -> None:
             i = int(local.integers(0, n_churn))
             if local.random() < 0.5:
                 index.remove(f"w.{i % 5}", f"k{i}")
+                latest[i] = None
             else:
                 vecs = local.standard_normal((int(local.integers(1, 4)), DIMS)).astype(np.float32)
                 index.replace(f"w.{i % 5}", f"k{i}", None, [(str(j), blob(v)) for j, v in enumerate(vecs)])
+                latest[i] = vecs
 
     @guarded
     def maintainer() -> None:
@@ -375,24 +423,73 @@ def test_concurrent_searches_updates_and_rebuilds_stay_consistent() -> None:
             time.sleep(0.01)
 
     threads = [threading.Thread(target=t) for t in (searcher, searcher, writer, maintainer)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 4.0
-    while time.monotonic() < deadline and not stop.is_set() and rebuilds[0] < 3:
-        time.sleep(0.05)
-    stop.set()
-    for t in threads:
-        t.join(timeout=30)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # hand the GIL over often: interleave the threads' Python steps finely
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline and not stop.is_set() and rebuilds[0] < 3:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        sys.setswitchinterval(switch)
     assert not any(t.is_alive() for t in threads)
     if errors:
         raise errors[0]
     assert rebuilds[0] >= 1 and searches[0] > 50, (rebuilds, searches)
-    # after the dust settles the IVF holds every live vector where it belongs: each stable memory is
-    # its own nearest neighbour, found by the IVF alone (its own list is the first probed)
+    # after the dust settles the IVF holds every live vector, where it belongs (updates made while it
+    # was rebuilt included): each vector finds its own memory first, by the IVF alone (its own list
+    # is the first probed), and the IVF holds no other entries
     assert index.ann
-    for i in range(0, n_stable, 3):
-        got = index._ann(data[i], 1, np.arange(index._hi))  # noqa: SLF001 - the IVF without the exact fallback
-        assert got is not None and index._mems[int(got[0])].key == f"k{i}"  # noqa: SLF001
+    assert index._ivf.ntotal == len(index)  # noqa: SLF001
+    everything = index._eligible("", 0, None, None)  # noqa: SLF001
+    live = [(f"s.{i % 5}", f"k{i}", data[i]) for i in range(0, n_stable, 3)]
+    live += [(f"w.{i % 5}", f"k{i}", vecs[-1]) for i, vecs in latest.items() if vecs is not None]
+    for ns, key, vec in live:
+        got = index._ann(vec, 1, everything)  # noqa: SLF001 - the IVF without the exact fallback
+        assert got is not None
+        mem = index._mems[int(got[0])]  # noqa: SLF001
+        assert (index._ns_names[mem.ns], mem.key) == (ns, key)  # noqa: SLF001
+
+
+def test_lock_excludes_writers_from_readers_and_lets_readers_share() -> None:
+    lock = vectors._RWLock()  # noqa: SLF001
+    events: list[str] = []
+
+    def hold(kind: str, entered: threading.Event, release: threading.Event) -> None:
+        with getattr(lock, kind)():
+            events.append(f"{kind} in")
+            entered.set()
+            release.wait(10)
+            events.append(f"{kind} out")
+
+    def start(kind: str) -> tuple[threading.Thread, threading.Event, threading.Event]:
+        entered, release = threading.Event(), threading.Event()
+        t = threading.Thread(target=hold, args=(kind, entered, release))
+        t.start()
+        return t, entered, release
+
+    r1, r1_in, r1_go = start("read")
+    assert r1_in.wait(5)
+    r2, r2_in, r2_go = start("read")
+    assert r2_in.wait(5), "readers share the lock"
+    w, w_in, w_go = start("write")
+    assert not w_in.wait(0.2), "a writer waits for the readers"
+    r3, r3_in, r3_go = start("read")
+    assert not r3_in.wait(0.2), "a waiting writer holds new readers back"
+    r1_go.set()
+    r2_go.set()
+    assert w_in.wait(5)
+    assert not r3_in.wait(0.2), "no reader while the writer holds the lock"
+    w_go.set()
+    assert r3_in.wait(5)
+    r3_go.set()
+    for t in (r1, r2, w, r3):
+        t.join(5)
+    assert events.index("write in") > events.index("read out") and events[-2:] == ["read in", "read out"]
 
 
 def test_search_rejects_a_query_of_the_wrong_shape() -> None:
