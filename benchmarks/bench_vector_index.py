@@ -8,15 +8,22 @@ Data (seeded): hierarchical clusters of unit vectors, like sentence embeddings: 
 directions) -> 2,000 subtopics (topic + noise) -> ``--items`` items (subtopic + noise), normalised. One
 vector per memory. Namespaces are independent of the topics (as users are of what they write):
 item i goes to ``u{j}.s{m}`` with j, m seeded-random (10 top-level namespaces x 100 each), so prefix
-``u3`` holds ~10 % of the memories. The ``allowed`` filter keeps a seeded-random 1 %.
+``u3`` holds ~10 % of the memories. The ``allowed`` filters keep a seeded-random 1 % and 5 %.
 
 Queries: a random item plus noise (so each has near neighbours but no exact duplicate), k = 10, the
-same queries for every row. Scopes: ``all`` (prefix ""), ``prefix 10%`` (prefix u3), ``filter 1%`` and
-``filter 5%`` (``allowed``; 5 % is near EXACT_MAX, where the exact scan hands over to the IVF). Paths: ``exact`` (exact_max above the data: every search scans), ``ivf nprobe=N``
-(exact_max 0: the IVF with a selector, widened and then exact when it yields fewer than k),
-``chosen`` (the module's constants, what memd runs), and ``numpy`` (a bare ``matrix @ q`` +
-argpartition over the eligible rows, no index: the baseline). recall@10 is against the exact path;
-``min k`` the fewest results any query got.
+same queries for every row, query by query with every path in turn (so load from other processes
+hits every path alike). Scopes: ``all`` (prefix ""), ``prefix 10%`` (prefix u3), ``filter 1%`` and
+``filter 5%`` (``allowed`` sets of 1,000 and 5,000 memories: below and above EXACT_MAX, where the
+exact scan hands over to the IVF). Paths: ``exact`` (exact_max above the data: every search scans),
+``ivf nprobe=N`` (exact_max 0: the IVF with a selector, widened and then exact when it yields fewer
+than k), ``chosen`` (the module's constants: what memd runs), and ``numpy`` (a bare ``matrix @ q`` +
+argpartition over the eligible rows, already gathered: the baseline, no index, no filtering cost).
+recall@10 is against the exact path; ``min k`` the fewest results any query got.
+
+``p50``/``p99``: wall-clock latency; ``cpu``: the search thread's CPU time (time.thread_time), what a
+search costs on a core of its own: on a shared box the wall-clock tail is mostly waiting for a core
+(the load average is printed). The numpy baseline's product runs on OpenBLAS's threads, so its
+``cpu`` column undercounts it; VectorIndex computes in the calling thread.
 
 Also printed: inserting every vector (replace), maintain() (IVF build), and updates per second with
 the IVF live (replace of an existing memory: remove + add in the IVF).

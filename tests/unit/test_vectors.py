@@ -470,25 +470,30 @@ def test_lock_excludes_writers_from_readers_and_lets_readers_share() -> None:
         entered, release = threading.Event(), threading.Event()
         t = threading.Thread(target=hold, args=(kind, entered, release))
         t.start()
+        started.append((t, entered, release))
         return t, entered, release
 
-    r1, r1_in, r1_go = start("read")
-    assert r1_in.wait(5)
-    r2, r2_in, r2_go = start("read")
-    assert r2_in.wait(5), "readers share the lock"
-    w, w_in, w_go = start("write")
-    assert not w_in.wait(0.2), "a writer waits for the readers"
-    r3, r3_in, r3_go = start("read")
-    assert not r3_in.wait(0.2), "a waiting writer holds new readers back"
-    r1_go.set()
-    r2_go.set()
-    assert w_in.wait(5)
-    assert not r3_in.wait(0.2), "no reader while the writer holds the lock"
-    w_go.set()
-    assert r3_in.wait(5)
-    r3_go.set()
-    for t in (r1, r2, w, r3):
-        t.join(5)
+    started: list[tuple[threading.Thread, threading.Event, threading.Event]] = []
+    try:
+        _, r1_in, r1_go = start("read")
+        assert r1_in.wait(5)
+        _, r2_in, r2_go = start("read")
+        assert r2_in.wait(5), "readers share the lock"
+        _, w_in, w_go = start("write")
+        assert not w_in.wait(0.2), "a writer waits for the readers"
+        _, r3_in, r3_go = start("read")
+        assert not r3_in.wait(0.2), "a waiting writer holds new readers back"
+        r1_go.set()
+        r2_go.set()
+        assert w_in.wait(5)
+        assert not r3_in.wait(0.2), "no reader while the writer holds the lock"
+        w_go.set()
+        assert r3_in.wait(5)
+        r3_go.set()
+    finally:
+        for t, _, release in started:
+            release.set()
+            t.join(5)
     assert events.index("write in") > events.index("read out") and events[-2:] == ["read in", "read out"]
 
 
