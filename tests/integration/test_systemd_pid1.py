@@ -231,6 +231,12 @@ def test_the_syscall_filter_kills_nothing_memd_does(box: Box) -> None:
                   "MEM.SEARCH proj QUERY fox", "HSET h f v", "LPUSH l a b", "INFO")
     assert out[:500] == ["OK"] * 500
     assert "n2" in "\n".join(out)
+    # semantic recall: numpy and faiss (their OpenBLAS asks for NUMA placement at load) and a KNN search;
+    # a one-dimension vector [1.0] is the little-endian float32 bytes 00 00 80 3f, read by -x from stdin
+    assert box.sh(f"redis-cli -s {SOCK} MEM.INDEX CREATE proj.v DIMS 1").strip() == "OK"
+    one = "printf '\\000\\000\\200\\077' | redis-cli -x -s " + SOCK
+    assert box.sh(f"{one} MEM.PUT proj.v k1 '{{}}' VECTOR x").strip() == "1"
+    assert '"key":"k1"' in box.sh(f"{one} MEM.SEARCH proj.v VECTOR")
     # as root (admin commands); --no-raw marks every error reply "(error)"
     admin = box.sh(f"printf '%s\\n' MEMD.BACKUP MEMD.COMPACT MEMD.METRICS | redis-cli --no-raw -s {SOCK}")
     assert "(error)" not in admin and "memd_" in admin, admin
