@@ -445,7 +445,7 @@ def test_refreshttl_keeps_vectors(client: redis.Redis, root: str) -> None:
 
 @pytest.mark.parametrize("distance", ["cosine", "ip", "l2"])
 def test_knn_order_and_scores_match_numpy(client: redis.Redis, root: str, distance: str) -> None:
-    rng = np.random.default_rng(abs(hash(distance)) % (1 << 32))
+    rng = np.random.default_rng(["cosine", "ip", "l2"].index(distance))
     dims = 8
     create(client, root, dims, "DISTANCE", distance)
     memories: dict[tuple[str, str], list[np.ndarray]] = {}
