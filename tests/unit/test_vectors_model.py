@@ -340,5 +340,5 @@ class VectorsVsModel(EngineHarness, RuleBasedStateMachine):
 
 
 TestVectorsVsModel = VectorsVsModel.TestCase
-TestVectorsVsModel.settings = settings(max_examples=30, stateful_step_count=30, deadline=None,
+TestVectorsVsModel.settings = settings(max_examples=25, stateful_step_count=30, deadline=None,
                                        suppress_health_check=[HealthCheck.too_slow])
