@@ -345,7 +345,15 @@ def mem_history(ctx: Context, args: list[bytes]) -> Any:
 
 def _index_prefix(ctx: Context, raw: bytes) -> str:
     prefix = parse_namespace(raw, root=True, what="index prefix")
-    check_access(ctx, prefix, write=True)  # an index decides what every write under it may carry
+    # an index decides what every write under it may carry, and dropping it deletes their vectors:
+    # the peer must be allowed to write the prefix and every namespace a rule guards below it
+    rules = _rules(ctx)
+    check_access(ctx, prefix, write=True, rules=rules)
+    for rule_prefix, _, write in rules:
+        if not write and under(rule_prefix, prefix):
+            raise CommandError(f"uid {ctx.peer_uid} may not write namespace '{rule_prefix}' (memory.access rule "
+                               f"for '{rule_prefix}'), which vector index prefix '{prefix}' covers",
+                               prefix="NOPERM")
     return prefix
 
 
@@ -378,11 +386,22 @@ def mem_index(ctx: Context, args: list[bytes]) -> Any:
         distance = _text(opts.values.get(b"DISTANCE", b"cosine"), "DISTANCE").lower()
         fields = _fields(opts.values[b"FIELDS"]) if b"FIELDS" in opts.values else '["$"]'
         ctx.engine.check_writable()
-        try:
-            memories.create_index(prefix, dims, distance, fields)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        return SimpleString("OK")
+
+        def create() -> SimpleString:
+            try:
+                memories.create_index(prefix, dims, distance, fields)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            return SimpleString("OK")
+        old = memories.indexes().get(prefix)
+        if old is None or old[:2] == (dims, distance) or not memories.pending(prefix):
+            return create()
+
+        async def run() -> SimpleString:
+            return create()
+        # a new DIMS or DISTANCE needs the vectors held counted exactly: a buffered delete or new
+        # version without vectors must count as removing the stored ones, so flush them first
+        return _after_flush_if(ctx, True, run)
     if sub == b"DROP" and len(args) == 2:
         prefix = _index_prefix(ctx, args[1])
         ctx.engine.check_writable()
