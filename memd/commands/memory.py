@@ -274,16 +274,16 @@ def mem_search(ctx: Context, args: list[bytes]) -> Any:
     if refresh:
         ctx.engine.check_writable()  # a refresh is a write: refused like one (watchdog, failed WAL)
     memories = ctx.engine.memories
-    vector = None
-    if b"VECTOR" in opts.values:
-        try:
-            vector = memories.query_vector(prefix, opts.values[b"VECTOR"])
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
     rules = _rules(ctx)
     if rules and not any(r[1] for r in rules if under(r[0], prefix)):  # nothing readable below either
         check_access(ctx, prefix, write=False, rules=rules)
     scope = tuple((p, read) for p, read, _ in rules) if any(not r[1] for r in rules) else ()
+    vector = None
+    if b"VECTOR" in opts.values:  # (after the access check: its errors describe the index)
+        try:
+            vector = memories.query_vector(prefix, opts.values[b"VECTOR"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
 
     async def run() -> list[bytes]:
         if not limit:

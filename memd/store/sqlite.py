@@ -294,7 +294,8 @@ class SqliteStore:
         if vector is None:
             return await self._in_pool(search.search_mem, self._rank, prefix, query, conds, limit, offset, now_ms,
                                        scope)
-        index = next((i for p, i in self._vectors.items() if under(prefix, p)), None)
+        # (a copy: the writer thread changes the dict when a flush declares or drops an index)
+        index = next((i for p, i in list(self._vectors.items()) if under(prefix, p)), None)
         if index is None:
             raise CommandError(f"no vector index covers namespace prefix {prefix!r} (it was dropped meanwhile)")
         return await self._in_pool(search.vector_search, self._rank, index, vector, prefix, query, conds, limit,
