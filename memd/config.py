@@ -59,6 +59,7 @@ DEFAULT_WATCHDOG_SOFT_LIMIT: float | int = 0.5  # a fraction of the memory avail
 DEFAULT_WATCHDOG_HARD_LIMIT: float | int = 0.7
 DEFAULT_MEMORY_MAX_VALUE_BYTES = 1 * MiB
 DEFAULT_MEMORY_HISTORY_VERSIONS = 10
+DEFAULT_MEMORY_VECTOR_MAX_BYTES = 1 * GiB  # ~650,000 vectors of 384 dimensions (float32 plus the ANN's copy)
 DEFAULT_MEMORY_HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600.0
 DEFAULT_METRICS_TEXTFILE = ""  # "" = no textfile (MEMD.METRICS still works)
 DEFAULT_METRICS_SCHEDULE = "every 15s"
@@ -415,6 +416,7 @@ class MemoryConfig:
     max_value_bytes: int = _opt(DEFAULT_MEMORY_MAX_VALUE_BYTES, "size", minimum=2)
     history_versions: int = _opt(DEFAULT_MEMORY_HISTORY_VERSIONS, "int", minimum=0)
     history_max_age_seconds: float = _opt(DEFAULT_MEMORY_HISTORY_MAX_AGE_SECONDS, "number")
+    vector_max_bytes: int = _opt(DEFAULT_MEMORY_VECTOR_MAX_BYTES, "size")
     access: tuple[NamespaceRule, ...] = _opt((), "rules")
 
 

@@ -54,6 +54,9 @@ RECOVERY_EXTEND_USEC = 60_000_000  # per progress report (~1 s): room for a flus
 # machine (benchmarks/bench_bigstore.py; 110 s when the upgrade still went through SQLite's WAL). A migration stuck for good is killed 5 minutes after its
 # last report; one killed while making progress would restart into the same migration, for ever.
 MIGRATION_EXTEND_USEC = 300_000_000
+# How often the approximate vector indexes are checked for a rebuild (memd.store.vectors decides whether
+# one is due; the check itself costs nothing); also once right after start.
+VECTOR_MAINTENANCE_SCHEDULE = "every 10s"
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -150,6 +153,7 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
             await tg.start(reloader.run)
             live.request_reload = reloader.request
             await server.start(activated)
+            tg.start_soon(_run_once, maintenance, "vectors")  # the ANN of a loaded index, without waiting 10 s
             systemd.notify("READY=1", f"STATUS=ready: socket={server.socket_path} fsync={engine.fsync_policy}")
             interval = systemd.watchdog_interval()
             if interval is not None:  # WatchdogSec=: ping only while the loop runs and the flush progresses
@@ -191,7 +195,24 @@ def _maintenance(engine: Engine, live: Live, watchdog: Watchdog) -> Maintenance:
     maintenance.add("compact", lambda: run_compaction(engine, live.cfg.compaction), cfg.compaction.schedule)
     maintenance.add("backup", lambda: run_backup(engine, live.cfg.backup), cfg.backup.schedule)
     maintenance.add("watchdog", watchdog.sample, _every(cfg.watchdog.sample_seconds), quiet=True)
+    maintenance.add("vectors", lambda: _maintain_vectors(engine), VECTOR_MAINTENANCE_SCHEDULE, quiet=True)
     return maintenance
+
+
+async def _run_once(maintenance: Maintenance, name: str) -> None:
+    """Run a job now, from the daemon's task group: its failure is the job's (logged), not the daemon's."""
+    try:
+        await maintenance.run_now(name)
+    except Exception as exc:  # noqa: BLE001 - the scheduler logged it; the next scheduled run retries
+        log.debug("job_failed_at_start job=%s error=%r", name, str(exc))
+
+
+async def _maintain_vectors(engine: Engine) -> dict[str, Any]:
+    """(Re)build the approximate vector indexes that need it: after start, growth, or many deletes.
+
+    Cheap when none does; a rebuild runs in a worker thread while searches go on (exactly, meanwhile).
+    """
+    return {"rebuilt": await engine.store.maintain_vectors()}
 
 
 def _every(seconds: float) -> str:
@@ -257,6 +278,7 @@ def configure_memories(memories: Memories, mc: config_mod.MemoryConfig) -> None:
     memories.max_value_bytes = mc.max_value_bytes
     memories.history_versions = mc.history_versions
     memories.history_max_age_ms = int(mc.history_max_age_seconds * 1000)
+    memories.vector_max_bytes = mc.vector_max_bytes
 
 
 async def _watch_signals(stop: asyncio.Event, live: Live) -> None:

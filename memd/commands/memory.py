@@ -1,4 +1,4 @@
-"""Agent memory commands: MEM.PUT MEM.GET MEM.DEL MEM.SEARCH MEM.NAMESPACES MEM.HISTORY.
+"""Agent memory commands: MEM.PUT MEM.GET MEM.DEL MEM.SEARCH MEM.NAMESPACES MEM.HISTORY MEM.INDEX.
 
 The contract (argument forms, reply JSON, errors) is docs/memory.md. This
 module parses and validates arguments and renders replies; the semantics
@@ -21,6 +21,7 @@ from typing import Any
 
 from memd.commands import CommandError, Context, Deferred, command, parse_int
 from memd.engine.memories import MemItem, MemVersion, parse_filter, under
+from memd.resp import SimpleString
 
 MAX_NAME_BYTES = 1024
 MAX_LABELS = 64
@@ -110,15 +111,25 @@ def parse_range(raw: bytes, name: str, low: int, high: int | None = None) -> int
 
 
 class _Options:
-    """Keyword options after the positional arguments: ``NAME value`` pairs and flags."""
+    """Keyword options after the positional arguments: ``NAME value`` pairs and flags.
 
-    def __init__(self, args: list[bytes], valued: set[bytes], flags: set[bytes]) -> None:
+    ``VECTOR path blob`` (``vectors``: True) may repeat; it collects into ``vectors``.
+    """
+
+    def __init__(self, args: list[bytes], valued: set[bytes], flags: set[bytes], vectors: bool = False) -> None:
         self.values: dict[bytes, bytes] = {}
         self.flags: set[bytes] = set()
+        self.vectors: list[tuple[str, bytes]] = []
         i = 0
         while i < len(args):
             opt = args[i].upper()
-            if opt in flags:
+            if vectors and opt == b"VECTOR" and i + 2 < len(args):
+                path = _text(args[i + 1], "VECTOR path")
+                if not path or len(args[i + 1]) > MAX_NAME_BYTES:
+                    raise CommandError(f"invalid VECTOR path: it must be 1 to {MAX_NAME_BYTES} bytes")
+                self.vectors.append((path, args[i + 2]))
+                i += 3
+            elif opt in flags:
                 self.flags.add(opt)
                 i += 1
             elif opt in valued and i + 1 < len(args):
@@ -211,10 +222,14 @@ def _after_flush_if(ctx: Context, pending: bool, run: Callable[[], Awaitable[Any
 @command("mem.put", -4, write=True)
 def mem_put(ctx: Context, args: list[bytes]) -> Any:
     ns, key, value = parse_namespace(args[0]), parse_key(args[1]), parse_value(ctx, args[2])
-    opts = _Options(args[3:], {b"TTL"}, set())
+    opts = _Options(args[3:], {b"TTL"}, set(), vectors=True)
     check_access(ctx, ns, write=True)
     ttl = opts.values.get(b"TTL")
-    return ctx.engine.memories.put(ns, key, value, None if ttl is None else parse_ttl_ms(ttl))
+    ttl_ms = None if ttl is None else parse_ttl_ms(ttl)
+    try:
+        return ctx.engine.memories.put(ns, key, value, ttl_ms, tuple(opts.vectors))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 @command("mem.get", -3)
@@ -238,7 +253,7 @@ def mem_del(ctx: Context, args: list[bytes]) -> Any:
 @command("mem.search", -2, no_multi=True)
 def mem_search(ctx: Context, args: list[bytes]) -> Any:
     prefix = parse_namespace(args[0], root=True, what="namespace prefix")
-    opts = _Options(args[1:], {b"QUERY", b"FILTER", b"LIMIT", b"OFFSET"}, {b"REFRESHTTL"})
+    opts = _Options(args[1:], {b"QUERY", b"FILTER", b"LIMIT", b"OFFSET", b"VECTOR"}, {b"REFRESHTTL"})
     query = None
     if b"QUERY" in opts.values:
         query = _text(opts.values[b"QUERY"], "QUERY")
@@ -256,6 +271,12 @@ def mem_search(ctx: Context, args: list[bytes]) -> Any:
     if refresh:
         ctx.engine.check_writable()  # a refresh is a write: refused like one (watchdog, failed WAL)
     memories = ctx.engine.memories
+    vector = None
+    if b"VECTOR" in opts.values:
+        try:
+            vector = memories.query_vector(prefix, opts.values[b"VECTOR"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
     rules = _rules(ctx)
     if rules and not any(r[1] for r in rules if under(r[0], prefix)):  # nothing readable below either
         check_access(ctx, prefix, write=False, rules=rules)
@@ -265,8 +286,9 @@ def mem_search(ctx: Context, args: list[bytes]) -> Any:
         if not limit:
             return []
         return [render_item(item, with_score=True)
-                for item in await memories.search(prefix, query, conds, limit, offset, refresh, scope)]
-    return _after_flush_if(ctx, memories.pending(prefix), run)
+                for item in await memories.search(prefix, query, conds, limit, offset, refresh, scope, vector)]
+    pending = memories.pending(prefix) or (vector is not None and memories.index_pending())
+    return _after_flush_if(ctx, pending, run)
 
 
 def _label_match(labels: list[str], pattern: list[str]) -> bool:
@@ -314,3 +336,58 @@ def mem_history(ctx: Context, args: list[bytes]) -> Any:
         return [render_version(v) for v in memories.history(ns, key, limit)]
     return _after_flush_if(ctx, memories.pending_item(ns, key), run)
 
+
+
+# ---- vector indexes ----------------------------------------------------------------------------
+
+def _index_prefix(ctx: Context, raw: bytes) -> str:
+    prefix = parse_namespace(raw, root=True, what="index prefix")
+    check_access(ctx, prefix, write=True)  # an index decides what every write under it may carry
+    return prefix
+
+
+def _fields(raw: bytes) -> str:
+    """FIELDS: a JSON array of the paths clients embed (LangGraph's ``fields``), stored as compact JSON."""
+    fields, text = load_json(raw, "FIELDS")
+    if not isinstance(fields, list) or not fields or not all(isinstance(f, str) and f for f in fields):
+        raise CommandError('FIELDS must be a non-empty JSON array of non-empty strings, e.g. ["$"] or ["text"]')
+    return text
+
+
+def render_index(prefix: str, spec: tuple[int, str, str], stats: tuple[int, int, int, bool]) -> bytes:
+    dims, distance, fields = spec
+    vectors, memories, nbytes, ann = stats
+    return (f'{{"prefix":{_dump(prefix)},"dims":{dims},"distance":{_dump(distance)},"fields":{fields},'
+            f'"vectors":{vectors},"memories":{memories},"bytes":{nbytes},"ann":{_dump(ann)}}}').encode()
+
+
+@command("mem.index", -2, no_multi=True)
+def mem_index(ctx: Context, args: list[bytes]) -> Any:
+    """MEM.INDEX CREATE prefix DIMS n [DISTANCE d] [FIELDS json] | LIST | DROP prefix."""
+    sub = args[0].upper()
+    memories = ctx.engine.memories
+    if sub == b"CREATE" and len(args) >= 2:
+        prefix = _index_prefix(ctx, args[1])
+        opts = _Options(args[2:], {b"DIMS", b"DISTANCE", b"FIELDS"}, set())
+        if b"DIMS" not in opts.values:
+            raise CommandError("MEM.INDEX CREATE needs DIMS n (the length of the client's embeddings)")
+        dims = parse_int(opts.values[b"DIMS"], "DIMS must be an integer")
+        distance = _text(opts.values.get(b"DISTANCE", b"cosine"), "DISTANCE").lower()
+        fields = _fields(opts.values[b"FIELDS"]) if b"FIELDS" in opts.values else '["$"]'
+        ctx.engine.check_writable()
+        try:
+            memories.create_index(prefix, dims, distance, fields)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        return SimpleString("OK")
+    if sub == b"DROP" and len(args) == 2:
+        prefix = _index_prefix(ctx, args[1])
+        ctx.engine.check_writable()
+        return int(memories.drop_index(prefix))
+    if sub == b"LIST" and len(args) == 1:
+        async def run() -> list[bytes]:
+            return [render_index(p, spec, memories.index_stats(p)) for p, spec in sorted(memories.indexes().items())]
+        # counts are the store's: flush what the buffer holds first, so they are exact
+        return _after_flush_if(ctx, memories.index_pending() or memories.pending(""), run)
+    raise CommandError("MEM.INDEX takes CREATE prefix DIMS n [DISTANCE cosine|ip|l2] [FIELDS json], LIST, "
+                       "or DROP prefix")

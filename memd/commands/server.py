@@ -48,7 +48,10 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
         },
         "clients": {"connected_clients": clients, "maxclients": max_clients},
         "memory": {"used_memory": rss, "used_memory_rss": rss, "used_memory_human": f"{rss / 2**20:.2f}M",
-                   "memd_buffer_bytes": stats["buffer_bytes"]},
+                   "memd_buffer_bytes": stats["buffer_bytes"],
+                   # semantic recall: vectors in memory (indexes and buffer), and their limit (0: none)
+                   "memd_vector_bytes": engine.memories.vector_bytes(),
+                   "memd_vector_max_bytes": engine.memories.vector_max_bytes},
         "persistence": {
             "loading": 0, "aof_enabled": 1, "rdb_bgsave_in_progress": 0, "aof_rewrite_in_progress": 0,
             **{f"memd_{k}": v for k, v in stats.items()},

@@ -18,12 +18,16 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memd.engine.records import OP_MEM_DEL, OP_MEM_PUT
+from memd.engine.memtable import IndexSpec, Vectors, under
+from memd.engine.records import OP_MEM_DEL, OP_MEM_INDEX, OP_MEM_PUT
 from memd.store.base import Cond, MemRow, Scope
+from memd.store.vectors import DISTANCES, check_vector
 
 if TYPE_CHECKING:
     from memd.engine.engine import Engine
 
+MAX_DIMS = 4096
+MAX_VECTORS_PER_PUT = 256
 FILTER_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in")
 _INT64 = 1 << 63
 
@@ -95,17 +99,13 @@ def _operator(field: str, op: str, value: Any) -> Cond:
     return (field, op, value)
 
 
-def under(ns: str, prefix: str) -> bool:
-    """Whether namespace ``ns`` is ``prefix`` or below it, label-wise ("" is the root)."""
-    return not prefix or ns == prefix or ns.startswith(prefix + ".")
-
-
 class Memories:
     """MEM.* semantics: versions, TTL, deletes that keep the version count, history, search."""
 
     def __init__(self, engine: Engine, *, max_value_bytes: int = 1 << 20, history_versions: int = 10,
-                 history_max_age_ms: int = 0) -> None:
+                 history_max_age_ms: int = 0, vector_max_bytes: int = 0) -> None:
         self.engine = engine
+        self.vector_max_bytes = vector_max_bytes  # memory for vectors (0: no limit); a put beyond it is refused
         self.max_value_bytes = max_value_bytes  # callers check values against it (the error names the key)
         self.history_versions = history_versions  # retention: newest N archived versions per key
         self.history_max_age_ms = history_max_age_ms  # retention: archived versions ended this recently (0: any)
@@ -141,8 +141,15 @@ class Memories:
             item = self._refresh(item, now)
         return item
 
-    def put(self, ns: str, key: str, value: str, ttl_ms: int | None = None) -> int:
-        """Store a new version of the item; return its version number."""
+    def put(self, ns: str, key: str, value: str, ttl_ms: int | None = None,
+            vectors: Vectors = ()) -> int:
+        """Store a new version of the item (with exactly ``vectors``); return its version number.
+
+        Raises ValueError, before anything is written, when a vector does not fit the index
+        governing ``ns`` or would take memory beyond ``vector_max_bytes``.
+        """
+        if vectors:
+            self.check_vectors(ns, vectors)
         now = self.now_ms()
         cur = self._current(ns, key)
         if cur is None:
@@ -152,7 +159,8 @@ class Memories:
             last, created = cur[1], live.created_at if live is not None else now
         version = last + 1
         expires = None if ttl_ms is None else now + ttl_ms
-        self.engine.apply([(OP_MEM_PUT, ns, key, value, version, created, now, expires, ttl_ms)])
+        op = (OP_MEM_PUT, ns, key, value, version, created, now, expires, ttl_ms)
+        self.engine.apply([(*op, vectors) if vectors else op])
         return version
 
     def delete(self, ns: str, key: str) -> bool:
@@ -169,9 +177,105 @@ class Memories:
             return item
         expires = now + item.ttl
         self.engine.apply([(OP_MEM_PUT, item.ns, item.key, item.value, item.version, item.created_at,
-                            item.updated_at, expires, item.ttl)])
+                            item.updated_at, expires, item.ttl, None)])  # None: the version keeps its vectors
         return MemItem(item.ns, item.key, item.value, item.version, item.created_at, item.updated_at, expires,
                        item.ttl, item.score)
+
+    # ---- vector indexes ----------------------------------------------------------------------
+
+    def indexes(self) -> dict[str, IndexSpec]:
+        """The vector indexes declared, buffered changes included: prefix -> (dims, distance, fields)."""
+        specs = self.engine.store.vector_indexes()
+        for layer in reversed(self.engine.layers()):  # oldest first: the newest change wins
+            for prefix, spec in layer.indexes.items():
+                if spec is None:
+                    specs.pop(prefix, None)
+                else:
+                    specs[prefix] = spec
+        return specs
+
+    def index_for(self, ns: str) -> tuple[str, IndexSpec] | None:
+        """The vector index governing namespace ``ns`` (indexes never nest: at most one)."""
+        return next(((p, spec) for p, spec in self.indexes().items() if under(ns, p)), None)
+
+    def vector_count(self, prefix: str) -> int:
+        """Vectors an index holds: stored ones, plus those buffered under its prefix."""
+        n = 0 if self._dropped_in_buffer(prefix) else self.engine.store.vector_stats(prefix)[0]
+        for layer in self.engine.layers():
+            n += sum(len(m.vectors) for (ns, _), m in layer.mem.items() if m.vectors and under(ns, prefix))
+        return n
+
+    def index_stats(self, prefix: str) -> tuple[int, int, int, bool]:
+        """(vectors, memories, bytes in memory, ANN in use) of an index, as flushed."""
+        return self.engine.store.vector_stats(prefix)
+
+    def _dropped_in_buffer(self, prefix: str) -> bool:
+        return any(prefix in layer.index_drops for layer in self.engine.layers())
+
+    def create_index(self, prefix: str, dims: int, distance: str, fields: str) -> bool:
+        """Declare (or change) the vector index of ``prefix``; False when it already is exactly that.
+
+        ValueError: a bad spec, an index nesting with another, or a change of DIMS or
+        DISTANCE while the index holds vectors (vectors of another model would be compared).
+        """
+        if not 1 <= dims <= MAX_DIMS:
+            raise ValueError(f"DIMS must be an integer between 1 and {MAX_DIMS}")
+        if distance not in DISTANCES:
+            raise ValueError(f"DISTANCE must be one of {', '.join(DISTANCES)}")
+        specs = self.indexes()
+        old = specs.get(prefix)
+        if old == (dims, distance, fields):
+            return False
+        for other in specs:
+            if other != prefix and (under(other, prefix) or under(prefix, other)):
+                raise ValueError(f"vector index prefix {prefix!r} nests with the index on {other!r}: a namespace "
+                                 "belongs to one index at most (MEM.INDEX DROP one of them first)")
+        if old is not None and old[:2] != (dims, distance):
+            held = self.vector_count(prefix)
+            if held:
+                raise ValueError(f"index {prefix!r} holds {held} vectors of DIMS {old[0]} DISTANCE {old[1]}; "
+                                 "MEM.INDEX DROP it and re-embed (docs/memory.md)")
+        self.engine.apply([(OP_MEM_INDEX, prefix, dims, distance, fields)])
+        return True
+
+    def drop_index(self, prefix: str) -> bool:
+        """Drop the vector index of ``prefix`` and the vectors of every memory under it (not the memories)."""
+        if prefix not in self.indexes():
+            return False
+        self.engine.apply([(OP_MEM_INDEX, prefix, 0, None, None)])
+        return True
+
+    def check_vectors(self, ns: str, vectors: Vectors) -> None:
+        """ValueError unless ``vectors`` may go with a put to ``ns`` (see :meth:`put`)."""
+        found = self.index_for(ns)
+        if found is None:
+            raise ValueError(f"no vector index covers namespace {ns!r}: declare one with MEM.INDEX CREATE")
+        prefix, (dims, distance, _) = found
+        if len(vectors) > MAX_VECTORS_PER_PUT:
+            raise ValueError(f"at most {MAX_VECTORS_PER_PUT} vectors per memory")
+        paths = set()
+        for path, blob in vectors:
+            if path in paths:
+                raise ValueError(f"VECTOR path {path!r} given twice")
+            paths.add(path)
+            try:
+                check_vector(blob, dims, distance)
+            except ValueError as exc:
+                raise ValueError(f"VECTOR {path!r}: {exc} (index {prefix!r})") from None
+        if self.vector_max_bytes:
+            used = self.vector_bytes()
+            new = sum(len(blob) for _, blob in vectors)
+            if used + new > self.vector_max_bytes:
+                raise ValueError(f"vectors take {used} bytes and this put adds {new}: memory.vector_max_bytes is "
+                                 f"{self.vector_max_bytes} (raise it, or drop vectors no longer needed)")
+
+    def vector_bytes(self) -> int:
+        """Memory taken by vectors: the in-memory indexes, and the vectors still in the buffer."""
+        return self.engine.store.vector_bytes() + sum(layer.vector_bytes for layer in self.engine.layers())
+
+    def index_pending(self) -> bool:
+        """Whether the buffer holds vector index changes (a search or a listing flushes them first)."""
+        return any(layer.indexes for layer in self.engine.layers())
 
     # ---- queries over SQLite (callers flush first when pending() says so) ------------------
 
@@ -183,13 +287,15 @@ class Memories:
         return any((ns, key) in layer.mem for layer in self.engine.layers())
 
     async def search(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
-                     refresh_ttl: bool = False, scope: Scope = ()) -> list[MemItem]:
+                     refresh_ttl: bool = False, scope: Scope = (), vector: Any = None) -> list[MemItem]:
         """Ranked live items under ``prefix``; the buffer must hold nothing :meth:`pending` under it.
 
         ``scope``: (prefix, readable) pairs, longest first; unreadable namespaces are left out.
+        ``vector`` (checked by :meth:`query_vector`): nearest first, or fused with ``query``.
         The SQL runs in a worker thread: ranking many matches takes milliseconds.
         """
-        rows = await self.engine.store.search_mem(prefix, query, conds, limit, offset, self.now_ms(), scope)
+        rows = await self.engine.store.search_mem(prefix, query, conds, limit, offset, self.now_ms(), scope,
+                                                  vector=vector)
         return self._found(rows, refresh_ttl)
 
     def _found(self, rows: list[Any], refresh_ttl: bool) -> list[MemItem]:
@@ -205,6 +311,17 @@ class Memories:
         if live is None or live.version != item.version or live.expires_at != item.expires_at:
             return item
         return self._refresh(item, now)
+
+    def query_vector(self, prefix: str, blob: bytes) -> Any:
+        """The search vector as the index covering ``prefix`` takes it; ValueError if none covers it."""
+        found = next(((p, spec) for p, spec in self.indexes().items() if under(prefix, p)), None)
+        if found is None:
+            raise ValueError(f"no vector index covers namespace prefix {prefix!r} (MEM.INDEX LIST shows them)")
+        dims, distance, _ = found[1]
+        try:
+            return check_vector(blob, dims, distance)
+        except ValueError as exc:
+            raise ValueError(f"VECTOR: {exc} (index {found[0]!r})") from None
 
     async def namespaces(self, prefix: str) -> list[str]:
         """Sorted namespaces under ``prefix`` with a live item (flush pending writes first).

@@ -29,6 +29,7 @@ from memd.engine.records import (
     OP_DEL,
     OP_FLUSHALL,
     OP_MEM_DEL,
+    OP_MEM_INDEX,
     OP_MEM_PUT,
     OP_SET,
     OP_UPDATE,
@@ -70,8 +71,21 @@ class Entry:
                 f"count={self.count}, lo={self.lo}, hi={self.hi}, elems={self.elems})")
 
 
+def under(ns: str, prefix: str) -> bool:
+    """Whether namespace ``ns`` is ``prefix`` or below it, label-wise ("" is the root)."""
+    return not prefix or ns == prefix or ns.startswith(prefix + ".")
+
+
+Vectors = tuple[tuple[str, bytes], ...]  # a memory version's embeddings: (path, little-endian float32 blob)
+IndexSpec = tuple[int, str, str]  # a vector index: dims, distance, fields (JSON array text)
+
+
 class MemEntry:
     """One MEM.* item's latest state in one memtable (``value`` None: deleted, version kept).
+
+    ``vectors``: this version's embeddings (empty: none, and any stored ones go), or None
+    when this memtable only refreshed the TTL of a version written below it: the store
+    keeps that version's vectors.
 
     ``history`` holds the versions this memtable superseded itself, as
     history rows ``(version, value, created, updated, superseded_at, deleted)``;
@@ -81,10 +95,12 @@ class MemEntry:
     versions one memtable collapses.
     """
 
-    __slots__ = ("value", "version", "created_at", "updated_at", "expires_at", "ttl", "history", "ended_below")
+    __slots__ = ("value", "version", "created_at", "updated_at", "expires_at", "ttl", "history", "ended_below",
+                 "vectors")
 
     def __init__(self, value: str | None, version: int, created_at: int, updated_at: int,
-                 expires_at: int | None, ttl: int | None = None) -> None:
+                 expires_at: int | None, ttl: int | None = None, vectors: Vectors | None = ()) -> None:
+        self.vectors = vectors
         self.value = value
         self.version = version
         self.created_at = created_at
@@ -96,9 +112,15 @@ class MemEntry:
 
     def size(self, ident: tuple[str, str]) -> int:
         n = len(ident[0]) + len(ident[1]) + len(self.value or "")
+        if self.vectors:
+            n += sum(len(path) + len(blob) for path, blob in self.vectors)
         if self.history:
             n += sum(len(h[1]) for h in self.history)
         return n
+
+
+def _blob_bytes(vectors: Vectors | None) -> int:
+    return sum(len(blob) for _, blob in vectors) if vectors else 0
 
 
 def _elem_size(sub: bytes, value: Any) -> int:
@@ -108,12 +130,18 @@ def _elem_size(sub: bytes, value: Any) -> int:
 class Memtable:
     """A set of key changes between two LSNs; frozen before it is flushed."""
 
-    __slots__ = ("entries", "mem", "flushall", "bytes", "records", "writes", "first_lsn", "max_lsn", "created",
+    __slots__ = ("entries", "mem", "indexes", "index_drops", "vector_bytes", "flushall", "bytes", "records", "writes",
+                 "first_lsn", "max_lsn", "created",
                  "frozen", "_sorted")
 
     def __init__(self) -> None:
         self.entries: dict[bytes, Entry] = {}
         self.mem: dict[tuple[str, str], MemEntry] = {}
+        # vector indexes declared (a spec) or dropped (None) here; the prefixes dropped here, whose
+        # vectors stored below must go before this memtable's own are written
+        self.indexes: dict[str, IndexSpec | None] = {}
+        self.index_drops: set[str] = set()
+        self.vector_bytes = 0  # the vectors' blobs held here (vector_max_bytes counts them with the store's)
         self.flushall = False
         self.bytes = 0
         self.records = 0  # WAL records applied
@@ -164,11 +192,14 @@ class Memtable:
                 self.flushall = True
                 self.bytes = sum(m.size(ident) for ident, m in self.mem.items())
             elif code == OP_MEM_PUT:
-                _, ns, key, value, version, created, updated, exp, ttl = op
-                self._mem_replace((ns, key), MemEntry(value, version, created, updated, exp, ttl))
+                _, ns, key, value, version, created, updated, exp, ttl = op[:9]
+                vectors = op[9] if len(op) > 9 else ()
+                self._mem_replace((ns, key), MemEntry(value, version, created, updated, exp, ttl, vectors))
             elif code == OP_MEM_DEL:
                 _, ns, key, version, at = op
                 self._mem_replace((ns, key), MemEntry(None, version, 0, at, None))
+            elif code == OP_MEM_INDEX:
+                self._index(op)
             else:
                 raise ValueError(f"unknown opcode {code}")
         if not self.first_lsn:
@@ -177,10 +208,27 @@ class Memtable:
         self.records += 1
         self.writes += len(ops)
 
+    def _index(self, op: Op) -> None:
+        _, prefix, dims, distance, fields = op
+        if dims:
+            self.indexes[prefix] = (dims, distance, fields)
+            return
+        self.indexes[prefix] = None
+        self.index_drops.add(prefix)
+        for ident, m in self.mem.items():  # the vectors buffered here go with the index
+            if m.vectors != () and under(ident[0], prefix):
+                self.bytes -= m.size(ident)
+                self.vector_bytes -= _blob_bytes(m.vectors)
+                m.vectors = ()
+                self.bytes += m.size(ident)
+
     def _mem_replace(self, ident: tuple[str, str], item: MemEntry) -> None:
         old = self.mem.get(ident)
         if old is not None:
+            if item.vectors is None and item.version == old.version:
+                item.vectors = old.vectors  # a TTL refresh keeps the version's vectors
             self.bytes -= old.size(ident)
+            self.vector_bytes -= _blob_bytes(old.vectors)
             item.ended_below = old.ended_below
             item.history = old.history
             if old.value is not None and (item.value is None or item.version > old.version):
@@ -193,6 +241,7 @@ class Memtable:
                     item.history.append(row)
         self.mem[ident] = item
         self.bytes += item.size(ident)
+        self.vector_bytes += _blob_bytes(item.vectors)
 
     def _update(self, op: Op) -> None:
         _, key, type_, create, exp, count, lo, hi, changes = op

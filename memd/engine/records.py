@@ -14,9 +14,16 @@ An op is a tuple whose first item is its opcode::
         (``None`` deletes the element); ``create`` hides older state of the key.
         A string with ``create`` false only changes its expiry.
     (OP_FLUSHALL,)                                       every key gone
-    (OP_MEM_PUT, ns, key, json_text, version, created_ms, updated_ms, expires_ms | None, ttl_ms | None)
-        one version of a memory (a TTL refresh re-logs the same version with a new expiry)
+    (OP_MEM_PUT, ns, key, json_text, version, created_ms, updated_ms, expires_ms | None, ttl_ms | None
+     [, vectors])
+        one version of a memory (a TTL refresh re-logs the same version with a new expiry).
+        ``vectors``: this version's embeddings as ``((path, float32_le_blob), ...)``, or None
+        for "the same version's vectors, unchanged" (a TTL refresh); absent (9 items, as
+        every record written before vectors existed) means none
     (OP_MEM_DEL, ns, key, version, deleted_ms)           the memory's live version ended
+    (OP_MEM_INDEX, prefix, dims, distance, fields_json)  a vector index declared (or replaced) for the
+        namespaces under ``prefix``; ``dims`` 0 (distance and fields None) drops it and the
+        vectors of every memory under it
 
 A *record* is a list of ops sharing one LSN: one command's effects, or a whole
 MULTI/EXEC transaction, so a batch is all there or not at all after a crash.
@@ -51,6 +58,7 @@ OP_UPDATE = 3
 OP_FLUSHALL = 4
 OP_MEM_PUT = 5
 OP_MEM_DEL = 6
+OP_MEM_INDEX = 7
 
 # Key types, as stored in the WAL and in SQLite. NONE marks a deleted key.
 T_NONE = 0
@@ -137,6 +145,14 @@ def _ops_problem(ops: Any) -> str | None:
             for change in op[8]:
                 if type(change) is not tuple or len(change) != 2:
                     return "update op has a malformed element change"
+        elif op[0] == OP_MEM_PUT:
+            if len(op) == 10 and op[9] is not None:
+                if type(op[9]) is not tuple or any(type(v) is not tuple or len(v) != 2 for v in op[9]):
+                    return "memory put has malformed vectors"
+            elif len(op) not in (9, 10):
+                return "memory put op is malformed"
+        elif op[0] == OP_MEM_INDEX and len(op) != 5:
+            return "vector index op is malformed"
     return None
 
 
@@ -240,7 +256,10 @@ def op_size(op: Op) -> int:
             n += len(sub) + (len(value) if isinstance(value, (bytes, bytearray)) else 8)
         return n
     if code == OP_MEM_PUT:
-        return len(op[1]) + len(op[2]) + len(op[3])
+        n = len(op[1]) + len(op[2]) + len(op[3])
+        if len(op) > 9 and op[9]:
+            n += sum(len(path) + len(blob) for path, blob in op[9])
+        return n
     if code in (OP_DEL, OP_MEM_DEL):
         return len(op[1])
     return 0

@@ -304,9 +304,9 @@ class Watchdog:
         self.episodes += 1
         self._episode_start = time.monotonic()
         self.state = SOFT
-        log.warning("watchdog_soft_limit rss=%d soft_limit=%d hard_limit=%d buffer_bytes=%d "
+        log.warning("watchdog_soft_limit rss=%d soft_limit=%d hard_limit=%d buffer_bytes=%d vector_bytes=%d "
                     "action=flush,drop_caches episode=%d", rss, self.soft_bytes, self.hard_bytes,
-                    self.engine.buffered_bytes(), self.episodes)
+                    self.engine.buffered_bytes(), self.engine.memories.vector_bytes(), self.episodes)
 
     def _refusal_text(self, rss: int) -> str:
         hard = _limit_text("hard_limit", self.cfg.hard_limit, self.hard_bytes, self.available)
@@ -320,8 +320,9 @@ class Watchdog:
         self.state = REFUSING
         self._refusal = self._refusal_text(rss)
         self.engine.write_refusal = self._refusal
-        log.warning("watchdog_refusing_writes rss=%d hard_limit=%d soft_limit=%d buffer_bytes=%d refusal=%d",
-                    rss, self.hard_bytes, self.soft_bytes, self.engine.buffered_bytes(), self.refusals)
+        log.warning("watchdog_refusing_writes rss=%d hard_limit=%d soft_limit=%d buffer_bytes=%d vector_bytes=%d "
+                    "refusal=%d", rss, self.hard_bytes, self.soft_bytes, self.engine.buffered_bytes(),
+                    self.engine.memories.vector_bytes(), self.refusals)
 
     def _settle(self) -> None:
         """After a flush while refusing: resume if RSS fell under soft or nothing is left to flush."""
@@ -385,6 +386,8 @@ class Watchdog:
         return {
             "state": self.state,
             "rss_bytes": self.rss,
+            # what of RSS the vectors of semantic recall hold: flushing cannot release it, dropping indexes can
+            "vector_bytes": self.engine.memories.vector_bytes(),
             "soft_limit_bytes": self.soft_bytes,
             "hard_limit_bytes": self.hard_bytes,
             "available_bytes": self.available or 0,

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from memd.engine.memtable import Memtable
+from memd.engine.memtable import IndexSpec, Memtable
 
 # type, value, expires_at, count, lo, hi
 KeyRow = tuple[int, bytes | None, int | None, int, int, int]
@@ -88,11 +88,26 @@ class Store(Protocol):
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None) -> list[HistoryRow]:
         """Archived versions newest first: the newest ``keep`` that ended after ``since_ms``."""
 
+    # ---- vector indexes (semantic recall) ----
+    def vector_indexes(self) -> dict[str, IndexSpec]:
+        """The vector indexes flushed: prefix -> (dims, distance, fields JSON)."""
+
+    def vector_stats(self, prefix: str) -> tuple[int, int, int, bool]:
+        """(vectors, memories, bytes in memory, ANN in use) of one index; zeros if none."""
+
+    def vector_bytes(self) -> int:
+        """Memory every index's vectors take (the memory watchdog and vector_max_bytes count it)."""
+
+    async def maintain_vectors(self) -> int:
+        """Rebuild the approximate indexes that deletes or growth have worn; how many were."""
+
     # ---- slow reads: off the event loop ----
     async def search_mem(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
-                         now_ms: int, scope: Scope = ()) -> list[SearchRow]:
+                         now_ms: int, scope: Scope = (), vector: Any = None) -> list[SearchRow]:
         """Live memories under ``prefix`` matching full-text ``query`` and ``conds``, best first.
 
+        With ``vector`` (a checked float32 array): the nearest by the index covering
+        ``prefix`` (score: similarity), or with ``query`` too, both rankings fused (RRF).
         Raises QueryError when ``query`` cannot be parsed.
         """
 

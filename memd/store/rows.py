@@ -7,9 +7,10 @@ is sorted by key (SQLite's B-trees take rows 25-35% faster in key order than at 
 from __future__ import annotations
 
 import operator
+from collections.abc import Collection
 from typing import Any, NamedTuple
 
-from memd.engine.memtable import DELETED, Memtable
+from memd.engine.memtable import DELETED, Memtable, under
 from memd.engine.records import T_LIST, T_NONE, T_STRING, T_ZSET
 from memd.store.base import list_sub
 from memd.store.tokens import ns_tokens
@@ -39,13 +40,21 @@ class FlushRows(NamedTuple):
     history: list[Row]  # (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
     mems: list[Row]  # (ns, key, value, version, created_at, updated_at, expires_at, ttl)
     index: list[Row]  # (ns, key, ns_tokens): live memories to index
+    vector_drops: list[Row]  # (prefix,): vector indexes dropped here: every vector under them goes first
+    index_drops: list[Row]  # (prefix,): ... and the index itself
+    index_puts: list[Row]  # (prefix, dims, distance, fields): vector indexes declared
+    vector_deletes: list[Row]  # (ns, key): memories whose vectors this flush replaces or removes
+    vectors: list[Row]  # (ns, key, path, blob): the vectors of the versions written
 
 
-def flush_rows(table: Memtable) -> FlushRows:
+def flush_rows(table: Memtable, vector_prefixes: Collection[str] = ()) -> FlushRows:
     """Every row a flush writes, by kind, built in ONE pass over a frozen memtable.
 
     Pure, so it runs in a worker thread off the event loop (the table is immutable once
     frozen) and any store can write these rows with its own statements.
+    ``vector_prefixes``: the prefixes of the vector indexes the store holds; a memory
+    written without vectors outside them (and this table's) has no stored vectors to
+    delete, and gets no statement for them.
     """
     deletes: list[Row] = []
     upserts: list[Row] = []
@@ -89,6 +98,9 @@ def flush_rows(table: Memtable) -> FlushRows:
     idents: list[Row] = []
     mems: list[Row] = []
     live: list[Row] = []
+    vector_deletes: list[Row] = []
+    vectors: list[Row] = []
+    indexed = (*vector_prefixes, *table.indexes)
     for ident, m in table.mem.items():
         at, deleted = m.ended_below
         archives.append((*ident, at, deleted, m.version, m.value is None))
@@ -99,4 +111,12 @@ def flush_rows(table: Memtable) -> FlushRows:
         mems.append((*ident, m.value, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl))
         if m.value is not None:
             live.append(fts)
-    return FlushRows(deletes, upserts, metas, elems, elem_deletes, trims, archives, idents, history, mems, live)
+        if m.vectors or (m.vectors is not None and any(under(ident[0], p) for p in indexed)):
+            # (None: a TTL refresh; the version's stored vectors stay)
+            vector_deletes.append(ident)
+            if m.value is not None:
+                vectors.extend((*ident, path, blob) for path, blob in m.vectors)
+    drops = [(prefix,) for prefix in sorted(table.index_drops)]
+    puts = [(prefix, *spec) for prefix, spec in sorted(table.indexes.items()) if spec is not None]
+    return FlushRows(deletes, upserts, metas, elems, elem_deletes, trims, archives, idents, history, mems, live,
+                     drops, drops, puts, vector_deletes, vectors)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from memd.errors import StoreError
 from memd.store.tokens import field_tokens, fields_of, ns_tokens, text_of
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 5000
 MIGRATION_PROGRESS_SECONDS = 1.0  # at most one progress report per this many seconds (read at each migrate)
 # VM instructions between two looks at the clock: tens of microseconds of SQLite work, so a report is
@@ -170,8 +170,19 @@ CREATE VIRTUAL TABLE mem_fts USING fts5 (body, ns, f, content='', tokenize='port
 INSERT INTO mem_fts (rowid, body, ns, f) SELECT m.rowid, memd_text(m.value), memd_ns_tokens(m.ns), memd_field_tokens(m.fields) FROM mem_items AS m WHERE m.value IS NOT NULL
 """
 
+# v6: semantic recall. ``mem_indexes`` holds the vector indexes declared (MEM.INDEX CREATE), one per
+# namespace prefix; ``mem_vectors`` the embeddings of each memory's current version, one row per
+# (memory, path), written in the flush transaction that writes the memory. Searches run on an
+# in-memory index loaded from this table at start (memd.store.vectors); SQLite is what it is rebuilt
+# from, so the two cannot disagree after a crash.
+_V6 = """
+CREATE TABLE mem_indexes (prefix TEXT PRIMARY KEY, dims INTEGER NOT NULL, distance TEXT NOT NULL, fields TEXT NOT NULL);
+CREATE TABLE mem_vectors (id INTEGER PRIMARY KEY, ns TEXT NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL, vec BLOB NOT NULL);
+CREATE INDEX mem_vectors_item ON mem_vectors (ns, key)
+"""
+
 # Each entry upgrades the schema from version i to i+1 (index 0: empty -> 1).
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6]
 
 
 def register_functions(conn: sqlite3.Connection) -> None:

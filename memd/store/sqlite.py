@@ -16,15 +16,18 @@ Three kinds of connection, three jobs:
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
 
-from memd.engine.memtable import Memtable
-from memd.errors import StoreDamagedError, StoreError
+from memd.engine.memtable import IndexSpec, Memtable, under
+from memd.errors import CommandError, StoreDamagedError, StoreError
 from memd.store import csqlite, search, statements
 from memd.store.base import Cond, HistoryRow, KeyRow, MemRow, Scope, SearchRow
 from memd.store.filters import json_eq, json_text, member_text
@@ -32,8 +35,10 @@ from memd.store.rows import flush_rows
 from memd.store.schema import BUSY_TIMEOUT_MS, MigrationProgress, connect, migrate, register_functions
 from memd.store.sqlitefile import connect_ro
 from memd.store.tokens import ns_tokens
+from memd.store.vectors import VectorIndex
 
 T = TypeVar("T")
+log = logging.getLogger("memd.store")
 Groups = list[tuple[str, list[tuple[Any, ...]]]]
 
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -56,6 +61,10 @@ class SqliteStore:
         self._rank = "bm25"  # FTS5's own, until open() finds memd._sqlite working
         self._bulk: str | None = None  # the writer's file name for memd._sqlite.executemany, if that works
         self.flushed_lsn = 0
+        # the vector indexes declared, and every vector they hold in memory (memd.store.vectors): loaded
+        # at open, changed right after each flush that changes them commits
+        self._specs: dict[str, IndexSpec] = {}
+        self._vectors: dict[str, VectorIndex] = {}
 
     async def open(self) -> None:
         try:
@@ -72,6 +81,88 @@ class SqliteStore:
                 raise
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         self.flushed_lsn = int(row[0])
+        await anyio.to_thread.run_sync(self._load_vectors)
+
+    def _load_vectors(self) -> None:
+        """Every declared index and the vectors of every live memory under it, into memory.
+
+        The in-memory index is never persisted: it is rebuilt from ``mem_vectors`` at each
+        start, so it cannot disagree with the data after a crash or a restore.
+        """
+        conn = connect_ro(self.path)
+        try:
+            for prefix, dims, distance, fields in conn.execute(
+                    "SELECT prefix, dims, distance, fields FROM mem_indexes ORDER BY prefix").fetchall():
+                t0 = time.perf_counter()
+                index = VectorIndex(dims, distance)
+                cur = conn.execute(
+                    "SELECT v.ns, v.key, v.path, v.vec, m.expires_at FROM mem_vectors AS v "
+                    "JOIN mem_items AS m ON m.ns = v.ns AND m.key = v.key WHERE m.value IS NOT NULL "
+                    "AND (?1 = '' OR (v.ns >= ?1 AND v.ns < ?1 || '/' AND (v.ns = ?1 OR v.ns > ?1 || '.'))) "
+                    "ORDER BY v.ns, v.key, v.id", (prefix,))
+                for (ns, key), rows in itertools.groupby(cur, key=lambda r: (r[0], r[1])):
+                    found = list(rows)
+                    index.replace(ns, key, found[0][4], [(r[2], r[3]) for r in found])
+                self._specs[prefix] = (dims, distance, fields)
+                self._vectors[prefix] = index
+                log.info("vector_index_loaded prefix=%r dims=%d distance=%s vectors=%d memories=%d seconds=%.3f",
+                         prefix, dims, distance, len(index), index.memories, time.perf_counter() - t0)
+        finally:
+            conn.close()
+
+    # ---- vector indexes ----------------------------------------------------------------
+
+    def vector_indexes(self) -> dict[str, IndexSpec]:
+        """The vector indexes declared and flushed: prefix -> (dims, distance, fields JSON)."""
+        return dict(self._specs)
+
+    def vector_stats(self, prefix: str) -> tuple[int, int, int, bool]:
+        """(vectors, memories, bytes in memory, ANN in use) of an index; zeros if none."""
+        index = self._vectors.get(prefix)
+        if index is None:
+            return 0, 0, 0, False
+        return len(index), index.memories, index.nbytes, index.ann
+
+    def vector_bytes(self) -> int:
+        return sum(index.nbytes for index in list(self._vectors.values()))
+
+    async def maintain_vectors(self) -> int:
+        """Rebuild the ANN structures that need it (compaction's job); how many were rebuilt."""
+        n = 0
+        for index in list(self._vectors.values()):
+            n += int(await anyio.to_thread.run_sync(index.maintain))
+        return n
+
+    def _index_of(self, ns: str) -> VectorIndex | None:
+        for prefix, index in self._vectors.items():
+            if under(ns, prefix):
+                return index
+        return None
+
+    def _apply_vectors(self, table: Memtable) -> None:
+        """Bring the in-memory indexes to what the flush of ``table`` just committed."""
+        for prefix in table.index_drops:
+            self._vectors.pop(prefix, None)
+            self._specs.pop(prefix, None)
+        for prefix, spec in table.indexes.items():
+            if spec is None:
+                continue
+            old = self._specs.get(prefix)
+            self._specs[prefix] = spec
+            if old is None or old[:2] != spec[:2]:  # (a new DIMS or DISTANCE: only ever on an empty index)
+                self._vectors[prefix] = VectorIndex(spec[0], spec[1])
+        if not self._vectors:
+            return
+        for (ns, key), m in table.mem.items():
+            index = self._index_of(ns)
+            if index is None:
+                continue
+            if m.value is None:
+                index.remove(ns, key)
+            elif m.vectors is None:
+                index.set_expiry(ns, key, m.expires_at)
+            else:
+                index.replace(ns, key, m.expires_at, m.vectors)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -191,9 +282,15 @@ class SqliteStore:
     # ---- slow reads (worker threads, pooled connections) ------------------------------
 
     async def search_mem(self, prefix: str, query: str | None, conds: list[Cond], limit: int, offset: int,
-                         now_ms: int, scope: Scope = ()) -> list[SearchRow]:
-        return await self._in_pool(search.search_mem, self._rank, prefix, query, conds, limit, offset, now_ms,
-                                   scope)
+                         now_ms: int, scope: Scope = (), vector: Any = None) -> list[SearchRow]:
+        if vector is None:
+            return await self._in_pool(search.search_mem, self._rank, prefix, query, conds, limit, offset, now_ms,
+                                       scope)
+        index = next((i for p, i in self._vectors.items() if under(prefix, p)), None)
+        if index is None:
+            raise CommandError(f"no vector index covers namespace prefix {prefix!r} (it was dropped meanwhile)")
+        return await self._in_pool(search.vector_search, self._rank, index, vector, prefix, query, conds, limit,
+                                   offset, now_ms, scope)
 
     async def mem_namespaces(self, prefix: str, now_ms: int) -> list[str]:
         return await self._in_pool(search.mem_namespaces, prefix, now_ms)
@@ -260,8 +357,9 @@ class SqliteStore:
         def work(writer: sqlite3.Connection) -> None:
             # the rows are built in the same thread call (the frozen table is immutable): one hop
             wipe: Groups = [(sql, [()]) for sql in statements.WIPE] if table.flushall else []
-            groups = list(zip(statements.FLUSH, flush_rows(table)))
+            groups = list(zip(statements.FLUSH, flush_rows(table, self._specs)))
             self._transaction(writer, [*wipe, *groups, (statements.SET_FLUSHED_LSN, [(table.max_lsn,)])])
+            self._apply_vectors(table)
 
         await self._in_writer(work)
         self.flushed_lsn = table.max_lsn
@@ -288,9 +386,17 @@ class SqliteStore:
         fts = [(*ident, ns_tokens(ident[0])) for ident in expired]
         archive = [(*ident, 1 << 62, 0, 1 << 62, 0) for ident in expired]  # ended at their expiry (the CASE)
         groups: Groups = [(statements.DELETE_KEY, [(k,) for k in keys]), (statements.ARCHIVE_MEM, archive),
-                          (statements.UNINDEX_MEM, fts), (statements.TOMBSTONE_MEM, list(expired))]
+                          (statements.UNINDEX_MEM, fts), (statements.TOMBSTONE_MEM, list(expired)),
+                          (statements.DELETE_VECTORS, list(expired) if self._specs else [])]
+
+        def work(writer: sqlite3.Connection) -> None:
+            self._transaction(writer, groups)
+            for ns, key in expired:
+                index = self._index_of(ns)
+                if index is not None:
+                    index.remove(ns, key)
         if any(rows for _, rows in groups):
-            await self._in_writer(lambda writer: self._transaction(writer, groups))
+            await self._in_writer(work)
 
     async def prune_history(self, keep: int, before_ms: int) -> int:
         def work(writer: sqlite3.Connection) -> int:

@@ -62,9 +62,17 @@ HISTORY_MEM = """
 INSERT OR REPLACE INTO mem_history (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
+# Vector indexes and vectors (schema v6). A prefix "" is every namespace; otherwise the label-wise
+# range of filters.UNDER.
+DROP_VECTORS_UNDER = ("DELETE FROM mem_vectors WHERE ?1 = '' OR "
+                      "(ns >= ?1 AND ns < ?1 || '/' AND (ns = ?1 OR ns > ?1 || '.'))")
+DROP_INDEX = "DELETE FROM mem_indexes WHERE prefix = ?"
+PUT_INDEX = "INSERT OR REPLACE INTO mem_indexes (prefix, dims, distance, fields) VALUES (?, ?, ?, ?)"
+DELETE_VECTORS = "DELETE FROM mem_vectors WHERE ns = ? AND key = ?"
+INSERT_VECTOR = "INSERT INTO mem_vectors (ns, key, path, vec) VALUES (?, ?, ?, ?)"
 SET_FLUSHED_LSN = "UPDATE meta SET value = ? WHERE name = 'flushed_lsn'"
 WIPE = ["DELETE FROM elems", "DELETE FROM keys"]  # FLUSHALL: the Redis keyspace, not the memories
 
 # rows.FlushRows, field by field: the statement that writes each kind of row
 FLUSH = (DELETE_KEY, UPSERT_KEY, UPDATE_META, UPSERT_ELEM, DELETE_ELEM, TRIM_LIST, ARCHIVE_MEM, UNINDEX_MEM,
-         HISTORY_MEM, UPSERT_MEM, INDEX_MEM)
+         HISTORY_MEM, UPSERT_MEM, INDEX_MEM, DROP_VECTORS_UNDER, DROP_INDEX, PUT_INDEX, DELETE_VECTORS, INSERT_VECTOR)

@@ -140,7 +140,7 @@ def test_json_equal_is_jsonb_equality() -> None:
     assert not json_equal([True], [1]) and not json_equal({"a": 1}, {"a": 1, "b": 2}) and not json_equal("1", 1)
 
 
-def test_schema_v1_file_migrates_to_v5_indexing_existing_memories_and_their_fields(tmp_path: Path) -> None:
+def test_schema_v1_file_migrates_to_the_current_schema_indexing_existing_memories_and_their_fields(tmp_path: Path) -> None:
     path = str(tmp_path / "db")
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -152,7 +152,7 @@ def test_schema_v1_file_migrates_to_v5_indexing_existing_memories_and_their_fiel
     conn.close()
     assert migrate(path) == 1
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 6
     assert conn.execute("SELECT rowid FROM mem_fts WHERE mem_fts MATCH 'lighthouse'").fetchall() == [(1,)]
     assert conn.execute("SELECT fields FROM mem_items").fetchall() == [('{"t":"lighthouse","n":[]}',)]
     conn.close()

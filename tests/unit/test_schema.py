@@ -39,7 +39,7 @@ def test_v3_keys_table_becomes_without_rowid_keeping_rows_index_and_cascades(tmp
 
     assert migrate(path) == 3
     conn = sqlite3.connect(path, isolation_level=None)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 6
     assert "WITHOUT ROWID" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'keys'").fetchone()[0]
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert sorted(conn.execute("SELECT * FROM keys").fetchall()) == sorted(KEYS)
@@ -54,14 +54,14 @@ def test_v3_keys_table_becomes_without_rowid_keeping_rows_index_and_cascades(tmp
     conn.execute("DELETE FROM keys WHERE key = ?", (b"h",))
     assert conn.execute("SELECT count(*) FROM elems").fetchone()[0] == 0
     conn.close()
-    assert migrate(path) == 5  # and a second open changes nothing
+    assert migrate(path) == 6  # and a second open changes nothing
 
 
-def test_new_file_is_created_at_v5(tmp_path: Path) -> None:
+def test_new_file_is_created_at_v6(tmp_path: Path) -> None:
     path = str(tmp_path / "db")
     assert migrate(path) == 0
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
     assert "WITHOUT ROWID" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'keys'").fetchone()[0]
     assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental, set before the first table
     conn.close()

@@ -330,7 +330,7 @@ async def test_configure_applies_new_limits_at_the_next_sample(
 
 async def test_status_has_the_info_figures_before_any_sample(engine: Engine, dog: Watchdog) -> None:
     assert dog.status() == {
-        "state": "ok", "rss_bytes": 50 * MiB, "soft_limit_bytes": SOFT, "hard_limit_bytes": HARD,
+        "state": "ok", "rss_bytes": 50 * MiB, "vector_bytes": 0, "soft_limit_bytes": SOFT, "hard_limit_bytes": HARD,
         "available_bytes": 1000 * MiB, "episodes": 0, "refusals": 0, "samples": 0, "sample_seconds": 1.0,
     }
 
@@ -414,3 +414,12 @@ def test_available_memory_without_host_figures_uses_the_cgroup(tmp_path: Path,
     assert available_memory(root) == 64 * MiB
     with pytest.raises(OSError, match="give watchdog limits as sizes"):
         available_memory(str(tmp_path / "none"))
+
+
+async def test_status_counts_the_vectors_in_memory(engine: Engine, dog: Watchdog) -> None:
+    """Vectors are memory a flush cannot release: the watchdog's figures show them, buffered or flushed."""
+    engine.memories.create_index("docs", 4, "cosine", '["$"]')
+    engine.memories.put("docs", "k", "{}", vectors=(("$", b"\x00\x00\x80\x3f" * 4),))
+    assert dog.status()["vector_bytes"] == 16
+    await engine.flush()
+    assert dog.status()["vector_bytes"] >= 16
