@@ -255,6 +255,13 @@ class Side:
         got = self.hits.get(cls)
         return min(len(ids) for ids in got) if got else None
 
+    def short(self, data: Data, cls: str) -> int | None:
+        """Searches that returned fewer than min(k, memories eligible)."""
+        got = self.hits.get(cls)
+        if not got:
+            return None
+        return sum(1 for j, ids in enumerate(got) if len(ids) < min(K, int(data.eligible(j, cls, self.n).sum())))
+
 
 def check_hits(side: Side, data: Data, cls: str, j: int, items: list[tuple[str, int, float | None]]) -> None:
     """items: (namespace, memory number, score) as returned; problems go to side.problems."""
@@ -308,6 +315,24 @@ def parse_memd_items(reply: Any) -> list[tuple[str, int, float | None]]:
     return out
 
 
+def index_list(r: Any) -> str:
+    return "; ".join(x.decode() if isinstance(x, bytes) else str(x) for x in r.execute_command("MEM.INDEX", "LIST"))
+
+
+def wait_for_ann(r: Any, wait: float) -> str:
+    """Waits (up to ``wait`` s) for the index's ANN structure, built by a maintenance job after the load:
+    the timed searches should see the steady state, not the exact scan that serves until then."""
+    t0 = time.monotonic()
+    while True:
+        ann = all(json.loads(x)["ann"] for x in r.execute_command("MEM.INDEX", "LIST"))
+        waited = time.monotonic() - t0
+        if ann:
+            return f"ANN structure in use {waited:.1f} s after the flush"
+        if waited >= wait:
+            return f"no ANN structure {waited:.1f} s after the flush (--ann-wait {wait:g}): the searches ran as they were"
+        time.sleep(0.5)
+
+
 def run_memd(data: Data, args: argparse.Namespace, cleanup: Cleanup) -> Side:
     import redis  # noqa: PLC0415
 
@@ -336,6 +361,7 @@ def run_memd(data: Data, args: argparse.Namespace, cleanup: Cleanup) -> Side:
         t0 = time.perf_counter()
         r.execute_command("MEMD.FLUSH")
         side.flush_s = time.perf_counter() - t0
+        side.notes.append(wait_for_ann(r, args.ann_wait))
         try:
             import psutil  # noqa: PLC0415
             side.rss = psutil.Process(proc.pid).memory_info().rss
@@ -359,8 +385,7 @@ def run_memd(data: Data, args: argparse.Namespace, cleanup: Cleanup) -> Side:
                 items = parse_memd_items(replies[cls, j])
                 check_hits(side, data, cls, j, items)
                 side.hits[cls].append([i for _, i, _ in items])
-        for line in r.execute_command("MEM.INDEX", "LIST"):
-            side.info = f"MEM.INDEX LIST: {line.decode() if isinstance(line, bytes) else line}"
+        side.info = f"MEM.INDEX LIST after the searches: {index_list(r)}"
         r.close()
 
         # restart: from the start of the process to the first answered KNN search
@@ -388,7 +413,9 @@ def run_memd(data: Data, args: argparse.Namespace, cleanup: Cleanup) -> Side:
         again = [i for _, i, _ in parse_memd_items(reply)]
         if again != want:
             side.problems.append(f"after the restart the first KNN search returned {again}, before {want}")
-        side.notes.append(f"stop (SIGTERM, flush, exit) took {stop_s:.2f} s")
+        with redis.Redis(unix_socket_path=sock, socket_timeout=60) as rr:
+            side.notes.append(f"MEM.INDEX LIST right after that first answer: {index_list(rr)}")
+        side.notes.append(f"stop before the restart (SIGTERM, flush, exit) took {stop_s:.2f} s")
         with open(log, errors="replace") as f:
             f.seek(log_lines)
             loaded = [ln.strip() for ln in f if "vector" in ln.lower()]
@@ -653,8 +680,8 @@ def report(data: Data, sides: dict[str, Side | None], failed: dict[str, str], ar
     low = min(recalls) if len(recalls) == len(LG_CLASSES) else None
     target(f"recall@10 >= {t['recall']} vs exact (lowest of the 3 KNN rows)", low, t["recall"], fmt(low, ".3f"),
            False, False)
-    fh = mem.min_hits("filter") if mem else None
-    target(f"FILTER keeping 1%: still k={K} results (fewest)", fh, K, fmt(fh, "d"), False, False)
+    short = mem.short(data, "filter") if mem else None
+    target(f"FILTER keeping 1%: still k={K} results (searches short)", short, 1, fmt(short, "d"), True, False)
     target(f"FILTER keeping 1%: p99 < {t['filter_p99']:.0f} ms", mem and mem.pct("filter", 99), t["filter_p99"],
            ms(mem and mem.pct("filter", 99)) + " ms", True, True)
     target(f"hybrid: p99 < {t['hybrid_p99']:.0f} ms", mem and mem.pct("hybrid", 99), t["hybrid_p99"],
@@ -687,6 +714,9 @@ def main() -> int:
     ap.add_argument("--venv", default=default_venv(),
                     help="virtualenv for the SqliteStore + sqlite-vec baseline, made on first use "
                          "(default ~/.cache/memd-bench/sqlite-vec-venv)")
+    ap.add_argument("--ann-wait", type=float, default=None,
+                    help="seconds to wait after the flush for memd's ANN structure before searching "
+                         "(default 60; 0 with --quick)")
     ap.add_argument("--show-problems", type=int, default=8, help="reply problems printed per side (default 8)")
     ap.add_argument("--sqlite-vec-worker", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -695,6 +725,8 @@ def main() -> int:
     n = args.n or (2_000 if args.quick else 100_000)
     nq = args.queries or (20 if args.quick else 200)
     bn = min(args.baseline_n or n, n)
+    if args.ann_wait is None:
+        args.ann_wait = 0.0 if args.quick else 60.0
     if n < K or nq <= 0 or bn < K or args.batch <= 0 or not 1 <= args.dims <= 4096:
         ap.error("--n and --baseline-n must be >= 10, --queries and --batch positive, 1 <= --dims <= 4096")
 
