@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -29,20 +30,17 @@ def _row(out: str, label: str) -> list[str]:
     return m[1].split()
 
 
-def _daemons_of(prefixes: tuple[str, ...]) -> list[int]:
-    """memd processes serving a socket under one of the benchmark's temp dir prefixes."""
-    pids = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if "memd" in cmd and "serve" in cmd and any(a.startswith(prefixes) for a in cmd):
-            pids.append(p.pid)
-    return pids
+def _serving(pid: int, d: str) -> bool:
+    """Process pid is still the daemon of dir d (not a later process that reuses the pid)."""
+    try:
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE and any(a.startswith(d) for a in p.cmdline())
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.mark.timeout(180)
 def test_quick_run_measures_every_side() -> None:
-    prefixes = ("/tmp/mbv-", "/tmp/mbs-", "/tmp/mbq-")
-    before = {d for d in os.listdir("/tmp") if d.startswith(("mbv-", "mbs-", "mbq-"))}
     env = {**os.environ, "PYTHONPATH": ROOT}
     proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--n", "1500", "--queries", "12"], cwd=ROOT,
                           capture_output=True, text=True, timeout=170, env=env)
@@ -71,6 +69,12 @@ def test_quick_run_measures_every_side() -> None:
     assert "NOT MEASURED" not in out, out
     assert out.rstrip().endswith("RESULT: OK"), out
 
-    assert not _daemons_of(prefixes), "the benchmark left a daemon running"
-    after = {d for d in os.listdir("/tmp") if d.startswith(("mbv-", "mbs-", "mbq-"))}
-    assert not (after - before), f"the benchmark left temp dirs: {sorted(after - before)}"
+    daemons = [(int(m[1]), m[2]) for m in re.finditer(r"^  daemon pid (\d+), dir (\S+)$", out, re.MULTILINE)]
+    assert len(daemons) == 3, out  # memd, memd again after the restart, MemdStore's
+    dirs = {d for _, d in daemons} | set(re.findall(r"^  worker dir (\S+)$", out, re.MULTILINE))
+    assert len(dirs) == 3, out
+    for pid, d in daemons:
+        if _serving(pid, d):
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"the benchmark left its daemon (pid {pid}) running")
+    assert not [d for d in dirs if os.path.exists(d)], f"the benchmark left temp dirs: {dirs}"
