@@ -19,12 +19,14 @@ Sides (each on a fresh store; search classes interleaved in a seeded random orde
 
 - memd over RESP (redis-py, as an application would): a ``memd serve`` in a temp dir;
   ``MEM.INDEX CREATE "" DIMS d DISTANCE cosine``; ``MEM.PUT ns key json VECTOR $ blob`` in pipelines of
-  ``--batch`` (memories/s acknowledged), then MEMD.FLUSH (timed); ``MEM.SEARCH`` with VECTOR over all,
+  ``--batch`` (memories/s acknowledged), then MEMD.FLUSH (timed), then up to ``--ann-wait`` s (60) until
+  MEM.INDEX LIST shows the ANN structure that a maintenance job builds; ``MEM.SEARCH`` with VECTOR over all,
   under a 10 % prefix, with a 1 % FILTER, and hybrid (QUERY + VECTOR); then the daemon is stopped and
   started again and the time from the start to the first answered KNN search is measured.
 - ``memd.integrations.langgraph.MemdStore(index={"dims", "embed", "fields": ["text"]})`` on another
   fresh daemon: ``store.batch`` of PutOps, ``store.search(prefix, query=text, filter=..., limit=10)``.
-- LangGraph ``InMemoryStore(index=...)`` in this process (exact cosine in Python and numpy).
+- LangGraph ``InMemoryStore(index=...)`` in this process (exact cosine in Python and numpy). Its search
+  takes seconds at 100,000 memories, so it runs the first ``--inmemory-queries`` (20) queries of each row.
 - LangGraph ``SqliteStore(index=...)`` with sqlite-vec (exact ``vec_distance_cosine`` scan), run under
   Debian's ``/usr/bin/python3`` (whose sqlite3 can load extensions; a pyenv build often cannot) in a
   virtualenv made once under ``--venv`` with langgraph-checkpoint-sqlite, sqlite-vec and numpy.
