@@ -56,7 +56,7 @@ def test_quick_run_measures_every_side() -> None:
         assert all(re.fullmatch(NUM, c) for c in cells[:4]), f"{label}: {cells}\n{out}"
         assert all(re.fullmatch(NUM + "x", c) for c in cells[4:6]), f"{label}: {cells}\n{out}"
     for label in ("hybrid QUERY + VECTOR p99, ms", "MEMD.FLUSH after ingest, s",
-                  "restart: first KNN answer after, s"):
+                  "restart: first KNN answer after, s", "  of which loading the vectors (log), s"):
         assert re.fullmatch(NUM, _row(out, label)[0]), out
     recalls = [[float(c) for c in cells[:4]] for cells in
                (m[1].split() for m in re.finditer(r"^  recall@10 vs exact\s+(.*)$", out, re.MULTILINE))]
