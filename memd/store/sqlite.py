@@ -44,6 +44,7 @@ Groups = list[tuple[str, list[tuple[Any, ...]]]]
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 READER_CACHE_KIB = 64 * 1024
 READER_MMAP_BYTES = 256 << 20  # file-backed pages count in RSS: keep the watchdog's view bounded
+LOAD_BATCH = 10_000  # memories per VectorIndex.replace_many while loading: bounds the temporary copies
 SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more would only queue for the cores
 
 
@@ -100,9 +101,14 @@ class SqliteStore:
                     "JOIN mem_items AS m ON m.ns = v.ns AND m.key = v.key WHERE m.value IS NOT NULL "
                     "AND (?1 = '' OR (v.ns >= ?1 AND v.ns < ?1 || '/' AND (v.ns = ?1 OR v.ns > ?1 || '.'))) "
                     "ORDER BY v.ns, v.key, v.id", (prefix,))
+                batch: list[tuple[str, str, int | None, list[tuple[str, bytes]]]] = []
                 for (ns, key), rows in itertools.groupby(cur, key=lambda r: (r[0], r[1])):
                     found = list(rows)
-                    index.replace(ns, key, found[0][4], [(r[2], r[3]) for r in found])
+                    batch.append((ns, key, found[0][4], [(r[2], r[3]) for r in found]))
+                    if len(batch) == LOAD_BATCH:
+                        index.replace_many(batch)
+                        batch = []
+                index.replace_many(batch)
                 self._specs[prefix] = (dims, distance, fields)
                 self._vectors[prefix] = index
                 log.info("vector_index_loaded prefix=%r dims=%d distance=%s vectors=%d memories=%d seconds=%.3f",
@@ -153,16 +159,18 @@ class SqliteStore:
                 self._vectors[prefix] = VectorIndex(spec[0], spec[1])
         if not self._vectors:
             return
+        changes: dict[int, tuple[VectorIndex, list[Any]]] = {}
         for (ns, key), m in table.mem.items():
             index = self._index_of(ns)
             if index is None:
                 continue
-            if m.value is None:
-                index.remove(ns, key)
-            elif m.vectors is None:
-                index.set_expiry(ns, key, m.expires_at)
-            else:
-                index.replace(ns, key, m.expires_at, m.vectors)
+            if m.vectors is None and m.value is not None:
+                index.set_expiry(ns, key, m.expires_at)  # a TTL refresh: same vectors
+                continue
+            vectors = () if m.value is None else m.vectors
+            changes.setdefault(id(index), (index, []))[1].append((ns, key, m.expires_at, vectors))
+        for index, items in changes.values():
+            index.replace_many(items)  # one pass per index: a flush of 100,000 memories is not 100,000 calls
 
     async def close(self) -> None:
         if self._writer is not None:
