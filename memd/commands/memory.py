@@ -64,15 +64,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def load_json(raw: bytes, what: str) -> tuple[Any, str]:
+def load_json(raw: bytes, what: str, *, nonfinite: bool = False) -> tuple[Any, str]:
     """Strict JSON (UTF-8, no NaN/Infinity, no lone surrogates SQLite could not store).
 
     Returns the value and its compact text (what memd stores), from one parse and one dump.
+    ``nonfinite`` (FILTER only, never a stored value) also accepts ``NaN``, ``Infinity``,
+    ``-Infinity`` and numbers beyond a double's range: Python's json writes
+    ``float("inf")`` as ``Infinity``, and LangGraph filters compare against it.
     """
     try:
-        obj = json.loads(_text(raw, what), parse_constant=_reject_constant)
+        obj = json.loads(_text(raw, what), parse_constant=None if nonfinite else _reject_constant)
         # allow_nan=False: 1e400 parses to inf, which would be written back as Infinity (not JSON)
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=nonfinite)
         text.encode()
     except UnicodeEncodeError:
         raise CommandError(f"{what} contains an unpaired UTF-16 surrogate escape") from None
@@ -262,7 +265,7 @@ def mem_search(ctx: Context, args: list[bytes]) -> Any:
     conds = []
     if b"FILTER" in opts.values:
         try:
-            conds = parse_filter(load_json(opts.values[b"FILTER"], "FILTER")[0])
+            conds = parse_filter(load_json(opts.values[b"FILTER"], "FILTER", nonfinite=True)[0])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
     limit = parse_range(opts.values.get(b"LIMIT", b"10"), "LIMIT", 0, MAX_SEARCH_LIMIT)

@@ -14,7 +14,6 @@ Times are absolute milliseconds since the epoch from the engine's clock.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,8 +59,8 @@ class MemVersion:
 
 
 def _check_scalar(value: Any, field: str) -> None:
-    if isinstance(value, float) and not math.isfinite(value) or (
-            isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64):
+    """Integers must fit SQLite's int64; NaN and +/-infinity are valid operands (see store.filters)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
         raise ValueError(f"FILTER value for {field!r} is out of range")
 
 

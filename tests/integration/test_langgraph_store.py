@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any, TypedDict
 
 import pytest
+import redis
 import pytest_asyncio
 from langgraph.config import get_store
 from langgraph.graph import END, START, StateGraph
@@ -397,3 +398,32 @@ async def test_ttl_async(daemon: Daemon) -> None:
     finally:
         await store.aclose()
         store.close()
+
+
+# ---- FILTER with NaN and +/-infinity, as InMemoryStore compares them -------------------------
+
+NONFINITE_FILTERS: list[dict[str, Any]] = [
+    {"price": {op: v}} for op in ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
+    for v in (float("inf"), float("-inf"), float("nan"))
+] + [{"price": float("inf")}, {"price": float("nan")}, {"price": {"$gt": float("-inf"), "$lt": 10}},
+     {"price": {"$lte": float("inf")}, "kind": "a"}]
+
+
+def test_nonfinite_filters_match_in_memory_store(daemon: Daemon, store: MemdStore) -> None:
+    """json.dumps writes float("inf") as Infinity: the daemon takes it in FILTER and answers what
+    InMemoryStore answers (every item holds a number: InMemoryStore calls float() on the field)."""
+    reference = InMemoryStore()
+    prices = [0, -3, 2.5, 1e308, -1.7976931348623157e308, 10, 9.99, 2**62]
+    for i, price in enumerate(prices):
+        for s in (store, reference):
+            s.put(("shop",), f"k{i}", {"price": price, "kind": "ab"[i % 2]})
+    for spec in NONFINITE_FILTERS:
+        got = sorted(i.key for i in store.search(("shop",), filter=spec, limit=ALL))
+        want = sorted(i.key for i in reference.search(("shop",), filter=spec, limit=ALL))
+        assert got == want, spec
+    assert len(store.search(("shop",), filter={"price": {"$lt": float("inf")}}, limit=ALL)) == len(prices)
+    with SyncClient(daemon.socket) as c:  # what other JSON writers send: 1e400 and -1e400
+        assert len(c.execute_command("MEM.SEARCH", "shop", "FILTER", '{"price": {"$lt": 1e400}}')) == len(prices)
+        assert c.execute_command("MEM.SEARCH", "shop", "FILTER", '{"price": {"$lt": -1e400}}') == []
+        with pytest.raises(redis.ResponseError, match="not valid JSON"):
+            c.execute_command("MEM.PUT", "shop", "bad", '{"price": Infinity}')  # values stay strict JSON

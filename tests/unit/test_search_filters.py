@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
 import tempfile
 from typing import Any
 from unittest import mock
@@ -29,8 +31,10 @@ from hypothesis import strategies as st
 
 from memd.store import search as store_mod
 from memd.engine.engine import Engine
+from memd.commands.memory import load_json
 from memd.engine.memories import MemItem, parse_filter
-from memd.store.filters import json_equal
+from memd.errors import CommandError
+from memd.store.filters import cond_sql, json_equal
 from tests.conftest import FakeClock
 
 # ---- the reference: FILTER semantics in plain Python (docs/memory.md) -------------------------
@@ -107,6 +111,8 @@ def _valid_operand(v: Any) -> bool:
     return not (_is_number(v) and isinstance(v, int) and not -_INT64 <= v < _INT64)
 
 
+# FILTER operands stored values never hold: NaN and +/-infinity (what Python's json writes for them)
+NONFINITE = [math.inf, -math.inf, math.nan]
 FILTER_SCALARS = [v for v in SCALARS if _valid_operand(v)]
 
 
@@ -120,7 +126,7 @@ def filters(draw: st.DrawFn, seen: dict[str, list[Any]]) -> dict[str, Any]:
         held = [v for v in seen.get(field, []) if _valid_operand(v)]
         held_scalars = [v for v in held if not isinstance(v, (dict, list)) and _valid_operand(v)]
         often = [st.sampled_from(held_scalars)] * 3 if held_scalars else []
-        scalar = st.one_of(st.sampled_from(FILTER_SCALARS), *often)
+        scalar = st.one_of(st.sampled_from(FILTER_SCALARS), st.sampled_from(NONFINITE), *often)
         value = st.one_of(scalar, st.sampled_from(CONTAINERS), *([st.sampled_from(held)] * 2 if held else []))
         ranged = scalar.filter(lambda v: isinstance(v, str) or _is_number(v))
         operand = {"$eq": value, "$ne": value, "$in": st.lists(st.one_of(st.none(), scalar), max_size=4),
@@ -295,6 +301,73 @@ async def test_int64_min_at_the_top_level_flushes_and_filters(fake_clock: FakeCl
         assert await _keys_matching(engine, {"a": -(2**63)}) == ["min"]
         assert await _keys_matching(engine, {"a": {"$lt": 0}}) == ["min"]
         assert await _keys_matching(engine, {"a": {"$ne": 1}}) == ["min"]
+
+
+def test_filter_json_accepts_nonfinite_numbers_values_do_not() -> None:
+    """FILTER text may hold NaN, Infinity, -Infinity and 1e400 (json.dumps(float("inf")) writes
+    Infinity); a stored value stays strict JSON."""
+    spec, _ = load_json(b'{"a": {"$lt": Infinity, "$gt": -Infinity}, "b": NaN, "c": {"$lte": 1e400}}',
+                        "FILTER", nonfinite=True)
+    conds = parse_filter(spec)
+    assert [(f, op) for f, op, _ in conds] == [("a", "$lt"), ("a", "$gt"), ("b", "$eq"), ("c", "$lte")]
+    assert math.isnan(conds[2][2]) and conds[3][2] == math.inf
+    for text in (b'{"a": Infinity}', b'{"a": NaN}', b'{"a": -Infinity}', b'{"a": 1e400}'):
+        with pytest.raises(CommandError, match="not valid JSON"):
+            load_json(text, "value")
+    with pytest.raises(ValueError, match="out of range"):
+        parse_filter({"a": {"$lt": 2**63}})  # integers still fit int64
+
+
+@pytest.mark.parametrize(("op", "value", "sql"), [
+    ("$eq", math.inf, "0"), ("$eq", math.nan, "0"), ("$ne", -math.inf, "1"), ("$ne", math.nan, "1"),
+    ("$gt", math.inf, "0"), ("$gte", math.inf, "0"), ("$lt", -math.inf, "0"), ("$lte", -math.inf, "0"),
+    ("$lt", math.nan, "0"), ("$gte", math.nan, "0"),
+])
+def test_nonfinite_operands_compile_to_constants(op: str, value: float, sql: str) -> None:
+    """SQLite has no NaN (it binds one as NULL) and no stored value is infinite: constants."""
+    for field in ("a", 'q"x'):  # the JSON-path and the json_each forms alike
+        assert cond_sql((field, op, value)) == (sql, [])
+
+
+def test_ranges_to_infinity_compile_to_every_number() -> None:
+    """$lt/$lte +inf and $gt/$gte -inf hold for every number: a range to the largest double."""
+    for op, value, bound in (("$lt", math.inf, sys.float_info.max), ("$lte", math.inf, sys.float_info.max),
+                             ("$gt", -math.inf, -sys.float_info.max), ("$gte", -math.inf, -sys.float_info.max)):
+        sql, params = cond_sql(("a", op, value))
+        assert params and all(math.isfinite(p) for p in params if isinstance(p, float)), params
+        assert bound in params and ("<=" if value > 0 else ">=") in sql
+    sql, params = cond_sql(("a", "$in", [math.nan, 5, math.inf]))
+    assert math.inf not in params and not any(isinstance(p, float) and math.isnan(p) for p in params)
+
+
+@pytest.mark.anyio
+async def test_nonfinite_filter_operands(fake_clock: FakeClock, tmp_path: Any) -> None:
+    """What LangGraph's InMemoryStore answers (Python float comparisons) for the same operands."""
+    docs: dict[str, dict[str, Any]] = {
+        "int": {"a": 5}, "neg": {"a": -(2**63)}, "big": {"a": 1.7976931348623157e308},
+        "small": {"a": -1.7976931348623157e308}, "real": {"a": 0.5}, "text": {"a": "inf"},
+        "bool": {"a": True}, "null": {"a": None}, "missing": {},
+    }
+    numbers = ["big", "int", "neg", "real", "small"]
+    async with Engine(str(tmp_path), clock=fake_clock, flush_max_age=3600) as engine:
+        for key, doc in docs.items():
+            engine.memories.put("ns", key, compact({**doc, "text": QUERY_WORD}))
+        await engine.flush()
+        for op in ("$lt", "$lte"):
+            assert await _keys_matching(engine, {"a": {op: math.inf}}) == numbers
+            assert await _keys_matching(engine, {"a": {op: -math.inf}}) == []
+            assert await _keys_matching(engine, {"a": {op: math.nan}}) == []
+        for op in ("$gt", "$gte"):
+            assert await _keys_matching(engine, {"a": {op: -math.inf}}) == numbers
+            assert await _keys_matching(engine, {"a": {op: math.inf}}) == []
+            assert await _keys_matching(engine, {"a": {op: math.nan}}) == []
+        assert await _keys_matching(engine, {"a": {"$gt": -math.inf, "$lt": 1}}) == ["neg", "real", "small"]
+        everything = sorted(docs)
+        for v in NONFINITE:
+            assert await _keys_matching(engine, {"a": v}) == []
+            assert await _keys_matching(engine, {"a": {"$ne": v}}) == everything
+            assert await _keys_matching(engine, {"a": {"$in": [v, 5]}}) == ["int"]
+            assert await _keys_matching(engine, {"a": [v]}) == []
 
 
 # ---- ranked search: every window is a slice of the full ranking -------------------------------
