@@ -42,7 +42,7 @@ def _serving(pid: int, d: str) -> bool:
 @pytest.mark.timeout(180)
 def test_quick_run_measures_every_side() -> None:
     env = {**os.environ, "PYTHONPATH": ROOT}
-    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--n", "1500", "--queries", "12"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--n", "1000", "--queries", "10"], cwd=ROOT,
                           capture_output=True, text=True, timeout=170, env=env)
     out = proc.stdout
     assert proc.returncode == 0, f"rc {proc.returncode}\n{out}\n{proc.stderr[-4000:]}"
