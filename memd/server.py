@@ -154,9 +154,23 @@ class Connection(asyncio.Protocol):
                 self.transport.pause_reading()
                 self.paused = True
             return
-        self._run()
+        self._run_safely()
 
     # ---- the batch loop ------------------------------------------------------------------
+
+    def _run_safely(self) -> None:
+        """:meth:`_run`, where a bug in a command costs this connection only.
+
+        ``_run`` is also called from the group ack (:meth:`acked`, for every connection whose
+        replies one fsync released): an exception escaping there would leave every later
+        connection of that ack without its replies. So the failing one gets ``-ERR internal
+        error`` and is closed (what its pipeline did is unknown), and the loop goes on.
+        """
+        try:
+            self._run()
+        except Exception as exc:  # noqa: BLE001 - never leave other clients hanging on a bug
+            log.exception("connection_error id=%d", self.ctx.client_id)
+            self._fail(b"-ERR internal error: %b\r\n" % str(exc).encode())
 
     def _take(self) -> list[list[bytes]] | None:
         if self.backlog:
@@ -275,7 +289,7 @@ class Connection(asyncio.Protocol):
         if self.ctx.quit:
             self._close()
             return
-        self._run()
+        self._run_safely()
 
     def pause_writing(self) -> None:
         """The transport's buffer passed max_pending_bytes: read and run nothing more for now."""
@@ -287,7 +301,7 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         if not self.busy:
-            self._run()
+            self._run_safely()
 
     def _suspend(self, out: bytearray, writes: list[tuple[int, int]], lsn_before: int,
                  fn: Callable[[], Awaitable[Any]]) -> None:
@@ -319,7 +333,7 @@ class Connection(asyncio.Protocol):
                 log.exception("connection_error id=%d", self.ctx.client_id)
                 self._fail(b"-ERR internal error: %b\r\n" % str(exc).encode())
             self.busy = False
-            self._run()
+            self._run_safely()
 
         asyncio.get_running_loop().create_task(resume())
 

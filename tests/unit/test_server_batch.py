@@ -150,3 +150,28 @@ async def test_flush_max_records_counts_each_write_of_a_run(tmp_path: Path,
             await c.send(b"".join(cmd("SET", f"k{i}", "v") for i in range(9, 12)), b"+OK\r\n" * 3)
             while engine.store.flushed_lsn < 2:  # 12 writes in 2 records: due
                 await anyio.sleep(0.005)
+
+
+async def test_a_command_that_raises_after_a_group_ack_costs_only_its_own_connection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in one command, run when the group ack resumes its connection, must not strand the
+    other connections released by the same ack: they get their replies; the failing one gets
+    -ERR internal error and is closed."""
+    from memd.commands import COMMANDS, Command
+
+    def boom(ctx: object, args: list[bytes]) -> None:
+        raise RuntimeError("a bug")
+    monkeypatch.setitem(COMMANDS, b"boom", Command("boom", boom, -1, False, False, False))  # type: ignore[arg-type]
+    monkeypatch.setattr(server_mod, "peer_credentials", lambda sock: (1, os.geteuid(), os.getegid(), []))
+    async with Engine(str(tmp_path), fsync="always") as engine:
+        server = Server(engine, str(tmp_path / "unused.sock"))
+        a, b = Client(server), Client(server)
+        a.conn.data_received(cmd("SET", "a", "1"))  # waits for the fsync: A is busy
+        assert a.conn.busy
+        a.conn.data_received(cmd("BOOM"))  # buffered until A's ack
+        b.conn.data_received(cmd("SET", "b", "2"))  # in the same group ack, after A
+        with anyio.fail_after(5):
+            while b"+OK\r\n" not in bytes(b.transport.data) or not a.conn.closing:
+                await anyio.sleep(0.001)
+        assert bytes(b.transport.data) == b"+OK\r\n"
+        assert bytes(a.transport.data).startswith(b"+OK\r\n-ERR internal error: a bug")
