@@ -59,8 +59,13 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 
-import faiss
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import faiss
 
 log = logging.getLogger("memd.vectors")
 
@@ -95,6 +100,19 @@ _ADD_CHUNK = 16_384  # rows per faiss add: bounds the temporary copies of a rebu
 _MEMORY_OVERHEAD = 200  # bytes per memory for its Python bookkeeping (dict entry, record, slot list)
 
 
+def _faiss() -> ModuleType:
+    """faiss, imported on first use (an update or search of an IVF, or its build).
+
+    Loading faiss starts its OpenBLAS, which maps two 128 MiB buffers with an mbind() NUMA hint (a
+    syscall memd.service's filter refuses, harmlessly: the hint is optional): a daemon whose indexes
+    stay below ANN_MIN never pays for either. For the same reason this module does no BLAS call
+    (einsum rather than ``@``, norms by hand).
+    """
+    import faiss  # noqa: PLC0415 - deliberately lazy, see above
+
+    return faiss
+
+
 def check_vector(blob: bytes, dims: int, distance: str) -> np.ndarray:
     """The blob as a float32 array of ``dims``; ValueError saying what to fix.
 
@@ -124,12 +142,13 @@ def _faiss_threads(n: int) -> Iterator[None]:
     One thread for single-vector calls: waking an OpenMP team costs ~0.6 ms on a busy 2-core box,
     20x the work of adding one vector (28 us). The IVF build uses every core.
     """
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
+    lib = _faiss()
+    before = lib.omp_get_max_threads()
+    lib.omp_set_num_threads(n)
     try:
         yield
     finally:
-        faiss.omp_set_num_threads(before)
+        lib.omp_set_num_threads(before)
 
 
 class _RWLock:
@@ -303,7 +322,7 @@ class VectorIndex:
                 self._drop(ns, key, dropped)
             if dropped and self._ivf is not None:
                 with _faiss_threads(1):
-                    self._ivf.remove_ids(faiss.IDSelectorArray(np.asarray(dropped, dtype=np.int64)))
+                    self._ivf.remove_ids(_faiss().IDSelectorArray(np.asarray(dropped, dtype=np.int64)))
             if not len(rows):
                 return
             slots = self._alloc(len(rows))
@@ -403,7 +422,7 @@ class VectorIndex:
             dropped.extend(mem.slots)
         elif self._ivf is not None:
             with _faiss_threads(1):
-                self._ivf.remove_ids(faiss.IDSelectorArray(idx))
+                self._ivf.remove_ids(_faiss().IDSelectorArray(idx))
         if self._changed is not None:
             self._changed.update(mem.slots)
 
@@ -496,10 +515,11 @@ class VectorIndex:
         if q.shape[0] != self.dims:
             raise ValueError(f"query has {q.shape[0]} dims; this index takes {self.dims}")
         if self.distance == "cosine":
-            norm = float(np.linalg.norm(q.astype(np.float64)))
+            q64 = q.astype(np.float64)
+            norm = math.sqrt(float(np.einsum("i,i->", q64, q64)))
             if norm == 0.0:
                 raise ValueError("zero query vector under cosine distance has no direction: send a non-zero vector")
-            q = (q.astype(np.float64) / norm).astype(np.float32)
+            q = (q64 / norm).astype(np.float32)
         if k <= 0:
             return []
         with self._lock.read():
@@ -540,12 +560,12 @@ class VectorIndex:
             mask = np.zeros(self._hi, dtype=bool)
             mask[idx] = True
             bits = np.packbits(mask, bitorder="little")  # a local: alive until the searches are done
-            sel = faiss.IDSelectorBitmap(bits)
+            sel = _faiss().IDSelectorBitmap(bits)
         per_memory = self._count / max(1, len(self._by_key))
         want = min(len(idx), math.ceil(k * per_memory * 1.5) + 8)
         nprobe = self.nprobe
         for _ in range(2):
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=min(nprobe, ivf.nlist))
+            params = _faiss().SearchParametersIVF(sel=sel, nprobe=min(nprobe, ivf.nlist))
             with _faiss_threads(1):
                 _, labels = ivf.search(q[None, :], want, params=params)
             found = labels[0][labels[0] >= 0]
@@ -569,7 +589,7 @@ class VectorIndex:
             if self.distance == "l2":
                 score = -float(np.sqrt(((rows - q64) ** 2).sum(axis=1)).min())
             else:
-                score = float((rows @ q64).max())
+                score = float(np.einsum("ij,j->i", rows, q64).max())
             out.append((self._ns_names[mem.ns], mem.key, score))
         out.sort(key=lambda r: (-r[2], r[0], r[1]))
         return out
@@ -613,7 +633,7 @@ class VectorIndex:
             with self._lock.write():
                 changed = np.fromiter(sorted(self._changed or ()), dtype=np.int64)
                 if len(changed):
-                    ivf.remove_ids(faiss.IDSelectorArray(changed))
+                    ivf.remove_ids(_faiss().IDSelectorArray(changed))
                     live = changed[self._slot_mem[changed] >= 0]
                     if len(live):
                         ivf.add_with_ids(self._mat[live], live)
@@ -629,6 +649,7 @@ class VectorIndex:
         """A trained IVF holding rows ``used`` of ``mat`` (no lock held: rows changed meanwhile are redone)."""
         n = len(used)
         nlist = max(1, min(int(round(NLIST_PER_SQRT * math.sqrt(n))), n // 39))  # faiss wants >= 39 points a list
+        faiss = _faiss()
         metric = faiss.METRIC_L2 if self.distance == "l2" else faiss.METRIC_INNER_PRODUCT
         quantizer = faiss.IndexFlatL2(self.dims) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(self.dims)
         ivf = faiss.IndexIVFFlat(quantizer, self.dims, nlist, metric)

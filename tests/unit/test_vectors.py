@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -501,6 +502,18 @@ def test_search_rejects_a_query_of_the_wrong_shape() -> None:
     index = VectorIndex(4, "cosine")
     with pytest.raises(ValueError, match="4"):
         index.search(np.ones(3, dtype=np.float32), 1, now_ms=0)
+
+
+def test_importing_the_module_loads_neither_faiss_nor_blas() -> None:
+    """faiss (and OpenBLAS with it) loads on first IVF use: a daemon with small indexes never loads it."""
+    code = ("import sys, numpy as np; from memd.store.vectors import VectorIndex, check_vector\n"
+            "ix = VectorIndex(8, 'cosine')\n"
+            "ix.replace('a', 'k', None, [('$', np.ones(8, dtype='<f4').tobytes())])\n"
+            "assert ix.search(check_vector(np.ones(8, dtype='<f4').tobytes(), 8, 'cosine'), 3, now_ms=0)\n"
+            "print('faiss' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_constants_are_consistent() -> None:
