@@ -15,32 +15,34 @@ cut to k; when it yields fewer than k distinct memories it is widened once and t
 of the eligible slots answers, so a search always returns min(k, eligible memories) results.
 Returned scores are recomputed in float64 from the stored vectors.
 
-Why faiss IVF-Flat: at 100k x 384 on 2 cores it builds in ~3 s and answers in ~1.5 ms of CPU at
-recall@10 1.000, filters through an IDSelector during the scan of its lists, and adds and removes
-vectors in place. HNSW graphs build too slowly for a start-up budget of 5 s (usearch 40 s, faiss
-HNSW 10.6 s at recall 0.97) and do not remove in place; an exact numpy scan of 100k costs 12-20 ms
-of CPU, over the 15 ms budget on a loaded box.
+Why faiss IVF-Flat: at 100k x 384 on 2 cores it builds in 0.5 s (3 s on a box loaded 2x over) and
+answers in ~0.5 ms at recall@10 1.000, filters through an IDSelector during the scan of its lists,
+and adds and removes vectors in place. HNSW graphs build too slowly for a start-up budget of 5 s
+(usearch 40 s, faiss HNSW 10.6 s at recall 0.97) and do not remove in place; an exact scan of 100k
+costs 11-20 ms, at or over the 15 ms budget.
 
 The thresholds below come from ``python3 benchmarks/bench_vector_index.py`` (100k x 384
-hierarchical clusters, cosine, k=10, 200 queries a row), run 2026-12-07 on commit 44fa08d on a
-shared 2-CPU box (load average 4-5, so wall-clock tails there are mostly waiting for a core; "cpu"
-is the search thread's CPU time):
+hierarchical clusters, cosine, k=10, 200 queries a row), run 2026-12-07 on commit 88787fd, 2 CPUs,
+load average 0.4-0.7 (so wall clock ~= the search thread's CPU time):
 
-    scope        path           wall p50/p99 ms   cpu p50/p99 ms   recall@10
-    all          exact            48.8 / 100.3      20.5 / 31.8      1.000
-    all          IVF nprobe 4      1.6 /  13.9       1.5 /  3.4      1.000
-    all          IVF nprobe 8      1.7 /  12.0       1.6 /  3.5      1.000   (chosen)
-    prefix 10%   exact            16.9 /  94.2       9.4 / 13.7      1.000
-    prefix 10%   IVF nprobe 4      1.9 /  20.6       1.8 /  2.9      0.954
-    prefix 10%   IVF nprobe 8      1.7 /  35.1       1.6 /  2.8      1.000   (chosen)
-    filter 1%    exact (chosen)    4.0 /  15.1       3.4 /  6.0      1.000
-    filter 1%    IVF nprobe 8      3.0 /  12.1       2.8 /  5.7      0.988
-    filter 5%    exact            41.9 / 104.7      17.3 / 25.3      1.000
-    filter 5%    IVF nprobe 8     22.1 /  66.8      13.3 / 18.4      0.993   (chosen)
+    scope        path            p50 / p99 ms    recall@10
+    all          exact           10.9 / 12.6       1.000
+    all          IVF nprobe 4     0.71 / 1.09      1.000
+    all          IVF nprobe 8     0.53 / 0.93      1.000   (chosen)
+    prefix 10%   exact            4.0 / 4.6        1.000
+    prefix 10%   IVF nprobe 4     0.73 / 0.97      0.954
+    prefix 10%   IVF nprobe 8     0.69 / 0.91      1.000   (chosen)
+    filter 1%    exact            0.78 / 0.95      1.000   (chosen)
+    filter 1%    IVF nprobe 8     0.62 / 0.76      0.988
+    filter 5%    exact            4.0 / 6.8        1.000
+    filter 5%    IVF nprobe 8     2.1 / 4.9        0.993   (chosen)
 
-    maintain() (IVF build, 316 lists) 3.0 s; a numpy ``matrix @ q`` over all 100k: 36 / 108 ms wall.
+    maintain() (IVF build, 316 lists) 0.54 s; numpy ``matrix @ q`` over all 100k: 6.3 / 8.8 ms.
 
-Most of a filtered search's cost is looking up the ``allowed`` pairs (~2-3 us each on that box).
+An earlier run the same day with the same search code, on the box loaded 2x over (load average
+4-5), doubled the CPU times; its wall-clock p99s reached 12 ms (all), 35 ms (prefix 10%), 15 ms
+(filter 1%), and maintain() took 3.0 s. A filtered search's cost grows with the ``allowed`` set:
+each pair is a dictionary lookup.
 
 Threads: a readers-writer lock. Searches share it (numpy and faiss release the GIL, so searches
 run in parallel); updates take it alone for microseconds; :meth:`VectorIndex.maintain` builds a new
@@ -73,10 +75,10 @@ DISTANCES = ("cosine", "ip", "l2")
 
 # Eligible vectors at or below which a search scans exactly rather than asking the IVF: a 1,000-vector
 # filter scans exactly at about the IVF's cost and recall 1.000 (IVF: 0.988); by 5,000 the scan costs
-# more than the IVF, and at 10,000 (a 10 % prefix) 6x more (table above).
+# 2x the IVF, and at 10,000 (a 10 % prefix) 6x (table above).
 EXACT_MAX = 2_000
 # Vectors at or above which maintain() builds an IVF. Below, a search scans at most this many
-# vectors (~1-2 ms of CPU); above, a full scan heads for the 15 ms budget (100k: 12-20 ms).
+# vectors (~1-2 ms); above, a full scan heads for the 15 ms budget (100k: 11-20 ms).
 ANN_MIN = 10_000
 # IVF lists: NLIST_PER_SQRT * sqrt(vectors) (316 for 100k), k-means of TRAIN_ITERATIONS rounds on
 # TRAIN_PER_LIST sampled vectors per list (faiss asks for >= 39). At 100k x 384: 64 a list and
@@ -85,7 +87,7 @@ NLIST_PER_SQRT = 1.0
 TRAIN_PER_LIST = 40
 TRAIN_ITERATIONS = 10
 # Lists probed per query (of ~316 at 100k): 4 lost recall under a prefix (0.954) and on small
-# filters (0.891); 8 kept 1.000 / 0.988 for ~0.1 ms more. A search that yields fewer than k
+# filters (0.891); 8 kept 1.000 / 0.988 at the same cost. A search that yields fewer than k
 # memories retries once with WIDEN x the lists and neighbours, then scans exactly.
 NPROBE = 8
 WIDEN = 4
