@@ -125,8 +125,8 @@ def check_vector(blob: bytes, dims: int, distance: str) -> np.ndarray:
         raise ValueError(f"unknown distance {distance!r}: use one of {', '.join(DISTANCES)}")
     expected = dims * 4
     if len(blob) != expected:
-        raise ValueError(f"vector is {len(blob)} bytes; this index takes {dims} little-endian float32 "
-                         f"values = {expected} bytes")
+        raise ValueError(f"vector is {len(blob)} bytes; this index takes {dims} float32 values ({expected} bytes), "
+                         "little-endian")
     vec = np.frombuffer(blob, dtype="<f4").astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(vec))
     if bad.size:
@@ -533,7 +533,7 @@ class VectorIndex:
                 mem_ids = self._ann(q, k, idx)
             if mem_ids is None:
                 mem_ids = self._exact(q, k, idx)
-            return self._rescore(q, mem_ids)
+            return self._rescore(q, mem_ids, k)
 
     def _ranking(self, rows: np.ndarray, q: np.ndarray, sq: np.ndarray) -> np.ndarray:
         """float32 scores ordering rows as the distance does (for l2: 2 q.v - |v|^2 = |q|^2 - |q-v|^2)."""
@@ -569,19 +569,23 @@ class VectorIndex:
         for _ in range(2):
             params = _faiss().SearchParametersIVF(sel=sel, nprobe=min(nprobe, ivf.nlist))
             with _faiss_threads(1):
-                _, labels = ivf.search(q[None, :], want, params=params)
-            found = labels[0][labels[0] >= 0]
+                dist, labels = ivf.search(q[None, :], want, params=params)
+            keep = labels[0] >= 0
+            found, dist = labels[0][keep], dist[0][keep]
             mems = self._slot_mem[found]
             _, first = np.unique(mems, return_index=True)
             if len(first) >= k:
-                first.sort()
-                return mems[first[:k]]
+                # the k-th memory and every one tied with it (best first: ties are contiguous), so that
+                # the final order breaks ties by (ns, key) and not by faiss's order
+                kth = np.sort(first)[k - 1]
+                cut = kth + 1 + int(np.count_nonzero(dist[kth + 1:] == dist[kth]))
+                return np.unique(mems[:cut])
             want = min(len(idx), want * WIDEN)
             nprobe *= WIDEN
         return None
 
-    def _rescore(self, q: np.ndarray, mem_ids: np.ndarray) -> list[tuple[str, str, float]]:
-        """(ns, key, best float64 score over the memory's vectors), best first (read lock held)."""
+    def _rescore(self, q: np.ndarray, mem_ids: np.ndarray, k: int) -> list[tuple[str, str, float]]:
+        """The k best of ``mem_ids`` as (ns, key, best float64 score over the memory's vectors) (read lock held)."""
         q64 = q.astype(np.float64)
         out = []
         for mem_id in mem_ids.tolist():
@@ -593,8 +597,8 @@ class VectorIndex:
             else:
                 score = float(np.einsum("ij,j->i", rows, q64).max())
             out.append((self._ns_names[mem.ns], mem.key, score))
-        out.sort(key=lambda r: (-r[2], r[0], r[1]))
-        return out
+        out.sort(key=lambda r: (-r[2], r[0], r[1]))  # ties: by namespace, then key
+        return out[:k]
 
     # -- maintenance ---------------------------------------------------------------------------
 
@@ -667,10 +671,11 @@ class VectorIndex:
 
 
 def _top_distinct(scores: np.ndarray, mems: np.ndarray, k: int) -> np.ndarray:
-    """The k memories of the highest scores (a memory counts once, by its best), best first.
+    """The k memories of the highest scores (a memory counts once, by its best), and any tied with the k-th.
 
     Takes the top c scores, c growing x4 until they hold k distinct memories: a memory absent from
-    the top c scores no higher than the c-th, so the first k distinct ones are the answer.
+    the top c scores no higher than the c-th, so the first k distinct ones are the answer, up to
+    ties at the cut: those are all returned, for :meth:`VectorIndex._rescore` to order by (ns, key).
     """
     n = len(scores)
     c = min(n, max(2 * k, k + 16))
@@ -679,7 +684,9 @@ def _top_distinct(scores: np.ndarray, mems: np.ndarray, k: int) -> np.ndarray:
         order = top[np.argsort(-scores[top], kind="stable")]
         ranked = mems[order]
         _, first = np.unique(ranked, return_index=True)
-        if len(first) >= k or c >= n:
-            first.sort()
-            return ranked[first[:k]]
+        if len(first) >= k:
+            kth = scores[order[np.sort(first)[k - 1]]]
+            return np.unique(mems[scores >= kth])
+        if c >= n:
+            return ranked[first]
         c = min(n, 4 * c)

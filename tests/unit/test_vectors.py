@@ -498,6 +498,24 @@ def test_lock_excludes_writers_from_readers_and_lets_readers_share() -> None:
     assert events.index("write in") > events.index("read out") and events[-2:] == ["read in", "read out"]
 
 
+@pytest.mark.parametrize("ann", [False, True])
+def test_ties_at_the_cut_go_by_namespace_then_key(ann: bool) -> None:
+    """Equal scores: the memories kept and their order follow (ns, key), whatever order the scan met them."""
+    rng = np.random.default_rng(11)
+    index = VectorIndex(DIMS, "cosine", exact_max=10 if ann else 10**9, ann_min=500, nprobe=4)
+    for i in range(1500):  # background
+        index.replace("bg", f"k{i}", None, [("$", blob(rng.standard_normal(DIMS)))])
+    same = rng.standard_normal(DIMS).astype(np.float32)
+    names = [("b", "k2"), ("a", "k9"), ("b", "k1"), ("a", "k10"), ("c", "k0"), ("a", "k3")]
+    for ns, key in names:
+        index.replace(ns, key, None, [("$", blob(same))])
+    if ann:
+        assert index.maintain() and index.ann
+    got = index.search(same, 4, now_ms=0)
+    assert [(ns, key) for ns, key, _ in got] == sorted(names)[:4]
+    assert all(score == pytest.approx(1.0, abs=1e-6) for _, _, score in got)
+
+
 def test_search_rejects_a_query_of_the_wrong_shape() -> None:
     index = VectorIndex(4, "cosine")
     with pytest.raises(ValueError, match="4"):
