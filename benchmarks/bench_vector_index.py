@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import faiss
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +86,7 @@ def main() -> None:
     if args.quick:
         args.items, args.queries = 20_000, 50
     print(machine_line())
-    print(f"build: {memd_build()}; faiss {vectors.faiss.__version__}, numpy {np.__version__}")
+    print(f"build: {memd_build()}; faiss {faiss.__version__}, numpy {np.__version__}")
     print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"data: {args.items} x {args.dims} float32 (seed {args.seed}), cosine, k={K}, {args.queries} queries a row")
     print(f"constants: EXACT_MAX={vectors.EXACT_MAX} ANN_MIN={vectors.ANN_MIN} NPROBE={vectors.NPROBE} "

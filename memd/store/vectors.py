@@ -15,32 +15,34 @@ cut to k; when it yields fewer than k distinct memories it is widened once and t
 of the eligible slots answers, so a search always returns min(k, eligible memories) results.
 Returned scores are recomputed in float64 from the stored vectors.
 
-Why faiss IVF-Flat: at 100k x 384 on 2 cores it builds in ~3 s and answers in ~1.5 ms of CPU at
-recall@10 1.000, filters through an IDSelector during the scan of its lists, and adds and removes
-vectors in place. HNSW graphs build too slowly for a start-up budget of 5 s (usearch 40 s, faiss
-HNSW 10.6 s at recall 0.97) and do not remove in place; an exact numpy scan of 100k costs 12-20 ms
-of CPU, over the 15 ms budget on a loaded box.
+Why faiss IVF-Flat: at 100k x 384 on 2 cores it builds in 0.5 s (3 s on a box loaded 2x over) and
+answers in ~0.5 ms at recall@10 1.000, filters through an IDSelector during the scan of its lists,
+and adds and removes vectors in place. HNSW graphs build too slowly for a start-up budget of 5 s
+(usearch 40 s, faiss HNSW 10.6 s at recall 0.97) and do not remove in place; an exact scan of 100k
+costs 11-20 ms, at or over the 15 ms budget.
 
 The thresholds below come from ``python3 benchmarks/bench_vector_index.py`` (100k x 384
-hierarchical clusters, cosine, k=10, 200 queries a row), run 2026-12-07 on commit 44fa08d on a
-shared 2-CPU box (load average 4-5, so wall-clock tails there are mostly waiting for a core; "cpu"
-is the search thread's CPU time):
+hierarchical clusters, cosine, k=10, 200 queries a row), run 2026-12-07 on commit 88787fd, 2 CPUs,
+load average 0.4-0.7 (so wall clock ~= the search thread's CPU time):
 
-    scope        path           wall p50/p99 ms   cpu p50/p99 ms   recall@10
-    all          exact            48.8 / 100.3      20.5 / 31.8      1.000
-    all          IVF nprobe 4      1.6 /  13.9       1.5 /  3.4      1.000
-    all          IVF nprobe 8      1.7 /  12.0       1.6 /  3.5      1.000   (chosen)
-    prefix 10%   exact            16.9 /  94.2       9.4 / 13.7      1.000
-    prefix 10%   IVF nprobe 4      1.9 /  20.6       1.8 /  2.9      0.954
-    prefix 10%   IVF nprobe 8      1.7 /  35.1       1.6 /  2.8      1.000   (chosen)
-    filter 1%    exact (chosen)    4.0 /  15.1       3.4 /  6.0      1.000
-    filter 1%    IVF nprobe 8      3.0 /  12.1       2.8 /  5.7      0.988
-    filter 5%    exact            41.9 / 104.7      17.3 / 25.3      1.000
-    filter 5%    IVF nprobe 8     22.1 /  66.8      13.3 / 18.4      0.993   (chosen)
+    scope        path            p50 / p99 ms    recall@10
+    all          exact           10.9 / 12.6       1.000
+    all          IVF nprobe 4     0.71 / 1.09      1.000
+    all          IVF nprobe 8     0.53 / 0.93      1.000   (chosen)
+    prefix 10%   exact            4.0 / 4.6        1.000
+    prefix 10%   IVF nprobe 4     0.73 / 0.97      0.954
+    prefix 10%   IVF nprobe 8     0.69 / 0.91      1.000   (chosen)
+    filter 1%    exact            0.78 / 0.95      1.000   (chosen)
+    filter 1%    IVF nprobe 8     0.62 / 0.76      0.988
+    filter 5%    exact            4.0 / 6.8        1.000
+    filter 5%    IVF nprobe 8     2.1 / 4.9        0.993   (chosen)
 
-    maintain() (IVF build, 316 lists) 3.0 s; a numpy ``matrix @ q`` over all 100k: 36 / 108 ms wall.
+    maintain() (IVF build, 316 lists) 0.54 s; numpy ``matrix @ q`` over all 100k: 6.3 / 8.8 ms.
 
-Most of a filtered search's cost is looking up the ``allowed`` pairs (~2-3 us each on that box).
+An earlier run the same day with the same search code, on the box loaded 2x over (load average
+4-5), doubled the CPU times; its wall-clock p99s reached 12 ms (all), 35 ms (prefix 10%), 15 ms
+(filter 1%), and maintain() took 3.0 s. A filtered search's cost grows with the ``allowed`` set:
+each pair is a dictionary lookup.
 
 Threads: a readers-writer lock. Searches share it (numpy and faiss release the GIL, so searches
 run in parallel); updates take it alone for microseconds; :meth:`VectorIndex.maintain` builds a new
@@ -59,8 +61,13 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 
-import faiss
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import faiss
 
 log = logging.getLogger("memd.vectors")
 
@@ -68,10 +75,10 @@ DISTANCES = ("cosine", "ip", "l2")
 
 # Eligible vectors at or below which a search scans exactly rather than asking the IVF: a 1,000-vector
 # filter scans exactly at about the IVF's cost and recall 1.000 (IVF: 0.988); by 5,000 the scan costs
-# more than the IVF, and at 10,000 (a 10 % prefix) 6x more (table above).
+# 2x the IVF, and at 10,000 (a 10 % prefix) 6x (table above).
 EXACT_MAX = 2_000
 # Vectors at or above which maintain() builds an IVF. Below, a search scans at most this many
-# vectors (~1-2 ms of CPU); above, a full scan heads for the 15 ms budget (100k: 12-20 ms).
+# vectors (~1-2 ms); above, a full scan heads for the 15 ms budget (100k: 11-20 ms).
 ANN_MIN = 10_000
 # IVF lists: NLIST_PER_SQRT * sqrt(vectors) (316 for 100k), k-means of TRAIN_ITERATIONS rounds on
 # TRAIN_PER_LIST sampled vectors per list (faiss asks for >= 39). At 100k x 384: 64 a list and
@@ -80,7 +87,7 @@ NLIST_PER_SQRT = 1.0
 TRAIN_PER_LIST = 40
 TRAIN_ITERATIONS = 10
 # Lists probed per query (of ~316 at 100k): 4 lost recall under a prefix (0.954) and on small
-# filters (0.891); 8 kept 1.000 / 0.988 for ~0.1 ms more. A search that yields fewer than k
+# filters (0.891); 8 kept 1.000 / 0.988 at the same cost. A search that yields fewer than k
 # memories retries once with WIDEN x the lists and neighbours, then scans exactly.
 NPROBE = 8
 WIDEN = 4
@@ -95,6 +102,19 @@ _ADD_CHUNK = 16_384  # rows per faiss add: bounds the temporary copies of a rebu
 _MEMORY_OVERHEAD = 200  # bytes per memory for its Python bookkeeping (dict entry, record, slot list)
 
 
+def _faiss() -> ModuleType:
+    """faiss, imported on first use (an update or search of an IVF, or its build).
+
+    Loading faiss starts its OpenBLAS, which maps two 128 MiB buffers with an mbind() NUMA hint (a
+    syscall memd.service's filter refuses, harmlessly: the hint is optional): a daemon whose indexes
+    stay below ANN_MIN never pays for either. For the same reason this module does no BLAS call
+    (einsum rather than ``@``, norms by hand).
+    """
+    import faiss  # noqa: PLC0415 - deliberately lazy, see above
+
+    return faiss
+
+
 def check_vector(blob: bytes, dims: int, distance: str) -> np.ndarray:
     """The blob as a float32 array of ``dims``; ValueError saying what to fix.
 
@@ -105,8 +125,8 @@ def check_vector(blob: bytes, dims: int, distance: str) -> np.ndarray:
         raise ValueError(f"unknown distance {distance!r}: use one of {', '.join(DISTANCES)}")
     expected = dims * 4
     if len(blob) != expected:
-        raise ValueError(f"vector is {len(blob)} bytes; this index takes {dims} little-endian float32 "
-                         f"values = {expected} bytes")
+        raise ValueError(f"vector is {len(blob)} bytes; this index takes {dims} float32 values ({expected} bytes), "
+                         "little-endian")
     vec = np.frombuffer(blob, dtype="<f4").astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(vec))
     if bad.size:
@@ -124,12 +144,13 @@ def _faiss_threads(n: int) -> Iterator[None]:
     One thread for single-vector calls: waking an OpenMP team costs ~0.6 ms on a busy 2-core box,
     20x the work of adding one vector (28 us). The IVF build uses every core.
     """
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
+    lib = _faiss()
+    before = lib.omp_get_max_threads()
+    lib.omp_set_num_threads(n)
     try:
         yield
     finally:
-        faiss.omp_set_num_threads(before)
+        lib.omp_set_num_threads(before)
 
 
 class _RWLock:
@@ -303,7 +324,7 @@ class VectorIndex:
                 self._drop(ns, key, dropped)
             if dropped and self._ivf is not None:
                 with _faiss_threads(1):
-                    self._ivf.remove_ids(faiss.IDSelectorArray(np.asarray(dropped, dtype=np.int64)))
+                    self._ivf.remove_ids(_faiss().IDSelectorArray(np.asarray(dropped, dtype=np.int64)))
             if not len(rows):
                 return
             slots = self._alloc(len(rows))
@@ -403,7 +424,7 @@ class VectorIndex:
             dropped.extend(mem.slots)
         elif self._ivf is not None:
             with _faiss_threads(1):
-                self._ivf.remove_ids(faiss.IDSelectorArray(idx))
+                self._ivf.remove_ids(_faiss().IDSelectorArray(idx))
         if self._changed is not None:
             self._changed.update(mem.slots)
 
@@ -496,10 +517,11 @@ class VectorIndex:
         if q.shape[0] != self.dims:
             raise ValueError(f"query has {q.shape[0]} dims; this index takes {self.dims}")
         if self.distance == "cosine":
-            norm = float(np.linalg.norm(q.astype(np.float64)))
+            q64 = q.astype(np.float64)
+            norm = math.sqrt(float(np.einsum("i,i->", q64, q64)))
             if norm == 0.0:
                 raise ValueError("zero query vector under cosine distance has no direction: send a non-zero vector")
-            q = (q.astype(np.float64) / norm).astype(np.float32)
+            q = (q64 / norm).astype(np.float32)
         if k <= 0:
             return []
         with self._lock.read():
@@ -511,7 +533,7 @@ class VectorIndex:
                 mem_ids = self._ann(q, k, idx)
             if mem_ids is None:
                 mem_ids = self._exact(q, k, idx)
-            return self._rescore(q, mem_ids)
+            return self._rescore(q, mem_ids, k)
 
     def _ranking(self, rows: np.ndarray, q: np.ndarray, sq: np.ndarray) -> np.ndarray:
         """float32 scores ordering rows as the distance does (for l2: 2 q.v - |v|^2 = |q|^2 - |q-v|^2)."""
@@ -540,26 +562,30 @@ class VectorIndex:
             mask = np.zeros(self._hi, dtype=bool)
             mask[idx] = True
             bits = np.packbits(mask, bitorder="little")  # a local: alive until the searches are done
-            sel = faiss.IDSelectorBitmap(bits)
+            sel = _faiss().IDSelectorBitmap(bits)
         per_memory = self._count / max(1, len(self._by_key))
         want = min(len(idx), math.ceil(k * per_memory * 1.5) + 8)
         nprobe = self.nprobe
         for _ in range(2):
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=min(nprobe, ivf.nlist))
+            params = _faiss().SearchParametersIVF(sel=sel, nprobe=min(nprobe, ivf.nlist))
             with _faiss_threads(1):
-                _, labels = ivf.search(q[None, :], want, params=params)
-            found = labels[0][labels[0] >= 0]
+                dist, labels = ivf.search(q[None, :], want, params=params)
+            keep = labels[0] >= 0
+            found, dist = labels[0][keep], dist[0][keep]
             mems = self._slot_mem[found]
             _, first = np.unique(mems, return_index=True)
             if len(first) >= k:
-                first.sort()
-                return mems[first[:k]]
+                # the k-th memory and every one tied with it (best first: ties are contiguous), so that
+                # the final order breaks ties by (ns, key) and not by faiss's order
+                kth = np.sort(first)[k - 1]
+                cut = kth + 1 + int(np.count_nonzero(dist[kth + 1:] == dist[kth]))
+                return np.unique(mems[:cut])
             want = min(len(idx), want * WIDEN)
             nprobe *= WIDEN
         return None
 
-    def _rescore(self, q: np.ndarray, mem_ids: np.ndarray) -> list[tuple[str, str, float]]:
-        """(ns, key, best float64 score over the memory's vectors), best first (read lock held)."""
+    def _rescore(self, q: np.ndarray, mem_ids: np.ndarray, k: int) -> list[tuple[str, str, float]]:
+        """The k best of ``mem_ids`` as (ns, key, best float64 score over the memory's vectors) (read lock held)."""
         q64 = q.astype(np.float64)
         out = []
         for mem_id in mem_ids.tolist():
@@ -569,10 +595,10 @@ class VectorIndex:
             if self.distance == "l2":
                 score = -float(np.sqrt(((rows - q64) ** 2).sum(axis=1)).min())
             else:
-                score = float((rows @ q64).max())
+                score = float(np.einsum("ij,j->i", rows, q64).max())
             out.append((self._ns_names[mem.ns], mem.key, score))
-        out.sort(key=lambda r: (-r[2], r[0], r[1]))
-        return out
+        out.sort(key=lambda r: (-r[2], r[0], r[1]))  # ties: by namespace, then key
+        return out[:k]
 
     # -- maintenance ---------------------------------------------------------------------------
 
@@ -613,7 +639,7 @@ class VectorIndex:
             with self._lock.write():
                 changed = np.fromiter(sorted(self._changed or ()), dtype=np.int64)
                 if len(changed):
-                    ivf.remove_ids(faiss.IDSelectorArray(changed))
+                    ivf.remove_ids(_faiss().IDSelectorArray(changed))
                     live = changed[self._slot_mem[changed] >= 0]
                     if len(live):
                         ivf.add_with_ids(self._mat[live], live)
@@ -629,6 +655,7 @@ class VectorIndex:
         """A trained IVF holding rows ``used`` of ``mat`` (no lock held: rows changed meanwhile are redone)."""
         n = len(used)
         nlist = max(1, min(int(round(NLIST_PER_SQRT * math.sqrt(n))), n // 39))  # faiss wants >= 39 points a list
+        faiss = _faiss()
         metric = faiss.METRIC_L2 if self.distance == "l2" else faiss.METRIC_INNER_PRODUCT
         quantizer = faiss.IndexFlatL2(self.dims) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(self.dims)
         ivf = faiss.IndexIVFFlat(quantizer, self.dims, nlist, metric)
@@ -644,10 +671,11 @@ class VectorIndex:
 
 
 def _top_distinct(scores: np.ndarray, mems: np.ndarray, k: int) -> np.ndarray:
-    """The k memories of the highest scores (a memory counts once, by its best), best first.
+    """The k memories of the highest scores (a memory counts once, by its best), and any tied with the k-th.
 
     Takes the top c scores, c growing x4 until they hold k distinct memories: a memory absent from
-    the top c scores no higher than the c-th, so the first k distinct ones are the answer.
+    the top c scores no higher than the c-th, so the first k distinct ones are the answer, up to
+    ties at the cut: those are all returned, for :meth:`VectorIndex._rescore` to order by (ns, key).
     """
     n = len(scores)
     c = min(n, max(2 * k, k + 16))
@@ -656,7 +684,9 @@ def _top_distinct(scores: np.ndarray, mems: np.ndarray, k: int) -> np.ndarray:
         order = top[np.argsort(-scores[top], kind="stable")]
         ranked = mems[order]
         _, first = np.unique(ranked, return_index=True)
-        if len(first) >= k or c >= n:
-            first.sort()
-            return ranked[first[:k]]
+        if len(first) >= k:
+            kth = scores[order[np.sort(first)[k - 1]]]
+            return np.unique(mems[scores >= kth])
+        if c >= n:
+            return ranked[first]
         c = min(n, 4 * c)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -497,10 +498,40 @@ def test_lock_excludes_writers_from_readers_and_lets_readers_share() -> None:
     assert events.index("write in") > events.index("read out") and events[-2:] == ["read in", "read out"]
 
 
+@pytest.mark.parametrize("ann", [False, True])
+def test_ties_at_the_cut_go_by_namespace_then_key(ann: bool) -> None:
+    """Equal scores: the memories kept and their order follow (ns, key), whatever order the scan met them."""
+    rng = np.random.default_rng(11)
+    index = VectorIndex(DIMS, "cosine", exact_max=10 if ann else 10**9, ann_min=500, nprobe=4)
+    for i in range(1500):  # background
+        index.replace("bg", f"k{i}", None, [("$", blob(rng.standard_normal(DIMS)))])
+    same = rng.standard_normal(DIMS).astype(np.float32)
+    names = [("b", "k2"), ("a", "k9"), ("b", "k1"), ("a", "k10"), ("c", "k0"), ("a", "k3")]
+    for ns, key in names:
+        index.replace(ns, key, None, [("$", blob(same))])
+    if ann:
+        assert index.maintain() and index.ann
+    got = index.search(same, 4, now_ms=0)
+    assert [(ns, key) for ns, key, _ in got] == sorted(names)[:4]
+    assert all(score == pytest.approx(1.0, abs=1e-6) for _, _, score in got)
+
+
 def test_search_rejects_a_query_of_the_wrong_shape() -> None:
     index = VectorIndex(4, "cosine")
     with pytest.raises(ValueError, match="4"):
         index.search(np.ones(3, dtype=np.float32), 1, now_ms=0)
+
+
+def test_importing_the_module_loads_neither_faiss_nor_blas() -> None:
+    """faiss (and OpenBLAS with it) loads on first IVF use: a daemon with small indexes never loads it."""
+    code = ("import sys, numpy as np; from memd.store.vectors import VectorIndex, check_vector\n"
+            "ix = VectorIndex(8, 'cosine')\n"
+            "ix.replace('a', 'k', None, [('$', np.ones(8, dtype='<f4').tobytes())])\n"
+            "assert ix.search(check_vector(np.ones(8, dtype='<f4').tobytes(), 8, 'cosine'), 3, now_ms=0)\n"
+            "print('faiss' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_constants_are_consistent() -> None:
