@@ -22,8 +22,9 @@ and adds and removes vectors in place. HNSW graphs build too slowly for a start-
 costs 11-20 ms, at or over the 15 ms budget.
 
 The thresholds below come from ``python3 benchmarks/bench_vector_index.py`` (100k x 384
-hierarchical clusters, cosine, k=10, 200 queries a row), run 2026-12-07 on commit 88787fd, 2 CPUs,
-load average 0.4-0.7 (so wall clock ~= the search thread's CPU time):
+hierarchical clusters, cosine, k=10, 200 queries a row), run 2026-12-07 on 2 CPUs at load average
+0.4-0.7 (wall clock ~= the search thread's CPU time), on this search code before the branch was
+rebased onto the batch loader (commit 88787fd then; 7c7f204 now):
 
     scope        path            p50 / p99 ms    recall@10
     all          exact           10.9 / 12.6       1.000
@@ -39,9 +40,10 @@ load average 0.4-0.7 (so wall clock ~= the search thread's CPU time):
 
     maintain() (IVF build, 316 lists) 0.54 s; numpy ``matrix @ q`` over all 100k: 6.3 / 8.8 ms.
 
-An earlier run the same day with the same search code, on the box loaded 2x over (load average
-4-5), doubled the CPU times; its wall-clock p99s reached 12 ms (all), 35 ms (prefix 10%), 15 ms
-(filter 1%), and maintain() took 3.0 s. A filtered search's cost grows with the ``allowed`` set:
+On commit 3e76638 (ties at the cut by (ns, key)) at load average 1-2: p50/p99 1.50/7.2 ms (all),
+1.43/6.2 ms (prefix 10%), 2.3/6.4 ms (filter 1%), recall 1.000, maintain() 2.6 s. An earlier run on
+the box loaded 2x over (load average 4-5) doubled the CPU times; its wall-clock p99s reached 12 ms
+(all), 35 ms (prefix 10%), 15 ms (filter 1%), and maintain() took 3.0 s. A filtered search's cost grows with the ``allowed`` set:
 each pair is a dictionary lookup.
 
 Threads: a readers-writer lock. Searches share it (numpy and faiss release the GIL, so searches
