@@ -41,8 +41,8 @@ TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 # ---- daemons and clients -------------------------------------------------------------------------
 
-def start_daemon(config_text: str, fsync: str = "everysec") -> Daemon:
-    base = short_tmpdir()
+def start_daemon(config_text: str, fsync: str = "everysec", base: str | None = None) -> Daemon:
+    base = base or short_tmpdir()
     conf = os.path.join(base, "memd.toml")
     with open(conf, "w") as f:
         f.write(config_text)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 import time
 import uuid
@@ -29,6 +28,13 @@ import redis
 
 from tests.integration.daemon import NO_AUTOFLUSH, Daemon, short_tmpdir
 from tests.integration.test_memory_access import NOBODY, RULES, as_nobody
+from tests.integration.test_memory_commands import (  # noqa: F401 - protocol and client are fixtures
+    assert_error,
+    client,
+    protocol,
+    start_daemon,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,15 +42,7 @@ RRF_K = 60  # the documented fusion constant (docs/memory.md, memd/store/search.
 TOL = 1e-5
 
 
-# ---- daemons and clients -------------------------------------------------------------------------
-
-def start_daemon(config_text: str, base: str | None = None) -> Daemon:
-    base = base or short_tmpdir()
-    conf = os.path.join(base, "memd.toml")
-    with open(conf, "w") as f:
-        f.write(config_text)
-    return Daemon(config=conf, base=base).start()
-
+# ---- daemons and clients (start_daemon, and the protocol/client fixtures, are test_memory_commands') ----
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
@@ -53,18 +51,6 @@ def daemon() -> Iterator[Daemon]:
         yield d
     finally:
         d.cleanup()
-
-
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def protocol(request: pytest.FixtureRequest) -> int:
-    return int(request.param)
-
-
-@pytest.fixture
-def client(daemon: Daemon, protocol: int) -> Iterator[redis.Redis]:
-    r = redis.Redis(unix_socket_path=daemon.socket, protocol=protocol, socket_timeout=10)
-    yield r
-    r.close()
 
 
 @pytest.fixture
@@ -131,15 +117,6 @@ def hits(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(i["namespace"], i["key"]) for i in items]
 
 
-def assert_error(r: redis.Redis, *args: Any, match: str) -> str:
-    with pytest.raises(redis.ResponseError) as info:
-        r.execute_command(*args)
-    msg = str(info.value)
-    assert re.search(match, msg), f"{repr(args)[:200]}: error {msg!r} does not match {match!r}"
-    assert r.ping() is True, "the connection must keep serving after an error reply"
-    return msg
-
-
 def flush(r: redis.Redis) -> None:
     assert ok(r.execute_command("MEMD.FLUSH"))
 
@@ -163,15 +140,6 @@ def assert_knn(got: list[dict[str, Any]], want: list[tuple[tuple[str, str], floa
     assert hits(got) == [ident for ident, _ in want]
     for item, (ident, s) in zip(got, want):
         assert abs(item["score"] - s) <= TOL, (ident, item["score"], s)
-
-
-def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    pytest.fail(f"{what} not reached within {timeout} s")
 
 
 # ---- MEM.INDEX -----------------------------------------------------------------------------------
