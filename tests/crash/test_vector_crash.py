@@ -19,7 +19,6 @@ tests.crash.test_vector_crash child DATA_DIR SEED SIDELOG``.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
@@ -28,18 +27,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from tests.crash.recording_fileops import simulate_power_loss
-from tests.integration.daemon import NO_AUTOFLUSH, ROOT, Daemon, short_tmpdir
+from tests.crash.test_memory_crash import connect, daemon, last_replayed, start_daemon  # noqa: F401 - daemon: fixture
+from tests.integration.daemon import ROOT, Daemon
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -282,28 +280,6 @@ def loaded_counts(log: str) -> dict[str, tuple[int, str, int, int]]:
 
 # ---- daemon runs ---------------------------------------------------------------------------------
 
-def start_daemon(config_text: str) -> Daemon:
-    base = short_tmpdir()
-    conf = os.path.join(base, "memd.toml")
-    with open(conf, "w") as f:
-        f.write(config_text)
-    return Daemon(fsync="always", config=conf, base=base).start()
-
-
-@pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    d = start_daemon(NO_AUTOFLUSH)
-    try:
-        yield d
-    finally:
-        d.cleanup()
-
-
-def connect(d: Daemon) -> redis.Redis:
-    # no silent retries: a resent MEM.PUT could land twice
-    return redis.Redis(unix_socket_path=d.socket, socket_timeout=10, retry=Retry(NoBackoff(), 0))
-
-
 def run_ops(r: redis.Redis, model: Model, ops: list[Op]) -> None:
     wire = Wire(r)
     for op in ops:
@@ -313,12 +289,6 @@ def run_ops(r: redis.Redis, model: Model, ops: list[Op]) -> None:
             assert got == want, op
         else:
             assert got is not None
-
-
-def last_replayed(d: Daemon) -> int:
-    found = re.findall(r"recovery_done replayed=(\d+)", d.log())
-    assert found, d.log()
-    return int(found[-1])
 
 
 def restart(d: Daemon, sig: int) -> None:
