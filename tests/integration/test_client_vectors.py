@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from memd.client import (
     vector_blob,
 )
 from tests.integration.daemon import Daemon
+from tests.integration.test_client_memory import client, daemon  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,19 +63,6 @@ def test_commands_wire_form() -> None:
 
 
 # ---- against the daemon ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    d = Daemon(fsync="no").start()
-    yield d
-    d.cleanup()
-
-
-@pytest.fixture
-def client(daemon: Daemon) -> Iterator[SyncClient]:
-    with SyncClient(daemon.socket, socket_timeout=10) as c:
-        yield c
-
 
 VECTORS = {"x": [1.0, 0.0, 0.0, 0.0], "y": [0.0, 2.0, 0.0, 0.0], "xy": [1.0, 1.0, 0.0, 0.0],
            "z": [0.0, 0.0, 0.0, 3.0]}
