@@ -22,7 +22,6 @@ import json
 import random
 import re
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ import redis
 from tests.crash.recording_fileops import simulate_power_loss
 from tests.crash.test_memory_crash import connect, daemon, last_replayed, start_daemon  # noqa: F401 - daemon: fixture
 from tests.integration.daemon import ROOT, Daemon
+from tests.integration.test_vector_commands import blob, f32, score
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -54,14 +54,6 @@ DISTANCES = ("cosine", "ip", "l2")
 
 
 # ---- the plan and its model ----------------------------------------------------------------------
-
-def blob(values: list[float]) -> bytes:
-    return struct.pack(f"<{len(values)}f", *values)
-
-
-def f32(values: list[float]) -> np.ndarray:
-    return np.frombuffer(blob(values), dtype="<f4").astype(np.float64)
-
 
 def under(ns: str, prefix: str) -> bool:
     return not prefix or ns == prefix or ns.startswith(prefix + ".")
@@ -217,14 +209,6 @@ class Wire(Backend):
         return {i["prefix"]: (i["dims"], i["distance"], i["vectors"], i["memories"]) for i in items}
 
 
-def expected_score(distance: str, q: np.ndarray, vs: list[np.ndarray]) -> float:
-    if distance == "cosine":
-        return max(float(v @ q / (np.linalg.norm(v) * np.linalg.norm(q))) for v in vs)
-    if distance == "ip":
-        return max(float(v @ q) for v in vs)
-    return max(-float(np.linalg.norm(v - q)) for v in vs)
-
-
 def verify(model: Model, db: Backend, seed: str) -> None:
     assert db.listing() == model.counts(), "MEM.INDEX LIST disagrees with the acknowledged writes"
     for k, slot in model.slots.items():
@@ -237,7 +221,7 @@ def verify(model: Model, db: Backend, seed: str) -> None:
         # random queries: exactly the model's memories, in the model's order, with its scores
         for _ in range(3):
             q = [rng.uniform(-1, 1) for _ in range(dims)]
-            want = sorted(((k, expected_score(distance, f32(q), vs)) for k, vs in held.items()),
+            want = sorted(((k, score(distance, f32(q), vs)) for k, vs in held.items()),
                           key=lambda t: (-t[1], t[0]))
             got = db.knn(p, q, 1000)
             assert [(ns, key) for ns, key, _ in got] == [k for k, _ in want], f"index {p!r}: KNN results"
@@ -249,7 +233,7 @@ def verify(model: Model, db: Backend, seed: str) -> None:
                 q = [float(x) for x in v]
                 found = {(ns, key): s for ns, key, s in db.knn(p, q, 1000)}
                 assert k in found, f"{k}: an acknowledged vector is not found"
-                assert abs(found[k] - expected_score(distance, f32(q), vs)) <= TOL, k
+                assert abs(found[k] - score(distance, f32(q), vs)) <= TOL, k
 
 
 def verify_either(models: list[Model], db: Backend, seed: str) -> None:
