@@ -313,7 +313,7 @@ class Memories:
 
     def query_vector(self, prefix: str, blob: bytes) -> Any:
         """The search vector as the index covering ``prefix`` takes it; ValueError if none covers it."""
-        found = next(((p, spec) for p, spec in self.indexes().items() if under(prefix, p)), None)
+        found = self.index_for(prefix)  # (the index a namespace prefix is under covers all of it)
         if found is None:
             raise ValueError(f"no vector index covers namespace prefix {prefix!r} (MEM.INDEX LIST shows them)")
         dims, distance, _ = found[1]

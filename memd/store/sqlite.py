@@ -140,10 +140,12 @@ class SqliteStore:
         return n
 
     def _index_of(self, ns: str) -> VectorIndex | None:
-        for prefix, index in self._vectors.items():
-            if under(ns, prefix):
-                return index
-        return None
+        """The index governing namespace (or namespace prefix) ``ns``.
+
+        Iterates a copy: searches call it from pool threads while a flush may declare or drop an
+        index in the writer's thread.
+        """
+        return next((index for prefix, index in list(self._vectors.items()) if under(ns, prefix)), None)
 
     def _apply_vectors(self, table: Memtable) -> None:
         """Bring the in-memory indexes to what the flush of ``table`` just committed."""
@@ -294,8 +296,7 @@ class SqliteStore:
         if vector is None:
             return await self._in_pool(search.search_mem, self._rank, prefix, query, conds, limit, offset, now_ms,
                                        scope)
-        # (a copy: the writer thread changes the dict when a flush declares or drops an index)
-        index = next((i for p, i in list(self._vectors.items()) if under(prefix, p)), None)
+        index = self._index_of(prefix)
         if index is None:
             raise CommandError(f"no vector index covers namespace prefix {prefix!r} (it was dropped meanwhile)")
         return await self._in_pool(search.vector_search, self._rank, index, vector, prefix, query, conds, limit,
