@@ -96,11 +96,7 @@ class SqliteStore:
                     "SELECT prefix, dims, distance, fields FROM mem_indexes ORDER BY prefix").fetchall():
                 t0 = time.perf_counter()
                 index = VectorIndex(dims, distance)
-                cur = conn.execute(
-                    "SELECT v.ns, v.key, v.path, v.vec, m.expires_at FROM mem_vectors AS v "
-                    "JOIN mem_items AS m ON m.ns = v.ns AND m.key = v.key WHERE m.value IS NOT NULL "
-                    "AND (?1 = '' OR (v.ns >= ?1 AND v.ns < ?1 || '/' AND (v.ns = ?1 OR v.ns > ?1 || '.'))) "
-                    "ORDER BY v.ns, v.key, v.id", (prefix,))
+                cur = conn.execute(statements.LOAD_VECTORS, (prefix,))
                 batch: list[tuple[str, str, int | None, list[tuple[str, bytes]]]] = []
                 for (ns, key), rows in itertools.groupby(cur, key=lambda r: (r[0], r[1])):
                     found = list(rows)

@@ -64,8 +64,12 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 # Vector indexes and vectors (schema v6). A prefix "" is every namespace; otherwise the label-wise
 # range of filters.UNDER.
-DROP_VECTORS_UNDER = ("DELETE FROM mem_vectors WHERE ?1 = '' OR "
-                      "(ns >= ?1 AND ns < ?1 || '/' AND (ns = ?1 OR ns > ?1 || '.'))")
+_VECTORS_UNDER = "(?1 = '' OR (v.ns >= ?1 AND v.ns < ?1 || '/' AND (v.ns = ?1 OR v.ns > ?1 || '.')))"
+DROP_VECTORS_UNDER = f"DELETE FROM mem_vectors AS v WHERE {_VECTORS_UNDER}"
+# An index's vectors at start: those of live memories, grouped by memory, in the order they were written.
+LOAD_VECTORS = ("SELECT v.ns, v.key, v.path, v.vec, m.expires_at FROM mem_vectors AS v "
+                "JOIN mem_items AS m ON m.ns = v.ns AND m.key = v.key "
+                f"WHERE m.value IS NOT NULL AND {_VECTORS_UNDER} ORDER BY v.ns, v.key, v.id")
 DROP_INDEX = "DELETE FROM mem_indexes WHERE prefix = ?"
 PUT_INDEX = "INSERT OR REPLACE INTO mem_indexes (prefix, dims, distance, fields) VALUES (?, ?, ?, ?)"
 DELETE_VECTORS = "DELETE FROM mem_vectors WHERE ns = ? AND key = ?"
