@@ -157,18 +157,29 @@ class SqliteStore:
                 self._vectors[prefix] = VectorIndex(spec[0], spec[1])
         if not self._vectors:
             return
-        changes: dict[int, tuple[VectorIndex, list[Any]]] = {}
+        changes = []
         for (ns, key), m in table.mem.items():
-            index = self._index_of(ns)
-            if index is None:
+            if m.vectors is None and m.value is not None:  # a TTL refresh: same vectors
+                index = self._index_of(ns)
+                if index is not None:
+                    index.set_expiry(ns, key, m.expires_at)
                 continue
-            if m.vectors is None and m.value is not None:
-                index.set_expiry(ns, key, m.expires_at)  # a TTL refresh: same vectors
-                continue
-            vectors = () if m.value is None else m.vectors
-            changes.setdefault(id(index), (index, []))[1].append((ns, key, m.expires_at, vectors))
-        for index, items in changes.values():
-            index.replace_many(items)  # one pass per index: a flush of 100,000 memories is not 100,000 calls
+            changes.append((ns, key, m.expires_at, () if m.value is None else m.vectors))
+        self._replace_vectors(changes)
+
+    def _replace_vectors(self, changes: list[tuple[str, str, int | None, Any]]) -> None:
+        """Give each memory exactly these vectors (none: it leaves), in the index governing it.
+
+        One ``replace_many`` per index: a flush of 100,000 memories is not 100,000 calls, and
+        the IVF gets one removal and one addition.
+        """
+        by_index: dict[int, tuple[VectorIndex, list[Any]]] = {}
+        for change in changes:
+            index = self._index_of(change[0])
+            if index is not None:
+                by_index.setdefault(id(index), (index, []))[1].append(change)
+        for index, items in by_index.values():
+            index.replace_many(items)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -397,10 +408,7 @@ class SqliteStore:
 
         def work(writer: sqlite3.Connection) -> None:
             self._transaction(writer, groups)
-            for ns, key in expired:
-                index = self._index_of(ns)
-                if index is not None:
-                    index.remove(ns, key)
+            self._replace_vectors([(ns, key, None, ()) for ns, key in expired])
         if any(rows for _, rows in groups):
             await self._in_writer(work)
 

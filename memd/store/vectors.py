@@ -397,8 +397,7 @@ class VectorIndex:
 
     def remove(self, ns: str, key: str) -> None:
         """The memory leaves the index (no-op when it has no vectors)."""
-        with self._lock.write():
-            self._drop(ns, key)
+        self.replace_many([(ns, key, None, ())])
 
     def set_expiry(self, ns: str, key: str, expires_at: int | None) -> None:
         """A new expiry for the memory's vectors (no-op when it has none)."""
@@ -411,9 +410,9 @@ class VectorIndex:
             mem.expires = _NEVER if expires_at is None else expires_at
             self._slot_exp[np.asarray(mem.slots, dtype=np.int64)] = mem.expires
 
-    def _drop(self, ns: str, key: str, dropped: list[int] | None = None) -> None:
-        """Free the memory's slots (exclusive lock held); with ``dropped``, the caller removes them from
-        the IVF (collected there), in one call for many memories."""
+    def _drop(self, ns: str, key: str, dropped: list[int]) -> None:
+        """Free the memory's slots (exclusive lock held); they are added to ``dropped``, which the
+        caller removes from the IVF in one call for many memories."""
         mem_id = self._by_key.pop((ns, key), None)
         if mem_id is None:
             return
@@ -428,11 +427,7 @@ class VectorIndex:
         self._free.extend(mem.slots)
         self._count -= len(mem.slots)
         self._removed += len(mem.slots)
-        if dropped is not None:
-            dropped.extend(mem.slots)
-        elif self._ivf is not None:
-            with _faiss_threads(1):
-                self._ivf.remove_ids(_faiss().IDSelectorArray(idx))
+        dropped.extend(mem.slots)
         if self._changed is not None:
             self._changed.update(mem.slots)
 
