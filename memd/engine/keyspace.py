@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, M_HI, M_LO, M_TYPE, CollectionsMixin, Meta
 from memd.engine.memtable import DELETED, Memtable
+from memd.engine.zsets import ZsetsMixin
 from memd.engine.records import (
     OP_DEL,
     OP_FLUSHALL,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 _MISSING: Any = object()
 
 
-class Keyspace(CollectionsMixin):
+class Keyspace(CollectionsMixin, ZsetsMixin):
     """The keyspace as Redis commands see it (strings, keys; collections in the mixin)."""
 
     def __init__(self, engine: Engine) -> None:
