@@ -198,14 +198,7 @@ def zmscore(ctx: Context, args: list[bytes]) -> object:
 
 
 def _rank(ctx: Context, args: list[bytes], rev: bool) -> object:
-    ks = ctx.engine.keyspace
-    if ks.zscore(args[0], args[1]) is None:  # type check, and the common miss without a full read
-        return None
-    items = ks.zitems(args[0])
-    for rank, (member, _) in enumerate(reversed(items) if rev else items):
-        if member == args[1]:
-            return rank
-    return None
+    return ctx.engine.keyspace.zrank(args[0], args[1], rev)
 
 
 @command("zrank", 3)
@@ -223,7 +216,7 @@ def zcount(ctx: Context, args: list[bytes]) -> object:
     lo, hi = _range_bound(args[1]), _range_bound(args[2])
     if lo is None or hi is None:
         raise CommandError("min or max is not a float")
-    return len(ctx.engine.keyspace.zrange_by_score(args[0], lo[0], lo[1], hi[0], hi[1]))
+    return ctx.engine.keyspace.zcount(args[0], lo[0], lo[1], hi[0], hi[1])
 
 
 # ---- ranges --------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import anyio
 from memd.engine.memtable import IndexSpec, Memtable, under
 from memd.errors import CommandError, StoreDamagedError, StoreError
 from memd.store import csqlite, search, statements
-from memd.store.base import Cond, HistoryRow, KeyRow, MemRow, Scope, SearchRow
+from memd.store.base import Cond, HistoryRow, KeyRow, MemRow, Scope, SearchRow, ZBound
 from memd.store.filters import json_eq, json_text, member_text
 from memd.store.rows import flush_rows
 from memd.store.schema import BUSY_TIMEOUT_MS, MigrationProgress, connect, migrate, register_functions
@@ -45,6 +45,7 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 READER_CACHE_KIB = 64 * 1024
 READER_MMAP_BYTES = 256 << 20  # file-backed pages count in RSS: keep the watchdog's view bounded
 LOAD_BATCH = 10_000  # memories per VectorIndex.replace_many while loading: bounds the temporary copies
+ZSET_SCORES_BATCH = 500  # members per statement of zset_scores (SQLite allows 32,766 parameters)
 SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more would only queue for the cores
 
 
@@ -265,6 +266,37 @@ class SqliteStore:
         for sub, value, score in cur:
             yield sub, (value if score is None else score)
 
+    # sorted sets: the elems_score index (key, score, sub) holds every member in Redis's order
+
+    def zset_range(self, key: bytes, lo: ZBound, hi: ZBound, rev: bool, limit: int, offset: int = 0
+                   ) -> list[tuple[float, bytes]]:
+        where, params = _zset_where(key, lo, hi)
+        order = "score DESC, sub DESC" if rev else "score, sub"
+        return self.reader.execute(  # type: ignore[no-any-return]
+            f"SELECT score, sub FROM elems WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            (*params, limit, offset)).fetchall()
+
+    def zset_count(self, key: bytes, lo: ZBound, hi: ZBound) -> int:
+        where, params = _zset_where(key, lo, hi)
+        return int(self.reader.execute(f"SELECT count(*) FROM elems WHERE {where}", params).fetchone()[0])
+
+    def zset_scores(self, key: bytes, members: list[bytes]) -> dict[bytes, float]:
+        found: dict[bytes, float] = {}
+        for i in range(0, len(members), ZSET_SCORES_BATCH):
+            batch = members[i:i + ZSET_SCORES_BATCH]
+            found.update(self.reader.execute(
+                f"SELECT sub, score FROM elems WHERE key = ? AND sub IN ({','.join('?' * len(batch))})",
+                (key, *batch)).fetchall())
+        return found
+
+    def zset_page(self, key: bytes, after: bytes | None, limit: int) -> list[tuple[bytes, float]]:
+        if after is None:
+            cur = self.reader.execute("SELECT sub, score FROM elems WHERE key = ? ORDER BY sub LIMIT ?", (key, limit))
+        else:
+            cur = self.reader.execute(
+                "SELECT sub, score FROM elems WHERE key = ? AND sub > ? ORDER BY sub LIMIT ?", (key, after, limit))
+        return cur.fetchall()
+
     def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
         if after is None:
             cur = self.reader.execute("SELECT key, type, expires_at FROM keys ORDER BY key LIMIT ?", (limit,))
@@ -484,3 +516,30 @@ class SqliteStore:
         finally:
             dst.close()
             src.close()
+
+
+def _zset_where(key: bytes, lo: ZBound, hi: ZBound) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause of a sorted-set range ``[lo, hi)`` in (score, member) order.
+
+    Every form names ``score`` with a comparison (``IS NOT NULL`` when unbounded): that is
+    what lets SQLite use the partial index ``elems_score``, which only holds rows with a score.
+    """
+    where = ["key = ?"]
+    params: list[Any] = [key]
+    if lo is None and hi is None:
+        where.append("score IS NOT NULL")
+    if lo is not None:
+        if len(lo) == 1:
+            where.append("score >= ?")
+            params.append(lo[0])
+        else:
+            where.append("score >= ? AND (score > ? OR sub >= ?)")
+            params += (lo[0], lo[0], lo[1])
+    if hi is not None:
+        if len(hi) == 1:
+            where.append("score < ?")
+            params.append(hi[0])
+        else:
+            where.append("score <= ? AND (score < ? OR sub < ?)")
+            params += (hi[0], hi[0], hi[1])
+    return " AND ".join(where), tuple(params)
