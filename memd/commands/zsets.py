@@ -1,6 +1,7 @@
 """Sorted-set commands: ZADD ZINCRBY ZREM ZCARD ZSCORE ZMSCORE ZRANK ZREVRANK ZCOUNT, and the
 range family ZRANGE [BYSCORE|BYLEX] [REV] [LIMIT] [WITHSCORES], ZREVRANGE, ZRANGEBYSCORE,
-ZREVRANGEBYSCORE, ZRANGEBYLEX, ZREVRANGEBYLEX.
+ZREVRANGEBYSCORE, ZRANGEBYLEX, ZREVRANGEBYLEX, ZRANGESTORE (the rest of the family:
+:mod:`memd.commands.zsetops`).
 
 Redis 7.0 semantics (``t_zset.c``). Numbers are read the way Redis reads
 them, which is not Python's ``float()``: a score (``string2d``) rejects
@@ -256,13 +257,16 @@ def _lex_items(items: list[tuple[bytes, float]], lo: tuple[bytes | int, bool], h
     return out
 
 
-def _zrange(ctx: Context, args: list[bytes], rangetype: str | None, rev: bool | None) -> object:
+def _zrange(ctx: Context, args: list[bytes], rangetype: str | None, rev: bool | None,
+            dst: bytes | None = None) -> object:
+    """Every ZRANGE form; with ``dst`` (ZRANGESTORE) the range replaces ``dst`` instead of being
+    returned (``args`` then starts at the source key)."""
     withscores = False
     offset, limit = 0, -1
     j, n = 3, len(args)
     while j < n:
         opt = args[j].lower()
-        if opt == b"withscores":
+        if opt == b"withscores" and dst is None:
             withscores = True
         elif opt == b"limit" and n - j - 1 >= 2:
             offset, limit = ll(args[j + 1]), ll(args[j + 2])
@@ -298,6 +302,8 @@ def _zrange(ctx: Context, args: list[bytes], rangetype: str | None, rev: bool | 
         if llo is None or lhi is None:
             raise CommandError("min or max not valid string range item")
         items = _lex_items(ks.zitems(args[0]), llo, lhi, rev, offset, limit)
+    if dst is not None:
+        return ks.zstore(dst, items)
     if not withscores:
         return [member for member, _ in items]
     if ctx.protocol >= 3:
@@ -336,3 +342,8 @@ def zrangebylex(ctx: Context, args: list[bytes]) -> object:
 @command("zrevrangebylex", -4)
 def zrevrangebylex(ctx: Context, args: list[bytes]) -> object:
     return _zrange(ctx, args, _LEX, True)
+
+
+@command("zrangestore", -5, write=True)
+def zrangestore(ctx: Context, args: list[bytes]) -> object:
+    return _zrange(ctx, args[1:], None, None, dst=args[0])
