@@ -41,6 +41,11 @@ PAGE_MAX = 4096  # ... and later pages grow to this
 _MISSING: Any = object()
 
 
+def _unshadowed(items: Iterator[Item], newer: tuple[dict[bytes, Any], ...]) -> Iterator[Item]:
+    """``items`` less the members a newer layer changed (that layer has their current state)."""
+    return (it for it in items if not any(it[1] in d for d in newer))
+
+
 class ZsetsMixin:
     """Sorted-set commands' reads and state changes; mixed into :class:`Keyspace`."""
 
@@ -128,19 +133,13 @@ class ZsetsMixin:
         newer: list[dict[bytes, Any]] = []
         for e in entries:
             items = slice_of(ordered(e), lo, hi, rev)
-            if newer:
-                shadows = tuple(newer)
-                items = (it for it in items if not any(it[1] in d for d in shadows))
-            streams.append(items)
+            streams.append(_unshadowed(items, tuple(newer)) if newer else items)
             newer.append(e.elems)  # type: ignore[arg-type]
         if not bottom:
-            shadowed = sum(len(d) for d in newer)
-            first = PAGE_MAX if want < 0 else min(PAGE_MAX, max(PAGE_MIN, want + shadowed + 1))
+            # a page holds the rows the caller takes, and as many again for those the buffer hides
+            first = PAGE_MAX if want < 0 else min(PAGE_MAX, max(PAGE_MIN, 2 * (want + 1)))
             rows = self._zstore_pages(key, lo, hi, rev, first)
-            if newer:
-                shadows = tuple(newer)
-                rows = (it for it in rows if not any(it[1] in d for d in shadows))
-            streams.append(rows)
+            streams.append(_unshadowed(rows, tuple(newer)) if newer else rows)
         if len(streams) == 1:
             return streams[0]
         return heapq.merge(*streams, reverse=rev)
