@@ -188,8 +188,12 @@ class ZsetsMixin:
                         total -= 1
                 shadow.update(elems)
             if not bottom:
-                total += store.zset_count(key, lo, hi)
-                if shadow:
+                stored_in_range = store.zset_count(key, lo, hi)
+                total += stored_in_range
+                if shadow and stored_in_range <= len(shadow):  # fewer rows to look at than members to look up
+                    rows = store.zset_range(key, lo, hi, False, stored_in_range)
+                    total -= sum(1 for _, sub in rows if sub in shadow)
+                elif shadow:
                     stored = store.zset_scores(key, list(shadow))
                     total -= sum(1 for sub, v in stored.items() if inside((v, sub), lo, hi))
         return total
