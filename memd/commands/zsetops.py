@@ -30,6 +30,7 @@ from memd.resp import NullArray
 _ZSCAN_WHOLE_ENTRIES = 128
 _ZSCAN_WHOLE_VALUE = 64
 _ZSCAN_DEFAULT_COUNT = 10
+ZRANDMEMBER_MAX = 1 << 24  # members a negative ZRANDMEMBER count may ask for (see zrandmember)
 
 
 def range_long(raw: bytes, lo: int, hi: int, msg: str | None = None) -> int:
@@ -292,6 +293,10 @@ def zrandmember(ctx: Context, args: list[bytes]) -> object:
     items = ks.zitems(args[0])
     if not items or count == 0:
         return []
+    if count < -ZRANDMEMBER_MAX:
+        # Redis streams any size of reply; memd builds a reply whole, and 2^63 members would take
+        # the daemon down: refuse, as Redis refuses a count it cannot double with WITHSCORES
+        raise CommandError(f"value is out of range, a negative count must be at least -{ZRANDMEMBER_MAX}")
     if count < 0:  # repeats allowed, in random order
         picked = random.choices(items, k=-count)
     elif count >= len(items):
@@ -339,12 +344,14 @@ def zscan(ctx: Context, args: list[bytes]) -> object:
     if not isinstance(after, bytes) and after is not None:
         return [b"0", []]  # a well-formed number that is none of our cursors
     page, resume = ks.zscan(args[0], after, count)
-    return [encode_cursor(resume), _scan_reply(page, pattern)]
+    return [encode_cursor(resume), _scan_reply(page, pattern, whole=False)]
 
 
-def _scan_reply(items: list[tuple[bytes, float]], pattern: bytes | None) -> list[bytes]:
+def _scan_reply(items: list[tuple[bytes, float]], pattern: bytes | None, whole: bool = True) -> list[bytes]:
+    """Member, score as text: Redis writes a listpack's score with ``d2string`` and a big set's
+    (a skiplist's) with ``%.17Lg`` (1e17 is ``100000000000000000`` in one, ``1e+17`` in the other)."""
     out: list[bytes] = []
     for member, score in items:
         if pattern is None or glob_match(pattern, member):
-            out += (member, _d2string(score))
+            out += (member, _d2string(score) if whole else b"%.17g" % score)
     return out

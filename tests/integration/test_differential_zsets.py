@@ -477,14 +477,16 @@ def _zscan_all(conn: object, key: bytes, opts: list[bytes]) -> tuple[Counter[byt
 
 
 def test_zscan_large(pair: Pair) -> None:
-    """ZSCAN over 600 members split between SQLite and the buffer: every member, with its score."""
+    """ZSCAN over 600 members split between SQLite and the buffer: every member, with its score
+    written as Redis writes a big set's (``%.17Lg``)."""
     for j in range(0, 600, 100):
         pair.run([b"ZADD", b"big", *[x for n in range(j, j + 100) for x in (b"%d.5" % n, b"m%04d" % n)]], "fill")
     pair.memd_flush()
     pair.run(cmd("ZREM big m0001 m0300"), "change")
-    pair.run(cmd("ZADD big 7 m0002 8 new1 9 a"), "change")
+    pair.run(cmd("ZADD big 7 m0002 8 new1 9 a 1e17 huge 0.1 tenth -inf low"), "change")
     for opts in ([], [b"COUNT", b"1"], [b"COUNT", b"50"], [b"MATCH", b"m01*"], [b"COUNT", b"1000"]):
         seen, scores = _zscan_all(pair.memd, b"big", opts)
+        assert scores == _zscan_all(pair.redis, b"big", opts)[1], "the same members with the same score text"
         expected = _members(pair.memd.call([b"ZRANGE", b"big", b"0", b"-1"]))
         if opts[:1] == [b"MATCH"]:
             expected = [m for m in expected if m.startswith(b"m01")]
@@ -528,6 +530,8 @@ def test_zrandmember_membership_and_shape(pair: Pair, members: dict[bytes, bytes
         assert set(picked) <= set(members)
     picked = _members(pair.memd.call(cmd("ZRANDMEMBER r 100")))
     assert picked == list(members)[::-1], "a count above the size is the whole set, from the top"
+    huge = pair.memd.call(cmd("ZRANDMEMBER r -9223372036854775807"))
+    assert huge.startswith(b"-ERR value is out of range"), "memd refuses a reply it would build whole"
     picked = _members(pair.memd.call(cmd("ZRANDMEMBER r -20")))
     assert len(picked) == 20 and set(picked) <= set(members), "a negative count may repeat"
     for count in ("4", "-9"):
