@@ -135,14 +135,18 @@ def zremrangebyscore(ctx: Context, args: list[bytes]) -> object:
 def zremrangebylex(ctx: Context, args: list[bytes]) -> object:
     lo, hi = _lex_range(args[1], args[2])
     ks = ctx.engine.keyspace
-    members = [member for member, _ in _lex_items(ks.zitems(args[0]), lo, hi, False, 0, -1)]
+    found = ks.zrange_by_lex(args[0], lo, hi)
+    members = [member for member, _ in (_lex_items(ks.zitems(args[0]), lo, hi, False, 0, -1) if found is None
+                                        else found)]
     return ks.zrem(args[0], members) if members else 0
 
 
 @command("zlexcount", 4)
 def zlexcount(ctx: Context, args: list[bytes]) -> object:
     lo, hi = _lex_range(args[1], args[2])
-    return len(_lex_items(ctx.engine.keyspace.zitems(args[0]), lo, hi, False, 0, -1))
+    ks = ctx.engine.keyspace
+    n = ks.zlexcount(args[0], lo, hi)
+    return len(_lex_items(ks.zitems(args[0]), lo, hi, False, 0, -1)) if n is None else n
 
 
 # ---- ZUNION / ZINTER / ZDIFF, their STORE forms, ZINTERCARD --------------------------------

@@ -301,7 +301,8 @@ def _zrange(ctx: Context, args: list[bytes], rangetype: str | None, rev: bool | 
         llo, lhi = _lex_bound(min_raw), _lex_bound(max_raw)
         if llo is None or lhi is None:
             raise CommandError("min or max not valid string range item")
-        items = _lex_items(ks.zitems(args[0]), llo, lhi, rev, offset, limit)
+        found = ks.zrange_by_lex(args[0], llo, lhi, rev, offset, limit)
+        items = _lex_items(ks.zitems(args[0]), llo, lhi, rev, offset, limit) if found is None else found
     if dst is not None:
         return ks.zstore(dst, items)
     if not withscores:

@@ -13,8 +13,10 @@ a newer layer changed. ``ZRANGEBYSCORE key min max LIMIT 0 10`` on a
 + members changed in the buffer). Counts (ZCOUNT, ZRANK) bisect the buffer
 and run one ``count(*)`` over the index, so they cost O(log n + buffered
 changes) plus SQLite's own walk of the counted range in C (~80 ns a member
-measured on the dev box). Lex ranges, ZRANDMEMBER and the set operations
-read every member.
+measured on the dev box; a big stored set keeps fences, see
+``SqliteStore._fences``). A lex range over members of one score is an index
+range within that score; over mixed scores, ZRANDMEMBER and the set
+operations read every member.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from memd.engine.keyspace import Keyspace
 
 
+LexBound = tuple[bytes | int, bool]  # a ZRANGEBYLEX bound: (member, exclusive), or -1/+1 for "-"/"+"
 PAGE_MIN = 16  # store rows per page of a range read: the first page fits what the caller takes ...
 PAGE_MAX = 4096  # ... and later pages grow to this
 _MISSING: Any = object()
@@ -235,6 +238,46 @@ class ZsetsMixin:
         if rev:
             return self._zcount(key, after((score, member)), None)
         return self._zcount(key, None, (score, member))
+
+    def _lex_bounds(self: Keyspace, key: bytes, lo: LexBound, hi: LexBound) -> tuple[ZBound, ZBound] | None:
+        """A lex range as ``[lo, hi)`` bounds when every member has one score (how BYLEX is used:
+        then member order is the index's order within that score); None when scores differ
+        (Redis's answer then follows its own walk, which the caller replays over every member).
+        ``lo``/``hi``: (member, exclusive), or -1/+1 for "-"/"+" (memd.commands.zsets)."""
+        first = self._zread(key, None, None, False, 0, 1)
+        last = self._zread(key, None, None, True, 0, 1)
+        if not first or first[0][1] != last[0][1]:
+            return None
+        s = first[0][1]
+        empty: tuple[ZBound, ZBound] = ((s, b""), (s, b""))
+        if lo[0] == 1 or hi[0] == -1:
+            return empty  # "+" as the minimum or "-" as the maximum: nothing
+        lo_b: ZBound = (s,) if lo[0] == -1 else after((s, lo[0])) if lo[1] else (s, lo[0])  # type: ignore[arg-type]
+        hi_b: ZBound = None if hi[0] == 1 else (s, hi[0]) if hi[1] else after((s, hi[0]))  # type: ignore[arg-type]
+        return lo_b, hi_b
+
+    def zrange_by_lex(self: Keyspace, key: bytes, lo: LexBound, hi: LexBound, rev: bool = False, offset: int = 0,
+                      count: int = -1) -> list[tuple[bytes, float]] | None:
+        """ZRANGEBYLEX through the index when every member has one score; None otherwise."""
+        if self.typed_meta(key, T_ZSET) is None or offset < 0 or count == 0:
+            return []
+        bounds = self._lex_bounds(key, lo, hi)
+        if bounds is None:
+            return None
+        if bounds[1] is not None and bounds[0] is not None and bounds[0] >= bounds[1]:
+            return []
+        return self._zread(key, bounds[0], bounds[1], rev, offset, count)
+
+    def zlexcount(self: Keyspace, key: bytes, lo: LexBound, hi: LexBound) -> int | None:
+        """ZLEXCOUNT through the index when every member has one score; None otherwise."""
+        if self.typed_meta(key, T_ZSET) is None:
+            return 0
+        bounds = self._lex_bounds(key, lo, hi)
+        if bounds is None:
+            return None
+        if bounds[1] is not None and bounds[0] is not None and bounds[0] >= bounds[1]:
+            return 0
+        return self._zcount(key, *bounds)
 
     # ---- writes over ranges ----------------------------------------------------------
 

@@ -460,6 +460,32 @@ def test_large_set_ranges(pair: Pair) -> None:
     pair.assert_clean()
 
 
+def test_large_set_lex(pair: Pair) -> None:
+    """1,000 members of one score (BYLEX's use), half flushed: lex reads go through the index."""
+    rng = random.Random(11)
+    words = sorted({bytes(rng.choice(b"abcdefgh") for _ in range(rng.randint(1, 4))) for _ in range(1400)})
+    for j in range(0, len(words), 200):
+        pair.run([b"ZADD", b"lex", *[x for w in words[j:j + 200] for x in (b"0", w)]], "fill")
+    pair.memd_flush()
+    pair.run([b"ZREM", b"lex", *words[::9]], "change")
+    pair.run([b"ZADD", b"lex", b"0", b"zz", b"0", b"", b"0", b"b\x00"], "change")
+    bounds = [b"-", b"+", b"[a", b"(a", b"[bc", b"(bc", b"[d", b"(dh", b"[h", b"(hhhh", b"[", b"(", b"[b\x00"]
+    for _ in range(80):
+        lo, hi = rng.choice(bounds), rng.choice(bounds)
+        pair.run([b"ZRANGEBYLEX", b"lex", lo, hi, b"LIMIT", rng.choice([b"0", b"3", b"-1"]), b"5"], "lex")
+        pair.run([b"ZREVRANGEBYLEX", b"lex", hi, lo, b"LIMIT", b"2", b"4"], "lex")
+        pair.run([b"ZLEXCOUNT", b"lex", lo, hi], "lex")
+        pair.run([b"ZRANGE", b"lex", lo, hi, b"BYLEX", b"REV", b"LIMIT", b"0", b"3"], "lex")
+    pair.run(cmd("ZREMRANGEBYLEX lex [c (e"), "rem")
+    pair.run(cmd("ZRANGESTORE dst lex [a (b BYLEX"), "store")
+    pair.run(cmd("ZRANGE dst 0 -1"), "store")
+    pair.run(cmd("ZLEXCOUNT lex - +"), "count")
+    pair.run(cmd("ZADD lex 1 zzz"), "mixed scores: the walk over every member")
+    pair.run(cmd("ZRANGEBYLEX lex [a [b LIMIT 0 5"), "mixed")
+    pair.run(cmd("ZLEXCOUNT lex - +"), "mixed")
+    pair.assert_clean()
+
+
 def _zscan_all(conn: object, key: bytes, opts: list[bytes]) -> tuple[Counter[bytes], dict[bytes, bytes]]:
     seen: Counter[bytes] = Counter()
     scores: dict[bytes, bytes] = {}
