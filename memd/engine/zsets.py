@@ -14,7 +14,7 @@ a newer layer changed. ``ZRANGEBYSCORE key min max LIMIT 0 10`` on a
 and run one ``count(*)`` over the index, so they cost O(log n + buffered
 changes) plus SQLite's own walk of the counted range in C (~80 ns a member
 measured on the dev box; a big stored set keeps fences, see
-``SqliteStore._fences``). A lex range over members of one score is an index
+``memd.store.zindex``). A lex range over members of one score is an index
 range within that score; over mixed scores, ZRANDMEMBER and the set
 operations read every member.
 """

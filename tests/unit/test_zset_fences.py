@@ -1,7 +1,7 @@
 """The store's fences over a big sorted set: counts, ranks and offsets through them equal a plain model.
 
 Fences are every ZSET_FENCE-th member of a stored zset, valid for one flushed LSN (see
-SqliteStore._fences). The fence size is made small here so that a few thousand members
+ZsetIndex._fences in memd/store/zindex.py). The fence size is made small here so that a few thousand members
 cross many fences; scores repeat (ties are ordered by member), bounds land on fences and
 between them, and a flush that changes the set must not leave the old fences in use.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import memd.store.sqlite as sqlite_store
+import memd.store.zindex as zindex
 from memd.engine.engine import Engine
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -30,8 +30,8 @@ def inside(s: float, lo: float, lo_open: bool, hi: float, hi_open: bool) -> bool
 
 
 async def test_counts_ranks_and_offsets_through_fences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sqlite_store, "ZSET_FENCE", 16)
-    monkeypatch.setattr(sqlite_store, "ZSET_FENCE_MIN", 64)
+    monkeypatch.setattr(zindex, "ZSET_FENCE", 16)
+    monkeypatch.setattr(zindex, "ZSET_FENCE_MIN", 64)
     rng = random.Random(3)
     model: dict[bytes, float] = {}
     async with Engine(str(tmp_path / "data")) as engine:
