@@ -78,8 +78,8 @@ def _positions(seq: Sequence[Item], lo: ZBound, hi: ZBound) -> tuple[int, int]:
         a = 0 if lo is None else seq.bisect_left(lo)
         b = len(seq) if hi is None else seq.bisect_left(hi)
     else:
-        a = 0 if lo is None else bisect.bisect_left(seq, lo)  # type: ignore[arg-type]
-        b = len(seq) if hi is None else bisect.bisect_left(seq, hi)  # type: ignore[arg-type]
+        a = 0 if lo is None else bisect.bisect_left(seq, lo)
+        b = len(seq) if hi is None else bisect.bisect_left(seq, hi)
     return a, max(a, b)
 
 

@@ -252,8 +252,12 @@ class ZsetsMixin:
         empty: tuple[ZBound, ZBound] = ((s, b""), (s, b""))
         if lo[0] == 1 or hi[0] == -1:
             return empty  # "+" as the minimum or "-" as the maximum: nothing
-        lo_b: ZBound = (s,) if lo[0] == -1 else after((s, lo[0])) if lo[1] else (s, lo[0])  # type: ignore[arg-type]
-        hi_b: ZBound = None if hi[0] == 1 else (s, hi[0]) if hi[1] else after((s, hi[0]))  # type: ignore[arg-type]
+        lo_b: ZBound = (s,)
+        if isinstance(lo[0], bytes):
+            lo_b = after((s, lo[0])) if lo[1] else (s, lo[0])
+        hi_b: ZBound = None
+        if isinstance(hi[0], bytes):
+            hi_b = (s, hi[0]) if hi[1] else after((s, hi[0]))
         return lo_b, hi_b
 
     def zrange_by_lex(self: Keyspace, key: bytes, lo: LexBound, hi: LexBound, rev: bool = False, offset: int = 0,

@@ -57,7 +57,7 @@ class ZsetIndex:
                     ) -> list[tuple[float, bytes]]:
         where, params = _zset_where(key, lo, hi)
         order = "score DESC, sub DESC" if rev else "score, sub"
-        return self.reader.execute(  # type: ignore[no-any-return]
+        return self.reader.execute(
             f"SELECT score, sub FROM elems WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             (*params, limit, offset)).fetchall()
 
