@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 
 LexBound = tuple[bytes | int, bool]  # a ZRANGEBYLEX bound: (member, exclusive), or -1/+1 for "-"/"+"
+SHADOW_ROWS_PER_LOOKUP = 5
 PAGE_MIN = 16  # store rows per page of a range read: the first page fits what the caller takes ...
 PAGE_MAX = 4096  # ... and later pages grow to this
 _MISSING: Any = object()
@@ -193,7 +194,9 @@ class ZsetsMixin:
             if not bottom:
                 stored_in_range = store.zset_count(key, lo, hi)
                 total += stored_in_range
-                if shadow and stored_in_range <= len(shadow):  # fewer rows to look at than members to look up
+                # discount what the buffer changed: read the range's rows when that is cheaper than looking
+                # each change up (a row read costs ~0.8 us, a lookup ~5 us: 10,000 of each, dev box)
+                if shadow and stored_in_range <= SHADOW_ROWS_PER_LOOKUP * len(shadow):
                     rows = store.zset_range(key, lo, hi, False, stored_in_range)
                     total -= sum(1 for _, sub in rows if sub in shadow)
                 elif shadow:
