@@ -13,6 +13,7 @@ import hashlib
 import json
 from typing import Any
 
+from memd.jsontext import loads_strict
 from memd.store.base import Cond
 
 SAFE_INT = 1 << 53  # the bound ``fields`` keeps integers under (exact in a double)
@@ -64,7 +65,7 @@ def field_tokens(fields: str | None) -> str:
     if not fields:
         return ""
     try:
-        members = json.loads(fields)
+        members = loads_strict(fields)
     except ValueError:
         return ""
     if not isinstance(members, dict):
@@ -94,15 +95,6 @@ def _utf8(text: str) -> str:
     return text
 
 
-def _strict_json(value: str) -> Any:
-    """JSON as SQLite reads it: NaN and Infinity (which Python accepts) are not JSON."""
-    return json.loads(value, parse_constant=_not_json)
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def text_of(value: str | None) -> str:
     """The text FTS indexes for a memory: its JSON's string values at any depth, in document order.
 
@@ -113,7 +105,7 @@ def text_of(value: str | None) -> str:
     if value is None:
         return ""
     try:
-        doc = _strict_json(value)
+        doc = loads_strict(value)
     except ValueError:
         return ""
     texts: list[str] = []
@@ -154,7 +146,7 @@ def fields_of(value: str | None) -> str | None:
     if value is None:
         return None
     try:
-        doc = _strict_json(value)
+        doc = loads_strict(value)
     except ValueError:
         return value
     if not isinstance(doc, dict):
