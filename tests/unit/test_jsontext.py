@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memd import jsontext
-from memd.store.tokens import fields_of, text_of
+from memd.store.tokens import field_tokens, fields_of, index_entry, text_of
 
 
 def _not_json(name: str) -> Any:
@@ -142,3 +142,18 @@ def test_indexing_reads_values_as_json_does() -> None:
         except RecursionError:
             continue
         assert text_of(value) == " ".join(strings).encode(errors="replace").decode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), json_values, max_size=6) | json_values)
+def test_index_entry_is_what_unindexing_replays(value: Any) -> None:
+    """The flush indexes with index_entry (one parse); unindexing recomputes with the three SQL functions."""
+    text = json.dumps(value, ensure_ascii=False)
+    fields = fields_of(text)
+    assert index_entry(text) == (fields, text_of(text), field_tokens(fields))
+
+
+def test_index_entry_of_values_that_are_not_objects() -> None:
+    for text in ["not json", "[1,2]", '"s"', "{", '{"a":"\\ud800"}', '{"a":1e400}']:
+        fields = fields_of(text)
+        assert index_entry(text) == (fields, text_of(text), field_tokens(fields))
