@@ -82,8 +82,9 @@ class Store(Protocol):
 
     def get_mem(self, ns: str, key: str) -> MemRow | None: ...
 
-    def mem_last_version(self, ns: str, key: str) -> int:
-        """The highest version known for a memory, current or archived (0: none)."""
+    def mem_heads(self, idents: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[MemRow | None, int]]:
+        """For each (ns, key): its row (None: none, not even a tombstone) and the highest version
+        known for it, current or archived (0: none). One read for a whole run of MEM.PUTs."""
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None) -> list[HistoryRow]:
         """Archived versions newest first: the newest ``keep`` that ended after ``since_ms``."""

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
+import orjson
 
 from memd.engine.memtable import IndexSpec, Memtable, under
 from memd.errors import CommandError, StoreDamagedError, StoreError
@@ -283,11 +284,14 @@ class SqliteStore:
             "SELECT value, version, created_at, updated_at, expires_at, ttl FROM mem_items WHERE ns = ? AND key = ?",
             (ns, key)).fetchone()
 
-    def mem_last_version(self, ns: str, key: str) -> int:
-        row = self.reader.execute(
-            "SELECT max(v) FROM (SELECT version AS v FROM mem_items WHERE ns = ?1 AND key = ?2 "
-            "UNION ALL SELECT max(version) FROM mem_history WHERE ns = ?1 AND key = ?2)", (ns, key)).fetchone()
-        return int(row[0] or 0)
+    def mem_heads(self, idents: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[MemRow | None, int]]:
+        heads: dict[tuple[str, str], tuple[MemRow | None, int]] = {}
+        # one statement whatever the count (a JSON array of pairs): one cached plan, no parameter limit
+        for row in self.reader.execute(statements.MEM_HEADS, (orjson.dumps(idents),)):
+            ident = (row[0], row[1])
+            last = max(row[3] or 0, row[8] or 0)
+            heads[ident] = (None if row[3] is None else row[2:8], last)
+        return heads
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None) -> list[HistoryRow]:
         n = keep if limit is None else min(keep, limit)
