@@ -195,6 +195,7 @@ class Connection(asyncio.Protocol):
             sets: list[tuple[bytes, bytes]] = []  # a run of plain SETs not applied yet (see _plain_set_ok)
             run_bytes = 0
             run_end = 0  # commands before this index were answered by a command's run handler
+            runs = self.server.run_commands
             for i, argv in enumerate(cmds):
                 if i < run_end:
                     continue
@@ -211,7 +212,7 @@ class Connection(asyncio.Protocol):
                 if sets:
                     self._apply_sets(sets)  # before anything else runs: it may read those keys
                     sets, run_bytes = [], 0
-                if argv[0].lower() in self.server.run_commands and self._plain_set_ok():
+                if runs and argv[0].lower() in runs and self._plain_set_ok():
                     run_end = self._run_of(cmds, i, out, writes)
                     if run_end > i:
                         continue

@@ -16,6 +16,7 @@ Three kinds of connection, three jobs:
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -25,7 +26,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
-import orjson
 
 from memd.engine.memtable import IndexSpec, Memtable, under
 from memd.errors import CommandError, StoreDamagedError, StoreError
@@ -39,6 +39,8 @@ from memd.store.tokens import ns_tokens
 from memd.store.vectors import VectorIndex
 
 T = TypeVar("T")
+_heads_sql = functools.lru_cache(maxsize=None)(statements.mem_heads)
+
 log = logging.getLogger("memd.store")
 Groups = list[tuple[str, list[tuple[Any, ...]]]]
 
@@ -286,11 +288,13 @@ class SqliteStore:
 
     def mem_heads(self, idents: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[MemRow | None, int]]:
         heads: dict[tuple[str, str], tuple[MemRow | None, int]] = {}
-        # one statement whatever the count (a JSON array of pairs): one cached plan, no parameter limit
-        for row in self.reader.execute(statements.MEM_HEADS, (orjson.dumps(idents),)):
-            ident = (row[0], row[1])
-            last = max(row[3] or 0, row[8] or 0)
-            heads[ident] = (None if row[3] is None else row[2:8], last)
+        step = statements.MEM_HEADS_MAX
+        for i in range(0, len(idents), step):
+            chunk = idents[i:i + step]
+            size = 1 << (len(chunk) - 1).bit_length()  # a power of two: a few cached plans for every run
+            chunk += [chunk[-1]] * (size - len(chunk))
+            for row in self.reader.execute(_heads_sql(size), [part for ident in chunk for part in ident]):
+                heads[(row[0], row[1])] = (None if row[3] is None else row[2:8], max(row[3] or 0, row[8] or 0))
         return heads
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None) -> list[HistoryRow]:
