@@ -86,3 +86,56 @@ def hstrlen(ctx: Context, args: list[bytes]) -> object:
 def hincrby(ctx: Context, args: list[bytes]) -> object:
     delta = ll(args[2])  # Redis parses the increment before looking at the key
     return ctx.engine.keyspace.hincrby(args[0], args[1], delta)  # WRONGTYPE, the field's value, overflow
+
+
+# ---- HRANDFIELD, HSCAN ------------------------------------------------------------------------
+# (kept together at the end of the module, with their own imports: they share nothing with the above)
+
+import random  # noqa: E402
+
+from memd.commands.elemscan import scan_command  # noqa: E402
+from memd.commands.strings import SYNTAX  # noqa: E402
+from memd.engine.records import T_HASH  # noqa: E402
+from memd.errors import CommandError  # noqa: E402
+from memd.int64 import INT64_MAX, INT64_MIN  # noqa: E402
+
+_RANDOM_RANGE = "value is out of range, value must between -9223372036854775807 and 9223372036854775807"
+MAX_DRAWS = 1 << 24  # a negative count beyond this is refused (see memd.commands.sets)
+
+
+@command("hrandfield", -2)
+def hrandfield(ctx: Context, args: list[bytes]) -> object:
+    """One random field, or with a count distinct ones (``count`` > 0) or draws (``count`` < 0).
+
+    WITHVALUES replies a flat field, value array in RESP2 and [field, value]
+    pairs in RESP3, as Redis 7.0 does. Reading the hash is O(n).
+    """
+    ks = ctx.engine.keyspace
+    if len(args) == 1:
+        fields = ks.hgetall(args[0])
+        return random.choice(list(fields)) if fields else None
+    count = ll(args[1])
+    if count == INT64_MIN:
+        raise CommandError(_RANDOM_RANGE)
+    if len(args) > 3 or len(args) == 3 and args[2].lower() != b"withvalues":
+        raise CommandError(SYNTAX)
+    with_values = len(args) == 3
+    if with_values and not -(INT64_MAX // 2) <= count <= INT64_MAX // 2:
+        raise CommandError("value is out of range")
+    fields = ks.hgetall(args[0])
+    if not fields or count == 0:
+        return []
+    if -count > MAX_DRAWS:
+        raise CommandError("value is out of range")
+    names = list(fields)
+    picked = random.choices(names, k=-count) if count < 0 else random.sample(names, min(count, len(names)))
+    if not with_values:
+        return picked
+    if ctx.protocol == 3:
+        return [[f, fields[f]] for f in picked]
+    return [x for f in picked for x in (f, fields[f])]
+
+
+@command("hscan", -3)
+def hscan(ctx: Context, args: list[bytes]) -> object:
+    return scan_command(ctx, args, T_HASH, with_values=True)

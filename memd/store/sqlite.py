@@ -258,6 +258,9 @@ class SqliteStore:
                    ) -> Iterator[tuple[bytes, Any]]:
         if sub_from is None:
             cur = self.reader.execute("SELECT sub, value, score FROM elems WHERE key = ? ORDER BY sub", (key,))
+        elif sub_to is None:  # open above: HSCAN/SSCAN resume after a sub and stop when they have enough
+            cur = self.reader.execute(
+                "SELECT sub, value, score FROM elems WHERE key = ? AND sub >= ? ORDER BY sub", (key, sub_from))
         else:
             cur = self.reader.execute(
                 "SELECT sub, value, score FROM elems WHERE key = ? AND sub >= ? AND sub < ? ORDER BY sub",
