@@ -91,8 +91,6 @@ def hincrby(ctx: Context, args: list[bytes]) -> object:
 # ---- HRANDFIELD, HSCAN ------------------------------------------------------------------------
 # (kept together at the end of the module, with their own imports: they share nothing with the above)
 
-import random  # noqa: E402
-
 from memd.commands.elemscan import scan_command  # noqa: E402
 from memd.commands.strings import SYNTAX  # noqa: E402
 from memd.engine.records import T_HASH  # noqa: E402
@@ -108,12 +106,12 @@ def hrandfield(ctx: Context, args: list[bytes]) -> object:
     """One random field, or with a count distinct ones (``count`` > 0) or draws (``count`` < 0).
 
     WITHVALUES replies a flat field, value array in RESP2 and [field, value]
-    pairs in RESP3, as Redis 7.0 does. Reading the hash is O(n).
+    pairs in RESP3, as Redis 7.0 does. Picks: :mod:`memd.engine.randpick`.
     """
     ks = ctx.engine.keyspace
     if len(args) == 1:
-        fields = ks.hgetall(args[0])
-        return random.choice(list(fields)) if fields else None
+        n = ks.hlen(args[0])
+        return ks.random_subs(args[0], n, 1, distinct=True)[0] if n else None
     count = ll(args[1])
     if count == INT64_MIN:
         raise CommandError(_RANDOM_RANGE)
@@ -122,18 +120,17 @@ def hrandfield(ctx: Context, args: list[bytes]) -> object:
     with_values = len(args) == 3
     if with_values and not -(INT64_MAX // 2) <= count <= INT64_MAX // 2:
         raise CommandError("value is out of range")
-    fields = ks.hgetall(args[0])
-    if not fields or count == 0:
+    n = ks.hlen(args[0])
+    if n == 0 or count == 0:
         return []
     if -count > MAX_DRAWS:
         raise CommandError("value is out of range")
-    names = list(fields)
-    picked = random.choices(names, k=-count) if count < 0 else random.sample(names, min(count, len(names)))
     if not with_values:
-        return picked
+        return ks.random_subs(args[0], n, abs(count), distinct=count > 0)
+    picked = ks.random_items(args[0], n, abs(count), distinct=count > 0)
     if ctx.protocol == 3:
-        return [[f, fields[f]] for f in picked]
-    return [x for f in picked for x in (f, fields[f])]
+        return [[f, v] for f, v in picked]
+    return [x for pair in picked for x in pair]
 
 
 @command("hscan", -3)

@@ -1,9 +1,7 @@
 """Set commands beyond membership: SPOP, SRANDMEMBER, SMOVE and the set algebra.
 
-Random picks read the whole set (O(n)) and draw uniformly with Python's
-``random``: exact uniformity and no duplicates for a positive count, at a
-cost linear in the set (Redis samples its hash table in O(count)); fine for
-the sets agents keep, an indexed random pick is future work.
+Random picks are uniform and come from :mod:`memd.engine.randpick` (a few
+offset walks of the store's index rather than reading the whole set).
 
 SINTER walks the smallest set and asks the others by point reads, as Redis
 does. The STORE forms and SMOVE write every key they change in one
@@ -15,7 +13,6 @@ A STORE replaces its destination whatever it held, without its TTL (Redis's
 
 from __future__ import annotations
 
-import random
 from typing import TYPE_CHECKING
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, Meta
@@ -47,24 +44,19 @@ class SetsMixin:
             return None
         if count == 0:
             return []
-        members = self._members(key)
-        picked = random.sample(members, min(len(members), 1 if count is None else count))
+        picked = self.random_subs(key, m[M_COUNT], 1 if count is None else count, distinct=True)
         self.engine.apply([_set_op(key, m, m[M_COUNT] - len(picked), [(x, None) for x in picked])])
         return picked
 
     def srandmember(self: Keyspace, key: bytes, count: int | None) -> list[bytes] | None:
         """SRANDMEMBER: distinct members for ``count`` >= 0 (all of them at most), ``-count`` draws
         with repetition for a negative one; None without the key."""
-        if self.typed_meta(key, T_SET) is None:
+        m = self.typed_meta(key, T_SET)
+        if m is None:
             return None
-        if count == 0:
-            return []
-        members = self._members(key)
         if count is None:
-            return [random.choice(members)]
-        if count < 0:
-            return random.choices(members, k=-count)
-        return random.sample(members, min(count, len(members)))
+            count = 1
+        return self.random_subs(key, m[M_COUNT], abs(count), distinct=count > 0)
 
     def smove(self: Keyspace, src: bytes, dst: bytes, member: bytes) -> bool:
         """SMOVE with Redis's checks in Redis's order; True when the member was in ``src``."""

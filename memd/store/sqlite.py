@@ -268,6 +268,11 @@ class SqliteStore:
         for sub, value, score in cur:
             yield sub, (value if score is None else score)
 
+    def elem_at(self, key: bytes, offset: int) -> bytes | None:
+        row = self.reader.execute("SELECT sub FROM elems WHERE key = ? ORDER BY sub LIMIT 1 OFFSET ?",
+                                  (key, offset)).fetchone()
+        return None if row is None else row[0]  # type: ignore[no-any-return]
+
     def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
         if after is None:
             cur = self.reader.execute("SELECT key, type, expires_at FROM keys ORDER BY key LIMIT ?", (limit,))

@@ -820,38 +820,58 @@ async def test_scan_covers_elements_present_throughout(tmp_path: Path, type_: st
 
 def _chi2(counts: Counter[bytes], cells: list[bytes]) -> float:
     """Pearson's statistic of ``counts`` against a uniform spread over ``cells``."""
+    assert set(counts) <= set(cells), set(counts) - set(cells)  # membership
     expected = sum(counts.values()) / len(cells)
     return sum((counts[c] - expected) ** 2 / expected for c in cells)
 
 
-CHI2_LIMIT = 45.0  # 7 degrees of freedom: p < 1e-6 beyond this
+def _chi2_limit(cells: int) -> float:
+    """Far in the tail: mean + 7 standard deviations of chi-square with cells - 1 degrees (p < 1e-6)."""
+    df = cells - 1
+    return df + 7 * (2 * df) ** 0.5
 
 
 async def test_random_picks_are_uniform(tmp_path: Path) -> None:
-    """Distribution: SRANDMEMBER and HRANDFIELD draws, SRANDMEMBER's distinct picks and SPOP's pick
-    fall uniformly over 8 members (chi-square far in the tail fails)."""
-    members = [b"m%d" % j for j in range(8)]
+    """Distribution: SRANDMEMBER, HRANDFIELD and SPOP pick uniformly among the live elements of a
+    collection spread over SQLite and the buffer (some stored elements deleted or overwritten in
+    the buffer), by offset picks (small counts) and by one full read (large counts)."""
     async with Engine(str(tmp_path / "data")) as engine:
         side = MemdSide(engine, 2)
-        side.call([b"SADD", b"s", *members])
-        side.call([b"HSET", b"h", *[x for m in members for x in (m, b"v")]])
+        stored = [b"m%02d" % j for j in range(30)]
+        side.call([b"SADD", b"s", *stored])
+        side.call([b"HSET", b"h", *[x for m in stored for x in (m, b"old")]])
         await engine.flush()
-        for args in ([b"SRANDMEMBER", b"s", b"-16000"], [b"HRANDFIELD", b"h", b"-16000"]):
-            draws = [b for _, b in parse(side.call(args))[1]]
-            assert len(draws) == 16000
-            assert _chi2(Counter(draws), members) < CHI2_LIMIT, Counter(draws)
-        picks: Counter[bytes] = Counter()
-        for _ in range(2000):
-            chosen = [b for _, b in parse(side.call([b"SRANDMEMBER", b"s", b"4"]))[1]]
-            assert len(set(chosen)) == 4
-            picks.update(chosen)
-        assert _chi2(picks, members) < CHI2_LIMIT, picks
+        fresh = [b"n%02d" % j for j in range(10)]
+        side.call([b"SADD", b"s", *fresh])
+        side.call([b"HSET", b"h", *[x for m in fresh + stored[:5] for x in (m, b"new")]])
+        side.call([b"SREM", b"s", *stored[-5:]])
+        side.call([b"HDEL", b"h", *stored[-5:]])
+        live = stored[:-5] + fresh
+        limit = _chi2_limit(len(live))
+
+        def draws(args: list[bytes]) -> list[bytes]:
+            return [b for _, b in parse(side.call(args))[1]]
+
+        for key, name in ((b"s", b"SRANDMEMBER"), (b"h", b"HRANDFIELD")):
+            small = Counter(x for _ in range(500) for x in draws([name, key, b"-32"]))  # offset picks
+            assert _chi2(small, live) < limit, small
+            large = Counter(draws([name, key, b"-16000"]))  # one full read
+            assert _chi2(large, live) < limit, large
+            subsets: Counter[bytes] = Counter()
+            for _ in range(1500):
+                chosen = draws([name, key, b"5"])
+                assert len(set(chosen)) == 5  # no duplicates
+                subsets.update(chosen)
+            assert _chi2(subsets, live) < limit, subsets
+        values = parse(side.call([b"HRANDFIELD", b"h", b"-32", b"WITHVALUES"]))[1]
+        for f, v in zip(values[::2], values[1::2]):
+            assert v[1] == (b"new" if f[1] in fresh + stored[:5] else b"old")
         pops: Counter[bytes] = Counter()
-        for _ in range(1600):
-            side.call([b"SADD", b"p", *members])
-            pops[parse(side.call([b"SPOP", b"p"]))[1]] += 1
-            side.call([b"DEL", b"p"])
-        assert _chi2(pops, members) < CHI2_LIMIT, pops
+        for _ in range(1500):
+            popped = parse(side.call([b"SPOP", b"s"]))[1]
+            pops[popped] += 1
+            assert side.call([b"SADD", b"s", popped]) == b":1\r\n"  # it had left the set
+        assert _chi2(pops, live) < limit, pops
 
 
 # ---- durability: the new writes survive a restart, with and without a final flush -------------

@@ -106,13 +106,15 @@ async def test_two_key_writes_are_one_record(db: DB, monkeypatch: pytest.MonkeyP
     await phases(db, check)
 
 
-async def test_element_scan_reads_every_layer_in_order(db: DB) -> None:
+@pytest.mark.parametrize("n", [90, 900], ids=["few buffered", "sorted buffer kept between pages"])
+async def test_element_scan_reads_every_layer_in_order(db: DB, n: int) -> None:
     ks = db.ks
-    ks.hset(b"h", [(b"f%03d" % i, b"old") for i in range(0, 60)])
+    third = n // 3
+    ks.hset(b"h", [(b"f%04d" % i, b"old") for i in range(0, 2 * third)])
     await db.engine.flush()
-    ks.hset(b"h", [(b"f%03d" % i, b"new") for i in range(30, 90)])  # half overwritten, 30 added
-    ks.hdel(b"h", [b"f%03d" % i for i in range(0, 90, 10)])
-    expected = {b"f%03d" % i: (b"old" if i < 30 else b"new") for i in range(90) if i % 10}
+    ks.hset(b"h", [(b"f%04d" % i, b"new") for i in range(third, n)])  # half overwritten, a third added
+    ks.hdel(b"h", [b"f%04d" % i for i in range(0, n, 10)])
+    expected = {b"f%04d" % i: (b"old" if i < third else b"new") for i in range(n) if i % 10}
 
     def full(ks: Keyspace, count: int) -> list[tuple[bytes, Any]]:
         out: list[tuple[bytes, Any]] = []
