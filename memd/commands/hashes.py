@@ -92,13 +92,13 @@ def hincrby(ctx: Context, args: list[bytes]) -> object:
 # (kept together at the end of the module, with their own imports: they share nothing with the above)
 
 from memd.commands.elemscan import scan_command  # noqa: E402
+from memd.commands.sets import MAX_DRAWS  # noqa: E402  (the same refusal of huge negative counts)
 from memd.commands.strings import SYNTAX  # noqa: E402
 from memd.engine.records import T_HASH  # noqa: E402
 from memd.errors import CommandError  # noqa: E402
 from memd.int64 import INT64_MAX, INT64_MIN  # noqa: E402
 
 _RANDOM_RANGE = "value is out of range, value must between -9223372036854775807 and 9223372036854775807"
-MAX_DRAWS = 1 << 24  # a negative count beyond this is refused (see memd.commands.sets)
 
 
 @command("hrandfield", -2)
@@ -106,7 +106,8 @@ def hrandfield(ctx: Context, args: list[bytes]) -> object:
     """One random field, or with a count distinct ones (``count`` > 0) or draws (``count`` < 0).
 
     WITHVALUES replies a flat field, value array in RESP2 and [field, value]
-    pairs in RESP3, as Redis 7.0 does. Picks: :mod:`memd.engine.randpick`.
+    pairs in RESP3, as Redis 7.0 does. Picks: :mod:`memd.engine.randpick`. A
+    negative count beyond ``MAX_DRAWS`` is refused, as SRANDMEMBER's is.
     """
     ks = ctx.engine.keyspace
     if len(args) == 1:

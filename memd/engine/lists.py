@@ -162,7 +162,8 @@ class ListsMixin:
             lo, hi = (lo + 1, hi + 1) if src_left else (lo - 1, hi - 1)
             self.engine.apply([_list_op(src, sm, n, lo, hi, [(list_sub(pos), None), (list_sub(new_pos), value)])])
             return value
-        ops = [_list_op(src, sm, n - 1, lo + src_left, hi - (not src_left), [(list_sub(pos), None)])]
+        src_lo, src_hi = (lo + 1, hi) if src_left else (lo, hi - 1)
+        ops = [_list_op(src, sm, n - 1, src_lo, src_hi, [(list_sub(pos), None)])]
         dlo, dhi, dn = (0, 0, 0) if dm is None else (dm[M_LO], dm[M_HI], dm[M_COUNT])
         if dst_left:
             dlo -= 1
