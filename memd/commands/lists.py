@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from memd.commands import Context, command, wrong_arity
 from memd.commands.strings import OK, SYNTAX, ll
-from memd.int64 import INT64_MIN
 from memd.errors import CommandError
+from memd.int64 import INT64_MIN
 from memd.resp import NullArray
 
 _POSITIVE = "value is out of range, must be positive"
