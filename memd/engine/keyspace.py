@@ -16,6 +16,10 @@ import bisect
 from typing import TYPE_CHECKING, Any
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, M_HI, M_LO, M_TYPE, CollectionsMixin, Meta
+from memd.engine.elemscan import ElemScanMixin
+from memd.engine.lists import ListsMixin
+from memd.engine.randpick import RandomPickMixin
+from memd.engine.sets import SetsMixin
 from memd.engine.memtable import DELETED, Memtable
 from memd.engine.records import (
     OP_DEL,
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
 _MISSING: Any = object()
 
 
-class Keyspace(CollectionsMixin):
+class Keyspace(CollectionsMixin, ListsMixin, SetsMixin, ElemScanMixin, RandomPickMixin):
     """The keyspace as Redis commands see it (strings, keys; collections in the mixin)."""
 
     def __init__(self, engine: Engine) -> None:

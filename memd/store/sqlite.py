@@ -261,12 +261,20 @@ class SqliteStore:
                    ) -> Iterator[tuple[bytes, Any]]:
         if sub_from is None:
             cur = self.reader.execute("SELECT sub, value, score FROM elems WHERE key = ? ORDER BY sub", (key,))
+        elif sub_to is None:  # open above: HSCAN/SSCAN resume after a sub and stop when they have enough
+            cur = self.reader.execute(
+                "SELECT sub, value, score FROM elems WHERE key = ? AND sub >= ? ORDER BY sub", (key, sub_from))
         else:
             cur = self.reader.execute(
                 "SELECT sub, value, score FROM elems WHERE key = ? AND sub >= ? AND sub < ? ORDER BY sub",
                 (key, sub_from, sub_to))
         for sub, value, score in cur:
             yield sub, (value if score is None else score)
+
+    def elem_at(self, key: bytes, offset: int) -> bytes | None:
+        row = self.reader.execute("SELECT sub FROM elems WHERE key = ? ORDER BY sub LIMIT 1 OFFSET ?",
+                                  (key, offset)).fetchone()
+        return None if row is None else row[0]  # type: ignore[no-any-return]
 
     def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
         if after is None:

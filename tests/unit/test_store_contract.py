@@ -111,6 +111,8 @@ async def test_collection_elements_merge_across_flushes_and_die_with_their_key(s
     assert dict(store.iter_elems(b"h")) == {b"f1": b"v1", b"f3": b"v3"}
     assert store.get_elem(b"h", b"f2") is None
     assert list(store.iter_elems(b"h", b"f2", b"f9")) == [(b"f3", b"v3")]
+    assert list(store.iter_elems(b"h", b"f1\x00")) == [(b"f3", b"v3")]  # open above: SCAN resumes after f1
+    assert [store.elem_at(b"h", i) for i in range(3)] == [b"f1", b"f3", None]
     await w.flush([h(b"h", True, 1, [(b"new", b"x")])])  # recreated: the old elements are gone
     assert dict(store.iter_elems(b"h")) == {b"new": b"x"}
     await w.flush([(OP_SET, b"h", b"now a string", None)])  # another type: no element survives
