@@ -1,13 +1,16 @@
-"""Hash commands: HSET HSETNX HMSET HGET HMGET HGETALL HKEYS HVALS HDEL HEXISTS HLEN HSTRLEN HINCRBY.
+"""Hash commands: HSET HSETNX HMSET HGET HMGET HGETALL HKEYS HVALS HDEL HEXISTS HLEN HSTRLEN HINCRBY
+HINCRBYFLOAT.
 
-Redis 7.0 semantics (``t_hash.c``). HINCRBYFLOAT is not provided (Redis
-computes it in ``long double``; see :mod:`memd.commands.strings`).
+Redis 7.0 semantics (``t_hash.c``). HINCRBYFLOAT shares INCRBYFLOAT's
+long-double arithmetic (:mod:`memd.longdouble`).
 """
 
 from __future__ import annotations
 
+from memd import longdouble
 from memd.commands import Context, command, wrong_arity
 from memd.commands.strings import OK, ll
+from memd.errors import CommandError
 
 
 def _pairs(args: list[bytes], name: str) -> list[tuple[bytes, bytes]]:
@@ -86,3 +89,13 @@ def hstrlen(ctx: Context, args: list[bytes]) -> object:
 def hincrby(ctx: Context, args: list[bytes]) -> object:
     delta = ll(args[2])  # Redis parses the increment before looking at the key
     return ctx.engine.keyspace.hincrby(args[0], args[1], delta)  # WRONGTYPE, the field's value, overflow
+
+
+@command("hincrbyfloat", 4, write=True)
+def hincrbyfloat(ctx: Context, args: list[bytes]) -> object:
+    incr = longdouble.parse(args[2])  # Redis checks the increment before looking at the key
+    if incr is None:
+        raise CommandError(longdouble.NOT_FLOAT)
+    if not longdouble.isfinite(incr):
+        raise CommandError("value is NaN or Infinity")
+    return ctx.engine.keyspace.hincrbyfloat(args[0], args[1], args[2])  # WRONGTYPE, the field's value, the sum
