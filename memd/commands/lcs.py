@@ -6,8 +6,9 @@ larger of ``LCS(i-1, j)`` and ``LCS(i, j-1)`` (``j`` on a tie); which common
 subsequence it answers, and which match ranges IDX lists, follow from that
 walk, so memd walks the same way.
 
-A cell-by-cell table in Python would take about a minute for two 10 kB
-strings (Redis: a fraction of a second), blocking every client meanwhile.
+A cell-by-cell table in Python takes 4.3 s for two 2 kB strings, so about
+100 s for two 10 kB ones (Redis: a fraction of a second), blocking every
+client meanwhile.
 The table is computed instead by the bit-parallel algorithm of Allison and
 Dix (as revised by Hyyrö, 2004): one row is one Python integer of
 ``len(b)`` bits, bit ``j`` clear where ``LCS(i, j+1) = LCS(i, j) + 1``, and
