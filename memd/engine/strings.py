@@ -1,4 +1,4 @@
-"""String writes that rewrite part of a value: APPEND, SETRANGE, SETBIT, INCRBYFLOAT.
+"""String writes that rewrite part of a value: APPEND, SETRANGE, SETBIT, BITFIELD, INCRBYFLOAT.
 
 Mixed into :class:`memd.engine.keyspace.Keyspace`. Each reads the current
 value, computes the whole new one and logs it with one OP_SET carrying the
@@ -15,7 +15,8 @@ checked before anything is built.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from memd import longdouble
 from memd.engine.collections import M_EXPIRES_AT
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from memd.engine.keyspace import Keyspace
 
 STRING_MAX: Final = 512 * 1024 * 1024  # Redis's default proto-max-bulk-len
+T = TypeVar("T")
 
 
 def check_string_length(size: int, grow: int, limit: int) -> None:
@@ -84,6 +86,22 @@ class StringsMixin:
             data[byte] = data[byte] | mask if on else data[byte] & ~mask
             self.engine.apply([(OP_SET, key, bytes(data), exp)])
         return was
+
+    def edit_string(self: Keyspace, key: bytes, size: int, edit: Callable[[bytearray], T]) -> T:
+        """Run ``edit`` on the string's bytes, grown with zero bytes to ``size`` at least; return its result.
+
+        For BITFIELD, whose operations Redis runs on the string in place: a
+        missing key is created (even when no operation then writes, as in
+        Redis), and the result is logged when the key is new or its bytes changed.
+        """
+        cur, exp = self._string_and_expiry(key)
+        data = bytearray(cur or b"")
+        if len(data) < size:
+            data.extend(bytes(size - len(data)))
+        result = edit(data)
+        if cur is None or data != cur:
+            self.engine.apply([(OP_SET, key, bytes(data), exp)])
+        return result
 
     def incrbyfloat(self: Keyspace, key: bytes, incr: bytes) -> bytes:
         """INCRBYFLOAT: the new value's text (Redis's long-double arithmetic, :mod:`memd.longdouble`)."""

@@ -48,7 +48,8 @@ WORDS = (b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR", b"EX", b"PX", b"EXAT", b"PX
          b"SETNAME", b"AUTH", b"DOCS", b"LIST", b"INFO", b"ID", b"GETNAME", b"SETINFO", b"lib-name", b"lib-ver",
          b"HELP", b"RESETSTAT", b"*", b"f:*", b"f:?", b"[a-z]*", b"string", b"hash", b"list", b"set", b"zset",
          b"none", b"all", b"default", b"keyspace", b"stats", b"clients", b"f", b"f.a", b"f.*", b"*.a", b"memory",
-         b"AND", b"OR", b"XOR", b"NOT", b"BIT", b"BYTE", b"LEN", b"IDX", b"MINMATCHLEN", b"WITHMATCHLEN")
+         b"AND", b"OR", b"XOR", b"NOT", b"BIT", b"BYTE", b"LEN", b"IDX", b"MINMATCHLEN", b"WITHMATCHLEN",
+         b"OVERFLOW", b"SAT", b"WRAP", b"FAIL", b"SET", b"INCRBY", b"i8", b"u4", b"i64", b"#1")
 JSONS = (b'{"a":1}', b'{"a":"x\\u0000y zebra","b":1}', b"{}", b"[1]", b'{"a":{"b":[1,2]}}', b'{"stars":3}',
          b'{"kind":"fact","text":"preferences of the user"}', b'{"a":1e400}', b'{"a":NaN}', b'{"a":"\\ud800"}',
          b'{"a":{"$gt":1}}', b'{"a":{"$in":[1,"x",null]}}', b'{"a":{"$bogus":1}}', b'{"a":null}', b'"x"', b"null",

@@ -1,7 +1,7 @@
 """Differential test of the string family against a real redis-server 7.0, byte for byte.
 
 GETRANGE/SUBSTR, SETRANGE, APPEND, INCRBYFLOAT and HINCRBYFLOAT, the bit
-commands (SETBIT GETBIT BITCOUNT BITPOS BITOP) and LCS, next to the string
+commands (SETBIT GETBIT BITCOUNT BITPOS BITOP BITFIELD BITFIELD_RO) and LCS, next to the string
 commands they mix with (SET, GETEX, GETDEL, SETNX, MSETNX...):
 
 - a corpus of edge cases (argument and type checks in Redis's order, the
@@ -32,7 +32,8 @@ from typing import Any
 
 import pytest
 
-import memd.commands.bits  # noqa: F401  (each module registers its commands)
+import memd.commands.bitfield  # noqa: F401  (each module registers its commands)
+import memd.commands.bits  # noqa: F401
 import memd.commands.lcs  # noqa: F401
 from memd.engine.engine import Engine
 from tests.integration.daemon import Daemon
@@ -531,6 +532,89 @@ LCS a b IDX
 SET e ""
 LCS e a
 LCS e e IDX
+# BITFIELD and BITFIELD_RO
+BITFIELD bf SET i8 0 100 GET i8 0
+BITFIELD bf INCRBY i5 100 1 GET u4 0
+BITFIELD bf OVERFLOW SAT INCRBY u2 102 1 OVERFLOW WRAP INCRBY u2 102 1 OVERFLOW FAIL INCRBY u2 102 5
+BITFIELD bf SET u8 #1 200 GET u8 #1 GET u8 8
+GET bf
+BITFIELD bf GET i64 0
+BITFIELD bf GET u64 0
+BITFIELD bf GET u63 0
+BITFIELD bf GET i65 0
+BITFIELD bf GET i0 0
+BITFIELD bf GET I8 0
+BITFIELD bf GET x8 0
+BITFIELD bf GET i08 0
+BITFIELD bf GET "i8\x00x" 0
+BITFIELD bf GET "" 0
+BITFIELD bf GET i8 -1
+BITFIELD bf GET i8 "#-1"
+BITFIELD bf GET i8 "#"
+BITFIELD bf GET i8 "##1"
+BITFIELD bf GET i8 4294967296
+BITFIELD bf GET i8 4294967295
+BITFIELD bf GET i8 "#536870912"
+BITFIELD bf GET i8 "#536870911"
+BITFIELD bf GET i8 "#9223372036854775807"
+BITFIELD bf GET i8 "#2305843009213693952"
+BITFIELD bf GET i8 1.5
+BITFIELD bf SET i8 0 abc
+BITFIELD bf SET i8 0 9223372036854775808
+BITFIELD bf SET i8 0
+BITFIELD bf GET i8
+BITFIELD bf FOO
+BITFIELD bf OVERFLOW
+BITFIELD bf OVERFLOW BAD GET i8 0
+BITFIELD bf GET i8 0 OVERFLOW FOO
+BITFIELD bf GET i8 0 FOO
+BITFIELD bf GET u64 0 FOO
+BITFIELD bf
+BITFIELD nokey GET i8 0
+EXISTS nokey
+BITFIELD nokey OVERFLOW FAIL INCRBY u2 0 10
+EXISTS nokey
+GET nokey
+BITFIELD nokey2 OVERFLOW SAT
+EXISTS nokey2
+BITFIELD bf OVERFLOW SAT SET i8 0 -9223372036854775808 GET i8 0
+BITFIELD bf OVERFLOW SAT SET i8 0 9223372036854775807 GET i8 0
+BITFIELD bf OVERFLOW WRAP SET i8 0 -9223372036854775808 GET i8 0
+BITFIELD bf OVERFLOW SAT SET u8 0 -1 GET u8 0
+BITFIELD bf OVERFLOW WRAP SET u8 0 -1 GET u8 0
+BITFIELD bf OVERFLOW FAIL SET u8 0 -1 GET u8 0
+BITFIELD bf OVERFLOW FAIL SET u8 0 255 SET i8 0 -129 SET i8 0 -128
+BITFIELD bf OVERFLOW SAT INCRBY i64 0 9223372036854775807 INCRBY i64 0 9223372036854775807
+BITFIELD bf OVERFLOW WRAP INCRBY i64 0 9223372036854775807
+BITFIELD bf OVERFLOW SAT INCRBY i64 0 -9223372036854775808 INCRBY i64 0 -9223372036854775808
+BITFIELD bf OVERFLOW FAIL INCRBY i64 0 -9223372036854775808 INCRBY i64 0 -9223372036854775808
+BITFIELD bf OVERFLOW SAT INCRBY u63 0 -9223372036854775808
+BITFIELD bf INCRBY u63 0 9223372036854775807 INCRBY u63 0 9223372036854775807
+BITFIELD bf OVERFLOW SAT INCRBY u63 0 9223372036854775807 INCRBY u63 0 1
+BITFIELD bf SET i1 3 -1 GET u1 3 INCRBY i1 3 1 GET i1 3
+BITFIELD bf get i8 0 set i8 0 1 incrby i8 0 1 overflow sat
+HSET h f v
+BITFIELD h GET i8 0
+BITFIELD h SET i8 0 1
+BITFIELD h GET i8 -1
+BITFIELD h OVERFLOW SAT
+BITFIELD_RO bf GET i8 0 GET u4 4
+BITFIELD_RO bf SET i8 0 1
+BITFIELD_RO bf INCRBY i8 0 1 GET i8 0
+BITFIELD_RO bf GET i8 0 SET i8 0
+BITFIELD_RO h GET i8 0
+BITFIELD_RO h SET i8 0 1
+BITFIELD_RO nokey GET i8 0
+BITFIELD_RO bf
+BITFIELD_RO bf GET u8 0 OVERFLOW SAT
+SET t v EX 100
+BITFIELD t SET u8 0 255
+TTL t
+GET t
+BITFIELD t GET u8 0 SET u8 0 255
+TTL t
+BITFIELD t SET u16 100 1
+STRLEN t
 # the rest of the string family: GETEX GETDEL SETEX PSETEX SETNX MSETNX GETSET
 SET g v
 GETEX g EX 100
@@ -608,6 +692,20 @@ INTS = ["0", "1", "2", "3", "-1", "-2", "-3", "5", "7", "8", "9", "15", "16", "1
         "9223372036854775807", "-9223372036854775808"]
 
 
+def bitfield_op(rng: random.Random) -> list[str]:
+    kind = rng.choice(["GET", "GET", "SET", "INCRBY", "OVERFLOW"])
+    if kind == "OVERFLOW":
+        return ["OVERFLOW", rng.choice(["WRAP", "SAT", "FAIL", "wrap", "BAD"])]
+    bits = rng.choice([1, 2, 3, 7, 8, 9, 15, 16, 31, 32, 33, 62, 63, 64, 65, 0])
+    width = f"{rng.choice('iiuuUx')}{bits}"
+    offset = rng.choice([str(rng.randint(0, 70)), f"#{rng.randint(0, 5)}", "-1", "x"])
+    if kind == "GET":
+        return [kind, width, offset]
+    value = rng.choice([rng.randint(-300, 300), rng.randint(-2**63, 2**63 - 1), 2**63 - 1, -2**63, 2**(bits - 1),
+                        -2**(bits - 1) - 1, 2**bits - 1, 2**bits, -1, 0])
+    return [kind, width, offset, str(value)]
+
+
 def string_command(rng: random.Random) -> list[str]:
     k = rng.choice(KEYS_)
     k2 = rng.choice(KEYS_)
@@ -647,6 +745,8 @@ def string_command(rng: random.Random) -> list[str]:
         lambda: ["SETNX", k, v()],
         lambda: ["MSETNX", k, v(), k2, v()],
         lambda: ["INCR", k],
+        lambda: [rng.choice(["BITFIELD", "BITFIELD", "BITFIELD_RO"]), k,
+                 *[w for _ in range(rng.randint(0, 3)) for w in bitfield_op(rng)]],
     ]
     command: list[str] = rng.choice(choices)()
     if command[0] == "LCS" and "MINMATCHLEN" in command[3:] and command[-1] == "MINMATCHLEN" and rng.random() < 0.7:
@@ -835,9 +935,12 @@ SET gd v
 GETDEL gd
 SET ge v
 GETEX ge EX 1000
+BITFIELD bf SET i16 #2 -1234 INCRBY u4 3 7 OVERFLOW FAIL INCRBY u2 0 9
+BITFIELD t OVERFLOW SAT INCRBY i8 0 100
+BITFIELD failed OVERFLOW FAIL INCRBY u2 20 9
 """
 PROBES = ["s", "pad", "fresh", "bits", "t", "t2", "f", "h", "x", "and", "or", "xor", "not", "gone", "se", "pe",
-          "nx", "m1", "m2", "gd", "ge"]
+          "nx", "m1", "m2", "gd", "ge", "bf", "failed"]
 
 
 def test_writes_survive_a_crash(redis_socket: str) -> None:

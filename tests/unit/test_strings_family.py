@@ -26,7 +26,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import memd.commands.bits  # noqa: F401  (each module registers its commands)
+import memd.commands.bitfield  # noqa: F401  (each module registers its commands)
+import memd.commands.bits  # noqa: F401
 import memd.commands.hashes  # noqa: F401
 import memd.commands.keys  # noqa: F401
 import memd.commands.lcs  # noqa: F401
@@ -205,6 +206,9 @@ async def test_the_size_limit_is_the_servers_max_bulk_bytes(tmp_path: Path) -> N
         assert call(ctx, "SETBIT", "bits", "799", "1") == 0
         with pytest.raises(CommandError, match="bit offset is not an integer or out of range"):
             call(ctx, "SETBIT", "bits", "800", "1")
+        assert call(ctx, "BITFIELD", "bits", "GET", "u8", "#99") == [1]
+        with pytest.raises(CommandError, match="bit offset is not an integer or out of range"):
+            call(ctx, "BITFIELD", "bits", "GET", "u8", "#100")
         call(ctx, "SET", "a", "0123")
         assert call(ctx, "LCS", "a", "a", "LEN") == 4  # 5 * 5 cells of 4 bytes: 100
         call(ctx, "SET", "a", "01234")
@@ -241,7 +245,8 @@ async def test_writes_replay_after_a_crash(tmp_path: Path, fake_clock: Any) -> N
 def test_registered_with_redis_arity_and_write_flag() -> None:
     expected = {"getrange": (4, False), "substr": (4, False), "setrange": (4, True), "append": (3, True),
                 "incrbyfloat": (3, True), "hincrbyfloat": (4, True), "setbit": (4, True), "getbit": (3, False),
-                "bitcount": (-2, False), "bitpos": (-3, False), "bitop": (-4, True), "lcs": (-3, False)}
+                "bitcount": (-2, False), "bitpos": (-3, False), "bitop": (-4, True), "lcs": (-3, False),
+                "bitfield": (-2, True), "bitfield_ro": (-2, False)}
     for name, (arity, write) in expected.items():
         cmd = COMMANDS[name.encode()]
         assert (cmd.arity, cmd.write) == (arity, write), name
