@@ -4,7 +4,8 @@ MSETNX INCR INCRBY DECR DECRBY INCRBYFLOAT APPEND STRLEN GETRANGE SUBSTR SETRANG
 Redis 7.0 semantics (``t_string.c``): option parsing, the order in which
 errors are detected, and reply shapes match redis-server. INCRBYFLOAT adds in
 80-bit ``long double`` as Redis does (:mod:`memd.longdouble`). The bit
-commands are in :mod:`memd.commands.bits`, LCS in :mod:`memd.commands.lcs`.
+commands are in :mod:`memd.commands.bits` and :mod:`memd.commands.bitfield`, LCS in
+:mod:`memd.commands.lcs`.
 
 This module also holds the argument helpers the other command modules share
 (:data:`ll`, :func:`expire_error`, :func:`string_limit`).
