@@ -1,13 +1,20 @@
-"""Hash commands: HSET HSETNX HMSET HGET HMGET HGETALL HKEYS HVALS HDEL HEXISTS HLEN HSTRLEN HINCRBY.
+"""Hash commands: HSET HSETNX HMSET HGET HMGET HGETALL HKEYS HVALS HDEL HEXISTS HLEN HSTRLEN HINCRBY
+HINCRBYFLOAT.
 
-Redis 7.0 semantics (``t_hash.c``). HINCRBYFLOAT is not provided (Redis
-computes it in ``long double``; see :mod:`memd.commands.strings`).
+Redis 7.0 semantics (``t_hash.c``). HINCRBYFLOAT shares INCRBYFLOAT's
+long-double arithmetic (:mod:`memd.longdouble`).
 """
 
 from __future__ import annotations
 
+from memd import longdouble
 from memd.commands import Context, command, wrong_arity
-from memd.commands.strings import OK, ll
+from memd.commands.elemscan import scan_command
+from memd.commands.sets import MAX_DRAWS  # (the same refusal of huge negative counts)
+from memd.commands.strings import OK, SYNTAX, ll
+from memd.engine.records import T_HASH
+from memd.errors import CommandError
+from memd.int64 import INT64_MAX, INT64_MIN
 
 
 def _pairs(args: list[bytes], name: str) -> list[tuple[bytes, bytes]]:
@@ -88,15 +95,17 @@ def hincrby(ctx: Context, args: list[bytes]) -> object:
     return ctx.engine.keyspace.hincrby(args[0], args[1], delta)  # WRONGTYPE, the field's value, overflow
 
 
-# ---- HRANDFIELD, HSCAN ------------------------------------------------------------------------
-# (kept together at the end of the module, with their own imports: they share nothing with the above)
+@command("hincrbyfloat", 4, write=True)
+def hincrbyfloat(ctx: Context, args: list[bytes]) -> object:
+    incr = longdouble.parse(args[2])  # Redis checks the increment before looking at the key
+    if incr is None:
+        raise CommandError(longdouble.NOT_FLOAT)
+    if not longdouble.isfinite(incr):
+        raise CommandError("value is NaN or Infinity")
+    return ctx.engine.keyspace.hincrbyfloat(args[0], args[1], args[2])  # WRONGTYPE, the field's value, the sum
 
-from memd.commands.elemscan import scan_command  # noqa: E402
-from memd.commands.sets import MAX_DRAWS  # noqa: E402  (the same refusal of huge negative counts)
-from memd.commands.strings import SYNTAX  # noqa: E402
-from memd.engine.records import T_HASH  # noqa: E402
-from memd.errors import CommandError  # noqa: E402
-from memd.int64 import INT64_MAX, INT64_MIN  # noqa: E402
+
+# ---- HRANDFIELD, HSCAN ------------------------------------------------------------------------
 
 _RANDOM_RANGE = "value is out of range, value must between -9223372036854775807 and 9223372036854775807"
 

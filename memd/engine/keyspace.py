@@ -21,6 +21,7 @@ from memd.engine.lists import ListsMixin
 from memd.engine.randpick import RandomPickMixin
 from memd.engine.sets import SetsMixin
 from memd.engine.memtable import DELETED, Memtable
+from memd.engine.strings import StringsMixin
 from memd.engine.records import (
     OP_DEL,
     OP_FLUSHALL,
@@ -40,8 +41,9 @@ if TYPE_CHECKING:
 _MISSING: Any = object()
 
 
-class Keyspace(CollectionsMixin, ListsMixin, SetsMixin, ElemScanMixin, RandomPickMixin):
-    """The keyspace as Redis commands see it (strings, keys; collections in the mixin)."""
+class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMixin, RandomPickMixin):
+    """The keyspace as Redis commands see it (strings, keys; collections and partial string
+    rewrites in the mixins)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
