@@ -253,12 +253,12 @@ class KeyOpsMixin:
 
     def store_list(self: Keyspace, dst: bytes, values: list[bytes]) -> None:
         """SORT ... STORE: ``dst`` becomes this list (no TTL), or is deleted when it is empty."""
+        exists = self.meta(dst) is not None  # (Redis's setKey looks the key up for writing: an access)
         if values:
             n = len(values)
             changes: list[tuple[bytes, Any]] = [(list_sub(i), v) for i, v in enumerate(values)]
             self.engine.apply([(OP_UPDATE, dst, T_LIST, True, None, n, 0, n, changes)])
-            self.access[dst] = self.engine.clock()
-        elif self.meta(dst) is not None:
+        elif exists:
             self.engine.apply([(OP_DEL, dst)])
 
 
