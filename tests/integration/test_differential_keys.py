@@ -786,12 +786,13 @@ async def test_idletime_tracks_access(tmp_path: Path) -> None:
 async def test_writes_survive_restart(tmp_path: Path, flush_first: bool) -> None:
     data = str(tmp_path / "data")
     script = ["RPUSH l 3 1 2", "LPUSH l 9", "HSET h f v g w", "SADD s a b", "ZADD z 1 a 2 b", "SET str v",
-              "EXPIRE h 1000", "MSET w_1 c w_2 b w_3 a w_9 d"]
+              "EXPIRE h 1000", "MSET w_1 c w_2 b w_3 a w_9 d", "SADD big a b c d", "RPUSH long 1 2 3 4 5 6"]
     after = ["RENAME h h2", "COPY l l2", "COPY s s2", "RENAMENX z z2", "COPY str str2", "RENAME str str3",
-             "SORT l BY w_* ALPHA GET # STORE sorted", "SORT l STORE l", "COPY z2 h2 REPLACE"]
+             "SORT l BY w_* ALPHA GET # STORE sorted", "SORT l STORE l", "COPY z2 h2 REPLACE",
+             "SADD small x", "RENAME small big", "RPUSH short a", "COPY short long REPLACE"]
     checks = ["LRANGE l 0 -1", "LRANGE l2 0 -1", "LRANGE sorted 0 -1", "TYPE h", "TYPE h2", "ZRANGE h2 0 -1",
               "SMEMBERS s2", "ZRANGE z2 0 -1 WITHSCORES", "EXISTS z", "GET str2", "GET str3", "EXISTS str",
-              "TTL h2", "DBSIZE"]
+              "TTL h2", "SMEMBERS big", "LRANGE long 0 -1", "DBSIZE"]
     async with Engine(data) as engine:
         side = MemdSide(engine, 2)
         for line in script:
@@ -807,6 +808,7 @@ async def test_writes_survive_restart(tmp_path: Path, flush_first: bool) -> None
         engine._flush_all = no_final_flush  # type: ignore[method-assign]  # a crash: the WAL alone holds them
     assert expected[0] == b"*4\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n$1\r\n9\r\n"
     assert expected[2] == b"*4\r\n$1\r\n3\r\n$1\r\n2\r\n$1\r\n1\r\n$1\r\n9\r\n"
+    assert expected[-3:-1] == [b"*1\r\n$1\r\nx\r\n", b"*1\r\n$1\r\na\r\n"]  # nothing left of the old value
     async with Engine(data) as engine:
         assert engine.recovery_report.records > 0
         side = MemdSide(engine, 2)
