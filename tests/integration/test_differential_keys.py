@@ -800,7 +800,9 @@ async def test_writes_survive_restart(tmp_path: Path, flush_first: bool) -> None
         if flush_first:
             await engine.flush()
         for line in after:
+            lsn = engine.last_lsn
             side.call(cmd(line))
+            assert engine.last_lsn == lsn + 1, f"{line}: one WAL record (all of its keys or none after a crash)"
         expected = [side.call(cmd(line)) for line in checks]
 
         async def no_final_flush() -> None:
