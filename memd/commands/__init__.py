@@ -145,8 +145,8 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
     return value
 
 
-MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "hashes", "lists", "sets", "zsets", "server",
-           "memory")
+MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "keyops", "sort", "hashes", "lists", "sets",
+           "zsets", "server", "memory")
 
 
 def load_all() -> dict[bytes, Command]:

@@ -22,6 +22,7 @@ fields are documented here, once.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -84,6 +85,11 @@ class Store(Protocol):
         """Up to ``limit`` keys sorted after ``after``: (key, type, expires_at)."""
 
     def count_live_keys(self, now_ms: int) -> int: ...
+
+    def random_key(self, rng: random.Random) -> bytes | None:
+        """A stored key chosen at random (RANDOMKEY), expired or not; None when none is stored.
+
+        Every stored key must have a chance; uniformity is not required."""
 
     def get_mem(self, ns: str, key: str) -> MemRow | None: ...
 

@@ -20,6 +20,7 @@ import functools
 import itertools
 import logging
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ Groups = list[tuple[str, list[tuple[Any, ...]]]]
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 READER_CACHE_KIB = 64 * 1024
 READER_MMAP_BYTES = 256 << 20  # file-backed pages count in RSS: keep the watchdog's view bounded
+RANDOM_KEY_LEVELS = 256  # random_key's deepest descent (a balanced one needs ~log2(keys))
 LOAD_BATCH = 10_000  # memories per VectorIndex.replace_many while loading: bounds the temporary copies
 SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more would only queue for the cores
 
@@ -288,6 +290,39 @@ class SqliteStore:
         row = self.reader.execute(
             "SELECT count(*) FROM keys WHERE expires_at IS NULL OR expires_at > ?", (now_ms,)).fetchone()
         return int(row[0])
+
+    def random_key(self, rng: random.Random) -> bytes | None:
+        """A random descent over the key index, two point reads a level (``keys`` has no rowid to draw).
+
+        [lo, hi] starts as the first and last keys; a probe strictly above lo and
+        at most hi, picked at the first byte where they differ, finds a key m
+        (lo < m <= hi); the range becomes [lo, key before m] or [m, hi], a coin
+        toss each. Every key can be reached, nearer the root of an unbalanced
+        split more often; about log2(keys) levels (~40 point reads for a
+        million keys), at most :data:`RANDOM_KEY_LEVELS`.
+        """
+        reader = self.reader
+        with self.snapshot():  # one state of the file throughout: a flush may commit between two reads
+            first = reader.execute("SELECT key FROM keys ORDER BY key LIMIT 1").fetchone()
+            if first is None:
+                return None
+            lo: bytes = first[0]
+            hi: bytes = reader.execute("SELECT key FROM keys ORDER BY key DESC LIMIT 1").fetchone()[0]
+            for _ in range(RANDOM_KEY_LEVELS):
+                if lo == hi:
+                    return lo
+                i = 0
+                while i < len(lo) and lo[i] == hi[i]:
+                    i += 1
+                probe = hi[:i] + bytes([rng.randint(lo[i] + 1 if i < len(lo) else 0, hi[i])])
+                m: bytes = reader.execute("SELECT key FROM keys WHERE key >= ? ORDER BY key LIMIT 1",
+                                          (probe,)).fetchone()[0]
+                if rng.random() < 0.5:
+                    lo = m
+                else:
+                    hi = reader.execute("SELECT key FROM keys WHERE key < ? ORDER BY key DESC LIMIT 1",
+                                        (m,)).fetchone()[0]
+            return lo if rng.random() < 0.5 else hi
 
     def get_mem(self, ns: str, key: str) -> MemRow | None:
         return self.reader.execute(  # type: ignore[no-any-return]
