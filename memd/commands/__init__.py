@@ -119,7 +119,7 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
     return value
 
 
-MODULES = ("connection", "strings", "keys", "hashes", "lists", "sets", "zsets", "server", "memory")
+MODULES = ("connection", "strings", "keys", "hashes", "lists", "sets", "zsets", "server", "memory", "introspect")
 
 
 def load_all() -> dict[bytes, Command]:

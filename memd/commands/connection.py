@@ -176,16 +176,6 @@ def _client_line(c: Context) -> str:
             f"lib-ver={c.lib_ver.decode(errors='replace')} uid={c.peer_uid} pid={c.peer_pid}")
 
 
-@command("command", -1)
-def command_(ctx: Context, args: list[bytes]) -> Any:
-    # redis-cli and redis-py start fine with an empty table; COUNT is exact
-    if args and args[0].lower() == b"count":
-        return len(COMMANDS)
-    if args and args[0].lower() == b"docs":
-        return {}
-    return []
-
-
 # ---- transactions ---------------------------------------------------------------------
 
 @command("multi", 1, no_multi=True)
