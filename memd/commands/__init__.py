@@ -23,7 +23,7 @@ from memd.int64 import parse_int64
 
 if TYPE_CHECKING:
     from memd.commands.serverview import ServerView
-    from memd.engine.engine import Engine
+    from memd.engine.engine import Engine, WatchMark
 
 Handler = Callable[["Context", list[bytes]], Any]
 
@@ -84,7 +84,7 @@ class Context:
     quit: bool = False
     multi: list[tuple[Command, list[bytes]]] | None = None
     multi_error: bool = False
-    watched: dict[bytes, int] = field(default_factory=dict)
+    watched: dict[bytes, WatchMark] = field(default_factory=dict)
 
 
 def wrong_arity(name: str) -> CommandError:

@@ -2,9 +2,11 @@
 and transactions (MULTI EXEC DISCARD WATCH UNWATCH).
 
 A transaction runs its queued commands inside ``engine.batch()``: one WAL
-record, so after a crash it is all there or not at all. WATCH compares the
-engine's per-key modification stamps (see ``Engine.key_stamp``) taken at
-WATCH time with the ones at EXEC.
+record, so after a crash it is all there or not at all. WATCH records what the
+engine says of each key (``Engine.watch_mark``: its modification stamp,
+whether it lived and until when) and EXEC asks the engine whether any of
+them broke (``Engine.watch_broken``: a write, a flush of a key that existed,
+an expiry), as Redis 7.0 decides.
 """
 
 from __future__ import annotations
@@ -204,7 +206,8 @@ def watch(ctx: Context, args: list[bytes]) -> Any:
     for key in args:
         if not ctx.watched:
             ctx.engine.watching += 1  # the engine stamps writes only while someone watches
-        ctx.watched.setdefault(key, ctx.engine.key_stamp(key))
+        if key not in ctx.watched:
+            ctx.watched[key] = ctx.engine.watch_mark(key)
     return OK
 
 
@@ -226,7 +229,7 @@ def exec_(ctx: Context, args: list[bytes]) -> Any:
     if failed:
         raise CommandError("Transaction discarded because of previous errors.", prefix="EXECABORT")
     engine = ctx.engine
-    if any(engine.key_stamp(k) != stamp for k, stamp in watched.items()):
+    if any(engine.watch_broken(k, mark) for k, mark in watched.items()):
         return NullArray
     if any(cmd.write for cmd, _ in queued):
         engine.check_writable()
