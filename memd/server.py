@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +134,9 @@ class Connection(asyncio.Protocol):
             return
         server.next_id += 1
         self.ctx.client_id = server.next_id
+        self.ctx.authenticated = not server.password  # with a password, AUTH first (peer credentials passed)
+        self.ctx.fd = sock.fileno() if sock is not None else -1
+        self.ctx.created = self.ctx.last_active = time.monotonic()
         server.connections.add(self)
         server.stats_connections += 1
         # replies a client does not read count against its budget too (asyncio calls pause_writing)
@@ -189,6 +193,8 @@ class Connection(asyncio.Protocol):
             cmds = self._take()
             if not cmds:
                 break
+            ctx = self.ctx
+            ctx.last_active = time.monotonic()  # once per batch: CLIENT LIST's idle needs no more
             out = bytearray()
             writes: list[tuple[int, int]] = []  # (start, end) in out of replies to write commands
             lsn_before = engine.last_lsn
@@ -221,6 +227,17 @@ class Connection(asyncio.Protocol):
                     return
                 if isinstance(reply, CommandError):
                     self.server.count_error(reply.prefix)
+                if ctx.reply != "on" or reply is NO_REPLY:  # CLIENT REPLY OFF / SKIP: Redis's flags, in order
+                    mode = ctx.reply
+                    ctx.reply = "on" if mode == "skip" else "skip" if mode == "skip_next" else mode
+                    if reply is NO_REPLY or mode in ("off", "skip"):
+                        if engine.last_lsn != before:
+                            self.server.stats_writes += 1
+                        if ctx.quit:
+                            if self._send(out, writes, lsn_before):
+                                self._close()
+                            return
+                        continue
                 start = len(out)
                 self.encoder.protocol = self.ctx.protocol  # HELLO 3 is itself answered in RESP3
                 self.encoder.encode_into(out, reply)
@@ -254,7 +271,8 @@ class Connection(asyncio.Protocol):
         (WAL failure, memory watchdog) is answered by the normal path. None
         of that can change before the run is applied: no await comes between.
         """
-        if self.ctx.multi is not None or self.server.engine.over_capacity():
+        ctx = self.ctx
+        if ctx.multi is not None or not ctx.authenticated or ctx.reply != "on" or self.server.engine.over_capacity():
             return False
         try:
             self.server.engine.check_writable()
@@ -264,6 +282,7 @@ class Connection(asyncio.Protocol):
 
     def _apply_sets(self, sets: list[tuple[bytes, bytes]]) -> None:
         self.server.engine.keyspace.mset(sets)
+        self.ctx.last_cmd = b"set"
         self.server.stats_commands += len(sets)
         self.server.stats_writes += len(sets)
 
@@ -409,6 +428,7 @@ class Server:
         self.namespace_rules: tuple[NamespaceRule, ...] = ()  # [memory] access; the daemon sets it
         self.maintenance: JobRunner | None = None  # MEMD.COMPACT / MEMD.BACKUP run its jobs; the daemon sets it
         self.info_providers: list[InfoProvider] = []  # extra INFO fields by section
+        self.password = ""  # [server] password: "" = peer credentials alone admit a client; the daemon sets it
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1
         self._owns_socket_file = True  # False for a socket systemd passed (memd.socket keeps its file)
@@ -465,6 +485,18 @@ class Server:
 
     def contexts(self) -> list[Context]:
         return [c.ctx for c in self.connections]
+
+    def kill_client(self, ctx: Context) -> None:
+        """CLIENT KILL: close that connection now (what it has not been answered is dropped, as in Redis)."""
+        for conn in self.connections:
+            if conn.ctx is ctx:
+                conn._close()
+                return
+
+    def reset_stats(self) -> None:
+        """CONFIG RESETSTAT: the counters INFO's stats and errorstats sections report start again from 0."""
+        self.stats_connections = self.stats_commands = self.stats_writes = 0
+        self.stats_errors.clear()
 
     async def start(self, activated: socket.socket | None = None) -> None:
         """Bind the socket (safely), then accept; or accept on ``activated``, a listening socket from systemd.

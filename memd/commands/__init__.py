@@ -85,6 +85,14 @@ class Context:
     multi: list[tuple[Command, list[bytes]]] | None = None
     multi_error: bool = False
     watched: dict[bytes, WatchMark] = field(default_factory=dict)
+    authenticated: bool = True  # False until AUTH while [server] password is set (the server decides at accept)
+    reply: str = "on"  # CLIENT REPLY: "on", "off", or "skip" (the next command's reply only)
+    no_evict: bool = False  # CLIENT NO-EVICT (recorded: memd evicts no client)
+    no_touch: bool = False  # CLIENT NO-TOUCH
+    fd: int = -1  # the connection's socket (CLIENT LIST)
+    created: float = 0.0  # time.monotonic() at accept (CLIENT LIST age)
+    last_active: float = 0.0  # time.monotonic() at the last batch of commands (CLIENT LIST idle)
+    last_cmd: bytes = b"NULL"  # the last command run, "client|list" for a subcommand (CLIENT LIST cmd)
 
 
 def wrong_arity(name: str) -> CommandError:
@@ -119,7 +127,8 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
     return value
 
 
-MODULES = ("connection", "strings", "keys", "hashes", "lists", "sets", "zsets", "server", "memory", "introspect")
+MODULES = ("connection", "strings", "keys", "hashes", "lists", "sets", "zsets", "server", "memory", "introspect",
+           "clients", "auth")
 
 
 def load_all() -> dict[bytes, Command]:

@@ -163,6 +163,12 @@ def _redis_table() -> dict[str, Any]:
     return _raw
 
 
+def containers() -> frozenset[bytes]:
+    """The names of Redis's commands that have subcommands (CLIENT, CONFIG, OBJECT...)."""
+    return frozenset(name.encode() for name, entry in _redis_table().items()
+                     if isinstance(entry["info"][9], list) and entry["info"][9])
+
+
 def table() -> dict[str, Meta]:
     """Every command memd implements, by lowercase name (rebuilt when the registry changes)."""
     global _cache

@@ -99,3 +99,13 @@ class ServerView(Protocol):
 
     def contexts(self) -> list[Context]:
         """Every open connection's context (CLIENT LIST)."""
+
+    @property
+    def password(self) -> str:
+        """``[server] password`` ("" = none): AUTH checks it; the daemon sets it (and on reload)."""
+
+    def kill_client(self, ctx: Context) -> None:
+        """Close the connection whose context is ``ctx`` (CLIENT KILL)."""
+
+    def reset_stats(self) -> None:
+        """Zero the counters INFO's stats and errorstats report (CONFIG RESETSTAT)."""
