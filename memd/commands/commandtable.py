@@ -163,6 +163,19 @@ def _redis_table() -> dict[str, Any]:
     return _raw
 
 
+_sub_arity_cache: dict[str, int] = {}
+
+
+def _sub_arities() -> dict[str, int]:
+    """Redis 7.0's arity of every subcommand, by full name ("command|getkeys": -4)."""
+    if not _sub_arity_cache:
+        for entry in _redis_table().values():
+            subs = entry["info"][9]
+            if isinstance(subs, list):
+                _sub_arity_cache.update((str(s[0]), int(s[1])) for s in subs)
+    return _sub_arity_cache
+
+
 def containers() -> frozenset[bytes]:
     """The names of Redis's commands that have subcommands (CLIENT, CONFIG, OBJECT...)."""
     return frozenset(name.encode() for name, entry in _redis_table().items()
@@ -398,10 +411,14 @@ def key_positions(argv: list[bytes]) -> list[int]:
 def subcommand(container: str, args: list[bytes], arities: dict[bytes, int]) -> bytes:
     """The lowercase subcommand of ``args`` after its arity check, with Redis's error texts.
 
-    ``arities`` counts as Redis does: the container and the subcommand included.
+    ``arities`` names the subcommands memd implements; each is checked against Redis 7.0's arity
+    when Redis has it (the table is the reference), else the one given (memd's or Redis 7.2's
+    additions). Arities count as Redis does: the container and the subcommand included.
     """
     sub = args[0].lower()
     arity = arities.get(sub)
+    if arity is not None:
+        arity = _sub_arities().get(f"{container}|{sub.decode(errors='replace')}", arity)
     if arity is None:
         raise CommandError(f"unknown subcommand '{args[0].decode(errors='replace')[:128]}'. "
                            f"Try {container.upper()} HELP.")

@@ -114,8 +114,8 @@ def _get(ctx: Context, patterns: list[bytes]) -> dict[str, str]:
         pat = pattern.lower()
         if b"*" not in pat and b"?" not in pat and b"[" not in pat:  # Redis looks a plain name up directly
             name = pat.decode(errors="replace")
-            if name in settings:
-                found.setdefault(name, settings[name])
+            if name in settings:  # named as asked, as Redis replies to a plain name
+                found.setdefault(pattern.decode(errors="replace"), settings[name])
             continue
         for name, value in settings.items():
             if name not in found and glob_match(pat, name.encode()):
@@ -126,7 +126,7 @@ def _get(ctx: Context, patterns: list[bytes]) -> dict[str, str]:
 def _set(ctx: Context, args: list[bytes]) -> Any:
     """CONFIG SET name value [name value ...]: all checked first, then applied (all or nothing)."""
     if len(args) % 2:
-        raise CommandError("wrong number of arguments for 'config|set' command")
+        raise CommandError("syntax error")
     current = redis_parameters(ctx)
     seen: set[str] = set()
     changes: list[Callable[[], None]] = []

@@ -207,9 +207,13 @@ def exec_(ctx: Context, args: list[bytes]) -> Any:
     if any(cmd.write for cmd, _ in queued):
         engine.check_writable()
     replies: list[Any] = []
-    with engine.batch():
-        for cmd, cargs in queued:
-            replies.append(_run_queued(ctx, cmd, cargs))
+    ctx.multi = queued  # while EXEC runs them the client is still in its transaction (CLIENT LIST flags=x)
+    try:
+        with engine.batch():
+            for cmd, cargs in queued:
+                replies.append(_run_queued(ctx, cmd, cargs))
+    finally:
+        ctx.multi = None
     return replies
 
 
