@@ -86,7 +86,7 @@ def acl(ctx: Context, args: list[bytes]) -> Any:
     if args[0].lower() in _ACL_NOT_BUILT:
         raise CommandError(f"ACL {args[0].decode(errors='replace').upper()} is not supported: memd has one user, "
                            "'default' (peer credentials and [server] password in the config decide access)")
-    sub = subcommand("acl", args, _ACL_ARITY)
+    sub = subcommand("acl", args, _ACL_ARITY, ctx)
     if sub == b"whoami":
         return USER
     if sub == b"users":

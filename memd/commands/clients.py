@@ -116,7 +116,7 @@ def _on_off(raw: bytes) -> bool:
 
 @command("client", -2)
 def client(ctx: Context, args: list[bytes]) -> Any:
-    sub = subcommand("client", args, _ARITY)
+    sub = subcommand("client", args, _ARITY, ctx)
     if sub == b"id":
         return ctx.client_id
     if sub == b"setname":

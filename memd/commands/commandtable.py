@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from memd import __version__
-from memd.commands import COMMANDS, Command, CommandError, wrong_arity
+from memd.commands import COMMANDS, Command, CommandError, Context, wrong_arity
 from memd.int64 import parse_int64
 from memd.resp import OrderedSet, SimpleString
 
@@ -174,12 +174,6 @@ def _sub_arities() -> dict[str, int]:
             if isinstance(subs, list):
                 _sub_arity_cache.update((str(s[0]), int(s[1])) for s in subs)
     return _sub_arity_cache
-
-
-def containers() -> frozenset[bytes]:
-    """The names of Redis's commands that have subcommands (CLIENT, CONFIG, OBJECT...)."""
-    return frozenset(name.encode() for name, entry in _redis_table().items()
-                     if isinstance(entry["info"][9], list) and entry["info"][9])
 
 
 def table() -> dict[str, Meta]:
@@ -408,12 +402,13 @@ def key_positions(argv: list[bytes]) -> list[int]:
     return [pos for pos, _ in _find_keys(meta, argv)]
 
 
-def subcommand(container: str, args: list[bytes], arities: dict[bytes, int]) -> bytes:
+def subcommand(container: str, args: list[bytes], arities: dict[bytes, int], ctx: Context | None = None) -> bytes:
     """The lowercase subcommand of ``args`` after its arity check, with Redis's error texts.
 
     ``arities`` names the subcommands memd implements; each is checked against Redis 7.0's arity
     when Redis has it (the table is the reference), else the one given (memd's or Redis 7.2's
     additions). Arities count as Redis does: the container and the subcommand included.
+    With ``ctx``, the connection's last command becomes ``container|sub`` (CLIENT LIST's cmd=).
     """
     sub = args[0].lower()
     arity = arities.get(sub)
@@ -425,4 +420,6 @@ def subcommand(container: str, args: list[bytes], arities: dict[bytes, int]) -> 
     n = len(args) + 1
     if arity >= 0 and n != arity or arity < 0 and n < -arity:
         raise wrong_arity(f"{container}|{sub.decode()}")
+    if ctx is not None and ctx.multi is None:  # (run by EXEC, Redis's cmd= stays exec)
+        ctx.last_cmd = b"%b|%b" % (container.encode(), sub)
     return sub

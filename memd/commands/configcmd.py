@@ -89,7 +89,7 @@ def redis_parameters(ctx: Context) -> dict[str, str]:
 
 
 def config_command(ctx: Context, args: list[bytes]) -> Any:
-    sub = subcommand("config", args, _ARITY)
+    sub = subcommand("config", args, _ARITY, ctx)
     if sub == b"get":
         return _get(ctx, args[1:])
     if sub == b"set":

@@ -29,13 +29,11 @@ from memd.commands import (
 )
 from memd.commands.auth import authenticate, needs_auth, password
 from memd.commands.clients import client_name
-from memd.commands.commandtable import containers
 from memd.resp import NullArray, SimpleString
 
 OK = SimpleString("OK")
 _TX_CONTROL = {b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"}
 _NO_AUTH = frozenset({b"auth", b"hello", b"quit", b"reset"})  # Redis's no_auth commands
-_CONTAINERS = containers()  # CLIENT LIST's cmd= names their subcommand: client|list
 NOAUTH = "Authentication required."
 
 
@@ -43,11 +41,11 @@ def execute(ctx: Context, argv: list[bytes]) -> Any:
     """Run one command (or queue it inside MULTI); return its reply value."""
     name = argv[0].lower()
     cmd = COMMANDS.get(name)
-    if cmd is not None:
-        ctx.last_cmd = name if name not in _CONTAINERS or len(argv) == 1 else name + b"|" + argv[1].lower()
+    ctx.last_cmd = name  # CLIENT LIST's cmd= (containers memd answers add their subcommand: client|list)
     if ctx.multi is not None and name not in _TX_CONTROL:
         if cmd is None:
             ctx.multi_error = True
+            ctx.last_cmd = b"NULL"
             return unknown_command(argv)
         try:
             check_arity(cmd, len(argv) - 1)
@@ -62,6 +60,7 @@ def execute(ctx: Context, argv: list[bytes]) -> Any:
         ctx.multi.append((cmd, argv[1:]))
         return SimpleString("QUEUED")
     if cmd is None:
+        ctx.last_cmd = b"NULL"  # as Redis: no command ran
         return unknown_command(argv)
     try:
         check_arity(cmd, len(argv) - 1)

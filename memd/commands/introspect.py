@@ -47,7 +47,7 @@ _HELP = (
 def command_(ctx: Context, args: list[bytes]) -> Any:
     if not args:
         return [meta.info for meta in table().values()]
-    sub = subcommand("command", args, _ARITY)
+    sub = subcommand("command", args, _ARITY, ctx)
     if sub == b"count":
         return len(table())
     if sub == b"info":
