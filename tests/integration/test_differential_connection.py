@@ -18,6 +18,7 @@ import hashlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from tests.integration.daemon import Daemon
 from tests.integration.test_differential_handlers import REDIS_SERVER, _random_command, cmd, parse
@@ -316,7 +318,6 @@ def test_a_password_is_required_as_requirepass(protocol: int) -> None:
 
 def test_a_library_configured_with_a_password() -> None:
     """redis-py with password=... against memd with that password: it connects, works; a wrong one fails."""
-    redis = pytest.importorskip("redis")
     base = tempfile.mkdtemp(prefix="mconn-", dir="/tmp")
     config = os.path.join(base, "memd.toml")
     with open(config, "w") as fh:
@@ -599,3 +600,41 @@ def test_watch_expiry_and_flush_rules(redis_socket: str, memd_socket: str, proto
     null = b"_\r\n" if protocol == 3 else b"*-1\r\n"
     ok = b"*1\r\n+OK\r\n"
     assert outcomes[0] == outcomes[1] == [null, ok, null, ok, null, null, ok]
+
+
+def test_the_password_reloads_for_new_connections() -> None:
+    """[server] password is live: after a reload new connections must AUTH; one already open keeps working."""
+    base = tempfile.mkdtemp(prefix="mconn-", dir="/tmp")
+    config = os.path.join(base, "memd.toml")
+    with open(config, "w") as fh:
+        fh.write("")
+    d = Daemon(config=config, base=base).start()
+    try:
+        before = redis.Redis(unix_socket_path=d.socket)
+        assert before.set("k", "v")
+        reloads = int(before.info("server")["memd_config_reloads"])
+        with open(config, "w") as fh:
+            fh.write(f'[server]\npassword = "{PASSWORD}"\n')
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while int(before.info("server")["memd_config_reloads"]) <= reloads:
+            assert time.monotonic() < deadline, "no reload"
+            time.sleep(0.05)
+        assert before.get("k") == b"v"  # connected before the password: still in
+        before.close()
+        anonymous = redis.Redis(unix_socket_path=d.socket)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.get("k")
+        anonymous.close()
+        authed = redis.Redis(unix_socket_path=d.socket, password=PASSWORD)
+        assert authed.get("k") == b"v"
+        authed.close()
+        raw = Conn(d.socket, 2)
+        assert raw.call(cmd("CONFIG GET requirepass")) == b"-NOAUTH Authentication required.\r\n"
+        raw.close()
+    finally:
+        d.stop()
+        log = d.log()
+        d.cleanup()
+    assert PASSWORD not in log
