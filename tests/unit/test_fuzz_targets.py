@@ -38,7 +38,8 @@ def test_the_prefix_rule_refuses_what_could_touch_another_clients_data() -> None
                [b"MSET", b"f:1", b"v", b"own:num", b"1"], [b"GETDEL", b"own:str"], [b"EXPIRE", b"own:ttl", b"1"],
                [b"MEM.DEL", b"own.ns", b"k"], [b"MEM.PUT", b"own.ns", b"k", b"{}"], [b"MEM.SEARCH", b"",
                                                                                     b"REFRESHTTL"],
-               [b"MEM.GET", b"fo", b"k", b"REFRESHTTL"], [b"WATCH", b"f:1", b"own:s"]]
+               [b"MEM.GET", b"fo", b"k", b"REFRESHTTL"], [b"WATCH", b"f:1", b"own:s"],
+               [b"CLIENT", b"KILL", b"ID", b"1"], [b"client", b"reply", b"off"], [b"CONFIG", b"SET", b"x", b"y"]]
     for argv in refused:
         assert not grammar.allowed(argv), argv
     for argv in ([b"DEL", b"f:1", b"f:"], [b"MSET", b"f:1", b"own:value"], [b"MEM.PUT", b"f.a", b"k", b"{}"],
