@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, load_all
+from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, arity_ok, load_all
 from memd.commands.connection import execute, release_watches
 from memd.commands.serverview import InfoProvider, JobRunner
 from memd.config import NamespaceRule
@@ -200,7 +200,11 @@ class Connection(asyncio.Protocol):
             lsn_before = engine.last_lsn
             sets: list[tuple[bytes, bytes]] = []  # a run of plain SETs not applied yet (see _plain_set_ok)
             run_bytes = 0
+            run_end = 0  # commands before this index were answered by a command's run handler
+            runs = self.server.run_commands
             for i, argv in enumerate(cmds):
+                if i < run_end:
+                    continue
                 if len(argv) == 3 and argv[0].lower() == b"set" and (sets or self._plain_set_ok()):
                     sets.append((argv[1], argv[2]))
                     start = len(out)
@@ -214,6 +218,10 @@ class Connection(asyncio.Protocol):
                 if sets:
                     self._apply_sets(sets)  # before anything else runs: it may read those keys
                     sets, run_bytes = [], 0
+                if runs and argv[0].lower() in runs and self._plain_set_ok():
+                    run_end = self._run_of(cmds, i, out, writes)
+                    if run_end > i:
+                        continue
                 if engine.over_capacity() and self._is_write(argv):
                     self.backlog = cmds[i:] + self.backlog
                     self._suspend(out, writes, lsn_before, self._admit)
@@ -279,6 +287,40 @@ class Connection(asyncio.Protocol):
         except CommandError:
             return False
         return True
+
+    def _run_of(self, cmds: list[list[bytes]], i: int, out: bytearray, writes: list[tuple[int, int]]) -> int:
+        """Answer the run of calls of ``cmds[i]``'s command that starts at ``i`` with its run handler
+        (see memd.commands.batched); return where the run ended (``i``: no run here).
+
+        The run stops at another command, a call of the wrong arity (the normal path answers
+        it) or RUN_MAX_BYTES of arguments (the next run checks the buffer's cap again). The
+        caller has checked what _plain_set_ok checks, which no call in the run can change.
+        """
+        name = cmds[i][0].lower()
+        cmd = COMMANDS[name]
+        end, size = i, 0
+        while end < len(cmds) and size < RUN_MAX_BYTES:
+            argv = cmds[end]
+            if argv[0].lower() != name or not arity_ok(cmd, len(argv) - 1):
+                break
+            size += sum(map(len, argv))
+            end += 1
+        if end == i:
+            return i
+        assert cmd.run is not None
+        replies = cmd.run(self.ctx, [argv[1:] for argv in cmds[i:end]])
+        encoder = self.encoder
+        encoder.protocol = self.ctx.protocol
+        for reply in replies:
+            start = len(out)
+            encoder.encode_into(out, reply)
+            if isinstance(reply, CommandError):
+                self.server.count_error(reply.prefix)
+            else:
+                writes.append((start, len(out)))
+                self.server.stats_writes += 1
+        self.server.stats_commands += end - i
+        return end
 
     def _apply_sets(self, sets: list[tuple[bytes, bytes]]) -> None:
         self.server.engine.keyspace.mset(sets)
@@ -408,6 +450,7 @@ class Server:
     def __init__(self, engine: Engine, socket_path: str, *, limits: Limits | None = None,
                  access: Access | None = None, socket_mode: int = 0o660, socket_group: int | None = None) -> None:
         load_all()
+        self.run_commands = frozenset(name for name, cmd in COMMANDS.items() if cmd.run is not None)
         self.engine = engine
         self.socket_path = socket_path
         self.limits = limits or Limits()

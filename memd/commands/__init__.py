@@ -13,6 +13,7 @@ server imports :data:`COMMANDS` after :func:`load_all`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from memd.engine.engine import Engine, WatchMark
 
 Handler = Callable[["Context", list[bytes]], Any]
+# A run of consecutive calls of one command (each call's arguments) -> one reply per call (see batched)
+RunHandler = Callable[["Context", list[list[bytes]]], list[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,7 @@ class Command:
     write: bool = False
     admin: bool = False
     no_multi: bool = False  # connection-level commands handled outside transactions
+    run: RunHandler | None = None  # a whole run of calls at once (see batched)
 
 
 COMMANDS: dict[bytes, Command] = {}
@@ -62,6 +66,24 @@ def command(name: str, arity: int, *, write: bool = False, admin: bool = False,
     """Register ``handler`` under ``name`` (case-insensitive)."""
     def register(handler: Handler) -> Handler:
         COMMANDS[name.lower().encode()] = Command(name.lower(), handler, arity, write, admin, no_multi)
+        return handler
+    return register
+
+
+def batched(name: str) -> Callable[[RunHandler], RunHandler]:
+    """Give the registered command ``name`` a handler for a run of consecutive calls.
+
+    Pipelined clients send runs of one command (bulk ingest of MEM.PUTs). The server hands
+    such a run, outside any transaction and only when the engine takes writes at all, to
+    ``handler(ctx, calls)`` in one go. Its contract: the replies (a value or a
+    CommandError, one per call) and the effects are exactly those of the calls run one
+    after the other, and its writes go in ONE ``engine.apply`` (a run is then all or
+    nothing after a crash: atomicity only grows). What it saves is per-call work that
+    can be shared: dispatch, store reads, WAL records.
+    """
+    def register(handler: RunHandler) -> RunHandler:
+        key = name.lower().encode()
+        COMMANDS[key] = dataclasses.replace(COMMANDS[key], run=handler)
         return handler
     return register
 
@@ -99,10 +121,14 @@ def wrong_arity(name: str) -> CommandError:
     return CommandError(f"wrong number of arguments for '{name}' command")
 
 
-def check_arity(cmd: Command, nargs: int) -> None:
+def arity_ok(cmd: Command, nargs: int) -> bool:
     """``nargs`` excludes the command name, as handlers see it."""
     n = nargs + 1
-    if cmd.arity >= 0 and n != cmd.arity or cmd.arity < 0 and n < -cmd.arity:
+    return n == cmd.arity if cmd.arity >= 0 else n >= -cmd.arity
+
+
+def check_arity(cmd: Command, nargs: int) -> None:
+    if not arity_ok(cmd, nargs):
         raise wrong_arity(cmd.name)
 
 
@@ -127,8 +153,8 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
     return value
 
 
-MODULES = ("connection", "strings", "keys", "hashes", "lists", "sets", "zsets", "server", "memory", "introspect",
-           "clients", "auth")
+MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "hashes", "lists", "sets", "zsets", "server",
+           "memory", "introspect", "clients", "auth")
 
 
 def load_all() -> dict[bytes, Command]:

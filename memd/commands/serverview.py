@@ -32,10 +32,13 @@ InfoProvider = tuple[str, Callable[[], dict[str, Any]]]  # (INFO section, its ex
 
 
 class ClientLimits(Protocol):
-    """The connection limits INFO reports."""
+    """The connection limits INFO reports, and the string size limit (Redis's proto-max-bulk-len)."""
 
     @property
     def max_clients(self) -> int: ...
+
+    @property
+    def max_bulk_bytes(self) -> int: ...
 
 
 class JobRunner(Protocol):

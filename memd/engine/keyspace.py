@@ -16,7 +16,12 @@ import bisect
 from typing import TYPE_CHECKING, Any
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, M_HI, M_LO, M_TYPE, CollectionsMixin, Meta
+from memd.engine.elemscan import ElemScanMixin
+from memd.engine.lists import ListsMixin
+from memd.engine.randpick import RandomPickMixin
+from memd.engine.sets import SetsMixin
 from memd.engine.memtable import DELETED, Memtable
+from memd.engine.strings import StringsMixin
 from memd.engine.records import (
     OP_DEL,
     OP_FLUSHALL,
@@ -36,8 +41,9 @@ if TYPE_CHECKING:
 _MISSING: Any = object()
 
 
-class Keyspace(CollectionsMixin):
-    """The keyspace as Redis commands see it (strings, keys; collections in the mixin)."""
+class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMixin, RandomPickMixin):
+    """The keyspace as Redis commands see it (strings, keys; collections and partial string
+    rewrites in the mixins)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

@@ -73,7 +73,12 @@ class Store(Protocol):
 
     def iter_elems(self, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None
                    ) -> Iterator[tuple[bytes, Any]]:
-        """Elements of a key in sub order, optionally in ``[sub_from, sub_to)``."""
+        """Elements of a key in sub order, optionally in ``[sub_from, sub_to)`` (``sub_to`` None: no upper
+        bound). Lazy: a caller that stops early (an element SCAN page) reads no further rows."""
+
+    def elem_at(self, key: bytes, offset: int) -> bytes | None:
+        """The sub-key at ``offset`` (0-based) in a key's sub order, None past the end. O(offset),
+        walked by the store itself: a uniform random pick without reading the collection."""
 
     def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
         """Up to ``limit`` keys sorted after ``after``: (key, type, expires_at)."""
@@ -82,8 +87,9 @@ class Store(Protocol):
 
     def get_mem(self, ns: str, key: str) -> MemRow | None: ...
 
-    def mem_last_version(self, ns: str, key: str) -> int:
-        """The highest version known for a memory, current or archived (0: none)."""
+    def mem_heads(self, idents: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[MemRow | None, int]]:
+        """For each (ns, key): its row (None: none, not even a tombstone) and the highest version
+        known for it, current or archived (0: none). One read for a whole run of MEM.PUTs."""
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None) -> list[HistoryRow]:
         """Archived versions newest first: the newest ``keep`` that ended after ``since_ms``."""

@@ -16,6 +16,7 @@ Three kinds of connection, three jobs:
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -38,6 +39,8 @@ from memd.store.tokens import ns_tokens
 from memd.store.vectors import VectorIndex
 
 T = TypeVar("T")
+_heads_sql = functools.lru_cache(maxsize=None)(statements.mem_heads)
+
 log = logging.getLogger("memd.store")
 Groups = list[tuple[str, list[tuple[Any, ...]]]]
 
@@ -258,12 +261,20 @@ class SqliteStore:
                    ) -> Iterator[tuple[bytes, Any]]:
         if sub_from is None:
             cur = self.reader.execute("SELECT sub, value, score FROM elems WHERE key = ? ORDER BY sub", (key,))
+        elif sub_to is None:  # open above: HSCAN/SSCAN resume after a sub and stop when they have enough
+            cur = self.reader.execute(
+                "SELECT sub, value, score FROM elems WHERE key = ? AND sub >= ? ORDER BY sub", (key, sub_from))
         else:
             cur = self.reader.execute(
                 "SELECT sub, value, score FROM elems WHERE key = ? AND sub >= ? AND sub < ? ORDER BY sub",
                 (key, sub_from, sub_to))
         for sub, value, score in cur:
             yield sub, (value if score is None else score)
+
+    def elem_at(self, key: bytes, offset: int) -> bytes | None:
+        row = self.reader.execute("SELECT sub FROM elems WHERE key = ? ORDER BY sub LIMIT 1 OFFSET ?",
+                                  (key, offset)).fetchone()
+        return None if row is None else row[0]  # type: ignore[no-any-return]
 
     def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
         if after is None:
@@ -283,11 +294,16 @@ class SqliteStore:
             "SELECT value, version, created_at, updated_at, expires_at, ttl FROM mem_items WHERE ns = ? AND key = ?",
             (ns, key)).fetchone()
 
-    def mem_last_version(self, ns: str, key: str) -> int:
-        row = self.reader.execute(
-            "SELECT max(v) FROM (SELECT version AS v FROM mem_items WHERE ns = ?1 AND key = ?2 "
-            "UNION ALL SELECT max(version) FROM mem_history WHERE ns = ?1 AND key = ?2)", (ns, key)).fetchone()
-        return int(row[0] or 0)
+    def mem_heads(self, idents: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[MemRow | None, int]]:
+        heads: dict[tuple[str, str], tuple[MemRow | None, int]] = {}
+        step = statements.MEM_HEADS_MAX
+        for i in range(0, len(idents), step):
+            chunk = idents[i:i + step]
+            size = 1 << (len(chunk) - 1).bit_length()  # a power of two: a few cached plans for every run
+            chunk += [chunk[-1]] * (size - len(chunk))
+            for row in self.reader.execute(_heads_sql(size), [part for ident in chunk for part in ident]):
+                heads[(row[0], row[1])] = (None if row[3] is None else row[2:8], max(row[3] or 0, row[8] or 0))
+        return heads
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None) -> list[HistoryRow]:
         n = keep if limit is None else min(keep, limit)

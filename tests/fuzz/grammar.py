@@ -33,6 +33,8 @@ NO_KEYS = frozenset({b"acl", b"auth", b"client", b"command", b"config", b"dbsize
                      b"unwatch", b"waitaof", b"mem.namespaces"})
 ALL_KEYS = frozenset({b"del", b"exists", b"unlink", b"mget", b"watch"})
 PAIR_KEYS = frozenset({b"mset", b"msetnx"})
+TWO_KEYS = frozenset({b"lcs"})  # LCS key1 key2 [options]
+KEYS_AFTER_FIRST = frozenset({b"bitop"})  # BITOP op destkey srckey...
 MEM_ITEM = frozenset({b"mem.put", b"mem.get", b"mem.del", b"mem.history"})  # namespace, key, ...
 MEM_PREFIX = frozenset({b"mem.search"})  # namespace prefix, options...
 
@@ -48,7 +50,9 @@ WORDS = (b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR", b"EX", b"PX", b"EXAT", b"PX
          b"TYPE", b"TTL", b"REFRESHTTL", b"QUERY", b"FILTER", b"OFFSET", b"PREFIX", b"SUFFIX", b"MAXDEPTH",
          b"SETNAME", b"AUTH", b"DOCS", b"LIST", b"INFO", b"ID", b"GETNAME", b"SETINFO", b"lib-name", b"lib-ver",
          b"HELP", b"RESETSTAT", b"*", b"f:*", b"f:?", b"[a-z]*", b"string", b"hash", b"list", b"set", b"zset",
-         b"none", b"all", b"default", b"keyspace", b"stats", b"clients", b"f", b"f.a", b"f.*", b"*.a", b"memory")
+         b"none", b"all", b"default", b"keyspace", b"stats", b"clients", b"f", b"f.a", b"f.*", b"*.a", b"memory",
+         b"AND", b"OR", b"XOR", b"NOT", b"BIT", b"BYTE", b"LEN", b"IDX", b"MINMATCHLEN", b"WITHMATCHLEN",
+         b"OVERFLOW", b"SAT", b"WRAP", b"FAIL", b"SET", b"INCRBY", b"i8", b"u4", b"i64", b"#1")
 JSONS = (b'{"a":1}', b'{"a":"x\\u0000y zebra","b":1}', b"{}", b"[1]", b'{"a":{"b":[1,2]}}', b'{"stars":3}',
          b'{"kind":"fact","text":"preferences of the user"}', b'{"a":1e400}', b'{"a":NaN}', b'{"a":"\\ud800"}',
          b'{"a":{"$gt":1}}', b'{"a":{"$in":[1,"x",null]}}', b'{"a":{"$bogus":1}}', b'{"a":null}', b'"x"', b"null",
@@ -160,8 +164,10 @@ def build_command(src: Source) -> list[bytes]:
     n = arg_count(src, name)
     args: list[bytes] = []
     for i in range(n):
-        if name in ALL_KEYS or (i == 0 and name not in NO_KEYS and name not in MEM_ITEM | MEM_PREFIX) \
-                or (name in PAIR_KEYS and i % 2 == 0):
+        if name in KEYS_AFTER_FIRST:
+            args.append(fuzz_key(src) if i else src.pick(WORDS))
+        elif name in ALL_KEYS or (i == 0 and name not in NO_KEYS and name not in MEM_ITEM | MEM_PREFIX) \
+                or (name in PAIR_KEYS and i % 2 == 0) or (name in TWO_KEYS and i < 2):
             args.append(fuzz_key(src))
         elif i == 0 and name in MEM_ITEM | MEM_PREFIX:
             args.append(namespace(src))
@@ -197,6 +203,10 @@ def allowed(argv: list[bytes]) -> bool:
         keys = args
     elif name in PAIR_KEYS:
         keys = args[::2]
+    elif name in TWO_KEYS:
+        keys = args[:2]
+    elif name in KEYS_AFTER_FIRST:
+        keys = args[1:]
     else:
         keys = args[:1]
     return all(k.startswith(KEY_PREFIX) for k in keys)
