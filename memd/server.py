@@ -226,6 +226,10 @@ class Connection(asyncio.Protocol):
                     self.backlog = cmds[i:] + self.backlog
                     self._suspend(out, writes, lsn_before, self._admit)
                     return
+                if self.server.pause_until and self._paused_for(argv):  # CLIENT PAUSE: wait, then go on
+                    self.backlog = cmds[i:] + self.backlog
+                    self._suspend(out, writes, lsn_before, self._wait_unpause)
+                    return
                 before = engine.last_lsn
                 reply = execute(self.ctx, argv)
                 self.server.stats_commands += 1
@@ -280,7 +284,8 @@ class Connection(asyncio.Protocol):
         of that can change before the run is applied: no await comes between.
         """
         ctx = self.ctx
-        if ctx.multi is not None or not ctx.authenticated or ctx.reply != "on" or self.server.engine.over_capacity():
+        if ctx.multi is not None or not ctx.authenticated or ctx.reply != "on" or self.server.pause_until \
+                or self.server.engine.over_capacity():
             return False
         try:
             self.server.engine.check_writable()
@@ -398,6 +403,32 @@ class Connection(asyncio.Protocol):
 
         asyncio.get_running_loop().create_task(resume())
 
+    def _paused_for(self, argv: list[bytes]) -> bool:
+        """Whether CLIENT PAUSE holds this command now: every command (ALL), or writes (WRITE; EXEC
+        when its transaction writes), as Redis 7.0 postpones them."""
+        server = self.server
+        if time.monotonic() >= server.pause_until:
+            server.unpause()  # the pause ran out
+            return False
+        if server.pause_all:
+            return True
+        name = argv[0].lower()
+        if name == b"exec":
+            return self.ctx.multi is not None and any(c.write for c, _ in self.ctx.multi)
+        cmd = COMMANDS.get(name)
+        return cmd is not None and cmd.write
+
+    async def _wait_unpause(self) -> Any:
+        """Wait for the pause's end (its time, or CLIENT UNPAUSE); the held commands then run."""
+        server = self.server
+        delay = server.pause_until - time.monotonic()
+        if delay > 0:
+            try:
+                await asyncio.wait_for(server.unpaused.wait(), delay)
+            except TimeoutError:
+                pass
+        return NO_REPLY
+
     async def _admit(self) -> Any:
         try:
             await self.server.engine.admit()
@@ -471,6 +502,9 @@ class Server:
         self.namespace_rules: tuple[NamespaceRule, ...] = ()  # [memory] access; the daemon sets it
         self.maintenance: JobRunner | None = None  # MEMD.COMPACT / MEMD.BACKUP run its jobs; the daemon sets it
         self.info_providers: list[InfoProvider] = []  # extra INFO fields by section
+        self.pause_until = 0.0  # CLIENT PAUSE: time.monotonic() it ends at; 0: no pause
+        self.pause_all = False  # ... of every command (ALL), else of writes only (WRITE)
+        self.unpaused = asyncio.Event()  # set (and replaced) when a pause ends early
         self.password = ""  # [server] password: "" = peer credentials alone admit a client; the daemon sets it
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1
@@ -535,6 +569,18 @@ class Server:
             if conn.ctx is ctx:
                 conn._close()
                 return
+
+    def pause(self, milliseconds: int, all_commands: bool) -> None:
+        """CLIENT PAUSE: hold every client's commands (or writes) until then; a pause never shortens
+        one in force, and ALL outranks WRITE (Redis's pauseClients)."""
+        self.pause_until = max(self.pause_until, time.monotonic() + milliseconds / 1000)
+        self.pause_all = self.pause_all or all_commands
+
+    def unpause(self) -> None:
+        """CLIENT UNPAUSE (or the pause's end): held connections go on."""
+        self.pause_until, self.pause_all = 0.0, False
+        self.unpaused.set()
+        self.unpaused = asyncio.Event()
 
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: the counters INFO's stats and errorstats sections report start again from 0."""

@@ -1,4 +1,4 @@
-"""CLIENT: ID SETNAME GETNAME SETINFO INFO LIST KILL REPLY NO-EVICT NO-TOUCH HELP, as Redis 7.0 answers.
+"""CLIENT: ID SETNAME GETNAME SETINFO INFO LIST KILL REPLY NO-EVICT NO-TOUCH PAUSE UNPAUSE HELP, as Redis 7.0.
 
 CLIENT LIST / INFO lines carry Redis 7.0's fields in its order (then
 7.2's lib-name and lib-ver, which memd records with CLIENT SETINFO), so
@@ -25,7 +25,7 @@ from memd.resp import SimpleString, Verbatim
 
 OK = SimpleString("OK")
 _ARITY = {b"id": 2, b"info": 2, b"list": -2, b"setname": 3, b"getname": 2, b"setinfo": 4, b"kill": -3,
-          b"reply": 3, b"no-evict": 3, b"no-touch": 3, b"help": 2}
+          b"reply": 3, b"no-evict": 3, b"no-touch": 3, b"pause": -3, b"unpause": 2, b"help": 2}
 declare_subcommands("client", [s.decode() for s in _ARITY])
 _TYPES = {b"normal", b"master", b"slave", b"replica", b"pubsub"}
 _HELP = (
@@ -60,6 +60,10 @@ _HELP = (
     "    Assign the name <name> to the current connection.",
     "SETINFO <LIB-NAME|LIB-VER> <value>",
     "    Set client meta attr.",
+    "UNPAUSE",
+    "    Stop the current client pause, resuming traffic.",
+    "PAUSE <timeout> [WRITE|ALL]",
+    "    Suspend all, or just write, clients for <timeout> milliseconds.",
     "NO-EVICT (ON|OFF)",
     "    Protect current client connection from eviction.",
     "NO-TOUCH (ON|OFF)",
@@ -151,7 +155,31 @@ def client(ctx: Context, args: list[bytes]) -> Any:
     if sub == b"no-touch":
         ctx.no_touch = _on_off(args[1])
         return OK
+    if sub == b"pause":
+        return _pause(ctx, args[1:])
+    if sub == b"unpause":
+        if ctx.server is not None:
+            ctx.server.unpause()
+        return OK
     return [SimpleString(line) for line in _HELP]
+
+
+def _pause(ctx: Context, opts: list[bytes]) -> Any:
+    """CLIENT PAUSE timeout [WRITE|ALL]: the server holds the commands (the caller's later ones too)."""
+    if len(opts) > 2:  # Redis's CLIENT falls through to its last branch here
+        raise CommandError("unknown subcommand or wrong number of arguments for 'pause'. Try CLIENT HELP.")
+    all_commands = True
+    if len(opts) == 2:
+        mode = opts[1].lower()
+        if mode not in (b"write", b"all"):
+            raise CommandError("CLIENT PAUSE mode must be WRITE or ALL")
+        all_commands = mode == b"all"
+    milliseconds = parse_int(opts[0], "timeout is not an integer or out of range")
+    if milliseconds < 0:
+        raise CommandError("timeout is negative")
+    if ctx.server is not None:
+        ctx.server.pause(milliseconds, all_commands)
+    return OK
 
 
 def _setinfo(ctx: Context, attr: bytes, value: bytes) -> Any:

@@ -30,7 +30,7 @@ import pytest
 import redis
 
 from tests.integration.daemon import Daemon
-from tests.integration.test_differential_handlers import REDIS_SERVER, _random_command, cmd, parse
+from tests.integration.test_differential_handlers import REDIS_SERVER, _random_command, cmd, pack, parse, read_reply
 from tests.integration.test_differential_server import (  # noqa: F401  (fixtures)
     Conn,
     Pair,
@@ -460,7 +460,6 @@ def test_client_reply_off_and_skip(redis_socket: str, memd_socket: str, protocol
     for path in (redis_socket, memd_socket):
         c = Conn(path, protocol)
         try:
-            from tests.integration.test_differential_handlers import pack
             c.sock.sendall(b"".join(pack(a) for a in script) + pack(cmd("PING end")))
             data = b""
             while not data.endswith(b"end\r\n"):
@@ -638,3 +637,29 @@ def test_the_password_reloads_for_new_connections() -> None:
         log = d.log()
         d.cleanup()
     assert PASSWORD not in log
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_client_pause(redis_socket: str, memd_socket: str, protocol: int) -> None:
+    """CLIENT PAUSE WRITE holds writes, not reads; ALL holds everything; UNPAUSE and the timeout release them."""
+    for path in (redis_socket, memd_socket):
+        pauser, other = Conn(path, protocol), Conn(path, protocol)
+        try:
+            for line in ("CLIENT PAUSE 10 x", "CLIENT PAUSE -1", "CLIENT PAUSE abc", "CLIENT PAUSE 1 ALL x"):
+                assert pauser.call(cmd(line)).startswith(b"-ERR "), line
+            assert pauser.call(cmd("CLIENT PAUSE 5000 WRITE")) == b"+OK\r\n"
+            assert other.call(cmd("GET pk")) in (b"$-1\r\n", b"_\r\n")  # reads go on
+            t0 = time.monotonic()
+            other.sock.sendall(pack(cmd("SET pk 1")))
+            time.sleep(0.3)
+            assert pauser.call(cmd("CLIENT UNPAUSE")) == b"+OK\r\n"
+            assert read_reply(other.f) == b"+OK\r\n" and 0.25 < time.monotonic() - t0 < 4
+            assert pauser.call(cmd("CLIENT PAUSE 400 ALL")) == b"+OK\r\n"
+            t0 = time.monotonic()
+            assert other.call(cmd("GET pk")) == b"$1\r\n1\r\n"  # held until the pause runs out
+            assert 0.3 < time.monotonic() - t0 < 4
+            assert other.call(cmd("DEL pk")) == b":1\r\n"
+        finally:
+            pauser.call(cmd("CLIENT UNPAUSE"))
+            pauser.close()
+            other.close()
