@@ -24,7 +24,7 @@ from memd.int64 import parse_int64
 
 if TYPE_CHECKING:
     from memd.commands.serverview import ServerView
-    from memd.engine.engine import Engine
+    from memd.engine.engine import Engine, WatchMark
 
 Handler = Callable[["Context", list[bytes]], Any]
 # A run of consecutive calls of one command (each call's arguments) -> one reply per call (see batched)
@@ -106,7 +106,15 @@ class Context:
     quit: bool = False
     multi: list[tuple[Command, list[bytes]]] | None = None
     multi_error: bool = False
-    watched: dict[bytes, int] = field(default_factory=dict)
+    watched: dict[bytes, WatchMark] = field(default_factory=dict)
+    authenticated: bool = True  # False until AUTH while [server] password is set (the server decides at accept)
+    reply: str = "on"  # CLIENT REPLY: "on", "off", or "skip" (the next command's reply only)
+    no_evict: bool = False  # CLIENT NO-EVICT (recorded: memd evicts no client)
+    no_touch: bool = False  # CLIENT NO-TOUCH
+    fd: int = -1  # the connection's socket (CLIENT LIST)
+    created: float = 0.0  # time.monotonic() at accept (CLIENT LIST age)
+    last_active: float = 0.0  # time.monotonic() at the last batch of commands (CLIENT LIST idle)
+    last_cmd: bytes = b"NULL"  # the last command run, "client|list" for a subcommand (CLIENT LIST cmd)
 
 
 def wrong_arity(name: str) -> CommandError:
@@ -146,7 +154,7 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
 
 
 MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "keyops", "sort", "hashes", "lists", "sets",
-           "zsets", "server", "memory")
+           "zsets", "server", "memory", "introspect", "clients", "auth")
 
 
 def load_all() -> dict[bytes, Command]:

@@ -23,10 +23,13 @@ from memd.commands import COMMANDS, load_all
 KEY_PREFIX = b"f:"
 NAMESPACE = b"f"
 EXCLUDED = frozenset({b"shutdown", b"flushall", b"flushdb"})
+# subcommands that reach other clients or the daemon (CLIENT KILL), or stop this client's replies
+# (CLIENT REPLY OFF: the target counts replies), or change daemon-wide settings and figures
+EXCLUDED_SUB = {b"client": frozenset({b"kill", b"reply", b"pause"}), b"config": frozenset({b"set", b"resetstat"})}
 
 # Where a command's keys are (Redis's key specs, for memd's table).
-NO_KEYS = frozenset({b"client", b"command", b"config", b"dbsize", b"discard", b"echo", b"exec", b"hello",
-                     b"info", b"keys", b"multi", b"ping", b"quit", b"reset", b"scan", b"select", b"time",
+NO_KEYS = frozenset({b"acl", b"auth", b"client", b"command", b"config", b"dbsize", b"discard", b"echo", b"exec",
+                     b"hello", b"info", b"keys", b"multi", b"ping", b"quit", b"reset", b"scan", b"select", b"time",
                      b"unwatch", b"waitaof", b"mem.namespaces"})
 ALL_KEYS = frozenset({b"del", b"exists", b"unlink", b"mget", b"watch", b"touch"})
 PAIR_KEYS = frozenset({b"mset", b"msetnx"})
@@ -182,6 +185,8 @@ def build_command(src: Source) -> list[bytes]:
             args.append(src.pick(JSONS) if src.below(4) else b'{"n":%d,"t":"%b"}' % (src.byte(), src.raw(8)))
         else:
             args.append(value(src))
+    if args and args[0].lower() in EXCLUDED_SUB.get(name, ()):
+        args[0] = b"HELP"  # (CONFIG SET: "set" is also a type name in the pools)
     spelled = name.upper() if src.below(4) == 0 else name
     return [spelled, *args]
 
@@ -215,6 +220,8 @@ def allowed(argv: list[bytes]) -> bool:
     """Whether a parsed command keeps to the fuzzer's prefix (the rule :func:`build_command` follows)."""
     name = argv[0].lower()
     if name in EXCLUDED or name.startswith(b"memd."):
+        return False
+    if len(argv) > 1 and argv[1].lower() in EXCLUDED_SUB.get(name, ()):
         return False
     if name not in COMMANDS or name in NO_KEYS:
         return True  # unknown commands only get an error
