@@ -12,6 +12,11 @@ the ratio survives this machine's noise; then plain SETs again under
 CPython's default GC thresholds instead of the daemon's (the buffer grows to
 ~450,000 keys: the cost of the default thresholds grows with it). Best of
 ``--rounds`` runs.
+
+Then bulk memory ingest: MEM.PUTs of ~1 KB JSON values (``--mem-n`` of them), whose fast
+path is the run handler (one batch per read); and the same puts while a flush of as many
+memories already buffered runs in its worker thread: what the flush (FTS5 indexing, row
+building under the GIL) costs the event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import random
 import shutil
@@ -63,13 +69,28 @@ WORKLOADS: dict[str, Callable[[list[bytes]], list[bytes]]] = {
 }
 
 
+WORDS = [f"w{i}" for i in range(3000)]
+
+
+def mem_put(i: int, rng: random.Random) -> bytes:
+    text = " ".join(rng.choice(WORDS) for _ in range(180))[:1000]
+    value = json.dumps({"text": text, "kind": "fact", "stars": i % 5 + 1, "topic": f"t{i % 12}"})
+    return frame(b"MEM.PUT", b"user-%d.memories" % (i % 10), b"m%09d" % i, value.encode())
+
+
+def mem_reads(first: int, n: int, rng: random.Random) -> list[bytes]:
+    puts = [mem_put(first + i, rng) for i in range(n)]
+    return [b"".join(puts[i:i + PIPELINE]) for i in range(0, n, PIPELINE)]
+
+
 def reads(workload: str, n: int, rng: random.Random) -> list[bytes]:
     make = WORKLOADS[workload]
     return [b"".join(make([b"key:%012d" % rng.randrange(1_000_000) for _ in range(PIPELINE)]))
             for _ in range(n // PIPELINE)]
 
 
-async def run(kind: type[Connection], batches: list[bytes]) -> float:
+async def run(kind: type[Connection], batches: list[bytes], flushing: list[bytes] | None = None) -> float:
+    """µs of event loop per command; ``flushing``: reads buffered first, then flushed during the timed part."""
     d = tempfile.mkdtemp(prefix="memd-loop-")
     try:
         async with Engine(d, fsync="everysec", flush_max_records=BIG, flush_max_bytes=BIG, flush_max_age=3600,
@@ -80,26 +101,43 @@ async def run(kind: type[Connection], batches: list[bytes]) -> float:
                 conn = kind(server)
                 conn.connection_made(FakeTransport())  # type: ignore[arg-type]
                 conns.append(conn)
+            flush = None
+            if flushing:
+                await feed(server, conns, flushing)
+                flush = asyncio.create_task(engine.flush())
+                await asyncio.sleep(0)  # the flush's thread starts
+            done = server.stats_commands
             t0 = time.perf_counter()
-            for i, data in enumerate(batches):
-                conns[i % CONNECTIONS].data_received(data)
-                if i % CONNECTIONS == CONNECTIONS - 1:
-                    await asyncio.sleep(0)  # one event-loop pass: the group ack answers every connection
-            deadline = time.monotonic() + 60
-            while server.stats_commands < len(batches) * PIPELINE or any(c.busy for c in conns):
-                # a batch whose ack waits (the syncer creating a new WAL segment) keeps later reads buffered
-                assert time.monotonic() < deadline, "the connections did not drain"
-                await asyncio.sleep(0.0005)
+            await feed(server, conns, batches)
             elapsed = time.perf_counter() - t0
-            return elapsed / (len(batches) * PIPELINE) * 1e6
+            if flush is not None:
+                assert not flush.done(), "the flush ended before the timed part did: raise --mem-n"
+                await flush
+            return elapsed / (server.stats_commands - done) * 1e6
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+async def feed(server: Server, conns: list[Connection], batches: list[bytes]) -> None:
+    """Deliver each read to the next connection, one event-loop pass per round of them; wait for every reply."""
+    want = server.stats_commands + sum(b.count(b"\r\n*") + 1 for b in batches)
+    for i, data in enumerate(batches):
+        conns[i % CONNECTIONS].data_received(data)
+        if i % CONNECTIONS == CONNECTIONS - 1:
+            await asyncio.sleep(0)  # one event-loop pass: the group ack answers every connection
+    deadline = time.monotonic() + 120
+    while server.stats_commands < want or any(c.busy for c in conns):
+        # a batch whose ack waits (the syncer creating a new WAL segment) keeps later reads buffered
+        assert time.monotonic() < deadline, "the connections did not drain"
+        await asyncio.sleep(0.0005)
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=600_000, help="commands per run (default 600,000)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per variant, alternating; the best counts")
+    ap.add_argument("--mem-n", type=int, default=40_000, help="MEM.PUTs per run (default 40,000)")
+    ap.add_argument("--only-mem", action="store_true", help="the MEM.PUT rows only")
     args = ap.parse_args()
     # the fake transport has no socket to ask for peer credentials: this process's own
     server_mod.peer_credentials = lambda sock: (os.getpid(), os.geteuid(), os.getegid(), [])
@@ -110,13 +148,23 @@ async def main() -> None:
     variants: list[tuple[str, str, tuple[int, int, int]]] = [
         (w, w, GC_THRESHOLDS) for w in WORKLOADS] + [("SET k v", "SET k v, Python's default GC thresholds",
                                                        PYTHON_GC)]
-    for workload, label, thresholds in variants:
+    for workload, label, thresholds in [] if args.only_mem else variants:
         batches = reads(workload, args.n, random.Random(1))
         gc.set_threshold(*thresholds)
         fast, slow = float("inf"), float("inf")
         for _ in range(args.rounds):
             fast = min(fast, await run(Connection, batches))
             slow = min(slow, await run(PerCommand, batches))
+        print(f"{label:<44} {fast:>9.2f} µs {slow:>9.2f} µs {fast / slow:>7.2f}x")
+    gc.set_threshold(*GC_THRESHOLDS)
+    puts = mem_reads(0, args.mem_n, random.Random(2))
+    buffered = mem_reads(args.mem_n, args.mem_n, random.Random(3))
+    for label, flushing in ((f"MEM.PUT ~1 KB JSON ({args.mem_n:,})", None),
+                            (f"MEM.PUT, {args.mem_n:,} more flushing meanwhile", buffered)):
+        fast, slow = float("inf"), float("inf")
+        for _ in range(args.rounds):
+            fast = min(fast, await run(Connection, puts, flushing))
+            slow = min(slow, await run(PerCommand, puts, flushing))
         print(f"{label:<44} {fast:>9.2f} µs {slow:>9.2f} µs {fast / slow:>7.2f}x")
 
 

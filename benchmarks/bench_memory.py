@@ -26,6 +26,26 @@ first memories one ``store.put`` each, the rest as ``store.batch`` of ``--pipeli
 transaction each), then the same filter-only searches. It has no full-text search (only vector search
 with an embedding model), so text queries are memd only.
 
+Ingest with a vector index (extra rows of the load table; ``--vector-n 0`` leaves them out): the first
+``--vector-n`` memories (20,000, or the whole corpus if smaller), each with one embedding of its ``text``:
+a seeded random unit vector of ``--dims`` (384) float32, computed before timing. All of them are put in
+batches of ``--pipeline``, nothing one at a time (ingest only, no searches).
+- memd: a fresh daemon (same flags, own temp dir, started after the first one has exited),
+  ``MEM.INDEX CREATE "" DIMS d DISTANCE cosine``, then pipelines of ``MEM.PUT ns key json VECTOR text
+  <blob>`` (acked puts/s), then one MEMD.FLUSH (timed: the vectors and the FTS5 index are written).
+- LangGraph: ``SqliteStore(conn, index={"dims": d, "embed": embed, "fields": ["text"], "text_fields":
+  ["text"]})`` on a connection opened as ``from_conn_string`` opens one (``isolation_level=None``, no
+  pragma: the same rollback journal and synchronous=FULL as the baseline above), ``setup()`` (loads
+  sqlite-vec, creates ``store_vectors``), then ``store.batch`` of PutOps; each batch writes the memories
+  and their vectors in one transaction. SqliteStore embeds the paths of ``text_fields`` (``fields``
+  alone would embed the whole value, ``$``). ``embed`` is a dict lookup from each text of the batch to
+  its vector (as the list of floats an embedding model returns), filled before the batch's timer starts,
+  so the timed work is LangGraph's: building the rows, packing the floats, and SQLite. The same
+  memories are also loaded into a fresh file without the index, on the same kind of connection: the
+  cost of the index alone. This needs a sqlite3 module that can load extensions: the standard one if
+  it can, else ``pysqlite3`` (pysqlite3-binary: its own SQLite), and the ``sqlite-vec`` package;
+  without them the LangGraph rows say why ("n/a: ...").
+
 Query mix: 7 classes x 2 scopes, ``--queries`` (200) searches each, LIMIT 10, all shuffled together
 (seeded) so background work hits every class alike; a few untimed warm-up searches per (class, scope)
 first. Scopes: ``all`` = prefix "" (every memory), ``user`` = prefix ``user-K`` (a tenth).
@@ -185,6 +205,16 @@ def make_corpus(n: int, seed: int) -> Corpus:
         c.stars.append(randint(1, 5))
         c.topic.append(randint(0, len(TOPICS) - 1))
     return c
+
+
+def make_vectors(n: int, dims: int, seed: int) -> Any:
+    """``n`` seeded random unit vectors of ``dims`` little-endian float32 (a numpy array, one row per memory):
+    the embeddings of the vector-index rows. Their values do not matter to an ingest, only their size."""
+    import numpy as np  # noqa: PLC0415  (a dependency of memd itself: its vector index)
+
+    v = np.random.default_rng(seed * 1_000_003 + 13).standard_normal((n, dims), dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v.astype("<f4", copy=False)
 
 
 # ---- queries -----------------------------------------------------------------------------------
@@ -456,18 +486,37 @@ class SideResult:
     problems: list[str] = field(default_factory=list)
 
 
-def run_memd(c: Corpus, queries: list[Query], warm: list[Query], post: dict[int, array] | None,
-             args: argparse.Namespace, cleanup: Cleanup) -> SideResult:
-    import redis  # noqa: PLC0415
+@dataclass
+class VectorResult:
+    """One side of the ingest-with-a-vector-index rows."""
 
-    res = SideResult()
-    d = cleanup.mkdtemp("mbm-")
+    n: int = 0
+    put_s: float = 0.0
+    flush_s: float = 0.0  # memd only
+    plain_s: float = 0.0  # LangGraph only: the same puts into a store without the index
+    na: str = ""  # why this side could not run ("" when it ran)
+    info: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def start_memd(cleanup: Cleanup, prefix: str) -> tuple[subprocess.Popen[bytes], str, str, str, str]:
+    """A fresh ``memd serve --fsync everysec`` in its own temp dir: (process, dir, socket, log, data dir)."""
+    d = cleanup.mkdtemp(prefix)
     sock, log, data = os.path.join(d, "s.sock"), os.path.join(d, "memd.log"), os.path.join(d, "data")
     cmd = [sys.executable, "-m", "memd", "serve", "--socket", sock, "--data-dir", data, "--fsync", "everysec"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
                                 start_new_session=True)  # own session: Ctrl-C reaches only this script
     cleanup.procs.append(proc)
+    return proc, d, sock, log, data
+
+
+def run_memd(c: Corpus, queries: list[Query], warm: list[Query], post: dict[int, array] | None,
+             args: argparse.Namespace, cleanup: Cleanup) -> SideResult:
+    import redis  # noqa: PLC0415
+
+    res = SideResult()
+    proc, d, sock, log, data = start_memd(cleanup, "mbm-")
     try:
         wait_ready(sock, proc, log, START_DEADLINE)
         r = redis.Redis(unix_socket_path=sock, socket_timeout=600)
@@ -534,6 +583,57 @@ def run_memd(c: Corpus, queries: list[Query], warm: list[Query], post: dict[int,
         cleanup.rmdir(d)
 
 
+def run_memd_vectors(c: Corpus, vecs: Any, args: argparse.Namespace, cleanup: Cleanup) -> VectorResult:
+    """Ingest only, with a vector index: memories 0..len(vecs)-1, each with its vector at path ``text``,
+    pipelined into a fresh daemon (nothing of the first run's buffer, flush or files can weigh on it),
+    then one timed MEMD.FLUSH."""
+    import redis  # noqa: PLC0415
+
+    n, dims, depth = len(vecs), int(vecs.shape[1]), args.pipeline
+    res = VectorResult(n=n)
+    blobs = [v.tobytes() for v in vecs]  # the wire format, computed before timing like LangGraph's vectors
+    proc, d, sock, log, _data = start_memd(cleanup, "mbv-")
+    try:
+        wait_ready(sock, proc, log, START_DEADLINE)
+        r = redis.Redis(unix_socket_path=sock, socket_timeout=600)
+        ok = r.execute_command("MEM.INDEX", "CREATE", "", "DIMS", dims, "DISTANCE", "cosine")
+        if ok not in (True, b"OK", "OK"):
+            res.problems.append(f"MEM.INDEX CREATE replied {ok!r}, expected OK")
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        pipe = r.pipeline(transaction=False)
+        bad = 0
+        t0 = time.perf_counter()
+        for i in range(n):
+            pipe.execute_command("MEM.PUT", c.ns(i), c.key(i), dumps(c.value(i)), "VECTOR", "text", blobs[i])
+            if len(pipe) >= depth or i == n - 1:
+                bad += sum(1 for v in pipe.execute() if v != 1)
+        res.put_s = time.perf_counter() - t0
+        if bad:
+            res.problems.append(f"{bad} pipelined MEM.PUT ... VECTOR of new keys did not return 1")
+        t0 = time.perf_counter()
+        r.execute_command("MEMD.FLUSH")
+        res.flush_s = time.perf_counter() - t0
+
+        # checks, untimed: the index holds every vector, and a memory's own vector finds it first
+        listed = [json.loads(x) for x in r.execute_command("MEM.INDEX", "LIST")]
+        if [(x.get("vectors"), x.get("memories")) for x in listed] != [(n, n)]:
+            res.problems.append(f"MEM.INDEX LIST after the flush: {listed}, expected one index with {n} vectors")
+        for i in sorted({0, n // 2, n - 1}):
+            reply = r.execute_command("MEM.SEARCH", "", "VECTOR", blobs[i], "LIMIT", "1")
+            item = json.loads(reply[0]) if isinstance(reply, list) and reply else {}
+            if (item.get("namespace"), item.get("key")) != (c.ns(i), c.key(i)) or \
+                    abs(float(item.get("score") or 0) - 1.0) > 1e-4:
+                res.problems.append(f"MEM.SEARCH VECTOR of {c.key(i)}'s own vector returned {str(item)[:160]}")
+        res.info = f"memd: MEM.INDEX CREATE \"\" DIMS {dims} DISTANCE cosine on a fresh daemon"
+        r.close()
+        return res
+    except redis.RedisError as e:
+        raise RuntimeError(f"{e.__class__.__name__}: {e}\n--- memd log ---\n{tail(log)}") from None
+    finally:
+        cleanup.stop(proc)
+        cleanup.rmdir(d)
+
+
 # ---- LangGraph SqliteStore -----------------------------------------------------------------------
 
 def run_baseline(c: Corpus, queries: list[Query], warm: list[Query], post: dict[int, array] | None,
@@ -590,6 +690,106 @@ def run_baseline(c: Corpus, queries: list[Query], warm: list[Query], post: dict[
         cleanup.rmdir(d)
 
 
+def vector_sqlite() -> tuple[Any, str]:
+    """A DB-API sqlite3 module whose connections can load sqlite-vec (the standard one if it can, else
+    pysqlite3), and what it is; LookupError says why there is none."""
+    try:
+        import sqlite_vec  # noqa: PLC0415
+    except ImportError:
+        raise LookupError("sqlite-vec is not installed (pip install sqlite-vec)") from None
+    import sqlite3  # noqa: PLC0415
+    candidates: list[tuple[str, Any]] = [("sqlite3", sqlite3)]
+    try:
+        import pysqlite3.dbapi2 as pysqlite3  # type: ignore[import-not-found]  # noqa: PLC0415
+        candidates.append(("pysqlite3", pysqlite3))
+    except ImportError:
+        pass
+    why: list[str] = []
+    for name, mod in candidates:
+        conn = mod.connect(":memory:")
+        try:
+            conn.enable_load_extension(True)
+            sqlite_vec.load(conn)
+            vec = conn.execute("SELECT vec_version()").fetchone()[0]
+            return mod, f"{name} (SQLite {mod.sqlite_version}) + sqlite-vec {vec}"
+        except Exception as e:  # noqa: BLE001  (AttributeError: built without extension loading)
+            why.append(f"{name} cannot load it ({e.__class__.__name__}: {e})")
+        finally:
+            conn.close()
+    if len(candidates) == 1:
+        why.append("pysqlite3 is not installed (pip install pysqlite3-binary)")
+    raise LookupError("; ".join(why))
+
+
+def run_baseline_vectors(c: Corpus, vecs: Any, args: argparse.Namespace, cleanup: Cleanup) -> VectorResult:
+    """Ingest only: memories 0..len(vecs)-1 into SqliteStore without, then with its vector index (a fresh
+    file each, same connection kind), in batches; only ``store.batch`` is timed."""
+    n, dims, depth = len(vecs), int(vecs.shape[1]), args.pipeline
+    res = VectorResult(n=n)
+    try:
+        from langgraph.store.base import PutOp  # noqa: PLC0415
+        from langgraph.store.sqlite import SqliteStore  # noqa: PLC0415
+        mod, what = vector_sqlite()
+    except (ImportError, LookupError) as e:
+        res.na = f"n/a: {e}"
+        return res
+
+    batch_vecs: dict[str, list[float]] = {}  # this batch's texts -> vectors, filled before its timer starts
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [batch_vecs[t] for t in texts]
+
+    def nst(i: int) -> tuple[str, ...]:
+        return (f"user-{i % USERS}", "memories")
+
+    index = {"dims": dims, "embed": embed, "fields": ["text"], "text_fields": ["text"]}
+    d = cleanup.mkdtemp("mbl-")
+    try:
+        for indexed in (False, True):
+            # as SqliteStore.from_conn_string opens it: autocommit, no pragma
+            conn = mod.connect(os.path.join(d, f"store{'-vec' if indexed else ''}.db"), check_same_thread=False,
+                               isolation_level=None)
+            try:
+                store = SqliteStore(conn, index=index if indexed else None)  # type: ignore[arg-type]
+                store.setup()
+                took = 0.0
+                for lo in range(0, n, depth):
+                    hi = min(lo + depth, n)
+                    if indexed:
+                        batch_vecs.clear()
+                        batch_vecs.update((c.texts[i], vecs[i].tolist()) for i in range(lo, hi))
+                        if len(batch_vecs) != hi - lo:
+                            res.problems.append(f"batch at {lo}: texts not distinct, some vectors are shared")
+                    t0 = time.perf_counter()
+                    store.batch([PutOp(nst(i), c.key(i), c.value(i)) for i in range(lo, hi)])
+                    took += time.perf_counter() - t0
+                # checks, untimed: every memory stored, and (indexed) with its own vector
+                rows = conn.execute("SELECT count(*) FROM store").fetchone()[0]
+                if rows != n:
+                    res.problems.append(f"{rows} rows in store, expected {n}")
+                if not indexed:
+                    res.plain_s = took
+                    continue
+                res.put_s = took
+                jm = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                sync = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(
+                    conn.execute("PRAGMA synchronous").fetchone()[0], "?")
+                res.info = f"LangGraph: SqliteStore(index=...) on {what}, journal_mode={jm}, synchronous={sync}"
+                got = conn.execute("SELECT count(*), count(DISTINCT field_name) FROM store_vectors").fetchone()
+                if tuple(got) != (n, 1):
+                    res.problems.append(f"store_vectors holds {got[0]} rows in {got[1]} fields, expected {n} in 1")
+                for i in sorted({0, n // 2, n - 1}):
+                    row = conn.execute("SELECT field_name, embedding FROM store_vectors WHERE prefix = ? AND key = ?",
+                                       (".".join(nst(i)), c.key(i))).fetchone()
+                    if row is None or row[0] != "text" or bytes(row[1]) != vecs[i].tobytes():
+                        res.problems.append(f"store_vectors row of {c.key(i)} is not its text's vector")
+            finally:
+                conn.close()
+        return res
+    finally:
+        cleanup.rmdir(d)
+
+
 # ---- report ------------------------------------------------------------------------------------
 
 def versions() -> tuple[str, str]:
@@ -620,6 +820,9 @@ def main() -> int:
     ap.add_argument("--single", type=int, default=1_000, help="memories put one at a time first (default 1,000)")
     ap.add_argument("--pipeline", type=int, default=500,
                     help="MEM.PUTs per pipeline round trip / PutOps per SqliteStore.batch (default 500)")
+    ap.add_argument("--vector-n", type=int, default=20_000,
+                    help="memories of the ingest rows with a vector index (default 20,000, or all if fewer; 0: none)")
+    ap.add_argument("--dims", type=int, default=384, help="dimensions of those rows' vectors (default 384)")
     ap.add_argument("--seed", type=int, default=1, help="seed for the corpus and the queries (default 1)")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness checks of the replies")
     ap.add_argument("--skip-memd", action="store_true", help="baseline only")
@@ -628,8 +831,9 @@ def main() -> int:
     args = ap.parse_args()
     n = args.memories or (5_000 if args.quick else 100_000)
     per = args.queries or (50 if args.quick else 200)
-    if n < USERS or per <= 0 or args.pipeline <= 0 or args.single < 0:
-        ap.error("--memories must be >= 10, --queries and --pipeline positive, --single >= 0")
+    if n < USERS or per <= 0 or args.pipeline <= 0 or args.single < 0 or args.vector_n < 0 or args.dims <= 0:
+        ap.error("--memories must be >= 10, --queries, --pipeline and --dims positive, --single and --vector-n >= 0")
+    vn = min(args.vector_n, n)
 
     memd_v, lg_v = versions()
     print(machine_line())
@@ -645,6 +849,8 @@ def main() -> int:
     mem: SideResult | None = None
     base: SideResult | None = None
     base_info = ""
+    vmem: VectorResult | None = None
+    vbase: VectorResult | None = None
     try:
         t0 = time.monotonic()
         c = make_corpus(n, args.seed)
@@ -688,28 +894,51 @@ def main() -> int:
                 print(f"\nbaseline skipped: {e} (pip install langgraph-checkpoint-sqlite, or the bench extra)",
                       file=sys.stderr, flush=True)
                 failed.append("baseline not installed")
+
+        if vn and not (args.skip_memd and args.skip_baseline):
+            t0 = time.monotonic()
+            vecs = make_vectors(vn, args.dims, args.seed)
+            print(f"vector rows: the first {vn:,} memories, one {args.dims}-dim float32 unit vector each (seeded "
+                  f"random, path text), all in batches of {args.pipeline}; generated in "
+                  f"{time.monotonic() - t0:.1f} s", flush=True)
+            if not args.skip_memd:
+                t0 = time.monotonic()
+                try:
+                    vmem = run_memd_vectors(c, vecs, args, cleanup)
+                    print(f"  memd with a vector index done in {time.monotonic() - t0:.0f} s", flush=True)
+                except RuntimeError as e:
+                    print(f"\nmemd with a vector index FAILED: {e}", file=sys.stderr, flush=True)
+                    failed.append("memd vector run failed")
+            if not args.skip_baseline:
+                t0 = time.monotonic()
+                vbase = run_baseline_vectors(c, vecs, args, cleanup)
+                print(f"  LangGraph SqliteStore with and without a vector index "
+                      f"{vbase.na or f'done in {time.monotonic() - t0:.0f} s'}", flush=True)
+            del vecs
     except (KeyboardInterrupt, Interrupted) as e:
         print(f"\ninterrupted ({e.__class__.__name__} {e}); cleaning up", file=sys.stderr)
         return 130
     finally:
         cleanup.all()
 
-    report(queries, mem, base, per, n, args, failed)
+    report(queries, mem, base, per, n, args, failed, vmem, vbase)
     print(f"total {time.monotonic() - started:.0f} s; load average at end: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 1 if failed else 0
 
 
 def report(queries: list[Query], mem: SideResult | None, base: SideResult | None, per: int, n: int,
-           args: argparse.Namespace, failed: list[str]) -> None:
+           args: argparse.Namespace, failed: list[str], vmem: VectorResult | None = None,
+           vbase: VectorResult | None = None) -> None:
     nan = float("nan")
     print("\nload (ratio = memd / LangGraph; throughput: > 1 = memd faster; latency: < 1 = memd faster)")
-    print(f"{'':<34} {'memd':>14} {'LangGraph':>14} {'ratio':>8}")
+    print(f"{'':<50} {'memd':>14} {'LangGraph':>14} {'ratio':>8}")
 
-    def row(label: str, m: float | None, b: float | None, fmt: str, r: bool = True) -> None:
+    def row(label: str, m: float | None, b: float | str | None, fmt: str, r: bool = True) -> None:
         ms = "-" if m is None else format(m, fmt)
-        bs = "-" if b is None else format(b, fmt)
-        print(f"{label:<34} {ms:>14} {bs:>14} {ratio(m or 0, b or 0) if r else '':>8}")
+        bs = "-" if b is None else b if isinstance(b, str) else format(b, fmt)
+        bnum = b if isinstance(b, float) else 0
+        print(f"{label:<50} {ms:>14} {bs:>14} {ratio(m or 0, bnum) if r else '':>8}")
 
     ms50 = mb50 = ms99 = mb99 = None
     if mem and mem.single_ms:
@@ -731,6 +960,27 @@ def report(queries: list[Query], mem: SideResult | None, base: SideResult | None
         row("  of which memd's WAL, MB", mem.disk_wal / 1e6, None, ",.1f", r=False)
     if mem and mem.rss:
         row("memd RSS after load, MB", mem.rss / 1e6, None, ",.0f", r=False)
+    if vmem or vbase:
+        vn = (vmem or vbase).n  # type: ignore[union-attr]
+        mv = vmem.n / vmem.put_s if vmem and vmem.put_s else None
+        bv: float | str | None = None
+        if vbase:
+            bv = "n/a" if vbase.na else vbase.n / vbase.put_s if vbase.put_s else None
+        row(f"batched puts/s with a vector index, acked ({vn:,})", mv, bv, ",.0f")
+        if vmem:
+            row("  MEMD.FLUSH after it, s", vmem.flush_s, None, ",.2f", r=False)
+            row("  batched puts/s incl. that flush", vmem.n / (vmem.put_s + vmem.flush_s), bv, ",.0f")
+        if vbase:
+            bp = "n/a" if vbase.na else vbase.n / vbase.plain_s if vbase.plain_s else None
+            row(f"  LangGraph, same puts, no vector index ({vn:,})", None, bp, ",.0f", r=False)
+        for side in (vmem, vbase):
+            if side and side.info:
+                print(f"  {side.info}")
+        if vbase and vbase.na:
+            print(f"  LangGraph with a vector index: {vbase.na}")
+        elif vbase and vbase.put_s and vbase.plain_s:
+            print(f"  LangGraph's vector index costs {1 - vbase.plain_s / vbase.put_s:.0%} of its puts' time "
+                  f"({vbase.n / vbase.put_s:,.0f} vs {vbase.n / vbase.plain_s:,.0f} puts/s without it)")
 
     print(f"\nsearch latency, ms (LIMIT {LIMIT}; {per} per row; hits = mean items returned; "
           f"ratio = memd / LangGraph, < 1 = memd faster)")
@@ -797,6 +1047,16 @@ def report(queries: list[Query], mem: SideResult | None, base: SideResult | None
             failed.append(f"{name} reply problems")
         else:
             print(f"{name}: every reply checked, no problems")
+    for name, vside in (("memd", vmem), ("LangGraph", vbase)):
+        if vside is None or vside.na:
+            continue
+        if vside.problems:
+            print(f"{name} with a vector index: {len(vside.problems)} problem(s):")
+            for p in vside.problems[:args.show_problems]:
+                print(f"  - {p}")
+            failed.append(f"{name} vector ingest problems")
+        else:
+            print(f"{name} with a vector index: every memory and vector stored, own vectors checked, no problems")
     if failed:
         print(f"not clean: {', '.join(failed)}")
 

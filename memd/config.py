@@ -35,6 +35,7 @@ DEFAULT_MAX_BULK_BYTES = 512 * MiB
 DEFAULT_MAX_ARGS = 1_048_576
 DEFAULT_MAX_INLINE_BYTES = 64 * KiB
 DEFAULT_MAX_PENDING_BYTES = 64 * MiB
+DEFAULT_PASSWORD = ""  # "" = no password: peer credentials alone admit a client (as Redis without requirepass)
 DEFAULT_DATA_DIR = ""  # "" -> default_data_dir() at load time
 DEFAULT_FSYNC = "everysec"
 DEFAULT_RECOVERY = "tolerate-tail"
@@ -154,6 +155,7 @@ class _Kind:
     """How one key is parsed, rendered into TOML, and shown by ``CONFIG GET``."""
 
     name: str  # str | path | choice | int | size | number | mode | ids | rules | schedule | memlimit | recipients
+    # | secret
     minimum: float = 0
     strict_min: bool = False
     choices: tuple[str, ...] = ()
@@ -185,6 +187,11 @@ class _Kind:
             return parse_schedule(value, path, key)
         if n == "memlimit":
             return parse_memlimit(value, path, key)
+        if n == "secret":  # never echoed, not even in an error: it may be the password itself
+            if not isinstance(value, str) or "\0" in value or "\n" in value or "\r" in value:
+                raise ConfigError(path, key, f"must be a string on one line (got a {type(value).__name__} or a "
+                                  "string with a newline or NUL; the value is not shown)")
+            return value
         if n == "recipients":  # the value is not echoed: it may hold a pasted secret key
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(path, key, 'must be a list of age public keys such as ["age1..."] '
@@ -227,6 +234,8 @@ class _Kind:
 
     def text(self, value: Any) -> str:
         """The string ``CONFIG GET`` replies with (Redis shows bytes as plain integers)."""
+        if self.name == "secret":  # CONFIG GET says whether one is set, never what it is
+            return "(set)" if value else ""
         if self.name == "mode":
             return f"{value:04o}"
         if self.name in ("ids", "recipients"):
@@ -343,6 +352,7 @@ class ServerConfig:
     max_args: int = _opt(DEFAULT_MAX_ARGS, "int", minimum=1)
     max_inline_bytes: int = _opt(DEFAULT_MAX_INLINE_BYTES, "size", minimum=1)
     max_pending_bytes: int = _opt(DEFAULT_MAX_PENDING_BYTES, "size", minimum=1)
+    password: str = _opt(DEFAULT_PASSWORD, "secret")  # Redis's requirepass, after the peer-credentials gate
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,7 +467,7 @@ RELOADABLE: frozenset[str] = frozenset(
     + [f"backup.{k}" for k in _SECTIONS["backup"]]
     + [f"watchdog.{k}" for k in _SECTIONS["watchdog"]]
     + [f"metrics.{k}" for k in _SECTIONS["metrics"]]
-    + ["log.level", "storage.fsync", "server.allow_uids", "server.allow_gids"]
+    + ["log.level", "storage.fsync", "server.allow_uids", "server.allow_gids", "server.password"]
     + [f"server.{k}" for k in ("max_clients", "max_bulk_bytes", "max_args",
                                 "max_inline_bytes", "max_pending_bytes")]
 )

@@ -389,6 +389,12 @@ class Push(list[Any]):
     __slots__ = ()
 
 
+class OrderedSet(list[Any]):
+    """RESP3 set ``~`` whose element order is fixed (COMMAND's metadata, as Redis sends it); an array in RESP2."""
+
+    __slots__ = ()
+
+
 class Verbatim:
     """RESP3 verbatim string ``=`` (e.g. INFO, ``fmt`` is 3 chars); bulk in RESP2."""
 
@@ -533,7 +539,7 @@ ReplyEncoder._TABLE = {
     type(None): _resp3(NULL3, NULL_BULK), _NullArrayType: _resp3(NULL3, NULL_ARRAY),
     float: _double, dict: _map, Verbatim: _verbatim,
     list: _aggregate(b"*"), tuple: _aggregate(b"*"), set: _aggregate(b"~"), frozenset: _aggregate(b"~"),
-    Push: _aggregate(b">"),
+    Push: _aggregate(b">"), OrderedSet: _aggregate(b"~"),
     SimpleString: lambda e, o, v: o.extend(_status(v)),
     ErrorReply: lambda e, o, v: o.extend(b"-%b\r\n" % _line(v.removeprefix("-"))),
     BigNumber: lambda e, o, v: o.extend(b"(%d\r\n" % v) if e.protocol == 3 else _bulk(e, o, b"%d" % v),

@@ -31,11 +31,12 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, load_all
+from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, arity_ok, load_all
 from memd.commands.connection import execute, release_watches
 from memd.commands.serverview import InfoProvider, JobRunner
 from memd.config import NamespaceRule
@@ -133,6 +134,9 @@ class Connection(asyncio.Protocol):
             return
         server.next_id += 1
         self.ctx.client_id = server.next_id
+        self.ctx.authenticated = not server.password  # with a password, AUTH first (peer credentials passed)
+        self.ctx.fd = sock.fileno() if sock is not None else -1
+        self.ctx.created = self.ctx.last_active = time.monotonic()
         server.connections.add(self)
         server.stats_connections += 1
         # replies a client does not read count against its budget too (asyncio calls pause_writing)
@@ -189,12 +193,18 @@ class Connection(asyncio.Protocol):
             cmds = self._take()
             if not cmds:
                 break
+            ctx = self.ctx
+            ctx.last_active = time.monotonic()  # once per batch: CLIENT LIST's idle needs no more
             out = bytearray()
             writes: list[tuple[int, int]] = []  # (start, end) in out of replies to write commands
             lsn_before = engine.last_lsn
             sets: list[tuple[bytes, bytes]] = []  # a run of plain SETs not applied yet (see _plain_set_ok)
             run_bytes = 0
+            run_end = 0  # commands before this index were answered by a command's run handler
+            runs = self.server.run_commands
             for i, argv in enumerate(cmds):
+                if i < run_end:
+                    continue
                 if len(argv) == 3 and argv[0].lower() == b"set" and (sets or self._plain_set_ok()):
                     sets.append((argv[1], argv[2]))
                     start = len(out)
@@ -208,9 +218,17 @@ class Connection(asyncio.Protocol):
                 if sets:
                     self._apply_sets(sets)  # before anything else runs: it may read those keys
                     sets, run_bytes = [], 0
+                if argv[0].lower() in runs and self._plain_set_ok():
+                    run_end = self._run_of(cmds, i, out, writes)
+                    if run_end > i:
+                        continue
                 if engine.over_capacity() and self._is_write(argv):
                     self.backlog = cmds[i:] + self.backlog
                     self._suspend(out, writes, lsn_before, self._admit)
+                    return
+                if self.server.pause_until and self._paused_for(argv):  # CLIENT PAUSE: wait, then go on
+                    self.backlog = cmds[i:] + self.backlog
+                    self._suspend(out, writes, lsn_before, self._wait_unpause)
                     return
                 before = engine.last_lsn
                 reply = execute(self.ctx, argv)
@@ -221,6 +239,17 @@ class Connection(asyncio.Protocol):
                     return
                 if isinstance(reply, CommandError):
                     self.server.count_error(reply.prefix)
+                if ctx.reply != "on" or reply is NO_REPLY:  # CLIENT REPLY OFF / SKIP: Redis's flags, in order
+                    mode = ctx.reply
+                    ctx.reply = "on" if mode == "skip" else "skip" if mode == "skip_next" else mode
+                    if reply is NO_REPLY or mode in ("off", "skip"):
+                        if engine.last_lsn != before:
+                            self.server.stats_writes += 1
+                        if ctx.quit:
+                            if self._send(out, writes, lsn_before):
+                                self._close()
+                            return
+                        continue
                 start = len(out)
                 self.encoder.protocol = self.ctx.protocol  # HELLO 3 is itself answered in RESP3
                 self.encoder.encode_into(out, reply)
@@ -254,7 +283,9 @@ class Connection(asyncio.Protocol):
         (WAL failure, memory watchdog) is answered by the normal path. None
         of that can change before the run is applied: no await comes between.
         """
-        if self.ctx.multi is not None or self.server.engine.over_capacity():
+        ctx = self.ctx
+        if ctx.multi is not None or not ctx.authenticated or ctx.reply != "on" or self.server.pause_until \
+                or self.server.engine.over_capacity():
             return False
         try:
             self.server.engine.check_writable()
@@ -262,8 +293,43 @@ class Connection(asyncio.Protocol):
             return False
         return True
 
+    def _run_of(self, cmds: list[list[bytes]], i: int, out: bytearray, writes: list[tuple[int, int]]) -> int:
+        """Answer the run of calls of ``cmds[i]``'s command that starts at ``i`` with its run handler
+        (see memd.commands.batched); return where the run ended (``i``: no run here).
+
+        The run stops at another command, a call of the wrong arity (the normal path answers
+        it) or RUN_MAX_BYTES of arguments (the next run checks the buffer's cap again). The
+        caller has checked what _plain_set_ok checks, which no call in the run can change.
+        """
+        name = cmds[i][0].lower()
+        cmd = COMMANDS[name]
+        end, size = i, 0
+        while end < len(cmds) and size < RUN_MAX_BYTES:
+            argv = cmds[end]
+            if argv[0].lower() != name or not arity_ok(cmd, len(argv) - 1):
+                break
+            size += sum(map(len, argv))
+            end += 1
+        if end == i:
+            return i
+        assert cmd.run is not None
+        replies = cmd.run(self.ctx, [argv[1:] for argv in cmds[i:end]])
+        encoder = self.encoder
+        encoder.protocol = self.ctx.protocol
+        for reply in replies:
+            start = len(out)
+            encoder.encode_into(out, reply)
+            if isinstance(reply, CommandError):
+                self.server.count_error(reply.prefix)
+            else:
+                writes.append((start, len(out)))
+                self.server.stats_writes += 1
+        self.server.stats_commands += end - i
+        return end
+
     def _apply_sets(self, sets: list[tuple[bytes, bytes]]) -> None:
         self.server.engine.keyspace.mset(sets)
+        self.ctx.last_cmd = b"set"
         self.server.stats_commands += len(sets)
         self.server.stats_writes += len(sets)
 
@@ -337,6 +403,32 @@ class Connection(asyncio.Protocol):
 
         asyncio.get_running_loop().create_task(resume())
 
+    def _paused_for(self, argv: list[bytes]) -> bool:
+        """Whether CLIENT PAUSE holds this command now: every command (ALL), or writes (WRITE; EXEC
+        when its transaction writes), as Redis 7.0 postpones them."""
+        server = self.server
+        if time.monotonic() >= server.pause_until:
+            server.unpause()  # the pause ran out
+            return False
+        if server.pause_all:
+            return True
+        name = argv[0].lower()
+        if name == b"exec":
+            return self.ctx.multi is not None and any(c.write for c, _ in self.ctx.multi)
+        cmd = COMMANDS.get(name)
+        return cmd is not None and cmd.write
+
+    async def _wait_unpause(self) -> Any:
+        """Wait for the pause's end (its time, or CLIENT UNPAUSE); the held commands then run."""
+        server = self.server
+        delay = server.pause_until - time.monotonic()
+        if delay > 0:
+            try:
+                await asyncio.wait_for(server.unpaused.wait(), delay)
+            except TimeoutError:
+                pass
+        return NO_REPLY
+
     async def _admit(self) -> Any:
         try:
             await self.server.engine.admit()
@@ -389,6 +481,7 @@ class Server:
     def __init__(self, engine: Engine, socket_path: str, *, limits: Limits | None = None,
                  access: Access | None = None, socket_mode: int = 0o660, socket_group: int | None = None) -> None:
         load_all()
+        self.run_commands = frozenset(name for name, cmd in COMMANDS.items() if cmd.run is not None)
         self.engine = engine
         self.socket_path = socket_path
         self.limits = limits or Limits()
@@ -409,6 +502,10 @@ class Server:
         self.namespace_rules: tuple[NamespaceRule, ...] = ()  # [memory] access; the daemon sets it
         self.maintenance: JobRunner | None = None  # MEMD.COMPACT / MEMD.BACKUP run its jobs; the daemon sets it
         self.info_providers: list[InfoProvider] = []  # extra INFO fields by section
+        self.pause_until = 0.0  # CLIENT PAUSE: time.monotonic() it ends at; 0: no pause
+        self.pause_all = False  # ... of every command (ALL), else of writes only (WRITE)
+        self.unpaused = asyncio.Event()  # set (and replaced) when a pause ends early
+        self.password = ""  # [server] password: "" = peer credentials alone admit a client; the daemon sets it
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1
         self._owns_socket_file = True  # False for a socket systemd passed (memd.socket keeps its file)
@@ -465,6 +562,30 @@ class Server:
 
     def contexts(self) -> list[Context]:
         return [c.ctx for c in self.connections]
+
+    def kill_client(self, ctx: Context) -> None:
+        """CLIENT KILL: close that connection now (what it has not been answered is dropped, as in Redis)."""
+        for conn in self.connections:
+            if conn.ctx is ctx:
+                conn._close()
+                return
+
+    def pause(self, milliseconds: int, all_commands: bool) -> None:
+        """CLIENT PAUSE: hold every client's commands (or writes) until then; a pause never shortens
+        one in force, and ALL outranks WRITE (Redis's pauseClients)."""
+        self.pause_until = max(self.pause_until, time.monotonic() + milliseconds / 1000)
+        self.pause_all = self.pause_all or all_commands
+
+    def unpause(self) -> None:
+        """CLIENT UNPAUSE (or the pause's end): held connections go on."""
+        self.pause_until, self.pause_all = 0.0, False
+        self.unpaused.set()
+        self.unpaused = asyncio.Event()
+
+    def reset_stats(self) -> None:
+        """CONFIG RESETSTAT: the counters INFO's stats and errorstats sections report start again from 0."""
+        self.stats_connections = self.stats_commands = self.stats_writes = 0
+        self.stats_errors.clear()
 
     async def start(self, activated: socket.socket | None = None) -> None:
         """Bind the socket (safely), then accept; or accept on ``activated``, a listening socket from systemd.

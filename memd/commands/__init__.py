@@ -13,6 +13,7 @@ server imports :data:`COMMANDS` after :func:`load_all`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,9 +24,11 @@ from memd.int64 import parse_int64
 
 if TYPE_CHECKING:
     from memd.commands.serverview import ServerView
-    from memd.engine.engine import Engine
+    from memd.engine.engine import Engine, WatchMark
 
 Handler = Callable[["Context", list[bytes]], Any]
+# A run of consecutive calls of one command (each call's arguments) -> one reply per call (see batched)
+RunHandler = Callable[["Context", list[list[bytes]]], list[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,7 @@ class Command:
     write: bool = False
     admin: bool = False
     no_multi: bool = False  # connection-level commands handled outside transactions
+    run: RunHandler | None = None  # a whole run of calls at once (see batched)
 
 
 COMMANDS: dict[bytes, Command] = {}
@@ -66,6 +70,24 @@ def command(name: str, arity: int, *, write: bool = False, admin: bool = False,
     return register
 
 
+def batched(name: str) -> Callable[[RunHandler], RunHandler]:
+    """Give the registered command ``name`` a handler for a run of consecutive calls.
+
+    Pipelined clients send runs of one command (bulk ingest of MEM.PUTs). The server hands
+    such a run, outside any transaction and only when the engine takes writes at all, to
+    ``handler(ctx, calls)`` in one go. Its contract: the replies (a value or a
+    CommandError, one per call) and the effects are exactly those of the calls run one
+    after the other, and its writes go in ONE ``engine.apply`` (a run is then all or
+    nothing after a crash: atomicity only grows). What it saves is per-call work that
+    can be shared: dispatch, store reads, WAL records.
+    """
+    def register(handler: RunHandler) -> RunHandler:
+        key = name.lower().encode()
+        COMMANDS[key] = dataclasses.replace(COMMANDS[key], run=handler)
+        return handler
+    return register
+
+
 @dataclass(eq=False)
 class Context:
     """What a handler may see: the engine and its own connection's state."""
@@ -84,17 +106,29 @@ class Context:
     quit: bool = False
     multi: list[tuple[Command, list[bytes]]] | None = None
     multi_error: bool = False
-    watched: dict[bytes, int] = field(default_factory=dict)
+    watched: dict[bytes, WatchMark] = field(default_factory=dict)
+    authenticated: bool = True  # False until AUTH while [server] password is set (the server decides at accept)
+    reply: str = "on"  # CLIENT REPLY: "on", "off", or "skip" (the next command's reply only)
+    no_evict: bool = False  # CLIENT NO-EVICT (recorded: memd evicts no client)
+    no_touch: bool = False  # CLIENT NO-TOUCH
+    fd: int = -1  # the connection's socket (CLIENT LIST)
+    created: float = 0.0  # time.monotonic() at accept (CLIENT LIST age)
+    last_active: float = 0.0  # time.monotonic() at the last batch of commands (CLIENT LIST idle)
+    last_cmd: bytes = b"NULL"  # the last command run, "client|list" for a subcommand (CLIENT LIST cmd)
 
 
 def wrong_arity(name: str) -> CommandError:
     return CommandError(f"wrong number of arguments for '{name}' command")
 
 
-def check_arity(cmd: Command, nargs: int) -> None:
+def arity_ok(cmd: Command, nargs: int) -> bool:
     """``nargs`` excludes the command name, as handlers see it."""
     n = nargs + 1
-    if cmd.arity >= 0 and n != cmd.arity or cmd.arity < 0 and n < -cmd.arity:
+    return n == cmd.arity if cmd.arity >= 0 else n >= -cmd.arity
+
+
+def check_arity(cmd: Command, nargs: int) -> None:
+    if not arity_ok(cmd, nargs):
         raise wrong_arity(cmd.name)
 
 
@@ -119,7 +153,8 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
     return value
 
 
-MODULES = ("connection", "strings", "keys", "hashes", "lists", "sets", "zsets", "zsetops", "server", "memory")
+MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "keyops", "sort", "hashes", "lists", "sets",
+           "zsets", "zsetops", "server", "memory", "introspect", "clients", "auth")
 
 
 def load_all() -> dict[bytes, Command]:

@@ -1,10 +1,14 @@
-"""Connection-level commands: PING ECHO HELLO QUIT RESET SELECT CLIENT COMMAND,
-and transactions (MULTI EXEC DISCARD WATCH UNWATCH).
+"""Connection-level commands: PING ECHO HELLO QUIT RESET SELECT, the dispatcher
+(with the password gate of :mod:`memd.commands.auth`), and transactions
+(MULTI EXEC DISCARD WATCH UNWATCH). CLIENT is :mod:`memd.commands.clients`,
+COMMAND :mod:`memd.commands.introspect`.
 
 A transaction runs its queued commands inside ``engine.batch()``: one WAL
-record, so after a crash it is all there or not at all. WATCH compares the
-engine's per-key modification stamps (see ``Engine.key_stamp``) taken at
-WATCH time with the ones at EXEC.
+record, so after a crash it is all there or not at all. WATCH records what the
+engine says of each key (``Engine.watch_mark``: its modification stamp,
+whether it lived and until when) and EXEC asks the engine whether any of
+them broke (``Engine.watch_broken``: a write, a flush of a key that existed,
+an expiry), as Redis 7.0 decides.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 from memd import __version__
 from memd.commands import (
     COMMANDS,
+    NO_REPLY,
     Command,
     CommandError,
     Context,
@@ -21,24 +26,31 @@ from memd.commands import (
     command,
     parse_int,
     unknown_command,
-    wrong_arity,
 )
+from memd.commands.auth import authenticate, needs_auth, password
+from memd.commands.clients import client_name
 from memd.resp import NullArray, SimpleString
 
 OK = SimpleString("OK")
 _TX_CONTROL = {b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"}
+_NO_AUTH = frozenset({b"auth", b"hello", b"quit", b"reset"})  # Redis's no_auth commands
+NOAUTH = "Authentication required."
 
 
 def execute(ctx: Context, argv: list[bytes]) -> Any:
     """Run one command (or queue it inside MULTI); return its reply value."""
     name = argv[0].lower()
     cmd = COMMANDS.get(name)
+    ctx.last_cmd = name  # CLIENT LIST's cmd= (containers memd answers add their subcommand: client|list)
     if ctx.multi is not None and name not in _TX_CONTROL:
         if cmd is None:
             ctx.multi_error = True
+            ctx.last_cmd = b"NULL"
             return unknown_command(argv)
         try:
             check_arity(cmd, len(argv) - 1)
+            if not ctx.authenticated and name not in _NO_AUTH and needs_auth(ctx):
+                raise CommandError(NOAUTH, prefix="NOAUTH")
         except CommandError as exc:
             ctx.multi_error = True
             return exc
@@ -48,9 +60,12 @@ def execute(ctx: Context, argv: list[bytes]) -> Any:
         ctx.multi.append((cmd, argv[1:]))
         return SimpleString("QUEUED")
     if cmd is None:
+        ctx.last_cmd = b"NULL"  # as Redis: no command ran
         return unknown_command(argv)
     try:
         check_arity(cmd, len(argv) - 1)
+        if not ctx.authenticated and name not in _NO_AUTH and needs_auth(ctx):
+            raise CommandError(NOAUTH, prefix="NOAUTH")  # after the name and arity checks, as Redis orders them
         if cmd.write:
             ctx.engine.check_writable()
         return cmd.handler(ctx, argv[1:])
@@ -83,6 +98,8 @@ def reset(ctx: Context, args: list[bytes]) -> Any:
     release_watches(ctx)
     ctx.protocol = 2
     ctx.name = None
+    ctx.reply = "on"
+    ctx.authenticated = not password(ctx)  # back to the default user's state, as a new connection
     return SimpleString("RESET")
 
 
@@ -107,12 +124,18 @@ def hello(ctx: Context, args: list[bytes]) -> Any:
         while i < len(args):
             opt = args[i].lower()
             if opt == b"auth" and i + 2 < len(args):
-                i += 3  # memd authenticates by peer credentials; AUTH is accepted and ignored
+                if not authenticate(ctx, args[i + 1], args[i + 2]):
+                    raise CommandError("invalid username-password pair or user is disabled.", prefix="WRONGPASS")
+                i += 3
             elif opt == b"setname" and i + 1 < len(args):
-                ctx.name = _client_name(args[i + 1])
+                ctx.name = client_name(args[i + 1])
                 i += 2
             else:
                 raise CommandError(f"Syntax error in HELLO option '{args[i].decode(errors='replace')}'")
+    if needs_auth(ctx):
+        raise CommandError("HELLO must be called with the client already authenticated, otherwise the HELLO AUTH "
+                           "<user> <pass> option can be used to authenticate the client and select the RESP "
+                           "protocol version at the same time", prefix="NOAUTH")
     ctx.protocol = protocol
     return {
         "server": "redis", "version": "7.0.15", "proto": protocol, "id": ctx.client_id,
@@ -125,65 +148,6 @@ def release_watches(ctx: Context) -> None:
     if ctx.watched:
         ctx.watched.clear()
         ctx.engine.watching -= 1
-
-
-def _client_name(raw: bytes) -> bytes | None:
-    if any(c <= 32 or c > 126 for c in raw):
-        raise CommandError("Client names cannot contain spaces, newlines or special characters.")
-    return raw or None
-
-
-_CLIENT_ARITY = {b"setname": 3, b"getname": 2, b"id": 2, b"setinfo": 4, b"info": 2, b"list": -2, b"help": 2}
-
-
-@command("client", -2)
-def client(ctx: Context, args: list[bytes]) -> Any:
-    sub = args[0].lower()
-    arity = _CLIENT_ARITY.get(sub)
-    if arity is None:
-        raise CommandError(f"unknown subcommand '{args[0].decode(errors='replace')}'. Try CLIENT HELP.")
-    n = len(args) + 1
-    if arity >= 0 and n != arity or arity < 0 and n < -arity:
-        raise wrong_arity(f"client|{sub.decode()}")
-    if sub == b"setname":
-        ctx.name = _client_name(args[1])
-        return OK
-    if sub == b"getname":
-        return ctx.name
-    if sub == b"id":
-        return ctx.client_id
-    if sub == b"setinfo":
-        attr = args[1].lower()
-        if attr == b"lib-name":
-            ctx.lib_name = args[2]
-        elif attr == b"lib-ver":
-            ctx.lib_ver = args[2]
-        else:
-            raise CommandError(f"Unrecognized option '{args[1].decode(errors='replace')}'")
-        return OK
-    if sub == b"list":
-        server = ctx.server
-        contexts = server.contexts() if server is not None else [ctx]
-        return "".join(_client_line(c) + "\n" for c in contexts).encode()
-    if sub == b"info":
-        return _client_line(ctx).encode() + b"\n"
-    return [b"CLIENT <subcommand>: SETNAME GETNAME ID SETINFO INFO LIST"]
-
-
-def _client_line(c: Context) -> str:
-    return (f"id={c.client_id} addr=unix fd=0 name={(c.name or b'').decode(errors='replace')} "
-            f"resp={c.protocol} lib-name={c.lib_name.decode(errors='replace')} "
-            f"lib-ver={c.lib_ver.decode(errors='replace')} uid={c.peer_uid} pid={c.peer_pid}")
-
-
-@command("command", -1)
-def command_(ctx: Context, args: list[bytes]) -> Any:
-    # redis-cli and redis-py start fine with an empty table; COUNT is exact
-    if args and args[0].lower() == b"count":
-        return len(COMMANDS)
-    if args and args[0].lower() == b"docs":
-        return {}
-    return []
 
 
 # ---- transactions ---------------------------------------------------------------------
@@ -214,7 +178,8 @@ def watch(ctx: Context, args: list[bytes]) -> Any:
     for key in args:
         if not ctx.watched:
             ctx.engine.watching += 1  # the engine stamps writes only while someone watches
-        ctx.watched.setdefault(key, ctx.engine.key_stamp(key))
+        if key not in ctx.watched:
+            ctx.watched[key] = ctx.engine.watch_mark(key)
     return OK
 
 
@@ -236,19 +201,24 @@ def exec_(ctx: Context, args: list[bytes]) -> Any:
     if failed:
         raise CommandError("Transaction discarded because of previous errors.", prefix="EXECABORT")
     engine = ctx.engine
-    if any(engine.key_stamp(k) != stamp for k, stamp in watched.items()):
+    if any(engine.watch_broken(k, mark) for k, mark in watched.items()):
         return NullArray
     if any(cmd.write for cmd, _ in queued):
         engine.check_writable()
     replies: list[Any] = []
-    with engine.batch():
-        for cmd, cargs in queued:
-            replies.append(_run_queued(ctx, cmd, cargs))
+    ctx.multi = queued  # while EXEC runs them the client is still in its transaction (CLIENT LIST flags=x)
+    try:
+        with engine.batch():
+            for cmd, cargs in queued:
+                replies.append(_run_queued(ctx, cmd, cargs))
+    finally:
+        ctx.multi = None
     return replies
 
 
 def _run_queued(ctx: Context, cmd: Command, args: list[bytes]) -> Any:
     try:
-        return cmd.handler(ctx, args)
+        reply = cmd.handler(ctx, args)
     except CommandError as exc:
         return exc
+    return OK if reply is NO_REPLY else reply  # CLIENT REPLY OFF|SKIP inside EXEC: EXEC's array keeps its slot

@@ -221,7 +221,7 @@ def pttl(ctx: Context, args: list[bytes]) -> object:
 
 
 def _expiretime(ctx: Context, key: bytes) -> int:
-    m = ctx.engine.keyspace.meta(key)
+    m = ctx.engine.keyspace.peek(key)
     if m is None:
         return -2
     return -1 if m[M_EXPIRES_AT] is None else max(0, m[M_EXPIRES_AT])

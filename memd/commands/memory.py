@@ -19,8 +19,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from memd.commands import CommandError, Context, Deferred, command, parse_int
-from memd.engine.memories import MemItem, MemVersion, parse_filter, under
+from memd import jsontext
+from memd.commands import CommandError, Context, Deferred, batched, command, parse_int
+from memd.engine.memories import MemItem, MemVersion, Put, parse_filter, under
 from memd.resp import SimpleString
 
 MAX_NAME_BYTES = 1024
@@ -71,7 +72,12 @@ def load_json(raw: bytes, what: str, *, nonfinite: bool = False) -> tuple[Any, s
     ``nonfinite`` (FILTER only, never a stored value) also accepts ``NaN``, ``Infinity``,
     ``-Infinity`` and numbers beyond a double's range: Python's json writes
     ``float("inf")`` as ``Infinity``, and LangGraph filters compare against it.
+    orjson where it gives ``json``'s very answer (see :mod:`memd.jsontext`), ``json`` elsewhere.
     """
+    if not nonfinite:
+        fast = jsontext.compact(raw)
+        if fast is not None:
+            return fast
     try:
         obj = json.loads(_text(raw, what), parse_constant=None if nonfinite else _reject_constant)
         # allow_nan=False: 1e400 parses to inf, which would be written back as Infinity (not JSON)
@@ -222,17 +228,40 @@ def _after_flush_if(ctx: Context, pending: bool, run: Callable[[], Awaitable[Any
 
 # ---- commands --------------------------------------------------------------------------------
 
-@command("mem.put", -4, write=True)
-def mem_put(ctx: Context, args: list[bytes]) -> Any:
+def _parse_put(ctx: Context, args: list[bytes]) -> Put:
     ns, key, value = parse_namespace(args[0]), parse_key(args[1]), parse_value(ctx, args[2])
     opts = _Options(args[3:], {b"TTL"}, set(), vectors=True)
     check_access(ctx, ns, write=True)
     ttl = opts.values.get(b"TTL")
     ttl_ms = None if ttl is None else parse_ttl_ms(ttl)
+    return ns, key, value, ttl_ms, tuple(opts.vectors)
+
+
+@command("mem.put", -4, write=True)
+def mem_put(ctx: Context, args: list[bytes]) -> Any:
     try:
-        return ctx.engine.memories.put(ns, key, value, ttl_ms, tuple(opts.vectors))
+        return ctx.engine.memories.put(*_parse_put(ctx, args))
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+
+
+@batched("mem.put")
+def mem_put_run(ctx: Context, calls: list[list[bytes]]) -> list[Any]:
+    """A run of MEM.PUTs: each checked alone (a bad one gets its error and writes nothing), all
+    written as one record (see Memories.put_many)."""
+    replies: list[Any] = [None] * len(calls)
+    puts: list[Put] = []
+    slots: list[int] = []
+    for i, args in enumerate(calls):
+        try:
+            puts.append(_parse_put(ctx, args))
+        except CommandError as exc:
+            replies[i] = exc
+            continue
+        slots.append(i)
+    for i, result in zip(slots, ctx.engine.memories.put_many(puts), strict=True):
+        replies[i] = CommandError(str(result)) if isinstance(result, ValueError) else result
+    return replies
 
 
 @command("mem.get", -3)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
+import resource
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,12 +14,15 @@ import psutil
 
 from memd import __version__, metrics
 from memd.commands import NO_REPLY, CommandError, Context, Deferred, command, parse_int
+from memd.commands.configcmd import config_command
 from memd.commands.serverview import InfoProvider
 from memd.resp import SimpleString, Verbatim
 
 _STARTED = time.time()
 _PROCESS = psutil.Process()
-SECTIONS = ("server", "clients", "memory", "persistence", "stats", "errorstats", "keyspace", "cluster")
+_RUN_ID = os.urandom(20).hex()  # Redis's run_id: 40 hex characters, new at each start
+SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "errorstats", "keyspace",
+            "cluster")
 
 
 def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str, Any]]:
@@ -29,7 +33,9 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
     """
     engine = ctx.engine
     stats = engine.stats()
-    rss = _PROCESS.memory_info().rss
+    mem = _PROCESS.memory_info()
+    rss = mem.rss
+    peak = max(rss, _peak_rss())
     keys = engine.keyspace.dbsize() if keyspace else 0
     server = ctx.server
     errors: Mapping[str, int] = {}
@@ -39,15 +45,22 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
         errors, providers = server.stats_errors, server.info_providers
         socket_path, clients, max_clients = server.socket_path, len(server.connections), server.limits.max_clients
         received, processed, writes = server.stats_connections, server.stats_commands, server.stats_writes
+    uname = os.uname()
+    uptime = int(time.time() - _STARTED)
     sections: dict[str, dict[str, Any]] = {
+        # the fields client libraries read (redis-py, Jedis, ioredis, go-redis probe some of them)
         "server": {
             "redis_version": "7.0.15", "memd_version": __version__, "redis_mode": "standalone",
-            "os": os.uname().sysname, "process_id": os.getpid(), "tcp_port": 0,
-            "uptime_in_seconds": int(time.time() - _STARTED),
-            "unix_socket": socket_path,
+            "os": f"{uname.sysname} {uname.release} {uname.machine}", "arch_bits": 64 if sys.maxsize > 2**32 else 32,
+            "multiplexing_api": "epoll", "process_id": os.getpid(), "process_supervised": "no", "run_id": _RUN_ID,
+            "tcp_port": 0, "uptime_in_seconds": uptime, "uptime_in_days": uptime // 86400, "hz": 10,
+            "configured_hz": 10, "executable": sys.executable, "unix_socket": socket_path,
         },
-        "clients": {"connected_clients": clients, "maxclients": max_clients},
-        "memory": {"used_memory": rss, "used_memory_rss": rss, "used_memory_human": f"{rss / 2**20:.2f}M",
+        "clients": {"connected_clients": clients, "blocked_clients": 0, "maxclients": max_clients},
+        "memory": {"used_memory": rss, "used_memory_human": _human(rss), "used_memory_rss": rss,
+                   "used_memory_rss_human": _human(rss), "used_memory_peak": peak, "used_memory_peak_human":
+                   _human(peak), "maxmemory": 0, "maxmemory_human": "0B", "maxmemory_policy": "noeviction",
+                   "mem_allocator": "libc",
                    "memd_buffer_bytes": stats["buffer_bytes"],
                    # semantic recall: vectors in memory (indexes and buffer), and their limit (0: none)
                    "memd_vector_bytes": engine.memories.vector_bytes(),
@@ -59,9 +72,13 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
         "stats": {
             "total_connections_received": received,
             "total_commands_processed": processed,
+            "rejected_connections": 0, "expired_keys": 0, "evicted_keys": 0, "keyspace_hits": 0,
+            "keyspace_misses": 0, "pubsub_channels": 0, "pubsub_patterns": 0,
             "total_error_replies": sum(errors.values()),
             "memd_write_commands": writes,
         },
+        "replication": {"role": "master", "connected_slaves": 0, "master_failover_state": "no-failover",
+                        "master_replid": _RUN_ID, "master_repl_offset": 0},
         "errorstats": {f"errorstat_{prefix}": f"count={n}" for prefix, n in sorted(errors.items())},
         "keyspace": {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {},
         # clients probe it (langchain's get_client reads cluster_enabled) before anything else
@@ -70,6 +87,19 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
     for section, provider in providers:  # maintenance, watchdog, reload
         sections.setdefault(section, {}).update(provider())
     return sections
+
+
+def _human(n: int) -> str:
+    """Redis's bytesToHuman: 1.50M, 812.00K, 12B."""
+    for unit, size in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n}B"
+
+
+def _peak_rss() -> int:
+    """The process's peak resident size (getrusage's ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _render(sections: dict[str, dict[str, Any]], wanted: list[str]) -> str:
@@ -119,29 +149,10 @@ def memd_stats(ctx: Context, args: list[bytes]) -> Any:
     return {k: (v if isinstance(v, int) else str(v)) for k, v in flat.items()}
 
 
-def _glob(pattern: bytes) -> re.Pattern[str]:
-    text = pattern.decode(errors="replace")
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text) + r"\Z",
-                      re.IGNORECASE)
-
-
 @command("config", -2)
 def config(ctx: Context, args: list[bytes]) -> Any:
-    sub = args[0].lower()
-    if sub == b"get" and len(args) >= 2:
-        settings: dict[str, str] = dict(ctx.server.config_view()) if ctx.server is not None else {}
-        settings.setdefault("appendonly", "yes")
-        settings.setdefault("appendfsync", ctx.engine.fsync_policy)
-        settings.setdefault("save", "")
-        settings.setdefault("databases", "1")
-        found: dict[str, str] = {}
-        for pattern in args[1:]:
-            rx = _glob(pattern)
-            found.update({k: v for k, v in settings.items() if rx.match(k)})
-        return found
-    if sub == b"resetstat" and len(args) == 1:
-        return SimpleString("OK")
-    raise CommandError(f"unknown subcommand '{args[0].decode(errors='replace')}'. Try CONFIG HELP.")
+    """CONFIG GET / SET / RESETSTAT / REWRITE / HELP (see :mod:`memd.commands.configcmd`)."""
+    return config_command(ctx, args)
 
 
 @command("waitaof", 4)

@@ -32,10 +32,13 @@ InfoProvider = tuple[str, Callable[[], dict[str, Any]]]  # (INFO section, its ex
 
 
 class ClientLimits(Protocol):
-    """The connection limits INFO reports."""
+    """The connection limits INFO reports, and the string size limit (Redis's proto-max-bulk-len)."""
 
     @property
     def max_clients(self) -> int: ...
+
+    @property
+    def max_bulk_bytes(self) -> int: ...
 
 
 class JobRunner(Protocol):
@@ -99,3 +102,19 @@ class ServerView(Protocol):
 
     def contexts(self) -> list[Context]:
         """Every open connection's context (CLIENT LIST)."""
+
+    @property
+    def password(self) -> str:
+        """``[server] password`` ("" = none): AUTH checks it; the daemon sets it (and on reload)."""
+
+    def kill_client(self, ctx: Context) -> None:
+        """Close the connection whose context is ``ctx`` (CLIENT KILL)."""
+
+    def pause(self, milliseconds: int, all_commands: bool) -> None:
+        """CLIENT PAUSE: hold every client's commands (``all_commands``) or writes for that long."""
+
+    def unpause(self) -> None:
+        """CLIENT UNPAUSE: end a pause now."""
+
+    def reset_stats(self) -> None:
+        """Zero the counters INFO's stats and errorstats report (CONFIG RESETSTAT)."""

@@ -1,18 +1,20 @@
 """String commands: SET (every option) SETNX SETEX PSETEX GET GETDEL GETSET GETEX MGET MSET
-MSETNX INCR INCRBY DECR DECRBY APPEND STRLEN.
+MSETNX INCR INCRBY DECR DECRBY INCRBYFLOAT APPEND STRLEN GETRANGE SUBSTR SETRANGE.
 
 Redis 7.0 semantics (``t_string.c``): option parsing, the order in which
-errors are detected, and reply shapes match redis-server. INCRBYFLOAT is not
-provided: Redis computes it in 80-bit ``long double`` and formats it with
-``%.17Lf``, which Python floats cannot reproduce digit for digit.
+errors are detected, and reply shapes match redis-server. INCRBYFLOAT adds in
+80-bit ``long double`` as Redis does (:mod:`memd.longdouble`). The bit
+commands are in :mod:`memd.commands.bits` and :mod:`memd.commands.bitfield`, LCS in
+:mod:`memd.commands.lcs`.
 
 This module also holds the argument helpers the other command modules share
-(:data:`ll`, :func:`expire_error`).
+(:data:`ll`, :func:`expire_error`, :func:`string_limit`).
 """
 
 from __future__ import annotations
 
 from memd.commands import Context, command, parse_int, wrong_arity
+from memd.engine.strings import STRING_MAX
 from memd.errors import CommandError, WrongTypeError
 from memd.int64 import INT64_MAX, INT64_MIN
 from memd.resp import SimpleString
@@ -25,6 +27,11 @@ SYNTAX = "syntax error"
 # ---- helpers shared by the command modules --------------------------------------------
 
 ll = parse_int  # Redis ``getLongLongFromObjectOrReply``: the rule of :mod:`memd.int64`, or an error reply
+
+
+def string_limit(ctx: Context) -> int:
+    """The largest string a command may build: Redis's proto-max-bulk-len, memd's ``server.max_bulk_bytes``."""
+    return STRING_MAX if ctx.server is None else ctx.server.limits.max_bulk_bytes
 
 
 def expire_error(name: str) -> CommandError:
@@ -169,6 +176,30 @@ def mget(ctx: Context, args: list[bytes]) -> object:
     return out
 
 
+def _getrange(ctx: Context, args: list[bytes]) -> bytes:
+    """GETRANGE's inclusive byte range, with Redis's rules for negative and out-of-range ends."""
+    start, end = ll(args[1]), ll(args[2])  # both parsed before the key is looked at
+    value = ctx.engine.keyspace.get(args[0])
+    if value is None or start < 0 and end < 0 and start > end:
+        return b""
+    n = len(value)
+    if start < 0:
+        start = max(0, n + start)
+    if end < 0:
+        end = max(0, n + end)
+    return value[start:min(end, n - 1) + 1]
+
+
+@command("getrange", 4)
+def getrange(ctx: Context, args: list[bytes]) -> object:
+    return _getrange(ctx, args)
+
+
+@command("substr", 4)
+def substr(ctx: Context, args: list[bytes]) -> object:
+    return _getrange(ctx, args)  # the name GETRANGE had before Redis 2.4
+
+
 @command("strlen", 2)
 def strlen(ctx: Context, args: list[bytes]) -> object:
     value = ctx.engine.keyspace.get(args[0])
@@ -201,11 +232,20 @@ def msetnx(ctx: Context, args: list[bytes]) -> object:
 
 @command("append", 3, write=True)
 def append(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
-    old = ks.get(args[0])
-    value = args[1] if old is None else old + args[1]
-    ks.set(args[0], value, keepttl=True)
-    return len(value)
+    return ctx.engine.keyspace.append(args[0], args[1], string_limit(ctx))
+
+
+@command("setrange", 4, write=True)
+def setrange(ctx: Context, args: list[bytes]) -> object:
+    offset = ll(args[1])
+    if offset < 0:
+        raise CommandError("offset is out of range")
+    return ctx.engine.keyspace.setrange(args[0], offset, args[2], string_limit(ctx))
+
+
+@command("incrbyfloat", 3, write=True)
+def incrbyfloat(ctx: Context, args: list[bytes]) -> object:
+    return ctx.engine.keyspace.incrbyfloat(args[0], args[1])  # WRONGTYPE, then either operand's check
 
 
 def _incr(ctx: Context, key: bytes, delta: int) -> int:

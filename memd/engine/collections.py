@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from memd import longdouble
 from memd.engine.records import T_HASH, T_LIST, T_SET
 from memd.store.base import list_sub
 from memd.errors import CommandError
@@ -78,6 +79,15 @@ class CollectionsMixin:
         count = (0 if m is None else m[M_COUNT]) + (raw is None)
         self.update(key, T_HASH, m is None, None if m is None else m[M_EXPIRES_AT], count, 0, 0,
                     [(field, str(new).encode())])
+        return new
+
+    def hincrbyfloat(self: Keyspace, key: bytes, field: bytes, incr: bytes) -> bytes:
+        """HINCRBYFLOAT: the field's new text (Redis's long-double arithmetic, :mod:`memd.longdouble`)."""
+        m = self.typed_meta(key, T_HASH)
+        raw = None if m is None else self.elem(key, field)
+        new = longdouble.add(raw, incr, "hash value is not a float")
+        count = (0 if m is None else m[M_COUNT]) + (raw is None)
+        self.update(key, T_HASH, m is None, None if m is None else m[M_EXPIRES_AT], count, 0, 0, [(field, new)])
         return new
 
     def _remove(self: Keyspace, key: bytes, type_: int, subs: list[bytes]) -> int:

@@ -39,6 +39,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -47,7 +48,7 @@ import anyio.lowlevel
 import anyio.abc
 
 from memd.engine.fileops import FileOps
-from memd.engine.keyspace import Keyspace
+from memd.engine.keyspace import M_EXPIRES_AT, Keyspace
 from memd.engine.memories import Memories
 from memd.engine.memtable import Memtable
 from memd.engine.records import OP_DEL, OP_FLUSHALL, OP_SET, OP_UPDATE, Op
@@ -72,6 +73,16 @@ LOCK_NAME = "memd.lock"
 _STAMP_BUCKETS = 1 << 16  # WATCH may see a false conflict (1 in 65536 per pair of keys), never miss one
 DB_NAME = "memd.sqlite3"
 WAL_DIR = "wal"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchMark:
+    """What WATCH saw of a key: its write stamp, the flush stamp, and whether (and until when) it lived."""
+
+    stamp: int
+    flush: int
+    existed: bool
+    expires_at: int | None
 
 
 def lock_data_dir(data_dir: str) -> int:
@@ -311,9 +322,36 @@ class Engine:
         """A value that changes whenever ``key`` may have been written while ``watching`` (WATCH).
 
         Stamps are not updated while nobody watches; that is safe: a WATCH
-        records the current stamp and every later write moves it.
+        records the current stamp and every later write moves it. FLUSHALL
+        is not in it: :meth:`watch_broken` decides what a flush means.
         """
-        return max(self._stamps[hash(key) & (_STAMP_BUCKETS - 1)], self._flushall_stamp)
+        return self._stamps[hash(key) & (_STAMP_BUCKETS - 1)]
+
+    def watch_mark(self, key: bytes) -> WatchMark:
+        """What WATCH records of ``key`` now, for :meth:`watch_broken` to compare at EXEC."""
+        meta = self.keyspace.meta(key)
+        return WatchMark(self.key_stamp(key), self._flushall_stamp, meta is not None,
+                         None if meta is None else meta[M_EXPIRES_AT])
+
+    def watch_broken(self, key: bytes, mark: WatchMark) -> bool:
+        """Whether a transaction that watched ``key`` (``mark``) must abort, by Redis 7.0's rules (multi.c).
+
+        - a write that may have touched the key (its stamp moved) aborts;
+        - FLUSHALL / FLUSHDB abort only if the key existed when watched: a
+          key that did not exist, or had already expired, is not changed by
+          a flush (``touchAllWatchedKeysInDb``); had it been created since,
+          its stamp would have moved;
+        - a key alive when watched that has expired since aborts
+          (``isWatchedKeyExpired``): nobody wrote it, yet what the
+          transaction read is gone. With its stamp unmoved, its expiry is
+          still the one recorded.
+        """
+        if self.key_stamp(key) != mark.stamp:
+            return True
+        if not mark.existed:
+            return False
+        return self._flushall_stamp != mark.flush or (mark.expires_at is not None
+                                                       and mark.expires_at <= self.now_ms())
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -527,7 +565,7 @@ class Engine:
         }
 
 
-__all__ = ["Engine", "DurabilityError", "OverloadError", "lock_data_dir"]
+__all__ = ["Engine", "DurabilityError", "OverloadError", "WatchMark", "lock_data_dir"]
 
 
 @contextlib.contextmanager

@@ -16,7 +16,13 @@ import bisect
 from typing import TYPE_CHECKING, Any
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, M_HI, M_LO, M_TYPE, CollectionsMixin, Meta
+from memd.engine.elemscan import ElemScanMixin
+from memd.engine.keyops import ACCESS_MAX, KeyOpsMixin
+from memd.engine.lists import ListsMixin
+from memd.engine.randpick import RandomPickMixin
+from memd.engine.sets import SetsMixin
 from memd.engine.memtable import DELETED, Memtable
+from memd.engine.strings import StringsMixin
 from memd.engine.zsets import ZsetsMixin
 from memd.engine.records import (
     OP_DEL,
@@ -37,11 +43,17 @@ if TYPE_CHECKING:
 _MISSING: Any = object()
 
 
-class Keyspace(CollectionsMixin, ZsetsMixin):
-    """The keyspace as Redis commands see it (strings, keys; collections in the mixin)."""
+class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMixin, RandomPickMixin, KeyOpsMixin,
+               ZsetsMixin):
+    """The keyspace as Redis commands see it (strings, keys; collections, partial string rewrites and
+    whole-key ops in the mixins)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # last access per key, engine-clock seconds (OBJECT IDLETIME; bounded: see memd.engine.keyops)
+        self.access: dict[bytes, float] = {}
+        self.access_floor = engine.clock()
+        self._clock = engine.clock
 
     # ---- primitives --------------------------------------------------------------
 
@@ -52,7 +64,32 @@ class Keyspace(CollectionsMixin, ZsetsMixin):
         return self.engine.layers()
 
     def meta(self, key: bytes) -> Meta | None:
-        """The key's metadata if it exists and has not expired."""
+        """The key's metadata if it exists and has not expired; records an access to ``key``.
+
+        Recorded whether or not the key exists: a command that reads a missing
+        key and then creates it (INCR, HSET...) leaves its creation time. The
+        map's bound is checked where a key may come from outside the buffer
+        (the SQLite read below, and the writes): a key found in a buffer layer
+        is one of the buffer's, so the map cannot outgrow the cap by more than
+        the buffer. :meth:`peek`'s body is repeated here: this is every read's
+        path, and a second call costs ~0.1 µs of a buffered GET's ~1 µs.
+        """
+        self.access[key] = self._clock()
+        for layer in self._layers():
+            e = layer.entries.get(key)
+            if e is not None:
+                if e.type == T_NONE or (e.expires_at is not None and e.expires_at <= self.now_ms()):
+                    return None
+                return (e.type, e.expires_at, e.count, e.lo, e.hi)
+            if layer.flushall:
+                return None
+        if len(self.access) > ACCESS_MAX:
+            self._forget_access()
+        row = self._live_row(key)
+        return None if row is None else (row[0], row[2], row[3], row[4], row[5])
+
+    def peek(self, key: bytes) -> Meta | None:
+        """:meth:`meta` without recording an access (Redis's LOOKUP_NOTOUCH: TYPE, TTL, SCAN...)."""
         for layer in self._layers():
             e = layer.entries.get(key)
             if e is not None:
@@ -140,20 +177,20 @@ class Keyspace(CollectionsMixin, ZsetsMixin):
     # ---- keys --------------------------------------------------------------------
 
     def type_name(self, key: bytes) -> str:
-        m = self.meta(key)
+        m = self.peek(key)
         return "none" if m is None else TYPE_NAMES[m[M_TYPE]]
 
     def exists(self, keys: list[bytes]) -> int:
-        return sum(1 for k in keys if self.meta(k) is not None)
+        return sum(1 for k in keys if self.peek(k) is not None)
 
     def delete(self, keys: list[bytes]) -> int:
-        live = [k for k in dict.fromkeys(keys) if self.meta(k) is not None]
+        live = [k for k in dict.fromkeys(keys) if self.peek(k) is not None]
         self.engine.apply([(OP_DEL, k) for k in live])  # one record: a multi-key DEL is atomic too
         return len(live)
 
     def pttl(self, key: bytes) -> int:
         """-2: no such key; -1: no expiry; else milliseconds left."""
-        m = self.meta(key)
+        m = self.peek(key)
         if m is None:
             return -2
         if m[M_EXPIRES_AT] is None:
@@ -201,7 +238,7 @@ class Keyspace(CollectionsMixin, ZsetsMixin):
                 if key in seen:
                     continue
                 seen.add(key)
-                if self.meta(key) is not None:
+                if self.peek(key) is not None:
                     live += 1
                 if not below_reset:
                     row = store.get_key(key)
@@ -244,7 +281,7 @@ class Keyspace(CollectionsMixin, ZsetsMixin):
         if not ordered:
             return [], None
         done = limit is None and not more_in_memory and len(ordered) == len(candidates)
-        live = [k for k in ordered if self.meta(k) is not None]
+        live = [k for k in ordered if self.peek(k) is not None]
         return live, (None if done else ordered[-1])
 
     # ---- strings -----------------------------------------------------------------
@@ -262,6 +299,10 @@ class Keyspace(CollectionsMixin, ZsetsMixin):
             return None
         if row[0] != T_STRING:
             raise WrongTypeError()
+        access = self.access
+        access[key] = self._clock()
+        if len(access) > ACCESS_MAX:
+            self._forget_access()
         return row[1]
 
     def set(self, key: bytes, value: bytes, *, expires_at: int | None = None, keepttl: bool = False,
@@ -270,6 +311,10 @@ class Keyspace(CollectionsMixin, ZsetsMixin):
         if not (nx or xx or get or keepttl):
             # a plain SET overwrites whatever was there: no read at all (the hot path)
             self.engine.apply([(OP_SET, key, value, expires_at)])
+            access = self.access
+            access[key] = self._clock()
+            if len(access) > ACCESS_MAX:
+                self._forget_access()
             return True, None
         m = self.meta(key)
         old = None
@@ -292,6 +337,12 @@ class Keyspace(CollectionsMixin, ZsetsMixin):
 
     def mset(self, pairs: list[tuple[bytes, bytes]]) -> None:
         self.engine.apply([(OP_SET, k, v, None) for k, v in pairs])
+        now = self._clock()
+        access = self.access
+        for k, _ in pairs:
+            access[k] = now
+        if len(access) > ACCESS_MAX:
+            self._forget_access()
 
     def incrby(self, key: bytes, delta: int) -> int:
         m = self.typed_meta(key, T_STRING)

@@ -30,6 +30,8 @@ MAX_VECTORS_PER_PUT = 256
 FILTER_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in")
 _INT64 = 1 << 63
 
+Put = tuple[str, str, str, int | None, Vectors]  # (ns, key, value JSON text, ttl_ms, vectors): one MEM.PUT
+
 
 @dataclass(frozen=True, slots=True)
 class MemItem:
@@ -147,20 +149,64 @@ class Memories:
         Raises ValueError, before anything is written, when a vector does not fit the index
         governing ``ns`` or would take memory beyond ``vector_max_bytes``.
         """
-        if vectors:
-            self.check_vectors(ns, vectors)
+        result = self.put_many([(ns, key, value, ttl_ms, vectors)])[0]
+        if isinstance(result, ValueError):
+            raise result
+        return result
+
+    def put_many(self, puts: list[Put]) -> list[int | ValueError]:
+        """A run of puts, each as :meth:`put` would do it in turn, written as ONE record.
+
+        Returns each put's version, or the ValueError that refused it (nothing of that put is
+        written; the others are). Bulk ingest (pipelined MEM.PUTs) pays one store read for the
+        version numbers of the whole run, one WAL record and one memtable pass, instead of two
+        point reads and a record per put. A later put of the same item in the run sees the
+        earlier one, exactly as it would one command later.
+        """
         now = self.now_ms()
-        cur = self._current(ns, key)
-        if cur is None:
-            last, created = self.engine.store.mem_last_version(ns, key), now
-        else:
-            live = self._alive(ns, key, cur, now)
-            last, created = cur[1], live.created_at if live is not None else now
-        version = last + 1
-        expires = None if ttl_ms is None else now + ttl_ms
-        op = (OP_MEM_PUT, ns, key, value, version, created, now, expires, ttl_ms)
-        self.engine.apply([(*op, vectors) if vectors else op])
-        return version
+        heads: dict[tuple[str, str], tuple[MemRow | None, int]] = {}
+        layers = self.engine.layers()
+        unbuffered = []
+        for ns, key, *_ in puts:
+            ident = (ns, key)
+            if ident in heads:
+                continue
+            for layer in layers:
+                m = layer.mem.get(ident)
+                if m is not None:
+                    heads[ident] = ((m.value, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl), m.version)
+                    break
+            else:
+                heads[ident] = (None, 0)
+                unbuffered.append(ident)
+        if unbuffered:
+            heads.update(self.engine.store.mem_heads(unbuffered))
+        results: list[int | ValueError] = []
+        ops = []
+        new_vector_bytes = 0
+        for ns, key, value, ttl_ms, vectors in puts:
+            if vectors:
+                try:
+                    new_vector_bytes += self.check_vectors(ns, vectors, new_vector_bytes)
+                except ValueError as exc:
+                    results.append(exc)
+                    continue
+            ident = (ns, key)
+            cur, last = heads[ident]
+            created = now
+            if cur is not None:
+                last = cur[1]
+                live = self._alive(ns, key, cur, now)
+                if live is not None:
+                    created = live.created_at
+            version = last + 1
+            expires = None if ttl_ms is None else now + ttl_ms
+            op = (OP_MEM_PUT, ns, key, value, version, created, now, expires, ttl_ms)
+            ops.append((*op, vectors) if vectors else op)
+            heads[ident] = ((value, version, created, now, expires, ttl_ms), version)
+            results.append(version)
+        self.engine.apply(ops)
+        return results
 
     def delete(self, ns: str, key: str) -> bool:
         now = self.now_ms()
@@ -244,8 +290,11 @@ class Memories:
         self.engine.apply([(OP_MEM_INDEX, prefix, 0, None, None)])
         return True
 
-    def check_vectors(self, ns: str, vectors: Vectors) -> None:
-        """ValueError unless ``vectors`` may go with a put to ``ns`` (see :meth:`put`)."""
+    def check_vectors(self, ns: str, vectors: Vectors, pending: int = 0) -> int:
+        """ValueError unless ``vectors`` may go with a put to ``ns`` (see :meth:`put`); else their bytes.
+
+        ``pending``: vector bytes of earlier puts in the same run, not applied yet.
+        """
         found = self.index_for(ns)
         if found is None:
             raise ValueError(f"no vector index covers namespace {ns!r}: declare one with MEM.INDEX CREATE")
@@ -261,12 +310,13 @@ class Memories:
                 check_vector(blob, dims, distance)
             except ValueError as exc:
                 raise ValueError(f"VECTOR {path!r}: {exc} (index {prefix!r})") from None
+        new = sum(len(blob) for _, blob in vectors)
         if self.vector_max_bytes:
-            used = self.vector_bytes()
-            new = sum(len(blob) for _, blob in vectors)
+            used = self.vector_bytes() + pending
             if used + new > self.vector_max_bytes:
                 raise ValueError(f"vectors take {used} bytes and this put adds {new}: memory.vector_max_bytes is "
                                  f"{self.vector_max_bytes} (raise it, or drop vectors no longer needed)")
+        return new
 
     def vector_bytes(self) -> int:
         """Memory taken by vectors: the in-memory indexes, and the vectors still in the buffer."""

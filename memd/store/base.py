@@ -22,6 +22,7 @@ fields are documented here, once.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -76,7 +77,12 @@ class Store(Protocol):
 
     def iter_elems(self, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None
                    ) -> Iterator[tuple[bytes, Any]]:
-        """Elements of a key in sub order, optionally in ``[sub_from, sub_to)``."""
+        """Elements of a key in sub order, optionally in ``[sub_from, sub_to)`` (``sub_to`` None: no upper
+        bound). Lazy: a caller that stops early (an element SCAN page) reads no further rows."""
+
+    def elem_at(self, key: bytes, offset: int) -> bytes | None:
+        """The sub-key at ``offset`` (0-based) in a key's sub order, None past the end. O(offset),
+        walked by the store itself: a uniform random pick without reading the collection."""
 
     # sorted sets in (score, member) order: what makes a range read on a big zset O(log n + what it returns)
     def zset_range(self, key: bytes, lo: ZBound, hi: ZBound, rev: bool, limit: int, offset: int = 0
@@ -98,10 +104,16 @@ class Store(Protocol):
 
     def count_live_keys(self, now_ms: int) -> int: ...
 
+    def random_key(self, rng: random.Random) -> bytes | None:
+        """A stored key chosen at random (RANDOMKEY), expired or not; None when none is stored.
+
+        Every stored key must have a chance; uniformity is not required."""
+
     def get_mem(self, ns: str, key: str) -> MemRow | None: ...
 
-    def mem_last_version(self, ns: str, key: str) -> int:
-        """The highest version known for a memory, current or archived (0: none)."""
+    def mem_heads(self, idents: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[MemRow | None, int]]:
+        """For each (ns, key): its row (None: none, not even a tombstone) and the highest version
+        known for it, current or archived (0: none). One read for a whole run of MEM.PUTs."""
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None) -> list[HistoryRow]:
         """Archived versions newest first: the newest ``keep`` that ended after ``since_ms``."""

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from memd.engine.memtable import DELETED, Memtable, under
 from memd.engine.records import T_LIST, T_NONE, T_STRING, T_ZSET
 from memd.store.base import list_sub
-from memd.store.tokens import ns_tokens
+from memd.store.tokens import index_entry, ns_tokens
 
 Row = tuple[Any, ...]
 _FIRST = operator.itemgetter(0)
@@ -38,8 +38,8 @@ class FlushRows(NamedTuple):
     archives: list[Row]  # (ns, key, ended_at, deleted, version, ends_deleted): stored versions this flush ends
     unindex: list[Row]  # (ns, key, ns_tokens): every memory whose index entry may change
     history: list[Row]  # (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
-    mems: list[Row]  # (ns, key, value, version, created_at, updated_at, expires_at, ttl)
-    index: list[Row]  # (ns, key, ns_tokens): live memories to index
+    mems: list[Row]  # (ns, key, value, version, created_at, updated_at, expires_at, ttl, fields)
+    index: list[Row]  # (ns, key, ns_tokens, text, field_tokens): live memories to index
     vector_drops: list[Row]  # (prefix,): vector indexes dropped here: every vector under them goes first
     index_drops: list[Row]  # (prefix,): ... and the index itself
     index_puts: list[Row]  # (prefix, dims, distance, fields): vector indexes declared
@@ -106,11 +106,14 @@ def flush_rows(table: Memtable, vector_prefixes: Collection[str] = ()) -> FlushR
         archives.append((*ident, at, deleted, m.version, m.value is None))
         if m.history:
             history.extend((*ident, *h) for h in m.history)
-        fts = (*ident, ns_tokens(ident[0]))
-        idents.append(fts)
-        mems.append((*ident, m.value, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl))
-        if m.value is not None:
-            live.append(fts)
+        tokens = ns_tokens(ident[0])
+        idents.append((*ident, tokens))
+        if m.value is None:
+            mems.append((*ident, None, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl, None))
+        else:
+            fields, text, field_tokens = index_entry(m.value)
+            mems.append((*ident, m.value, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl, fields))
+            live.append((*ident, tokens, text, field_tokens))
         if m.vectors or (m.vectors is not None and any(under(ident[0], p) for p in indexed)):
             # (None: a TTL refresh; the version's stored vectors stay)
             vector_deletes.append(ident)

@@ -16,9 +16,11 @@ Three kinds of connection, three jobs:
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -39,12 +41,15 @@ from memd.store.vectors import VectorIndex
 from memd.store.zindex import Fences, ZsetIndex
 
 T = TypeVar("T")
+_heads_sql = functools.lru_cache(maxsize=None)(statements.mem_heads)
+
 log = logging.getLogger("memd.store")
 Groups = list[tuple[str, list[tuple[Any, ...]]]]
 
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 READER_CACHE_KIB = 64 * 1024
 READER_MMAP_BYTES = 256 << 20  # file-backed pages count in RSS: keep the watchdog's view bounded
+RANDOM_KEY_LEVELS = 256  # random_key's deepest descent (a balanced one needs ~log2(keys))
 LOAD_BATCH = 10_000  # memories per VectorIndex.replace_many while loading: bounds the temporary copies
 SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more would only queue for the cores
 
@@ -260,12 +265,20 @@ class SqliteStore(ZsetIndex):
                    ) -> Iterator[tuple[bytes, Any]]:
         if sub_from is None:
             cur = self.reader.execute("SELECT sub, value, score FROM elems WHERE key = ? ORDER BY sub", (key,))
+        elif sub_to is None:  # open above: HSCAN/SSCAN resume after a sub and stop when they have enough
+            cur = self.reader.execute(
+                "SELECT sub, value, score FROM elems WHERE key = ? AND sub >= ? ORDER BY sub", (key, sub_from))
         else:
             cur = self.reader.execute(
                 "SELECT sub, value, score FROM elems WHERE key = ? AND sub >= ? AND sub < ? ORDER BY sub",
                 (key, sub_from, sub_to))
         for sub, value, score in cur:
             yield sub, (value if score is None else score)
+
+    def elem_at(self, key: bytes, offset: int) -> bytes | None:
+        row = self.reader.execute("SELECT sub FROM elems WHERE key = ? ORDER BY sub LIMIT 1 OFFSET ?",
+                                  (key, offset)).fetchone()
+        return None if row is None else row[0]  # type: ignore[no-any-return]
 
     def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
         if after is None:
@@ -280,16 +293,54 @@ class SqliteStore(ZsetIndex):
             "SELECT count(*) FROM keys WHERE expires_at IS NULL OR expires_at > ?", (now_ms,)).fetchone()
         return int(row[0])
 
+    def random_key(self, rng: random.Random) -> bytes | None:
+        """A random descent over the key index, two point reads a level (``keys`` has no rowid to draw).
+
+        [lo, hi] starts as the first and last keys; a probe strictly above lo and
+        at most hi, picked at the first byte where they differ, finds a key m
+        (lo < m <= hi); the range becomes [lo, key before m] or [m, hi], a coin
+        toss each. Every key can be reached, nearer the root of an unbalanced
+        split more often; about log2(keys) levels (~40 point reads for a
+        million keys), at most :data:`RANDOM_KEY_LEVELS`.
+        """
+        reader = self.reader
+        with self.snapshot():  # one state of the file throughout: a flush may commit between two reads
+            first = reader.execute("SELECT key FROM keys ORDER BY key LIMIT 1").fetchone()
+            if first is None:
+                return None
+            lo: bytes = first[0]
+            hi: bytes = reader.execute("SELECT key FROM keys ORDER BY key DESC LIMIT 1").fetchone()[0]
+            for _ in range(RANDOM_KEY_LEVELS):
+                if lo == hi:
+                    return lo
+                i = 0
+                while i < len(lo) and lo[i] == hi[i]:
+                    i += 1
+                probe = hi[:i] + bytes([rng.randint(lo[i] + 1 if i < len(lo) else 0, hi[i])])
+                m: bytes = reader.execute("SELECT key FROM keys WHERE key >= ? ORDER BY key LIMIT 1",
+                                          (probe,)).fetchone()[0]
+                if rng.random() < 0.5:
+                    lo = m
+                else:
+                    hi = reader.execute("SELECT key FROM keys WHERE key < ? ORDER BY key DESC LIMIT 1",
+                                        (m,)).fetchone()[0]
+            return lo if rng.random() < 0.5 else hi
+
     def get_mem(self, ns: str, key: str) -> MemRow | None:
         return self.reader.execute(  # type: ignore[no-any-return]
             "SELECT value, version, created_at, updated_at, expires_at, ttl FROM mem_items WHERE ns = ? AND key = ?",
             (ns, key)).fetchone()
 
-    def mem_last_version(self, ns: str, key: str) -> int:
-        row = self.reader.execute(
-            "SELECT max(v) FROM (SELECT version AS v FROM mem_items WHERE ns = ?1 AND key = ?2 "
-            "UNION ALL SELECT max(version) FROM mem_history WHERE ns = ?1 AND key = ?2)", (ns, key)).fetchone()
-        return int(row[0] or 0)
+    def mem_heads(self, idents: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[MemRow | None, int]]:
+        heads: dict[tuple[str, str], tuple[MemRow | None, int]] = {}
+        step = statements.MEM_HEADS_MAX
+        for i in range(0, len(idents), step):
+            chunk = idents[i:i + step]
+            size = 1 << (len(chunk) - 1).bit_length()  # a power of two: a few cached plans for every run
+            chunk += [chunk[-1]] * (size - len(chunk))
+            for row in self.reader.execute(_heads_sql(size), [part for ident in chunk for part in ident]):
+                heads[(row[0], row[1])] = (None if row[3] is None else row[2:8], max(row[3] or 0, row[8] or 0))
+        return heads
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None) -> list[HistoryRow]:
         n = keep if limit is None else min(keep, limit)

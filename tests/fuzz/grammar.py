@@ -23,13 +23,20 @@ from memd.commands import COMMANDS, load_all
 KEY_PREFIX = b"f:"
 NAMESPACE = b"f"
 EXCLUDED = frozenset({b"shutdown", b"flushall", b"flushdb"})
+# subcommands that reach other clients or the daemon (CLIENT KILL), or stop this client's replies
+# (CLIENT REPLY OFF: the target counts replies), or change daemon-wide settings and figures
+EXCLUDED_SUB = {b"client": frozenset({b"kill", b"reply", b"pause"}), b"config": frozenset({b"set", b"resetstat"})}
 
 # Where a command's keys are (Redis's key specs, for memd's table).
-NO_KEYS = frozenset({b"client", b"command", b"config", b"dbsize", b"discard", b"echo", b"exec", b"hello",
-                     b"info", b"keys", b"multi", b"ping", b"quit", b"reset", b"scan", b"select", b"time",
+NO_KEYS = frozenset({b"acl", b"auth", b"client", b"command", b"config", b"dbsize", b"discard", b"echo", b"exec",
+                     b"hello", b"info", b"keys", b"multi", b"ping", b"quit", b"reset", b"scan", b"select", b"time",
                      b"unwatch", b"waitaof", b"mem.namespaces"})
-ALL_KEYS = frozenset({b"del", b"exists", b"unlink", b"mget", b"watch"})
+ALL_KEYS = frozenset({b"del", b"exists", b"unlink", b"mget", b"watch", b"touch"})
 PAIR_KEYS = frozenset({b"mset", b"msetnx"})
+TWO_KEYS = frozenset({b"lcs", b"rename", b"renamenx", b"copy"})  # LCS key1 key2 [options], RENAME src dst...
+SECOND_KEY = frozenset({b"object"})  # OBJECT subcommand key
+SORTS = frozenset({b"sort", b"sort_ro"})  # SORT key [BY pattern] [GET pattern] [STORE dst]: see _sort_keys_ok
+KEYS_AFTER_FIRST = frozenset({b"bitop"})  # BITOP op destkey srckey...
 MEM_ITEM = frozenset({b"mem.put", b"mem.get", b"mem.del", b"mem.history"})  # namespace, key, ...
 MEM_PREFIX = frozenset({b"mem.search"})  # namespace prefix, options...
 
@@ -45,7 +52,11 @@ WORDS = (b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR", b"EX", b"PX", b"EXAT", b"PX
          b"TYPE", b"TTL", b"REFRESHTTL", b"QUERY", b"FILTER", b"OFFSET", b"PREFIX", b"SUFFIX", b"MAXDEPTH",
          b"SETNAME", b"AUTH", b"DOCS", b"LIST", b"INFO", b"ID", b"GETNAME", b"SETINFO", b"lib-name", b"lib-ver",
          b"HELP", b"RESETSTAT", b"*", b"f:*", b"f:?", b"[a-z]*", b"string", b"hash", b"list", b"set", b"zset",
-         b"none", b"all", b"default", b"keyspace", b"stats", b"clients", b"f", b"f.a", b"f.*", b"*.a", b"memory")
+         b"none", b"all", b"default", b"keyspace", b"stats", b"clients", b"f", b"f.a", b"f.*", b"*.a", b"memory",
+         b"AND", b"OR", b"XOR", b"NOT", b"BIT", b"BYTE", b"LEN", b"IDX", b"MINMATCHLEN", b"WITHMATCHLEN",
+         b"OVERFLOW", b"SAT", b"WRAP", b"FAIL", b"SET", b"INCRBY", b"i8", b"u4", b"i64", b"#1",
+         b"REPLACE", b"DB", b"ENCODING", b"REFCOUNT", b"IDLETIME", b"FREQ", b"BY", b"STORE", b"ALPHA", b"ASC",
+         b"DESC", b"nosort", b"#")
 JSONS = (b'{"a":1}', b'{"a":"x\\u0000y zebra","b":1}', b"{}", b"[1]", b'{"a":{"b":[1,2]}}', b'{"stars":3}',
          b'{"kind":"fact","text":"preferences of the user"}', b'{"a":1e400}', b'{"a":NaN}', b'{"a":"\\ud800"}',
          b'{"a":{"$gt":1}}', b'{"a":{"$in":[1,"x",null]}}', b'{"a":{"$bogus":1}}', b'{"a":null}', b'"x"', b"null",
@@ -157,8 +168,14 @@ def build_command(src: Source) -> list[bytes]:
     n = arg_count(src, name)
     args: list[bytes] = []
     for i in range(n):
-        if name in ALL_KEYS or (i == 0 and name not in NO_KEYS and name not in MEM_ITEM | MEM_PREFIX) \
-                or (name in PAIR_KEYS and i % 2 == 0):
+        if name in SORTS and i and args[-1].lower() in _SORT_KEY_OPTIONS:
+            args.append(fuzz_key(src))  # a BY/GET pattern or a STORE destination: inside the prefix
+        elif name in SECOND_KEY:
+            args.append(fuzz_key(src) if i == 1 else src.pick(WORDS))
+        elif name in KEYS_AFTER_FIRST:
+            args.append(fuzz_key(src) if i else src.pick(WORDS))
+        elif name in ALL_KEYS or (i == 0 and name not in NO_KEYS and name not in MEM_ITEM | MEM_PREFIX) \
+                or (name in PAIR_KEYS and i % 2 == 0) or (name in TWO_KEYS and i < 2):
             args.append(fuzz_key(src))
         elif i == 0 and name in MEM_ITEM | MEM_PREFIX:
             args.append(namespace(src))
@@ -168,8 +185,31 @@ def build_command(src: Source) -> list[bytes]:
             args.append(src.pick(JSONS) if src.below(4) else b'{"n":%d,"t":"%b"}' % (src.byte(), src.raw(8)))
         else:
             args.append(value(src))
+    if args and args[0].lower() in EXCLUDED_SUB.get(name, ()):
+        args[0] = b"HELP"  # (CONFIG SET: "set" is also a type name in the pools)
     spelled = name.upper() if src.below(4) == 0 else name
     return [spelled, *args]
+
+
+_SORT_KEY_OPTIONS = (b"by", b"get", b"store")
+
+
+def _sort_keys_ok(args: list[bytes]) -> bool:
+    """SORT's options read as Redis reads them: each BY/GET pattern that names keys and the STORE
+    destination inside the prefix (a pattern without '*' reads no key)."""
+    j = 1
+    while j < len(args):
+        opt, left = args[j].lower(), len(args) - j - 1
+        if opt == b"limit" and left >= 2:
+            j += 3
+        elif opt in _SORT_KEY_OPTIONS and left >= 1:
+            target = args[j + 1]
+            if not target.startswith(KEY_PREFIX) and (opt == b"store" or b"*" in target.split(b"\0", 1)[0]):
+                return False
+            j += 2
+        else:
+            j += 1
+    return True
 
 
 def _mem_namespace_ok(ns: bytes) -> bool:
@@ -181,6 +221,8 @@ def allowed(argv: list[bytes]) -> bool:
     name = argv[0].lower()
     if name in EXCLUDED or name.startswith(b"memd."):
         return False
+    if len(argv) > 1 and argv[1].lower() in EXCLUDED_SUB.get(name, ()):
+        return False
     if name not in COMMANDS or name in NO_KEYS:
         return True  # unknown commands only get an error
     args = argv[1:]
@@ -190,6 +232,16 @@ def allowed(argv: list[bytes]) -> bool:
         keys = args
     elif name in PAIR_KEYS:
         keys = args[::2]
+    elif name in TWO_KEYS:
+        keys = args[:2]
+    elif name in KEYS_AFTER_FIRST:
+        keys = args[1:]
+    elif name in SECOND_KEY:
+        keys = args[1:2]
+    elif name in SORTS:
+        if not _sort_keys_ok(args):
+            return False
+        keys = args[:1]
     else:
         keys = args[:1]
     return all(k.startswith(KEY_PREFIX) for k in keys)

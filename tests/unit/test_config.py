@@ -274,7 +274,7 @@ def test_to_dict() -> None:
     assert d["server.allow_uids"] == "1 2" and d["server.allow_gids"] == ""
     assert d["flush.max_age_seconds"] == "0.5" and d["backpressure.write_timeout_seconds"] == "5"
     assert all(isinstance(v, str) for v in d.values())
-    assert len(d) == 39
+    assert len(d) == 40
     assert d["memory.history_versions"] == "10" and d["memory.max_value_bytes"] == str(1 << 20)
 
 
@@ -359,3 +359,13 @@ def test_backup_dir_defaults_inside_the_data_dir(tmp_path: Path) -> None:
     c = cfg.load(write(tmp_path, f'[storage]\ndata_dir = "{tmp_path}/d"\n'))
     assert c.backup.dir == f"{tmp_path}/d/backups"
     assert cfg.load(write(tmp_path, '[backup]\ndir = "b"\n')).backup.dir == f"{tmp_path}/b"
+
+
+def test_password_is_live_and_never_shown() -> None:
+    """[server] password: reloadable, shown by CONFIG GET only as set or not, never in an error."""
+    assert "server.password" in cfg.RELOADABLE
+    assert cfg.to_dict(cfg.load(None))["server.password"] == ""
+    assert cfg.to_dict(cfg.load(None, {"server.password": "s3cret-value"}))["server.password"] == "(set)"
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(None, {"server.password": "s3cret\nvalue"})
+    assert "s3cret" not in str(info.value)

@@ -38,11 +38,17 @@ def test_the_prefix_rule_refuses_what_could_touch_another_clients_data() -> None
                [b"MSET", b"f:1", b"v", b"own:num", b"1"], [b"GETDEL", b"own:str"], [b"EXPIRE", b"own:ttl", b"1"],
                [b"MEM.DEL", b"own.ns", b"k"], [b"MEM.PUT", b"own.ns", b"k", b"{}"], [b"MEM.SEARCH", b"",
                                                                                     b"REFRESHTTL"],
-               [b"MEM.GET", b"fo", b"k", b"REFRESHTTL"], [b"WATCH", b"f:1", b"own:s"]]
+               [b"MEM.GET", b"fo", b"k", b"REFRESHTTL"], [b"WATCH", b"f:1", b"own:s"],
+               [b"RENAME", b"f:1", b"own:x"], [b"COPY", b"f:1", b"own:x", b"REPLACE"], [b"TOUCH", b"f:1", b"own:x"],
+               [b"OBJECT", b"IDLETIME", b"own:x"], [b"SORT", b"f:l", b"STORE", b"own:x"],
+               [b"SORT", b"f:l", b"BY", b"own:*"], [b"SORT_RO", b"f:l", b"GET", b"own:*->f"],
+               [b"CLIENT", b"KILL", b"ID", b"1"], [b"client", b"reply", b"off"], [b"CONFIG", b"SET", b"x", b"y"]]
     for argv in refused:
         assert not grammar.allowed(argv), argv
     for argv in ([b"DEL", b"f:1", b"f:"], [b"MSET", b"f:1", b"own:value"], [b"MEM.PUT", b"f.a", b"k", b"{}"],
-                 [b"KEYS", b"*"], [b"NOSUCHCOMMAND", b"own:str"], [b"ZADD", b"f:z", b"1", b"own:member"]):
+                 [b"KEYS", b"*"], [b"NOSUCHCOMMAND", b"own:str"], [b"ZADD", b"f:z", b"1", b"own:member"],
+                 [b"SORT", b"f:l", b"BY", b"nosort", b"GET", b"#", b"GET", b"f:*", b"STORE", b"f:d"],
+                 [b"OBJECT", b"HELP"], [b"RANDOMKEY"]):
         assert grammar.allowed(argv), argv
 
 

@@ -160,6 +160,13 @@ class MemoriesVsModel(EngineHarness, RuleBasedStateMachine):
         for (got, want), op in zip(self.portal.call(run), batch, strict=True):
             assert got == want, op
 
+    @rule(puts=st.lists(st.tuples(idents, values, ttls), min_size=1, max_size=6))
+    def put_run(self, puts: list[tuple[Any, ...]]) -> None:
+        """A pipelined run of MEM.PUTs (Memories.put_many): each as if put alone, in turn."""
+        got = self.portal.call(lambda: self.engine.memories.put_many(
+            [(*ident, value, ttl, ()) for ident, value, ttl in puts]))
+        assert got == [self.model.put(ident, value, ttl) for ident, value, ttl in puts]
+
     @rule()
     def flush(self) -> None:
         self.portal.call(self.engine.flush)

@@ -8,6 +8,7 @@ durability.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -175,3 +176,76 @@ async def test_a_command_that_raises_after_a_group_ack_costs_only_its_own_connec
                 await anyio.sleep(0.001)
         assert bytes(b.transport.data) == b"+OK\r\n"
         assert bytes(a.transport.data).startswith(b"+OK\r\n-ERR internal error: a bug")
+
+
+# ---- runs of MEM.PUT (a command's run handler, see memd.commands.batched) ----------------------
+
+def mem_put(ns: str, key: str, value: str, *opts: str) -> bytes:
+    return cmd("MEM.PUT", ns, key, value, *opts)
+
+
+async def test_a_run_of_mem_puts_is_one_wal_record_and_answers_each_put(server: Server) -> None:
+    c = Client(server)
+    lsn = server.engine.last_lsn
+    await c.send(b"".join(mem_put("u.1", f"k{i % 3}", f'{{"i":{i}}}') for i in range(7)),
+                 b":1\r\n:1\r\n:1\r\n:2\r\n:2\r\n:2\r\n:3\r\n")
+    assert server.engine.last_lsn == lsn + 1
+    assert server.stats_commands == 7 and server.stats_writes == 7
+    item = server.engine.memories.get("u.1", "k0")
+    assert item is not None and (item.value, item.version) == ('{"i":6}', 3)
+
+
+async def test_bad_puts_in_a_run_get_their_own_error_and_write_nothing(server: Server) -> None:
+    c = Client(server)
+    payload = [mem_put("u.1", "a", '{"x":1}'), mem_put("u.1", "b", "[1]"), mem_put("u..1", "c", "{}"),
+               mem_put("u.1", "d", "{}", "TTL", "-1"), mem_put("u.1", "e", "{}", "BOGUS"),
+               mem_put("u.1", "f", "{}", "VECTOR", "v", b"\0\0\0\0"), cmd("MEM.PUT", "u.1", "g"),
+               mem_put("u.1", "a", '{"x":2}')]
+    alone = Client(server)
+    # what the same commands answer one read at a time (no run): the reference, on other keys
+    want = b""
+    for frame in payload:
+        alone.transport.data.clear()
+        alone.conn.data_received(frame.replace(b"u.1", b"w.1").replace(b"u..1", b"w..1"))
+        with anyio.fail_after(5):
+            while not alone.transport.data.endswith(b"\r\n"):
+                await anyio.sleep(0.001)
+        want += bytes(alone.transport.data)
+    want = want.replace(b"w.1", b"u.1").replace(b"w..1", b"u..1")  # (same lengths: the bulk headers hold)
+    assert [line[:1] for line in want.split(b"\r\n")[:-1]] == [b":"] + [b"-"] * 6 + [b":"], want
+    await c.send(b"".join(payload), want)
+    mem = server.engine.memories
+    assert [mem.get("u.1", k) is not None for k in "abcdefg"] == [True] + [False] * 6
+    assert mem.get("u.1", "a").version == 2  # type: ignore[union-attr]
+
+
+async def test_a_run_sees_writes_before_it_and_commands_after_it_see_the_run(server: Server) -> None:
+    c = Client(server)
+    c.conn.data_received(mem_put("u.1", "k", '{"v":0}') + mem_put("u.1", "k", '{"v":1}') + cmd("MEM.GET", "u.1", "k")
+                         + cmd("MEM.DEL", "u.1", "k") + mem_put("u.1", "k", '{"v":2}') + cmd("MEM.GET", "u.1", "k"))
+    with anyio.fail_after(5):
+        while bytes(c.transport.data).count(b"\r\n") < 8:
+            await anyio.sleep(0.001)
+    lines = bytes(c.transport.data).split(b"\r\n")
+    assert lines[:2] == [b":1", b":2"]
+    got = json.loads(lines[3])
+    assert (got["value"], got["version"]) == ({"v": 1}, 2)
+    assert lines[4:6] == [b":1", b":3"]
+    got = json.loads(lines[7])
+    assert (got["value"], got["version"]) == ({"v": 2}, 3)
+
+
+async def test_mem_puts_inside_multi_are_queued_not_run(server: Server) -> None:
+    c = Client(server)
+    await c.send(cmd("MULTI") + mem_put("u.1", "k", "{}") + mem_put("u.1", "k", "{}") + cmd("EXEC"),
+                 b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n:2\r\n")
+
+
+async def test_refused_mem_puts_are_answered_by_the_refusal(server: Server) -> None:
+    c = Client(server)
+    server.engine.write_refusal = "memd is refusing writes: test"
+    try:
+        await c.send(mem_put("u.1", "k", "{}") * 2, b"-OOM memd is refusing writes: test\r\n" * 2)
+    finally:
+        server.engine.write_refusal = None
+    assert server.engine.memories.get("u.1", "k") is None

@@ -44,11 +44,16 @@ async def test_a_real_server_is_a_server_view(tmp_path: Path) -> None:
         assert sections["server"]["unix_socket"] == server.socket_path
         assert sections["clients"]["maxclients"] == server.limits.max_clients
 
+        server.reset_stats()  # CONFIG RESETSTAT
+        sections = info_sections(Context(engine=engine, server=server), keyspace=False)
+        assert sections["stats"]["total_commands_processed"] == 0
+        assert sections["stats"]["total_error_replies"] == 0 and sections["errorstats"] == {}
+
 
 async def test_handlers_run_without_a_server(tmp_path: Path) -> None:
     """Unit tests run handlers with ``server=None``: INFO still answers, with neutral figures."""
     async with Engine(str(tmp_path / "data")) as engine:
         sections = info_sections(Context(engine=engine), keyspace=False)
         assert sections["stats"]["total_commands_processed"] == 0
-        assert sections["clients"] == {"connected_clients": 1, "maxclients": 0}
+        assert sections["clients"] == {"connected_clients": 1, "blocked_clients": 0, "maxclients": 0}
         assert sections["errorstats"] == {}

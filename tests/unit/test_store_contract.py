@@ -78,7 +78,7 @@ async def test_a_new_store_is_empty(store: Store) -> None:
     assert store.scan_keys(None, 10) == []
     assert store.count_live_keys(T0) == 0
     assert store.get_mem("a", "k") is None
-    assert store.mem_last_version("a", "k") == 0
+    assert store.mem_heads([("a", "k"), ("a", "k2")]) == {("a", "k"): (None, 0), ("a", "k2"): (None, 0)}
     assert await store.mem_namespaces("", T0) == []
     assert isinstance(store.ranking(), str) and store.ranking()
 
@@ -111,6 +111,8 @@ async def test_collection_elements_merge_across_flushes_and_die_with_their_key(s
     assert dict(store.iter_elems(b"h")) == {b"f1": b"v1", b"f3": b"v3"}
     assert store.get_elem(b"h", b"f2") is None
     assert list(store.iter_elems(b"h", b"f2", b"f9")) == [(b"f3", b"v3")]
+    assert list(store.iter_elems(b"h", b"f1\x00")) == [(b"f3", b"v3")]  # open above: SCAN resumes after f1
+    assert [store.elem_at(b"h", i) for i in range(3)] == [b"f1", b"f3", None]
     await w.flush([h(b"h", True, 1, [(b"new", b"x")])])  # recreated: the old elements are gone
     assert dict(store.iter_elems(b"h")) == {b"new": b"x"}
     await w.flush([(OP_SET, b"h", b"now a string", None)])  # another type: no element survives
@@ -164,7 +166,8 @@ async def test_memory_versions_history_and_tombstones(store: Store) -> None:
     await w.flush([put("u.1", "fact", None, 2, T0 + 20)])  # deleted: the version count stays
     row = store.get_mem("u.1", "fact")
     assert row is not None and row[0] is None and row[1] == 2
-    assert store.mem_last_version("u.1", "fact") == 2
+    assert store.mem_heads([("u.1", "fact"), ("u.1", "other")]) == {("u.1", "fact"): (row, 2),
+                                                                    ("u.1", "other"): (None, 0)}
     history = store.mem_history("u.1", "fact", 10, 0, None)
     assert [(v, deleted) for v, _, _, _, _, deleted in history] == [(2, 1), (1, 0)]
     assert store.mem_history("u.1", "fact", 10, 0, 1) == history[:1]
