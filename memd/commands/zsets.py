@@ -1,6 +1,7 @@
 """Sorted-set commands: ZADD ZINCRBY ZREM ZCARD ZSCORE ZMSCORE ZRANK ZREVRANK ZCOUNT, and the
 range family ZRANGE [BYSCORE|BYLEX] [REV] [LIMIT] [WITHSCORES], ZREVRANGE, ZRANGEBYSCORE,
-ZREVRANGEBYSCORE, ZRANGEBYLEX, ZREVRANGEBYLEX.
+ZREVRANGEBYSCORE, ZRANGEBYLEX, ZREVRANGEBYLEX, ZRANGESTORE (the rest of the family:
+:mod:`memd.commands.zsetops`).
 
 Redis 7.0 semantics (``t_zset.c``). Numbers are read the way Redis reads
 them, which is not Python's ``float()``: a score (``string2d``) rejects
@@ -198,14 +199,7 @@ def zmscore(ctx: Context, args: list[bytes]) -> object:
 
 
 def _rank(ctx: Context, args: list[bytes], rev: bool) -> object:
-    ks = ctx.engine.keyspace
-    if ks.zscore(args[0], args[1]) is None:  # type check, and the common miss without a full read
-        return None
-    items = ks.zitems(args[0])
-    for rank, (member, _) in enumerate(reversed(items) if rev else items):
-        if member == args[1]:
-            return rank
-    return None
+    return ctx.engine.keyspace.zrank(args[0], args[1], rev)
 
 
 @command("zrank", 3)
@@ -223,7 +217,7 @@ def zcount(ctx: Context, args: list[bytes]) -> object:
     lo, hi = _range_bound(args[1]), _range_bound(args[2])
     if lo is None or hi is None:
         raise CommandError("min or max is not a float")
-    return len(ctx.engine.keyspace.zrange_by_score(args[0], lo[0], lo[1], hi[0], hi[1]))
+    return ctx.engine.keyspace.zcount(args[0], lo[0], lo[1], hi[0], hi[1])
 
 
 # ---- ranges --------------------------------------------------------------------------------
@@ -263,13 +257,16 @@ def _lex_items(items: list[tuple[bytes, float]], lo: tuple[bytes | int, bool], h
     return out
 
 
-def _zrange(ctx: Context, args: list[bytes], rangetype: str | None, rev: bool | None) -> object:
+def _zrange(ctx: Context, args: list[bytes], rangetype: str | None, rev: bool | None,
+            dst: bytes | None = None) -> object:
+    """Every ZRANGE form; with ``dst`` (ZRANGESTORE) the range replaces ``dst`` instead of being
+    returned (``args`` then starts at the source key)."""
     withscores = False
     offset, limit = 0, -1
     j, n = 3, len(args)
     while j < n:
         opt = args[j].lower()
-        if opt == b"withscores":
+        if opt == b"withscores" and dst is None:
             withscores = True
         elif opt == b"limit" and n - j - 1 >= 2:
             offset, limit = ll(args[j + 1]), ll(args[j + 2])
@@ -304,7 +301,10 @@ def _zrange(ctx: Context, args: list[bytes], rangetype: str | None, rev: bool | 
         llo, lhi = _lex_bound(min_raw), _lex_bound(max_raw)
         if llo is None or lhi is None:
             raise CommandError("min or max not valid string range item")
-        items = _lex_items(ks.zitems(args[0]), llo, lhi, rev, offset, limit)
+        found = ks.zrange_by_lex(args[0], llo, lhi, rev, offset, limit)
+        items = _lex_items(ks.zitems(args[0]), llo, lhi, rev, offset, limit) if found is None else found
+    if dst is not None:
+        return ks.zstore(dst, items)
     if not withscores:
         return [member for member, _ in items]
     if ctx.protocol >= 3:
@@ -343,3 +343,8 @@ def zrangebylex(ctx: Context, args: list[bytes]) -> object:
 @command("zrevrangebylex", -4)
 def zrevrangebylex(ctx: Context, args: list[bytes]) -> object:
     return _zrange(ctx, args, _LEX, True)
+
+
+@command("zrangestore", -5, write=True)
+def zrangestore(ctx: Context, args: list[bytes]) -> object:
+    return _zrange(ctx, args[1:], None, None, dst=args[0])

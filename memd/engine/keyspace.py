@@ -23,6 +23,7 @@ from memd.engine.randpick import RandomPickMixin
 from memd.engine.sets import SetsMixin
 from memd.engine.memtable import DELETED, Memtable
 from memd.engine.strings import StringsMixin
+from memd.engine.zsets import ZsetsMixin
 from memd.engine.records import (
     OP_DEL,
     OP_FLUSHALL,
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 _MISSING: Any = object()
 
 
-class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMixin, RandomPickMixin, KeyOpsMixin):
+class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMixin, RandomPickMixin, KeyOpsMixin,
+               ZsetsMixin):
     """The keyspace as Redis commands see it (strings, keys; collections, partial string rewrites and
     whole-key ops in the mixins)."""
 

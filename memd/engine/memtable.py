@@ -15,6 +15,9 @@ Rules that make reads simple (see :mod:`memd.engine.keyspace`):
   expiry: the value comes from an older layer.
 - ``elems`` maps a sub-key (hash field, set member, zset member, or a list
   position as 8 big-endian bytes) to its value, or to :data:`DELETED`.
+- ``order`` (sorted sets only, None until a range read asks for it) holds the
+  entry's live ``(score, member)`` pairs in order; once built, apply keeps it in
+  step, so a range read over a big buffered zset bisects instead of sorting.
 
 Apply is pure and total: it never reads SQLite, so the very same function
 runs live and during WAL replay.
@@ -52,7 +55,7 @@ DELETED: Any = _Deleted()
 class Entry:
     """One key's change in one memtable (see the module docstring)."""
 
-    __slots__ = ("type", "reset", "value", "expires_at", "count", "lo", "hi", "elems", "size")
+    __slots__ = ("type", "reset", "value", "expires_at", "count", "lo", "hi", "elems", "size", "order")
 
     def __init__(self, type_: int, reset: bool, value: bytes | None = None,
                  expires_at: int | None = None, count: int = 0, lo: int = 0, hi: int = 0) -> None:
@@ -65,6 +68,7 @@ class Entry:
         self.hi = hi
         self.elems: dict[bytes, Any] | None = None
         self.size = 0
+        self.order: Any = None  # a sortedcontainers.SortedList of (score, member) (see the module docstring)
 
     def __repr__(self) -> str:
         return (f"Entry(type={self.type}, reset={self.reset}, value={self.value!r}, exp={self.expires_at}, "
@@ -261,10 +265,15 @@ class Memtable:
                 elems = entry.elems = {}
             delta = 0
             reset = entry.reset
+            order = entry.order
             for sub, value in changes:
                 old = elems.get(sub)
                 if old is not None:
                     delta -= _elem_size(sub, old)
+                    if order is not None and old is not DELETED:
+                        order.remove((old, sub))
+                if order is not None and value is not None:
+                    order.add((value, sub))
                 if value is None:
                     if reset:
                         # nothing below to hide: forget the element entirely

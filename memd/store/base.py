@@ -37,6 +37,9 @@ MemRow = tuple[str | None, int, int, int, int | None, int | None]
 SearchRow = tuple[str, str, str, int, int, int, int | None, int | None, float | None]
 # version, value, created_at, updated_at, superseded_at, deleted
 HistoryRow = tuple[int, str, int, int, int, int]
+# a bound in a sorted set's (score, member) order: (score,) sorts before every member of that score,
+# (score, member) is that very element; None: unbounded. Ranges are half-open: [lo, hi).
+ZBound = tuple[float] | tuple[float, bytes] | None
 Cond = tuple[str, str, Any]  # a MEM.SEARCH filter: (top-level field, $op, JSON value)
 Scope = tuple[tuple[str, bool], ...]  # (namespace prefix, readable), longest prefix first
 
@@ -80,6 +83,21 @@ class Store(Protocol):
     def elem_at(self, key: bytes, offset: int) -> bytes | None:
         """The sub-key at ``offset`` (0-based) in a key's sub order, None past the end. O(offset),
         walked by the store itself: a uniform random pick without reading the collection."""
+
+    # sorted sets in (score, member) order: what makes a range read on a big zset O(log n + what it returns)
+    def zset_range(self, key: bytes, lo: ZBound, hi: ZBound, rev: bool, limit: int, offset: int = 0
+                   ) -> list[tuple[float, bytes]]:
+        """Up to ``limit`` (score, member) of a sorted set in ``[lo, hi)``, ascending (or descending
+        with ``rev``), after skipping ``offset``."""
+
+    def zset_count(self, key: bytes, lo: ZBound, hi: ZBound) -> int:
+        """How many members of a sorted set are in ``[lo, hi)``."""
+
+    def zset_scores(self, key: bytes, members: list[bytes]) -> dict[bytes, float]:
+        """The stored score of each of ``members`` that the store holds (one read for many)."""
+
+    def zset_page(self, key: bytes, after: bytes | None, limit: int) -> list[tuple[bytes, float]]:
+        """Up to ``limit`` (member, score) of a sorted set in member byte order, after ``after`` (ZSCAN)."""
 
     def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
         """Up to ``limit`` keys sorted after ``after``: (key, type, expires_at)."""

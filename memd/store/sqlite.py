@@ -38,6 +38,7 @@ from memd.store.schema import BUSY_TIMEOUT_MS, MigrationProgress, connect, migra
 from memd.store.sqlitefile import connect_ro
 from memd.store.tokens import ns_tokens
 from memd.store.vectors import VectorIndex
+from memd.store.zindex import Fences, ZsetIndex
 
 T = TypeVar("T")
 _heads_sql = functools.lru_cache(maxsize=None)(statements.mem_heads)
@@ -53,7 +54,7 @@ LOAD_BATCH = 10_000  # memories per VectorIndex.replace_many while loading: boun
 SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more would only queue for the cores
 
 
-class SqliteStore:
+class SqliteStore(ZsetIndex):
     """The Store protocol (memd.store.base) over one SQLite file."""
 
     def __init__(self, path: str, migration_progress: MigrationProgress | None = None) -> None:
@@ -71,6 +72,7 @@ class SqliteStore:
         # at open, changed right after each flush that changes them commits
         self._specs: dict[str, IndexSpec] = {}
         self._vectors: dict[str, VectorIndex] = {}
+        self._zfences: dict[bytes, tuple[Any, Fences]] = {}  # key -> (flushed LSN they hold for, fences)
 
     async def open(self) -> None:
         try:
