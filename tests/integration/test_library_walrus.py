@@ -34,9 +34,14 @@ Covered (the parts of walrus that use only plain commands):
   through ``Database.atomic``), ``Autocomplete`` (single-word searches; multi-word and
   boosted ones need ZINTERSTORE), ``Model`` (hash rows, set indexes, AutoIncrementField,
   ``get``/``query`` with ==, !=, & and | (SINTERSTORE SUNIONSTORE SDIFFSTORE), ``order_by``
-  through SORT ... BY ``*->field``, container fields, ``incr``, ``delete``, ``count``), the
-  full-text ``Index`` (needs ZINTERSTORE/ZUNIONSTORE), and ``Database`` itself
-  (``get_key``, ``len``, iteration, ``search``, ``atomic``, ``hash_exists``).
+  through SORT ... BY ``*->field`` (text and numeric), UUID primary keys, float, datetime,
+  date, bytes, pickled and JSON fields, set/list/hash/zset container fields, ``incr``,
+  ``delete``, ``query_delete``, ``count``), full-text search (``TextField(fts=True)`` and the
+  ``Index``: walrus's own tokenizer over sorted sets, no module; it needs ZINTERSTORE and
+  ZUNIONSTORE), and ``Database`` itself (``get_key``, ``len``, iteration, ``search``,
+  ``atomic``, ``hash_exists``, ``Container.expire``/``pexpire``/``clear``).
+- Seeded random sequences of Hash/List/Set/ZSet calls (wrong types, errors and edge values
+  included) give memd's and redis-server's answers side by side, step by step.
 - Durability: data written through walrus survives a clean restart and a SIGKILL of a daemon
   that fsyncs every write.
 
@@ -56,8 +61,11 @@ walrus is a hard requirement (the ``test`` extra), and so is redis-server: missi
 
 from __future__ import annotations
 
+import datetime
+import random
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -566,6 +574,35 @@ def test_models(db: walrus.Database) -> None:
     assert User.create(name="eve").id == 5  # the sequence is a plain INCR and never goes back
 
 
+def test_model_field_types(db: walrus.Database) -> None:
+    class Event(walrus.Model):
+        __database__ = db
+        key = walrus.UUIDField(primary_key=True)
+        weight = walrus.FloatField(index=True)
+        when = walrus.DateTimeField()
+        day = walrus.DateField()
+        raw = walrus.ByteField()
+        payload = walrus.PickledField()
+        meta = walrus.HashField()
+        ranks = walrus.ZSetField()
+
+    when = datetime.datetime(2026, 12, 7, 13, 30, 15, 250000)
+    for w in (2.5, -1.0, 10.0, 0.125):
+        Event.create(weight=w, when=when, day=when.date(), raw=b"\x00\xff", payload={"w": w, "s": {1, 2}})
+    assert [e.weight for e in Event.query(order_by=Event.weight)] == [-1.0, 0.125, 2.5, 10.0]
+    assert [e.weight for e in Event.query(order_by=Event.weight.desc())] == [10.0, 2.5, 0.125, -1.0]
+    e = Event.get(Event.weight == 2.5)
+    assert isinstance(e.key, uuid.UUID) and Event.load(e.key).weight == 2.5
+    assert (e.when, e.day, e.raw, e.payload) == (when, when.date(), b"\x00\xff", {"w": 2.5, "s": {1, 2}})
+    e.meta.update(a=1)
+    e.ranks.add({"x": 2, "y": 1})
+    assert e.meta.as_dict() == {b"a": b"1"} and e.ranks[:] == [b"y", b"x"]
+    assert e.incr(Event.weight, 0.25) == 2.75 and Event.get(Event.weight == 2.75).key == e.key
+    assert [x.weight for x in Event.query(Event.weight != 2.75, order_by=Event.weight)] == [-1.0, 0.125, 10.0]
+    e.delete()
+    assert Event.count() == 3 and not db.exists(e.meta.key) and not db.exists(e.ranks.key)
+
+
 def test_full_text_search(zdb: walrus.Database) -> None:
     _, Note = make_models(zdb)
     Note.create(text="the quick brown fox jumps")
@@ -586,6 +623,107 @@ def test_full_text_search(zdb: walrus.Database) -> None:
     assert sorted(d["content"][:5] for d in index.search("memory OR sqlite")) == ["Redis", "SQLit", "memor"]
     index.remove("d1")
     assert [d["content"] for d in index.search("memory")] == ["memory and disk are both storage"]
+
+
+# ---- seeded random sequences of walrus calls, memd and redis-server side by side ----------------
+
+FIELDS = ["a", "b", "c", "10", ""]
+VALUES = ["x", "y", "1", "-7", "2.5", "", "9223372036854775807"]
+SCORES = [0, 1, -1, 2.5, 0.1, 1e20, -3.75, float("inf"), float("-inf")]
+BOUNDS = [0, 1, 2.5, "(1", "(0", "-inf", "+inf", -1]
+
+
+def random_call(rng: random.Random) -> tuple[str, Any]:
+    """One walrus call on a random key, as (description, function of a Database)."""
+    def key(kind: str) -> str:
+        """Two keys of each type; one call in ten picks any key (a wrong-type error, most often)."""
+        return rng.choice("hlsz") + rng.choice("12") if rng.random() < 0.1 else kind + rng.choice("12")
+
+    h, lk, l2, sk, s2, z = key("h"), key("l"), key("l"), key("s"), key("s"), key("z")
+    f, v, sc = rng.choice(FIELDS), rng.choice(VALUES), rng.choice(SCORES)
+    i, j = rng.randint(-5, 5), rng.randint(-5, 5)
+    b1, b2 = rng.choice(BOUNDS), rng.choice(BOUNDS)
+    fields = rng.sample(FIELDS, rng.randint(1, 3))
+    calls: list[tuple[str, Any]] = [
+        (f"Hash({h})[{f}]={v}", lambda d: d.Hash(h).__setitem__(f, v)),
+        (f"Hash({h}).update", lambda d: d.Hash(h).update({x: v for x in fields}).as_dict()),
+        (f"Hash({h})[{fields}]", lambda d: d.Hash(h)[tuple(fields)]),
+        (f"del Hash({h})[{f}]", lambda d: d.Hash(h).__delitem__(f)),
+        (f"Hash({h}).incr({f},{i})", lambda d: d.Hash(h).incr(f, i)),
+        (f"Hash({h}).incr_float({f},{sc})", lambda d: d.Hash(h).incr_float(f, sc)),
+        (f"Hash({h}).setnx({f})", lambda d: d.Hash(h).setnx(f, v)),
+        (f"Hash({h}) all", lambda d: (d.Hash(h).as_dict(), len(d.Hash(h)), f in d.Hash(h))),
+        (f"List({lk}).append({v})", lambda d: d.List(lk).append(v)),
+        (f"List({lk}).prepend({v})", lambda d: d.List(lk).prepend(v)),
+        (f"List({lk}).extend", lambda d: d.List(lk).extend(fields)),
+        (f"List({lk}).insert({v},{f})", lambda d: d.List(lk).insert(v, f, rng_where)),
+        (f"List({lk})[{i}]", lambda d: d.List(lk)[i]),
+        (f"List({lk})[{i}:{j}]", lambda d: d.List(lk)[i:j]),
+        (f"List({lk})[{i}]={v}", lambda d: d.List(lk).__setitem__(i, v)),
+        (f"del List({lk})[{i}]", lambda d: d.List(lk).__delitem__(i)),
+        (f"del List({lk})[{v}]", lambda d: d.List(lk).__delitem__(v)),
+        (f"del List({lk})[{i}:{j}]", lambda d: d.List(lk).__delitem__(slice(i, j))),
+        (f"List({lk}).popleft", lambda d: d.List(lk).popleft()),
+        (f"List({lk}).popright", lambda d: d.List(lk).popright()),
+        (f"List({lk}).move_tail({l2})", lambda d: d.List(lk).move_tail(l2)),
+        (f"List({lk}) all", lambda d: (d.List(lk).as_list(), len(d.List(lk)))),
+        (f"Set({sk}).add", lambda d: d.Set(sk).add(*fields)),
+        (f"Set({sk}).remove", lambda d: d.Set(sk).remove(*fields)),
+        (f"Set({sk}) ops {s2}",
+         lambda d: (d.Set(sk) & d.Set(s2), d.Set(sk) | d.Set(s2), d.Set(sk) - d.Set(s2))),
+        (f"Set({sk}).interstore({s2})", lambda d: d.Set(sk).interstore(s2, d.Set(s2), d.Set(sk)).members()),
+        (f"Set({sk}).unionstore({s2})", lambda d: d.Set(sk).unionstore(s2, d.Set(s2)).members()),
+        (f"Set({sk}).diffstore({s2})", lambda d: d.Set(sk).diffstore(s2, d.Set(s2)).members()),
+        (f"Set({sk}) all", lambda d: (d.Set(sk).members(), len(d.Set(sk)), f in d.Set(sk))),
+        (f"ZSet({z}).add", lambda d: d.ZSet(z).add({x: sc for x in fields})),
+        (f"ZSet({z})[{f}]={sc}", lambda d: d.ZSet(z).__setitem__(f, sc)),
+        (f"ZSet({z}).incr({f},{sc})", lambda d: d.ZSet(z).incr(f, sc)),
+        (f"ZSet({z}).remove", lambda d: d.ZSet(z).remove(*fields)),
+        (f"ZSet({z})[{i}:{j}]", lambda d: pairs(d.ZSet(z)[i:j, True])),
+        (f"ZSet({z}).rank({f})",
+         lambda d: (d.ZSet(z).rank(f), d.ZSet(z).rank(f, reverse=True), d.ZSet(z).score(f))),
+        (f"ZSet({z}).count({b1},{b2})", lambda d: d.ZSet(z).count(b1, b2)),
+        (f"ZSet({z}).range_by_score({b1},{b2})",
+         lambda d: pairs(d.ZSet(z).range_by_score(b1, b2, start=0 if i < 0 else i, num=j, with_scores=True,
+                                                  reverse=i % 2 == 0))),
+        (f"ZSet({z}).range({i},{j})", lambda d: d.ZSet(z).range(i, j, reverse=j % 2 == 0)),
+        (f"ZSet({z}).range_by_lex",
+         lambda d: d.ZSet(z).range_by_lex("[" + min(fields), "(" + max(fields) + "z")),
+        (f"ZSet({z}) all", lambda d: (pairs(d.ZSet(z).as_items()), len(d.ZSet(z)))),
+        (f"sort({lk})", lambda d: d.List(lk).sort(ordering=rng_order, limit=j if i >= 0 else None,
+                                                 offset=i if i >= 0 else None)),
+        (f"clear({lk})", lambda d: d.List(lk).clear().key),
+    ]
+    rng_where = rng.choice(["before", "after"])
+    rng_order = rng.choice(["ASC", "DESC"])
+    return rng.choice(calls)
+
+
+def outcome(database: walrus.Database, call: Any) -> Any:
+    """A call's result, normalised (sets sorted), or its exception's type and text."""
+    try:
+        result = call(database)
+    except redis.ResponseError as e:
+        return ("error", str(e))
+    if isinstance(result, tuple):
+        return tuple(sorted(r) if isinstance(r, set) else r for r in result)
+    return sorted(result) if isinstance(result, set) else result
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_call_sequences(memd_daemon: Daemon, redis_socket: str, seed: int, protocol: int) -> None:
+    """Seeded sequences of container calls give memd's and redis-server's answers, step by step."""
+    rng = random.Random(seed * 10 + protocol)
+    ours, theirs = connect(memd_daemon.socket, protocol), connect(redis_socket, protocol)
+    ours.flushall()
+    theirs.flushall()
+    for step in range(250):
+        what, call = random_call(rng)
+        assert outcome(ours, call) == outcome(theirs, call), f"seed {seed} step {step}: {what}"
+    assert sorted(ours.keys()) == sorted(theirs.keys())
+    ours.close()
+    theirs.close()
 
 
 # ---- durability -------------------------------------------------------------------------------
