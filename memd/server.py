@@ -201,7 +201,7 @@ class Connection(asyncio.Protocol):
             sets: list[tuple[bytes, bytes]] = []  # a run of plain SETs not applied yet (see _plain_set_ok)
             run_bytes = 0
             run_end = 0  # commands before this index were answered by a command's run handler
-            runs = self.server.run_commands
+            runs, run_min = self.server.run_commands, self.server.run_min_argv
             for i, argv in enumerate(cmds):
                 if i < run_end:
                     continue
@@ -218,7 +218,7 @@ class Connection(asyncio.Protocol):
                 if sets:
                     self._apply_sets(sets)  # before anything else runs: it may read those keys
                     sets, run_bytes = [], 0
-                if argv[0].lower() in runs and self._plain_set_ok():
+                if len(argv) >= run_min and argv[0].lower() in runs and self._plain_set_ok():
                     run_end = self._run_of(cmds, i, out, writes)
                     if run_end > i:
                         continue
@@ -482,6 +482,8 @@ class Server:
                  access: Access | None = None, socket_mode: int = 0o660, socket_group: int | None = None) -> None:
         load_all()
         self.run_commands = frozenset(name for name, cmd in COMMANDS.items() if cmd.run is not None)
+        # the fewest arguments (name included) a call of them has: shorter commands (GET...) skip the lookup
+        self.run_min_argv = min((abs(COMMANDS[name].arity) for name in self.run_commands), default=1 << 30)
         self.engine = engine
         self.socket_path = socket_path
         self.limits = limits or Limits()
