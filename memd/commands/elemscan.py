@@ -18,12 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from memd.commands import Context
-from memd.commands.keys import CURSOR_KEY_MAX, decode_cursor, encode_cursor, glob_match
-from memd.commands.strings import SYNTAX, ll
-from memd.errors import CommandError
-
-DEFAULT_COUNT = 10
-
+from memd.commands.keys import CURSOR_KEY_MAX, decode_cursor, encode_cursor, glob_match, scan_options
 
 def scan_command(ctx: Context, args: list[bytes], type_: int, *, with_values: bool) -> object:
     """``args``: key, cursor, options. Fields and values flattened when ``with_values``."""
@@ -32,20 +27,7 @@ def scan_command(ctx: Context, args: list[bytes], type_: int, *, with_values: bo
     ks = ctx.engine.keyspace
     if ks.typed_meta(key, type_) is None:
         return [b"0", []]
-    count = DEFAULT_COUNT
-    pattern: bytes | None = None
-    i, n = 2, len(args)
-    while i < n:
-        opt = args[i].lower()
-        if opt == b"count" and n - i >= 2:
-            count = ll(args[i + 1])
-            if count < 1:
-                raise CommandError(SYNTAX)
-        elif opt == b"match" and n - i >= 2:
-            pattern = None if args[i + 1] == b"*" else args[i + 1]
-        else:
-            raise CommandError(SYNTAX)
-        i += 2
+    count, pattern, _ = scan_options(args[2:])
     if after is not None and not isinstance(after, bytes):  # a number no scan of memd's handed out
         return [b"0", []]
     pairs, resume = ks.scan_elems(key, after, count)
@@ -64,4 +46,4 @@ def scan_command(ctx: Context, args: list[bytes], type_: int, *, with_values: bo
     return [encode_cursor(resume), out]
 
 
-__all__ = ["DEFAULT_COUNT", "scan_command"]
+__all__ = ["scan_command"]

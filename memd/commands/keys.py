@@ -28,7 +28,6 @@ from memd.int64 import INT64_MAX, INT64_MIN
 from memd.resp import SimpleString
 
 CURSOR_KEY_MAX = 1024
-_SCAN_DEFAULT_COUNT = 10
 _KEYS_BATCH = 4096
 
 
@@ -292,13 +291,18 @@ def _scan_page(ctx: Context, after: bytes | None, count: int) -> tuple[list[byte
     return keys, resume
 
 
-@command("scan", -2)
-def scan(ctx: Context, args: list[bytes]) -> object:
-    after = decode_cursor(args[0])
-    count = _SCAN_DEFAULT_COUNT
+SCAN_DEFAULT_COUNT = 10
+
+
+def scan_options(args: list[bytes], *, types: bool = False) -> tuple[int, bytes | None, bytes | None]:
+    """``(COUNT, MATCH pattern or None for '*', TYPE or None)`` from the SCAN family's options.
+
+    ``types``: TYPE is an option (SCAN only; HSCAN, SSCAN and ZSCAN take COUNT and MATCH).
+    """
+    count = SCAN_DEFAULT_COUNT
     pattern: bytes | None = None
     type_name: bytes | None = None
-    i, n = 1, len(args)
+    i, n = 0, len(args)
     while i < n:
         opt = args[i].lower()
         if opt == b"count" and n - i >= 2:
@@ -307,11 +311,18 @@ def scan(ctx: Context, args: list[bytes]) -> object:
                 raise CommandError(SYNTAX)
         elif opt == b"match" and n - i >= 2:
             pattern = None if args[i + 1] == b"*" else args[i + 1]
-        elif opt == b"type" and n - i >= 2:
+        elif types and opt == b"type" and n - i >= 2:
             type_name = args[i + 1].lower()
         else:
             raise CommandError(SYNTAX)
         i += 2
+    return count, pattern, type_name
+
+
+@command("scan", -2)
+def scan(ctx: Context, args: list[bytes]) -> object:
+    after = decode_cursor(args[0])
+    count, pattern, type_name = scan_options(args[1:], types=True)
     if after is _END:
         return [b"0", []]
     keys, resume = _scan_page(ctx, after, count)

@@ -18,7 +18,7 @@ import random
 from typing import Any
 
 from memd.commands import Context, command, parse_int
-from memd.commands.keys import decode_cursor, encode_cursor, glob_match
+from memd.commands.keys import decode_cursor, encode_cursor, glob_match, scan_options
 from memd.commands.strings import NOT_INT, SYNTAX, ll
 from memd.commands.zsets import _lex_bound, _lex_items, _norm, _range_bound, parse_score
 from memd.errors import CommandError
@@ -29,7 +29,6 @@ from memd.resp import NullArray
 # as a listpack (128 members of up to 64 bytes: zset-max-listpack-entries / -value)
 _ZSCAN_WHOLE_ENTRIES = 128
 _ZSCAN_WHOLE_VALUE = 64
-_ZSCAN_DEFAULT_COUNT = 10
 ZRANDMEMBER_MAX = 1 << 24  # members a negative ZRANDMEMBER count may ask for (see zrandmember)
 
 
@@ -327,20 +326,7 @@ def zscan(ctx: Context, args: list[bytes]) -> object:
     n = ks.zcard(args[0])  # WRONGTYPE before the options, as Redis
     if n == 0:
         return [b"0", []]
-    count = _ZSCAN_DEFAULT_COUNT
-    pattern: bytes | None = None
-    i = 2
-    while i < len(args):
-        opt = args[i].lower()
-        if opt == b"count" and len(args) - i >= 2:
-            count = ll(args[i + 1])
-            if count < 1:
-                raise CommandError(SYNTAX)
-        elif opt == b"match" and len(args) - i >= 2:
-            pattern = None if args[i + 1] == b"*" else args[i + 1]
-        else:
-            raise CommandError(SYNTAX)
-        i += 2
+    count, pattern, _ = scan_options(args[2:])
     if n <= _ZSCAN_WHOLE_ENTRIES:
         items = ks.zitems(args[0])
         if all(len(member) <= _ZSCAN_WHOLE_VALUE for member, _ in items):
