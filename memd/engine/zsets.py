@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -171,8 +172,9 @@ class ZsetsMixin:
             if not entries and not bottom:  # nothing buffered: the store skips the offset in SQL
                 rows = store.zset_range(key, lo, hi, rev, count, offset)
             else:
-                walk = self._zwalk(key, lo, hi, rev, -1 if count < 0 else offset + count)
-                rows = list(islice(walk, offset, None if count < 0 else offset + count))
+                stop = None if count < 0 else min(offset + count, sys.maxsize)  # LIMIT's int64s may add past it
+                walk = self._zwalk(key, lo, hi, rev, -1 if stop is None else stop)
+                rows = list(islice(walk, offset, stop))
         return [(member, score) for score, member in rows]
 
     def _zcount(self: Keyspace, key: bytes, lo: ZBound, hi: ZBound) -> int:
