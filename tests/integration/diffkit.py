@@ -105,10 +105,9 @@ def split_corpus(text: str) -> list[list[str]]:
 
 
 def run_lines(pair: Any, text: str, where: str, words: Words = cmd) -> None:
-    """Every line of ``text`` as one command, in order, then no mismatch allowed."""
+    """Every line of ``text`` as one command, in order (mismatches collected by the pair)."""
     for line in text.strip().splitlines():
         pair.run(words(line), where)
-    pair.assert_clean()
 
 
 def send(pair: Any, command: list[str] | tuple[Any, ...], where: str, encoding: str = "utf-8") -> None:

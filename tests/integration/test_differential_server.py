@@ -346,6 +346,7 @@ CLIENT NOSUCHSUB
 def test_error_wording(pair: Pair) -> None:
     """Unknown commands and CLIENT subcommand errors, worded exactly as Redis 7.0 words them."""
     run_lines(pair, ERROR_WORDING, "error wording")
+    pair.assert_clean()
 
 
 # ---- tests: raw bytes, protocol errors ----------------------------------------------------------
