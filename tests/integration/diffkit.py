@@ -187,13 +187,14 @@ def corpus_over_daemon(pair: Any, blocks: list[list[str]], *, flush_every: int |
 def random_over_daemon(pair: Any, step: Callable[[random.Random, str], None], *, seeds: int, steps: int,
                        seed_base: int, flush_chance: float, after_seed: Check | None = None) -> None:
     """Seeded random sequences (seed ``seed_base + 10 * n + protocol``) on one connection each side;
-    ``step`` sends what one step sends (a command, a transaction, a batch); then no mismatch allowed."""
+    ``step`` sends what one step sends (a command, a transaction, a batch); then no mismatch allowed.
+    With ``flush_chance`` 0 no draw is made: a ``step`` that flushes only on some paths draws itself."""
     for seed in range(seeds):
         rng = random.Random(seed_base + seed * 10 + pair.protocol)
         pair.run([b"FLUSHALL"], f"seed {seed}")
         for n in range(steps):
             step(rng, f"seed {seed} step {n}")
-            if rng.random() < flush_chance:
+            if flush_chance and rng.random() < flush_chance:
                 pair.memd_flush()
         if after_seed is not None:
             after_seed(pair, f"seed {seed} end")
