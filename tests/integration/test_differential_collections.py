@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,16 @@ import pytest
 import tests.integration.test_differential_handlers as handlers
 from memd.engine.engine import Engine
 from tests.integration.daemon import Daemon
+from tests.integration.diffkit import (
+    Check,
+    corpus_in_process,
+    random_in_process,
+    random_over_daemon,
+    scan_keys,
+    send,
+    split_corpus,
+    with_engine_pair,
+)
 from tests.integration.test_differential_handlers import (  # noqa: F401  (redis_socket is a fixture)
     FIELDS,
     MEMBERS,
@@ -50,7 +59,7 @@ from tests.integration.test_differential_handlers import (  # noqa: F401  (redis
     parse,
     redis_socket,
 )
-from tests.integration.test_differential_server import Conn
+from tests.integration.test_differential_server import Conn, memd_socket  # noqa: F401  (memd_socket: a fixture)
 from tests.integration.test_differential_server import Pair as ServerPair
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
@@ -176,6 +185,11 @@ class CollectionsPair(Pair):
         if seen[0] != seen[1]:
             self.mismatches.append(f"[{where} resp{self.protocol}] {name!r} {key!r} {opts!r}\n"
                                    f"    redis: {sorted(seen[0])}\n    memd:  {sorted(seen[1])}")
+
+    def scan_command(self, command: tuple[Any, ...], where: str) -> None:
+        """A generated ``(name, key, opts)``: a whole HSCAN/SSCAN iteration compared."""
+        name, key, opts = command
+        self.scan_elements(name.encode(), key.encode(), [o.encode() for o in opts], where)
 
     def compare_state(self, where: str) -> None:
         """Every key, its type, content and whether it has a TTL: the same on both sides."""
@@ -624,13 +638,7 @@ SSCAN s
 
 
 def corpus_blocks() -> list[list[str]]:
-    blocks: list[list[str]] = [[]]
-    for line in CORPUS.strip().splitlines():
-        if line.startswith("#"):
-            blocks.append([])
-        elif line.strip():
-            blocks[-1].append(line)
-    return [b for b in blocks if b]
+    return split_corpus(CORPUS)
 
 
 def scan_every_collection(pair: CollectionsPair, where: str, count: bytes = b"2") -> None:
@@ -643,29 +651,22 @@ def scan_every_collection(pair: CollectionsPair, where: str, count: bytes = b"2"
             pair.scan_elements(name, key, [b"MATCH", b"*[a-c0-2]*", b"COUNT", count], where)
 
 
+def collections_checks(count: bytes) -> Check:
+    """After a block or a seed: each hash and set scanned whole, then the whole state compared."""
+    def check(pair: CollectionsPair, where: str) -> None:
+        scan_every_collection(pair, where, count=count)
+        pair.compare_state(where)
+    return check
+
+
 async def _run(redis_socket: str, tmp_path: Path, protocol: int, body: Any) -> None:
-    async with Engine(str(tmp_path / "data")) as engine:
-        pair = CollectionsPair(redis_socket, engine, protocol)
-        try:
-            pair.run(cmd("FLUSHALL"), "setup")
-            await body(pair, engine)
-        finally:
-            pair.close()
-    assert not pair.mismatches, f"{len(pair.mismatches)} of {pair.count} checks differ:\n" + \
-        "\n".join(pair.mismatches[:40])
+    await with_engine_pair(CollectionsPair, redis_socket, tmp_path, protocol, body, noun="checks")
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_corpus(redis_socket: str, tmp_path: Path, protocol: int) -> None:
     async def body(pair: CollectionsPair, engine: Engine) -> None:
-        for n, block in enumerate(corpus_blocks()):
-            pair.run(cmd("FLUSHALL"), f"block {n}")
-            for j, line in enumerate(block):
-                pair.run(cmd(line), f"block {n}: {block[0][:30]}")
-                if j % 11 == 10:
-                    await engine.flush()  # later reads merge SQLite with the memtables
-            scan_every_collection(pair, f"block {n}")
-            pair.compare_state(f"block {n}")
+        await corpus_in_process(pair, engine, corpus_blocks(), flush_every=11, after_block=collections_checks(b"2"))
     await _run(redis_socket, tmp_path, protocol, body)
 
 
@@ -747,12 +748,7 @@ def random_collection_command(rng: random.Random, *, deterministic: bool = False
 
 async def _random_steps(pair: CollectionsPair, engine: Engine, rng: random.Random, steps: int, where: str) -> None:
     for step in range(steps):
-        command = random_collection_command(rng)
-        if isinstance(command, tuple):
-            name, key, opts = command
-            pair.scan_elements(name.encode(), key.encode(), [o.encode() for o in opts], f"{where} step {step}")
-        else:
-            pair.run([a.encode("utf-8") for a in command], f"{where} step {step}")
+        send(pair, random_collection_command(rng), f"{where} step {step}")
         if rng.random() < 0.04:
             await engine.flush()
 
@@ -760,12 +756,8 @@ async def _random_steps(pair: CollectionsPair, engine: Engine, rng: random.Rando
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_random_sequences(redis_socket: str, tmp_path: Path, protocol: int) -> None:
     async def body(pair: CollectionsPair, engine: Engine) -> None:
-        for seed in range(SEEDS):
-            rng = random.Random(seed * 10 + protocol)
-            pair.run(cmd("FLUSHALL"), f"seed {seed}")
-            await _random_steps(pair, engine, rng, STEPS, f"seed {seed}")
-            scan_every_collection(pair, f"seed {seed} end", count=b"1")
-            pair.compare_state(f"seed {seed} end")
+        await random_in_process(pair, engine, random_collection_command, seeds=SEEDS, steps=STEPS,
+                                flush_chance=0.04, after_seed=collections_checks(b"1"))
     await _run(redis_socket, tmp_path, protocol, body)
 
 
@@ -949,38 +941,26 @@ def test_daemon_kill_keeps_acknowledged_writes() -> None:
 
 # ---- inside MULTI/EXEC, over a real daemon ----------------------------------------------------
 
-@pytest.fixture(scope="module")
-def memd_socket() -> Iterator[str]:
-    d = Daemon(fsync="everysec").start()
-    try:
-        yield d.socket
-    finally:
-        d.cleanup()
-
-
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_transactions(redis_socket: str, memd_socket: str, protocol: int) -> None:
     """Seeded transactions (and pipelined batches) of the families' deterministic commands."""
     pair = ServerPair(redis_socket, memd_socket, protocol)
+
+    def step(rng: random.Random, where: str) -> None:
+        cmds = [[a.encode() for a in random_collection_command(rng, deterministic=True)]  # type: ignore[union-attr]
+                for _ in range(rng.randint(1, 6))]
+        if rng.random() < 0.7:
+            for args in [[b"MULTI"], *cmds, [b"EXEC"] if rng.random() < 0.9 else [b"DISCARD"]]:
+                pair.run(args, where + " tx")
+        else:
+            pair.pipeline(cmds, where + " batch")
+
+    def same_state(pair: ServerPair, where: str) -> None:
+        scan_keys(b"3")(pair, where)
+        states = [dump(side.call) for side in (pair.redis, pair.memd)]
+        assert states[0] == states[1], f"{where.removesuffix(' end')}: state differs"
     try:
-        for seed in range(6):
-            rng = random.Random(500 + seed * 10 + protocol)
-            pair.run(cmd("FLUSHALL"), f"seed {seed}")
-            for step in range(60):
-                where = f"seed {seed} step {step}"
-                cmds = [[a.encode() for a in random_collection_command(rng, deterministic=True)]  # type: ignore[union-attr]
-                        for _ in range(rng.randint(1, 6))]
-                if rng.random() < 0.7:
-                    for args in [[b"MULTI"], *cmds, [b"EXEC"] if rng.random() < 0.9 else [b"DISCARD"]]:
-                        pair.run(args, where + " tx")
-                else:
-                    pair.pipeline(cmds, where + " batch")
-                if rng.random() < 0.05:
-                    pair.memd_flush()
-            pair.scan_all([b"COUNT", b"3"], f"seed {seed} end")
-            states = [dump(side.call) for side in (pair.redis, pair.memd)]
-            assert states[0] == states[1], f"seed {seed}: state differs"
-        pair.assert_clean()
+        random_over_daemon(pair, step, seeds=6, steps=60, seed_base=500, flush_chance=0.05, after_seed=same_state)
     finally:
         pair.close()
 

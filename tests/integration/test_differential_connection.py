@@ -17,20 +17,18 @@ import contextlib
 import hashlib
 import os
 import random
-import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
 from tests.integration.daemon import Daemon
-from tests.integration.test_differential_handlers import REDIS_SERVER, _random_command, cmd, pack, parse, read_reply
+from tests.integration.diffkit import redis_server, run_lines
+from tests.integration.test_differential_handlers import _random_command, cmd, pack, parse, read_reply
 from tests.integration.test_differential_server import (  # noqa: F401  (fixtures)
     Conn,
     Pair,
@@ -211,8 +209,7 @@ EXEC
 
 def test_auth_without_a_password(pair: Pair) -> None:
     """Redis 7.0 without requirepass: AUTH pass is an error saying so; the default user takes any password."""
-    for line in NO_PASSWORD.strip().splitlines():
-        pair.run(cmd(line), "auth, no password")
+    run_lines(pair, NO_PASSWORD, "auth, no password")
     for c in (pair.redis, pair.memd):  # HELLO AUTH succeeds: its server map differs by design, not compared
         reply = c.call(cmd(f"HELLO {pair.protocol} AUTH default whatever"))
         assert reply.startswith(b"%" if pair.protocol == 3 else b"*"), reply
@@ -221,25 +218,18 @@ def test_auth_without_a_password(pair: Pair) -> None:
     pair.assert_clean()
 
 
-@contextlib.contextmanager
-def redis_with(*extra: str) -> Iterator[str]:
+def redis_with(*extra: str) -> contextlib.AbstractContextManager[str]:
     """A redis-server of our own (with options the shared one lacks); its socket path."""
-    if not os.path.exists(REDIS_SERVER):
-        pytest.fail(f"redis-server not found (looked for {REDIS_SERVER})")
-    base = tempfile.mkdtemp(prefix="rconn-", dir="/tmp")
-    path = os.path.join(base, "redis.sock")
-    proc = subprocess.Popen([REDIS_SERVER, "--port", "0", "--unixsocket", path, "--save", "", "--appendonly", "no",
-                             "--dir", base, "--loglevel", "warning", *extra], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(path):
-            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
-        yield path
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(base, ignore_errors=True)
+    return redis_server("rconn-", *extra)
+
+
+def config_daemon(text: str) -> tuple[Daemon, str]:
+    """A started daemon reading a memd.toml of its own holding ``text``; the file's path (to rewrite it)."""
+    base = tempfile.mkdtemp(prefix="mconn-", dir="/tmp")
+    config = os.path.join(base, "memd.toml")
+    with open(config, "w") as fh:
+        fh.write(text)
+    return Daemon(config=config, base=base).start(), config
 
 
 PASSWORD = "pw-Zq81-not-echoed"
@@ -275,11 +265,7 @@ GET k
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_a_password_is_required_as_requirepass(protocol: int) -> None:
     """[server] password against Redis's requirepass: NOAUTH, WRONGPASS, AUTH, HELLO AUTH, RESET; never echoed."""
-    base = tempfile.mkdtemp(prefix="mconn-", dir="/tmp")
-    config = os.path.join(base, "memd.toml")
-    with open(config, "w") as fh:
-        fh.write(f'[server]\npassword = "{PASSWORD}"\n')
-    d = Daemon(config=config, base=base).start()
+    d, _ = config_daemon(f'[server]\npassword = "{PASSWORD}"\n')
     try:
         with redis_with("--requirepass", PASSWORD) as rpath:
             p = Pair(rpath, d.socket, 2)  # HELLO 3 needs AUTH first here: switch after, by HELLO AUTH
@@ -318,11 +304,7 @@ def test_a_password_is_required_as_requirepass(protocol: int) -> None:
 
 def test_a_library_configured_with_a_password() -> None:
     """redis-py with password=... against memd with that password: it connects, works; a wrong one fails."""
-    base = tempfile.mkdtemp(prefix="mconn-", dir="/tmp")
-    config = os.path.join(base, "memd.toml")
-    with open(config, "w") as fh:
-        fh.write(f'[server]\npassword = "{PASSWORD}"\n')
-    d = Daemon(config=config, base=base).start()
+    d, _ = config_daemon(f'[server]\npassword = "{PASSWORD}"\n')
     try:
         for protocol in (2, 3):
             r = redis.Redis(unix_socket_path=d.socket, password=PASSWORD, protocol=protocol)
@@ -386,8 +368,7 @@ EXEC
 
 
 def test_client_subcommands(pair: Pair) -> None:
-    for line in CLIENT.strip().splitlines():
-        pair.run(cmd(line), "client")
+    run_lines(pair, CLIENT, "client")
     pair.assert_clean()
 
 
@@ -503,8 +484,7 @@ CONFIG
 
 
 def test_config_get_and_set(pair: Pair) -> None:
-    for line in CONFIG.strip().splitlines():
-        pair.run(cmd(line), "config")
+    run_lines(pair, CONFIG, "config")
     pair.assert_clean()
     several = [_value(c.call(cmd("CONFIG GET maxmemory timeout maxmemory"))) for c in (pair.redis, pair.memd)]
     assert [sorted(zip(v[::2], v[1::2])) for v in several] == [[(b"maxmemory", b"0"), (b"timeout", b"0")]] * 2
@@ -603,11 +583,7 @@ def test_watch_expiry_and_flush_rules(redis_socket: str, memd_socket: str, proto
 
 def test_the_password_reloads_for_new_connections() -> None:
     """[server] password is live: after a reload new connections must AUTH; one already open keeps working."""
-    base = tempfile.mkdtemp(prefix="mconn-", dir="/tmp")
-    config = os.path.join(base, "memd.toml")
-    with open(config, "w") as fh:
-        fh.write("")
-    d = Daemon(config=config, base=base).start()
+    d, config = config_daemon("")
     try:
         before = redis.Redis(unix_socket_path=d.socket)
         assert before.set("k", "v")

@@ -18,12 +18,7 @@ from __future__ import annotations
 
 import os
 import random
-import shlex
-import shutil
 import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,10 +35,19 @@ from memd.commands import COMMANDS, Context, check_arity, unknown_command
 from memd.engine.engine import Engine
 from memd.errors import CommandError
 from memd.resp import ReplyEncoder
+from tests.integration.diffkit import (  # noqa: F401  (REDIS_SERVER and cmd: imported from here by other files)
+    REDIS_SERVER,
+    cmd,
+    corpus_in_process,
+    random_in_process,
+    redis_server,
+    scan_keys,
+    split_corpus,
+    with_engine_pair,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 SEEDS = int(os.environ.get("MEMD_DIFF_SEEDS", "12"))
 STEPS = 250
 
@@ -52,44 +56,8 @@ STEPS = 250
 
 @pytest.fixture(scope="module")
 def redis_socket() -> Iterator[str]:
-    if not os.path.exists(REDIS_SERVER):
-        pytest.fail(f"redis-server not found (looked for {REDIS_SERVER}): the differential test needs "
-                    "Redis 7.0 installed (Debian: apt-get install redis-server)")
-    base = tempfile.mkdtemp(prefix="rdiff-", dir="/tmp")  # AF_UNIX paths are short
-    path = os.path.join(base, "redis.sock")
-    proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", "0", "--unixsocket", path, "--save", "", "--appendonly", "no",
-         "--dir", base, "--daemonize", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                pytest.fail(f"redis-server exited with {proc.returncode}: {err}")
-            if os.path.exists(path):
-                probe = socket.socket(socket.AF_UNIX)
-                try:
-                    probe.connect(path)
-                    break
-                except OSError:
-                    pass
-                finally:
-                    probe.close()
-            if time.monotonic() > deadline:
-                pytest.fail("redis-server did not listen within 10 s")
-            time.sleep(0.02)
+    with redis_server("rdiff-") as path:
         yield path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        if proc.stderr:
-            proc.stderr.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def pack(args: list[bytes]) -> bytes:
@@ -261,12 +229,12 @@ class Pair:
             self.mismatches.append(f"[{where} resp{self.protocol}] SCAN {opts!r}\n    redis: {sorted(seen[0])}\n"
                                    f"    memd:  {sorted(seen[1])}")
 
+    def scan_command(self, command: tuple[Any, ...], where: str) -> None:
+        """A generated ``("SCAN", opts)``: a whole iteration compared."""
+        self.scan_all([a.encode() for a in command[1]], where)
+
     def close(self) -> None:
         self.redis.close()
-
-
-def cmd(line: str) -> list[bytes]:
-    return [a.encode("utf-8", "surrogateescape") for a in shlex.split(line)]
 
 
 # ---- fixed corpus --------------------------------------------------------------------------
@@ -858,13 +826,7 @@ SCAN
 
 
 def corpus_blocks() -> list[list[str]]:
-    blocks: list[list[str]] = [[]]
-    for line in CORPUS.strip().splitlines():
-        if line.startswith("#"):
-            blocks.append([])
-        elif line.strip():
-            blocks[-1].append(line)
-    return [b for b in blocks if b]
+    return split_corpus(CORPUS)
 
 
 # ---- random sequences ----------------------------------------------------------------------
@@ -1002,46 +964,21 @@ def _random_command(rng: random.Random) -> list[str] | tuple[str, list[str]]:
 # ---- tests ----------------------------------------------------------------------------------
 
 async def _run(redis_socket: str, tmp_path: Path, protocol: int, body: Any) -> None:
-    async with Engine(str(tmp_path / "data")) as engine:
-        pair = Pair(redis_socket, engine, protocol)
-        try:
-            pair.run(cmd("FLUSHALL"), "setup")
-            await body(pair, engine)
-        finally:
-            pair.close()
-    assert not pair.mismatches, f"{len(pair.mismatches)} of {pair.count} replies differ:\n" + \
-        "\n".join(pair.mismatches[:40])
+    await with_engine_pair(Pair, redis_socket, tmp_path, protocol, body)
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_corpus(redis_socket: str, tmp_path: Path, protocol: int) -> None:
     async def body(pair: Pair, engine: Engine) -> None:
-        for n, block in enumerate(corpus_blocks()):
-            pair.run(cmd("FLUSHALL"), f"block {n}")
-            for j, line in enumerate(block):
-                pair.run(cmd(line), f"block {n}: {block[0][:30]}")
-                if j % 17 == 16:
-                    await engine.flush()  # later reads merge SQLite with the memtables
-            pair.scan_all([b"COUNT", b"3"], f"block {n}")
+        await corpus_in_process(pair, engine, corpus_blocks(), flush_every=17, after_block=scan_keys(b"3"))
     await _run(redis_socket, tmp_path, protocol, body)
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_random_sequences(redis_socket: str, tmp_path: Path, protocol: int) -> None:
     async def body(pair: Pair, engine: Engine) -> None:
-        for seed in range(SEEDS):
-            rng = random.Random(seed * 10 + protocol)
-            pair.run(cmd("FLUSHALL"), f"seed {seed}")
-            for step in range(STEPS):
-                where = f"seed {seed} step {step}"
-                command = _random_command(rng)
-                if isinstance(command, tuple):
-                    pair.scan_all([a.encode() for a in command[1]], where)
-                else:
-                    pair.run([a.encode("utf-8") for a in command], where)
-                if rng.random() < 0.03:
-                    await engine.flush()
-            pair.scan_all([b"COUNT", b"2"], f"seed {seed} end")
+        await random_in_process(pair, engine, _random_command, seeds=SEEDS, steps=STEPS, flush_chance=0.03,
+                                after_seed=scan_keys(b"2"))
     await _run(redis_socket, tmp_path, protocol, body)
 
 

@@ -26,10 +26,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,9 +37,18 @@ import memd.commands.keyops  # noqa: F401  (each module registers its commands)
 import memd.commands.sort  # noqa: F401
 import memd.engine.keyops
 from memd.engine.engine import Engine
-from tests.integration.daemon import Daemon
-from tests.integration.test_differential_handlers import REDIS_SERVER, MemdSide, Pair, _random_command, cmd, parse
+from tests.integration.diffkit import (
+    corpus_in_process,
+    random_in_process,
+    random_over_daemon,
+    redis_server,
+    scan_keys,
+    split_corpus,
+    with_engine_pair,
+)
+from tests.integration.test_differential_handlers import MemdSide, Pair, _random_command, cmd, parse
 from tests.integration.test_differential_server import Pair as ServerPair
+from tests.integration.test_differential_server import memd_socket  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -54,43 +59,8 @@ STEPS = 250
 @pytest.fixture(scope="module")
 def redis_socket() -> Iterator[str]:
     """redis-server 7.0 with one database, as memd has."""
-    if not os.path.exists(REDIS_SERVER):
-        pytest.fail(f"redis-server not found (looked for {REDIS_SERVER}): the differential test needs "
-                    "Redis 7.0 installed (Debian: apt-get install redis-server)")
-    base = tempfile.mkdtemp(prefix="rkeys-", dir="/tmp")
-    path = os.path.join(base, "redis.sock")
-    proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", "0", "--unixsocket", path, "--save", "", "--appendonly", "no", "--databases", "1",
-         "--dir", base, "--daemonize", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                pytest.fail(f"redis-server exited with {proc.returncode}: {err}")
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(path)
-                break
-            except OSError:
-                pass
-            finally:
-                probe.close()
-            if time.monotonic() > deadline:
-                pytest.fail("redis-server did not listen within 10 s")
-            time.sleep(0.02)
+    with redis_server("rkeys-", "--databases", "1") as path:
         yield path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        if proc.stderr:
-            proc.stderr.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 # ---- comparing ---------------------------------------------------------------------------------
@@ -160,15 +130,7 @@ class KeysPair(Pair):
 
 
 async def _run(redis_socket: str, tmp_path: Path, protocol: int, body: Any) -> None:
-    async with Engine(str(tmp_path / "data")) as engine:
-        pair = KeysPair(redis_socket, engine, protocol)
-        try:
-            pair.run(cmd("FLUSHALL"), "setup")
-            await body(pair, engine)
-        finally:
-            pair.close()
-    assert not pair.mismatches, f"{len(pair.mismatches)} of {pair.count} replies differ:\n" + \
-        "\n".join(pair.mismatches[:40])
+    await with_engine_pair(KeysPair, redis_socket, tmp_path, protocol, body)
 
 
 # ---- fixed corpus -----------------------------------------------------------------------------------
@@ -562,13 +524,7 @@ LRANGE adst 0 -1
 
 
 def corpus_blocks() -> list[list[str]]:
-    blocks: list[list[str]] = [[]]
-    for line in CORPUS.strip().splitlines():
-        if line.startswith("#"):
-            blocks.append([])
-        elif line.strip():
-            blocks[-1].append(line)
-    return [b for b in blocks if b]
+    return split_corpus(CORPUS)
 
 
 # ---- random sequences ---------------------------------------------------------------------------------
@@ -632,32 +588,15 @@ def key_command(rng: random.Random) -> list[str] | tuple[str, list[str]]:
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_corpus(redis_socket: str, tmp_path: Path, protocol: int) -> None:
     async def body(pair: KeysPair, engine: Engine) -> None:
-        for n, block in enumerate(corpus_blocks()):
-            pair.run(cmd("FLUSHALL"), f"block {n}")
-            for j, line in enumerate(block):
-                pair.run(cmd(line), f"block {n}: {block[0][:30]}")
-                if j % 11 == 10:
-                    await engine.flush()  # later reads merge SQLite with the memtables
-            pair.scan_all([b"COUNT", b"3"], f"block {n}")
+        await corpus_in_process(pair, engine, corpus_blocks(), flush_every=11, after_block=scan_keys(b"3"))
     await _run(redis_socket, tmp_path, protocol, body)
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_random_sequences(redis_socket: str, tmp_path: Path, protocol: int) -> None:
     async def body(pair: KeysPair, engine: Engine) -> None:
-        for seed in range(SEEDS):
-            rng = random.Random(7000 + seed * 10 + protocol)
-            pair.run(cmd("FLUSHALL"), f"seed {seed}")
-            for step in range(STEPS):
-                where = f"seed {seed} step {step}"
-                command = key_command(rng)
-                if isinstance(command, tuple):
-                    pair.scan_all([a.encode() for a in command[1]], where)
-                else:
-                    pair.run([a.encode("utf-8") for a in command], where)
-                if rng.random() < 0.04:
-                    await engine.flush()
-            pair.scan_all([b"COUNT", b"2"], f"seed {seed} end")
+        await random_in_process(pair, engine, key_command, seeds=SEEDS, steps=STEPS, flush_chance=0.04,
+                                after_seed=scan_keys(b"2"), seed_base=7000)
     await _run(redis_socket, tmp_path, protocol, body)
 
 
@@ -821,15 +760,6 @@ async def test_writes_survive_restart(tmp_path: Path, flush_first: bool) -> None
 
 # ---- a real daemon: MULTI/EXEC and pipelines ----------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def memd_socket() -> Iterator[str]:
-    d = Daemon(fsync="everysec").start()
-    try:
-        yield d.socket
-    finally:
-        d.cleanup()
-
-
 class DaemonPair(ServerPair):
     """The server test's pair; Redis's errno cleared before a SORT or a MULTI (see CLEAR_ERRNO)."""
 
@@ -855,31 +785,26 @@ def test_daemon_transactions(redis_socket: str, memd_socket: str, protocol: int)
             else:
                 for line in lines:
                     pair.run(line, f"block {n}")
-        for seed in range(4):
-            rng = random.Random(9000 + seed * 10 + protocol)
-            pair.run(cmd("FLUSHALL"), f"seed {seed}")
-            for step in range(150):
-                where = f"seed {seed} step {step}"
-                batch: list[list[bytes]] = []
-                if rng.random() < 0.3:
-                    batch.append([b"MULTI"])
-                for _ in range(rng.randint(1, 6)):
-                    command = key_command(rng)
-                    if isinstance(command, tuple) or command[0] in ("RANDOMKEY", "DBSIZE", "SCAN"):
-                        continue
-                    args = [a.encode("utf-8") for a in command]
-                    if batch and args[0] == b"OBJECT" and len(args) != (2 if args[1] == b"HELP" else 3):
-                        continue  # Redis refuses a subcommand's arity while queuing; memd at EXEC
-                    if _unordered_sort(args) or _is_sort(args) and batch[1:]:
-                        continue
-                    batch.append(args)
-                if batch and batch[0] == [b"MULTI"]:
-                    batch.append([b"EXEC"])
-                for args in batch:
-                    pair.run(args, where)
-                if rng.random() < 0.03:
-                    pair.memd_flush()
-            pair.scan_all([b"COUNT", b"5"], f"seed {seed} end")
-        pair.assert_clean()
+
+        def step(rng: random.Random, where: str) -> None:
+            batch: list[list[bytes]] = []
+            if rng.random() < 0.3:
+                batch.append([b"MULTI"])
+            for _ in range(rng.randint(1, 6)):
+                command = key_command(rng)
+                if isinstance(command, tuple) or command[0] in ("RANDOMKEY", "DBSIZE", "SCAN"):
+                    continue
+                args = [a.encode("utf-8") for a in command]
+                if batch and args[0] == b"OBJECT" and len(args) != (2 if args[1] == b"HELP" else 3):
+                    continue  # Redis refuses a subcommand's arity while queuing; memd at EXEC
+                if _unordered_sort(args) or _is_sort(args) and batch[1:]:
+                    continue
+                batch.append(args)
+            if batch and batch[0] == [b"MULTI"]:
+                batch.append([b"EXEC"])
+            for args in batch:
+                pair.run(args, where)
+        random_over_daemon(pair, step, seeds=4, steps=150, seed_base=9000, flush_chance=0.03,
+                           after_seed=scan_keys(b"5"))
     finally:
         pair.close()

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.daemon import Daemon
+from tests.integration.diffkit import corpus_over_daemon, random_over_daemon, run_lines, scan_keys, send
 from tests.integration.test_differential_handlers import Pair as HandlerPair
 from tests.integration.test_differential_handlers import (  # noqa: F401  (redis_socket is a fixture)
     _random_command,
@@ -194,51 +195,30 @@ def transaction(rng: random.Random) -> list[list[bytes]]:
 
 def test_corpus(pair: Pair) -> None:
     """The handlers test's edge-case corpus, one command per round trip."""
-    for n, block in enumerate(corpus_blocks()):
-        pair.run(cmd("FLUSHALL"), f"block {n}")
-        for j, line in enumerate(block):
-            pair.run(cmd(line), f"block {n}: {block[0][:30]}")
-            if j % 23 == 22:
-                pair.memd_flush()
-        pair.scan_all([b"COUNT", b"3"], f"block {n}")
-    pair.assert_clean()
+    corpus_over_daemon(pair, corpus_blocks(), flush_every=23, after_block=scan_keys(b"3"))
 
 
 def test_corpus_pipelined(pair: Pair) -> None:
     """The same corpus, each block as one pipelined write."""
-    for n, block in enumerate(corpus_blocks()):
-        pair.run(cmd("FLUSHALL"), f"block {n}")
-        pair.pipeline([cmd(line) for line in block], f"pipelined block {n}")
-        pair.scan_all([b"COUNT", b"5"], f"pipelined block {n}")
-    pair.assert_clean()
+    corpus_over_daemon(pair, corpus_blocks(), pipelined=True, after_block=scan_keys(b"5"))
 
 
 def test_random_sequences(pair: Pair) -> None:
     """Seeded random commands over a small key space, with transactions and pipelined batches."""
-    for seed in range(SEEDS):
-        rng = random.Random(1000 + seed * 10 + pair.protocol)
-        pair.run(cmd("FLUSHALL"), f"seed {seed}")
-        for step in range(STEPS):
-            where = f"seed {seed} step {step}"
-            roll = rng.random()
-            if roll < 0.08:
-                for args in transaction(rng):
-                    pair.run(args, where + " tx")
-            elif roll < 0.16:
-                batch: list[list[bytes]] = []
-                while len(batch) < rng.randint(2, 10):
-                    batch += transaction(rng) if rng.random() < 0.2 else [single(rng)]
-                pair.pipeline(batch, where + " batch")
-            else:
-                command = _random_command(rng)
-                if isinstance(command, tuple):
-                    pair.scan_all([a.encode() for a in command[1]], where)
-                else:
-                    pair.run([a.encode("utf-8") for a in command], where)
-            if rng.random() < 0.02:
-                pair.memd_flush()
-        pair.scan_all([b"COUNT", b"2"], f"seed {seed} end")
-    pair.assert_clean()
+    def step(rng: random.Random, where: str) -> None:
+        roll = rng.random()
+        if roll < 0.08:
+            for args in transaction(rng):
+                pair.run(args, where + " tx")
+        elif roll < 0.16:
+            batch: list[list[bytes]] = []
+            while len(batch) < rng.randint(2, 10):
+                batch += transaction(rng) if rng.random() < 0.2 else [single(rng)]
+            pair.pipeline(batch, where + " batch")
+        else:
+            send(pair, _random_command(rng), where)
+    random_over_daemon(pair, step, seeds=SEEDS, steps=STEPS, seed_base=1000, flush_chance=0.02,
+                       after_seed=scan_keys(b"2"))
 
 
 def test_pipeline_of_50(pair: Pair) -> None:
@@ -365,8 +345,7 @@ CLIENT NOSUCHSUB
 
 def test_error_wording(pair: Pair) -> None:
     """Unknown commands and CLIENT subcommand errors, worded exactly as Redis 7.0 words them."""
-    for line in ERROR_WORDING.strip().splitlines():
-        pair.run(cmd(line), "error wording")
+    run_lines(pair, ERROR_WORDING, "error wording")
     pair.assert_clean()
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import codecs
 import random
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,20 @@ import memd.commands.bits  # noqa: F401
 import memd.commands.lcs  # noqa: F401
 from memd.engine.engine import Engine
 from tests.integration.daemon import Daemon
+from tests.integration.diffkit import (
+    corpus_in_process,
+    corpus_over_daemon,
+    random_in_process,
+    random_over_daemon,
+    split_corpus,
+)
 from tests.integration.test_differential_handlers import Pair as HandlerPair
 from tests.integration.test_differential_handlers import (  # noqa: F401  (redis_socket is a fixture)
     _run,
     redis_socket,
 )
 from tests.integration.test_differential_server import Pair as ServerPair
-from tests.integration.test_differential_server import memd_socket  # noqa: F401  (a fixture)
+from tests.integration.test_differential_server import memd_socket, pair  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -643,13 +649,7 @@ GETDEL h
 
 
 def corpus_blocks() -> list[list[str]]:
-    blocks: list[list[str]] = [[]]
-    for line in CORPUS.strip().splitlines():
-        if line.startswith("#"):
-            blocks.append([])
-        elif line.strip():
-            blocks[-1].append(line)
-    return [b for b in blocks if b]
+    return split_corpus(CORPUS)
 
 
 # ---- random operands and commands --------------------------------------------------------------
@@ -763,28 +763,20 @@ def encode(args: list[str]) -> list[bytes]:
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_corpus(redis_socket: str, tmp_path: Path, protocol: int) -> None:
     async def body(pair: HandlerPair, engine: Engine) -> None:
-        for n, block in enumerate(corpus_blocks()):
-            pair.run(bcmd("FLUSHALL"), f"block {n}")
-            for j, line in enumerate(block):
-                pair.run(bcmd(line), f"block {n}: {block[0][:30]}")
-                if j % 13 == 12:
-                    await engine.flush()  # later reads merge SQLite with the memtables
+        await corpus_in_process(pair, engine, corpus_blocks(), flush_every=13, words=bcmd)
     await _run(redis_socket, tmp_path, protocol, body)
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_random_sequences(redis_socket: str, tmp_path: Path, protocol: int) -> None:
+    def probe_keys(pair: HandlerPair, where: str) -> None:
+        for k in KEYS_:
+            for probe in (["TYPE", k], ["GET", k], ["HGETALL", k], ["TTL", k]):
+                pair.run(encode(probe), where)
+
     async def body(pair: HandlerPair, engine: Engine) -> None:
-        for seed in range(SEEDS):
-            rng = random.Random(seed * 10 + protocol)
-            pair.run(bcmd("FLUSHALL"), f"seed {seed}")
-            for step in range(STEPS):
-                pair.run(encode(string_command(rng)), f"seed {seed} step {step}")
-                if rng.random() < 0.03:
-                    await engine.flush()
-            for k in KEYS_:
-                for probe in (["TYPE", k], ["GET", k], ["HGETALL", k], ["TTL", k]):
-                    pair.run(encode(probe), f"seed {seed} end")
+        await random_in_process(pair, engine, string_command, seeds=SEEDS, steps=STEPS, flush_chance=0.03,
+                                after_seed=probe_keys, encoding="latin-1")
     await _run(redis_socket, tmp_path, protocol, body)
 
 
@@ -855,46 +847,29 @@ async def test_large_values(redis_socket: str, tmp_path: Path) -> None:
 
 # ---- a real daemon: transactions, pipelines -------------------------------------------------------
 
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def pair(request: pytest.FixtureRequest, redis_socket: str, memd_socket: str) -> Iterator[ServerPair]:
-    p = ServerPair(redis_socket, memd_socket, request.param)
-    p.run(bcmd("FLUSHALL"), "setup")
-    try:
-        yield p
-    finally:
-        p.close()
-
-
 def test_server_corpus_pipelined(pair: ServerPair) -> None:
     """The corpus through a daemon, each block as one pipelined write."""
-    for n, block in enumerate(corpus_blocks()):
-        pair.run(bcmd("FLUSHALL"), f"block {n}")
-        pair.pipeline([bcmd(line) for line in block], f"pipelined block {n}")
-    pair.assert_clean()
+    corpus_over_daemon(pair, corpus_blocks(), pipelined=True, words=bcmd)
 
 
 def test_server_transactions(pair: ServerPair) -> None:
     """Random string commands inside MULTI/EXEC (some with an arity error that aborts EXEC)."""
-    for seed in range(6):
-        rng = random.Random(500 + seed * 10 + pair.protocol)
-        pair.run(bcmd("FLUSHALL"), f"seed {seed}")
-        for step in range(60):
-            where = f"seed {seed} step {step}"
-            if rng.random() < 0.5:
-                pair.run(encode(string_command(rng)), where)
-                continue
-            batch = [[b"MULTI"]] + [encode(string_command(rng)) for _ in range(rng.randint(1, 6))]
-            if rng.random() < 0.1:
-                batch.append([b"SETRANGE", b"k0"])  # queued with the wrong arity: EXECABORT
-            batch.append([b"EXEC"] if rng.random() < 0.9 else [b"DISCARD"])
-            if rng.random() < 0.5:
-                pair.pipeline(batch, where + " tx")
-            else:
-                for args in batch:
-                    pair.run(args, where + " tx")
-            if rng.random() < 0.05:
-                pair.memd_flush()
-    pair.assert_clean()
+    def step(rng: random.Random, where: str) -> None:
+        if rng.random() < 0.5:
+            pair.run(encode(string_command(rng)), where)
+            return
+        batch = [[b"MULTI"]] + [encode(string_command(rng)) for _ in range(rng.randint(1, 6))]
+        if rng.random() < 0.1:
+            batch.append([b"SETRANGE", b"k0"])  # queued with the wrong arity: EXECABORT
+        batch.append([b"EXEC"] if rng.random() < 0.9 else [b"DISCARD"])
+        if rng.random() < 0.5:
+            pair.pipeline(batch, where + " tx")
+        else:
+            for args in batch:
+                pair.run(args, where + " tx")
+        if rng.random() < 0.05:  # (only after a transaction: the draw is part of the seeded sequence)
+            pair.memd_flush()
+    random_over_daemon(pair, step, seeds=6, steps=60, seed_base=500, flush_chance=0)
 
 
 # ---- durability -------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.diffkit import corpus_over_daemon, random_over_daemon, split_corpus
 from tests.integration.test_differential_handlers import cmd, parse
 from tests.integration.test_differential_server import (  # noqa: F401  (fixtures)
     Pair,
@@ -278,23 +279,11 @@ ZRANGE z 1 -2 REV
 
 
 def corpus_blocks() -> list[list[str]]:
-    blocks: list[list[str]] = [[]]
-    for line in CORPUS.strip().splitlines():
-        if line.startswith("#"):
-            blocks.append([])
-        elif line.strip():
-            blocks[-1].append(line)
-    return [b for b in blocks if b]
+    return split_corpus(CORPUS)
 
 
 def test_corpus(pair: Pair) -> None:
-    for n, block in enumerate(corpus_blocks()):
-        pair.run(cmd("FLUSHALL"), f"block {n}")
-        for j, line in enumerate(block):
-            pair.run(cmd(line), f"block {n}: {block[0][:30]}")  # (its ZRANDMEMBERs ask for the whole set)
-            if j % 7 == 6:
-                pair.memd_flush()
-    pair.assert_clean()
+    corpus_over_daemon(pair, corpus_blocks(), flush_every=7)  # (its ZRANDMEMBERs ask for the whole set)
 
 
 # ---- random sequences ---------------------------------------------------------------------------
@@ -388,25 +377,22 @@ def single(rng: random.Random) -> list[bytes]:
 
 def test_random_sequences(pair: Pair) -> None:
     """Seeded random sorted-set commands, some inside MULTI/EXEC and pipelined, flushes between."""
-    for seed in range(SEEDS):
-        rng = random.Random(7000 + seed * 10 + pair.protocol)
-        pair.run(cmd("FLUSHALL"), f"seed {seed}")
-        for step in range(STEPS):
-            where = f"seed {seed} step {step}"
-            roll = rng.random()
-            if roll < 0.08:
-                cmds = [[b"MULTI"], *(single(rng) for _ in range(rng.randint(1, 5))), [b"EXEC"]]
-                for args in cmds:
-                    pair.run(args, where + " tx")
-            elif roll < 0.14:
-                pair.pipeline([single(rng) for _ in range(rng.randint(2, 8))], where + " batch")
-            else:
-                pair.run(single(rng), where)
-            if rng.random() < 0.04:
-                pair.memd_flush()
+    def step(rng: random.Random, where: str) -> None:
+        roll = rng.random()
+        if roll < 0.08:
+            cmds = [[b"MULTI"], *(single(rng) for _ in range(rng.randint(1, 5))), [b"EXEC"]]
+            for args in cmds:
+                pair.run(args, where + " tx")
+        elif roll < 0.14:
+            pair.pipeline([single(rng) for _ in range(rng.randint(2, 8))], where + " batch")
+        else:
+            pair.run(single(rng), where)
+
+    def read_every_key(pair: Pair, where: str) -> None:
         for key in KEYS:
-            pair.run([b"ZRANGE", key.encode(), b"0", b"-1", b"WITHSCORES"], f"seed {seed} end")
-    pair.assert_clean()
+            pair.run([b"ZRANGE", key.encode(), b"0", b"-1", b"WITHSCORES"], where)
+    random_over_daemon(pair, step, seeds=SEEDS, steps=STEPS, seed_base=7000, flush_chance=0.04,
+                       after_seed=read_every_key)
 
 
 def test_transactions_mixed(pair: Pair) -> None:
