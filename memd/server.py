@@ -313,6 +313,7 @@ class Connection(asyncio.Protocol):
         if end == i:
             return i
         assert cmd.run is not None
+        self.ctx.last_cmd = name  # (CLIENT LIST's cmd=, as execute() sets it)
         replies = cmd.run(self.ctx, [argv[1:] for argv in cmds[i:end]])
         encoder = self.encoder
         encoder.protocol = self.ctx.protocol
