@@ -90,6 +90,7 @@ import subprocess
 import sys
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
@@ -532,14 +533,8 @@ def run_memd(c: Corpus, queries: list[Query], warm: list[Query], post: dict[int,
             if v != 1:
                 res.problems.append(f"MEM.PUT of a new key returned {v!r}, expected 1")
         # bulk, pipelined
-        pipe = r.pipeline(transaction=False)
-        bad = 0
-        t0 = time.perf_counter()
-        for i in range(single, n):
-            pipe.execute_command("MEM.PUT", c.ns(i), c.key(i), dumps(c.value(i)))
-            if len(pipe) >= depth or i == n - 1:
-                bad += sum(1 for v in pipe.execute() if v != 1)
-        res.bulk_s = time.perf_counter() - t0
+        res.bulk_s, bad = pipelined_puts(r, range(single, n), depth,
+                                         lambda i: ("MEM.PUT", c.ns(i), c.key(i), dumps(c.value(i))))
         res.bulk_n = n - single
         if bad:
             res.problems.append(f"{bad} pipelined MEM.PUT of new keys did not return 1")
@@ -583,6 +578,19 @@ def run_memd(c: Corpus, queries: list[Query], warm: list[Query], post: dict[int,
         cleanup.rmdir(d)
 
 
+def pipelined_puts(r: Any, indexes: range, depth: int, command: Callable[[int], tuple[Any, ...]]
+                   ) -> tuple[float, int]:
+    """(seconds, replies that were not version 1) for ``command(i)`` of each index, ``depth`` per pipeline."""
+    pipe = r.pipeline(transaction=False)
+    bad = 0
+    t0 = time.perf_counter()
+    for i in indexes:
+        pipe.execute_command(*command(i))
+        if len(pipe) >= depth or i == indexes[-1]:
+            bad += sum(1 for v in pipe.execute() if v != 1)
+    return time.perf_counter() - t0, bad
+
+
 def run_memd_vectors(c: Corpus, vecs: Any, args: argparse.Namespace, cleanup: Cleanup) -> VectorResult:
     """Ingest only, with a vector index: memories 0..len(vecs)-1, each with its vector at path ``text``,
     pipelined into a fresh daemon (nothing of the first run's buffer, flush or files can weigh on it),
@@ -600,14 +608,8 @@ def run_memd_vectors(c: Corpus, vecs: Any, args: argparse.Namespace, cleanup: Cl
         if ok not in (True, b"OK", "OK"):
             res.problems.append(f"MEM.INDEX CREATE replied {ok!r}, expected OK")
         dumps = json.JSONEncoder(separators=(",", ":")).encode
-        pipe = r.pipeline(transaction=False)
-        bad = 0
-        t0 = time.perf_counter()
-        for i in range(n):
-            pipe.execute_command("MEM.PUT", c.ns(i), c.key(i), dumps(c.value(i)), "VECTOR", "text", blobs[i])
-            if len(pipe) >= depth or i == n - 1:
-                bad += sum(1 for v in pipe.execute() if v != 1)
-        res.put_s = time.perf_counter() - t0
+        res.put_s, bad = pipelined_puts(
+            r, range(n), depth, lambda i: ("MEM.PUT", c.ns(i), c.key(i), dumps(c.value(i)), "VECTOR", "text", blobs[i]))
         if bad:
             res.problems.append(f"{bad} pipelined MEM.PUT ... VECTOR of new keys did not return 1")
         t0 = time.perf_counter()
