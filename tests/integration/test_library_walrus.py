@@ -18,10 +18,8 @@ Covered (the parts of walrus that use only plain commands):
   ``unionstore`` ``diffstore`` over several sets, ``sort``, ``from_set``.
 - ``ZSet``: ``add``/``__setitem__``, index and member slices with and without scores, ``rank``
   (both directions), ``score``, ``count``, ``incr``, ``range`` (reversed), ``range_by_score``
-  (limits, reversed), ``range_by_lex``, ``remove``, ``as_items``, ``from_dict``, ``sort``; and,
-  with the sorted-set commands of the zsets work (ZPOPMIN ZPOPMAX ZREMRANGEBY* ZLEXCOUNT
-  ZUNIONSTORE ZINTERSTORE ZSCAN): ``popmin``/``popmax`` and their pipelined ``*_compat``
-  forms, ``remove_by_rank``/``remove_by_score``/``remove_by_lex``, slice deletion,
+  (limits, reversed), ``range_by_lex``, ``remove``, ``as_items``, ``from_dict``, ``sort``,
+  ``popmin``/``popmax`` and their pipelined ``*_compat`` forms, ``remove_by_rank``/``remove_by_score``/``remove_by_lex``, slice deletion,
   ``lex_count``, ``unionstore``/``interstore`` (weights, aggregate) and ``|=``/``&=``,
   ZSCAN iteration and ``search``.
 - ``Cache``: get/set with the default and explicit timeouts (TTL read back, a 1 s expiry),
@@ -75,16 +73,10 @@ import walrus
 from walrus.cache import Cache
 from walrus.rate_limit import RateLimitException
 
-import memd.commands
 from tests.integration.daemon import Daemon
 from tests.integration.test_differential_handlers import redis_socket  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.timeout(60)
-
-# The sorted-set commands some walrus methods need; memd has them once the zsets work is in.
-ZSET_COMMANDS = (b"zpopmin", b"zpopmax", b"zremrangebyrank", b"zremrangebyscore", b"zremrangebylex",
-                 b"zlexcount", b"zunionstore", b"zinterstore", b"zscan")
-
 
 @pytest.fixture(scope="module")
 def memd_daemon() -> Iterator[Daemon]:
@@ -113,22 +105,6 @@ def db(request: pytest.FixtureRequest) -> Iterator[walrus.Database]:
     database.backend = backend  # type: ignore[attr-defined]
     yield database
     database.close()
-
-
-@pytest.fixture
-def zdb(db: walrus.Database, request: pytest.FixtureRequest) -> walrus.Database:
-    """``db`` for tests that need the sorted-set commands of :data:`ZSET_COMMANDS`.
-
-    Until memd has them, the memd run is an expected failure on "unknown command"; it is
-    strict, and it lifts by itself once the commands are registered, so it hides nothing.
-    """
-    memd.commands.load_all()
-    missing = [c.decode() for c in ZSET_COMMANDS if c not in memd.commands.COMMANDS]
-    if db.backend == "memd" and missing:  # type: ignore[attr-defined]
-        request.node.add_marker(pytest.mark.xfail(
-            strict=True, raises=redis.ResponseError,
-            reason=f"memd has no {' '.join(missing).upper()} on this branch (the zsets work adds them)"))
-    return db
 
 
 def pairs(items: list[Any]) -> list[tuple[Any, ...]]:
@@ -275,15 +251,15 @@ def test_zset(db: walrus.Database) -> None:
     assert pairs(lex.as_items()) == [(b"only", 1.0)]
 
 
-def test_zset_pops_removals_and_stores(zdb: walrus.Database) -> None:
-    z = walrus.ZSet.from_dict(zdb, "z", {f"m{i}": i for i in range(10)})
+def test_zset_pops_removals_and_stores(db: walrus.Database) -> None:
+    z = walrus.ZSet.from_dict(db, "z", {f"m{i}": i for i in range(10)})
     assert pairs(z.popmin()) == [(b"m0", 0.0)] and pairs(z.popmax(2)) == [(b"m9", 9.0), (b"m8", 8.0)]
     assert pairs(z.popmin_compat(2)) == [(b"m1", 1.0), (b"m2", 2.0)]
     assert pairs(z.popmax_compat(1)) == [(b"m7", 7.0)]
     assert pairs(z.as_items()) == [(b"m3", 3.0), (b"m4", 4.0), (b"m5", 5.0), (b"m6", 6.0)]
     assert z.remove_by_score(4, 5) == 2 and z.remove_by_rank(0) == 1 and pairs(z.as_items()) == [(b"m6", 6.0)]
-    assert zdb.ZSet("empty").popmin() == [] and zdb.ZSet("empty").popmin_compat() == []
-    z2 = walrus.ZSet.from_dict(zdb, "z2", {f"m{i}": i for i in range(10)})
+    assert db.ZSet("empty").popmin() == [] and db.ZSet("empty").popmin_compat() == []
+    z2 = walrus.ZSet.from_dict(db, "z2", {f"m{i}": i for i in range(10)})
     del z2[2:5]  # ZREMRANGEBYRANK 2 4
     assert z2[:] == [b"m0", b"m1", b"m5", b"m6", b"m7", b"m8", b"m9"]
     del z2["m6":]
@@ -291,20 +267,20 @@ def test_zset_pops_removals_and_stores(zdb: walrus.Database) -> None:
     assert list(z2) == [(b"m0", 0.0), (b"m1", 1.0), (b"m5", 5.0)]  # ZSCAN, in score order as in Redis
     assert list(z2.search("m[01]")) == [(b"m0", 0.0), (b"m1", 1.0)]
     assert list(z2.iterator(with_scores=True)) == list(z2)
-    lex = walrus.ZSet.from_dict(zdb, "lex", dict.fromkeys("abcdefg", 0))
+    lex = walrus.ZSet.from_dict(db, "lex", dict.fromkeys("abcdefg", 0))
     assert lex.lex_count("[b", "[d") == 3 and lex.lex_count("-", "+") == 7
     assert lex.remove_by_lex("(a", "[c") == 2 and lex[:] == [b"a", b"d", b"e", b"f", b"g"]
-    p = walrus.ZSet.from_dict(zdb, "p", {"x": 1, "y": 2, "z": 3})
-    q = walrus.ZSet.from_dict(zdb, "q", {"y": 10, "z": 20, "w": 30})
+    p = walrus.ZSet.from_dict(db, "p", {"x": 1, "y": 2, "z": 3})
+    q = walrus.ZSet.from_dict(db, "q", {"y": 10, "z": 20, "w": 30})
     assert pairs(p.unionstore("pu", q).as_items()) == [(b"x", 1.0), (b"y", 12.0), (b"z", 23.0), (b"w", 30.0)]
     assert pairs(p.interstore("pi", q, aggregate="MAX").as_items()) == [(b"y", 10.0), (b"z", 20.0)]
-    assert zdb.zunionstore("pw", {"p": 2, "q": 0.5}) == 4
-    assert pairs(zdb.ZSet("pw").as_items()) == [(b"x", 2.0), (b"y", 9.0), (b"w", 15.0), (b"z", 16.0)]
+    assert db.zunionstore("pw", {"p": 2, "q": 0.5}) == 4
+    assert pairs(db.ZSet("pw").as_items()) == [(b"x", 2.0), (b"y", 9.0), (b"w", 15.0), (b"z", 16.0)]
     p |= q
     assert pairs(p.as_items()) == [(b"x", 1.0), (b"y", 12.0), (b"z", 23.0), (b"w", 30.0)]
-    p &= zdb.ZSet("pi")
+    p &= db.ZSet("pi")
     assert pairs(p.as_items()) == [(b"y", 22.0), (b"z", 43.0)]
-    big = walrus.ZSet.from_dict(zdb, "big", {f"k{i:04}": i for i in range(1000)})
+    big = walrus.ZSet.from_dict(db, "big", {f"k{i:04}": i for i in range(1000)})
     assert len(list(big)) == 1000 and dict(big)[b"k0500"] == 500.0
 
 
@@ -467,8 +443,8 @@ def test_autocomplete_single_words(db: walrus.Database) -> None:
     assert db.keys("ac:*") == []
 
 
-def test_autocomplete_phrases_and_boosts(zdb: walrus.Database) -> None:
-    ac = zdb.autocomplete(namespace="ac")
+def test_autocomplete_phrases_and_boosts(db: walrus.Database) -> None:
+    ac = db.autocomplete(namespace="ac")
     for i, title in enumerate(["web crawler", "web server", "crawler kit", "server farm"]):
         ac.store(f"t{i}", title, {"i": i}, obj_type="a" if i % 2 else "b")
     assert [r["i"] for r in ac.search("web cr")] == [0]
@@ -476,8 +452,8 @@ def test_autocomplete_phrases_and_boosts(zdb: walrus.Database) -> None:
     first = [r["i"] for r in ac.search("web")]
     ac.boost_object(obj_type="a", multiplier=100)
     assert [r["i"] for r in ac.search("web")] == [1, 0] and first == [0, 1]
-    cached = zdb.keys("ac:c:*")  # ZINTERSTORE results of the phrase and the boosted search, cached
-    assert len(cached) == 2 and all(0 < zdb.ttl(k) <= 600 for k in cached)
+    cached = db.keys("ac:c:*")  # ZINTERSTORE results of the phrase and the boosted search, cached
+    assert len(cached) == 2 and all(0 < db.ttl(k) <= 600 for k in cached)
 
 
 def test_database(db: walrus.Database) -> None:
@@ -603,15 +579,15 @@ def test_model_field_types(db: walrus.Database) -> None:
     assert Event.count() == 3 and not db.exists(e.meta.key) and not db.exists(e.ranks.key)
 
 
-def test_full_text_search(zdb: walrus.Database) -> None:
-    _, Note = make_models(zdb)
+def test_full_text_search(db: walrus.Database) -> None:
+    _, Note = make_models(db)
     Note.create(text="the quick brown fox jumps")
     Note.create(text="a lazy brown dog sleeps")
     Note.create(text="foxes and dogs are friends")
     found = lambda q: sorted(n.id for n in Note.query(Note.text.match(q)))  # noqa: E731
     assert found("brown") == [1, 2] and found("fox") == [1, 3] and found("brown fox") == [1]
     assert found("dogs") == [2, 3] and found("lazy dog") == [2] and found("cat") == []
-    index = zdb.Index("docs")
+    index = db.Index("docs")
     index.add("d1", "Redis keeps data in memory", kind="db")
     index.add("d2", "SQLite keeps data on disk")
     index.add("d3", "memory and disk are both storage")
