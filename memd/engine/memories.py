@@ -116,12 +116,16 @@ class Memories:
 
     def _current(self, ns: str, key: str) -> MemRow | None:
         """(value, version, created, updated, expires, ttl) from the newest layer that has the item."""
-        ident = (ns, key)
+        row = self._buffered((ns, key))
+        return self.engine.store.get_mem(ns, key) if row is None else row
+
+    def _buffered(self, ident: tuple[str, str]) -> MemRow | None:
+        """The item's row in the newest buffer layer that has it (None: only the store may)."""
         for layer in self.engine.layers():
             m = layer.mem.get(ident)
             if m is not None:
                 return (m.value, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl)
-        return self.engine.store.get_mem(ns, key)
+        return None
 
     @staticmethod
     def _alive(ns: str, key: str, row: MemRow | None, now: int) -> MemItem | None:
@@ -165,19 +169,14 @@ class Memories:
         """
         now = self.now_ms()
         heads: dict[tuple[str, str], tuple[MemRow | None, int]] = {}
-        layers = self.engine.layers()
         unbuffered = []
         for ns, key, *_ in puts:
             ident = (ns, key)
             if ident in heads:
                 continue
-            for layer in layers:
-                m = layer.mem.get(ident)
-                if m is not None:
-                    heads[ident] = ((m.value, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl), m.version)
-                    break
-            else:
-                heads[ident] = (None, 0)
+            row = self._buffered(ident)
+            heads[ident] = (row, 0 if row is None else row[1])
+            if row is None:
                 unbuffered.append(ident)
         if unbuffered:
             heads.update(self.engine.store.mem_heads(unbuffered))
