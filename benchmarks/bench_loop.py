@@ -50,9 +50,9 @@ PYTHON_GC = (700, 10, 10)  # CPython's defaults
 
 
 class PerCommand(Connection):
-    """The same loop with runs of plain SET disabled: every command is dispatched on its own."""
+    """The same loop with runs disabled (plain SETs, MEM.PUTs): every command is dispatched on its own."""
 
-    def _plain_set_ok(self) -> bool:
+    def _run_ok(self) -> bool:
         return False
 
 

@@ -47,7 +47,7 @@ from memd.resp import ReplyEncoder, RequestParser
 log = logging.getLogger("memd.server")
 
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
-# A run of plain SETs (see Connection._plain_set_ok) is applied and the buffer's cap checked again at
+# A run of plain SETs (see Connection._run_ok) is applied and the buffer's cap checked again at
 # least this often: commands that piled up while a batch waited can be megabytes of SETs.
 RUN_MAX_BYTES = 1 << 20
 
@@ -198,14 +198,14 @@ class Connection(asyncio.Protocol):
             out = bytearray()
             writes: list[tuple[int, int]] = []  # (start, end) in out of replies to write commands
             lsn_before = engine.last_lsn
-            sets: list[tuple[bytes, bytes]] = []  # a run of plain SETs not applied yet (see _plain_set_ok)
+            sets: list[tuple[bytes, bytes]] = []  # a run of plain SETs not applied yet (see _run_ok)
             run_bytes = 0
             run_end = 0  # commands before this index were answered by a command's run handler
             runs, run_min = self.server.run_commands, self.server.run_min_argv
             for i, argv in enumerate(cmds):
                 if i < run_end:
                     continue
-                if len(argv) == 3 and argv[0].lower() == b"set" and (sets or self._plain_set_ok()):
+                if len(argv) == 3 and argv[0].lower() == b"set" and (sets or self._run_ok()):
                     sets.append((argv[1], argv[2]))
                     start = len(out)
                     out += b"+OK\r\n"
@@ -218,7 +218,7 @@ class Connection(asyncio.Protocol):
                 if sets:
                     self._apply_sets(sets)  # before anything else runs: it may read those keys
                     sets, run_bytes = [], 0
-                if len(argv) >= run_min and argv[0].lower() in runs and self._plain_set_ok():
+                if len(argv) >= run_min and argv[0].lower() in runs and self._run_ok():
                     run_end = self._run_of(cmds, i, out, writes)
                     if run_end > i:
                         continue
@@ -269,8 +269,9 @@ class Connection(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
 
-    def _plain_set_ok(self) -> bool:
-        """Whether a run of plain ``SET key value`` may start here, on the fast path.
+    def _run_ok(self) -> bool:
+        """Whether a run may start here, on the fast path: plain ``SET key value``s, or the
+        calls of a command with a run handler (MEM.PUT, see memd.commands.batched).
 
         Pipelined clients send runs of plain SETs (redis-benchmark, bulk
         loads). A run skips per-command dispatch and becomes one MSET: one
@@ -299,7 +300,7 @@ class Connection(asyncio.Protocol):
 
         The run stops at another command, a call of the wrong arity (the normal path answers
         it) or RUN_MAX_BYTES of arguments (the next run checks the buffer's cap again). The
-        caller has checked what _plain_set_ok checks, which no call in the run can change.
+        caller has checked what _run_ok checks, which no call in the run can change.
         """
         name = cmds[i][0].lower()
         cmd = COMMANDS[name]
