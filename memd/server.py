@@ -330,7 +330,7 @@ class Connection(asyncio.Protocol):
         return end
 
     def _apply_sets(self, sets: list[tuple[bytes, bytes]]) -> None:
-        self.server.engine.keyspace.mset(sets)
+        self.ctx.keyspace.mset(sets)
         self.ctx.last_cmd = b"set"
         self.server.stats_commands += len(sets)
         self.server.stats_writes += len(sets)

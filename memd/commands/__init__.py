@@ -25,6 +25,7 @@ from memd.int64 import parse_int64
 if TYPE_CHECKING:
     from memd.commands.serverview import ServerView
     from memd.engine.engine import Engine, WatchMark
+    from memd.engine.keyspace import Keyspace
 
 Handler = Callable[["Context", list[bytes]], Any]
 # A run of consecutive calls of one command (each call's arguments) -> one reply per call (see batched)
@@ -115,6 +116,12 @@ class Context:
     created: float = 0.0  # time.monotonic() at accept (CLIENT LIST age)
     last_active: float = 0.0  # time.monotonic() at the last batch of commands (CLIENT LIST idle)
     last_cmd: bytes = b"NULL"  # the last command run, "client|list" for a subcommand (CLIENT LIST cmd)
+    db: int = 0  # the database SELECTed (Redis's logical number)
+
+    @property
+    def keyspace(self) -> Keyspace:
+        """The keyspace of the database this connection has selected: what every key command reads and writes."""
+        return self.engine.keyspace
 
 
 def wrong_arity(name: str) -> CommandError:

@@ -181,7 +181,7 @@ def _run(ops: list[_Op], data: bytearray) -> list[int | None]:
 def _bitfield(ctx: Context, args: list[bytes], read_only: bool) -> object:
     ops = _parse(ctx, args)
     writes = [op for op in ops if op.code != _GET]
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if not writes:
         value = ks.get(args[0])  # WRONGTYPE; a missing key reads as zeros
         return _run(ops, bytearray(value or b""))

@@ -64,13 +64,13 @@ def setbit(ctx: Context, args: list[bytes]) -> object:
     on = parse_int(args[2], _BAD_BIT)
     if on not in (0, 1):
         raise CommandError(_BAD_BIT)
-    return ctx.engine.keyspace.setbit(args[0], offset, on)
+    return ctx.keyspace.setbit(args[0], offset, on)
 
 
 @command("getbit", 3)
 def getbit(ctx: Context, args: list[bytes]) -> object:
     offset = bit_offset(ctx, args[1])
-    value = ctx.engine.keyspace.get(args[0])
+    value = ctx.keyspace.get(args[0])
     if value is None or offset >> 3 >= len(value):
         return 0
     return 1 if value[offset >> 3] & (0x80 >> (offset & 7)) else 0
@@ -80,7 +80,7 @@ def getbit(ctx: Context, args: list[bytes]) -> object:
 
 @command("bitcount", -2)
 def bitcount(ctx: Context, args: list[bytes]) -> object:
-    value = ctx.engine.keyspace.get(args[0])  # a missing key is 0 whatever the arguments
+    value = ctx.keyspace.get(args[0])  # a missing key is 0 whatever the arguments
     if value is None:
         return 0
     if len(args) == 1:
@@ -102,7 +102,7 @@ def bitpos(ctx: Context, args: list[bytes]) -> object:
     bit = ll(args[1])
     if bit not in (0, 1):
         raise CommandError("The bit argument must be 1 or 0.")
-    value = ctx.engine.keyspace.get(args[0])
+    value = ctx.keyspace.get(args[0])
     if value is None:  # endless zeros
         return -1 if bit else 0
     n = len(args)  # key bit [start [end [BIT|BYTE]]]
@@ -140,7 +140,7 @@ def bitop(ctx: Context, args: list[bytes]) -> object:
     dest, sources = args[1], args[2:]
     if op == b"not" and len(sources) != 1:
         raise CommandError("BITOP NOT must be called with a single source key.")
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     values = [ks.get(k) or b"" for k in sources]  # WRONGTYPE at the first key that is not a string
     size = max(len(v) for v in values)
     if not size:

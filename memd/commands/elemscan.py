@@ -24,7 +24,7 @@ def scan_command(ctx: Context, args: list[bytes], type_: int, *, with_values: bo
     """``args``: key, cursor, options. Fields and values flattened when ``with_values``."""
     key = args[0]
     after = decode_cursor(args[1])
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if ks.typed_meta(key, type_) is None:
         return [b"0", []]
     count, pattern, _ = scan_options(args[2:])

@@ -25,18 +25,18 @@ def _pairs(args: list[bytes], name: str) -> list[tuple[bytes, bytes]]:
 
 @command("hset", -4, write=True)
 def hset(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.hset(args[0], _pairs(args, "hset"))
+    return ctx.keyspace.hset(args[0], _pairs(args, "hset"))
 
 
 @command("hmset", -4, write=True)
 def hmset(ctx: Context, args: list[bytes]) -> object:
-    ctx.engine.keyspace.hset(args[0], _pairs(args, "hmset"))
+    ctx.keyspace.hset(args[0], _pairs(args, "hmset"))
     return OK
 
 
 @command("hsetnx", 4, write=True)
 def hsetnx(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if ks.hget(args[0], args[1]) is not None:
         return 0
     ks.hset(args[0], [(args[1], args[2])])
@@ -45,54 +45,54 @@ def hsetnx(ctx: Context, args: list[bytes]) -> object:
 
 @command("hget", 3)
 def hget(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.hget(args[0], args[1])
+    return ctx.keyspace.hget(args[0], args[1])
 
 
 @command("hmget", -3)
 def hmget(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.hmget(args[0], args[1:])
+    return ctx.keyspace.hmget(args[0], args[1:])
 
 
 @command("hgetall", 2)
 def hgetall(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.hgetall(args[0])  # dict: RESP3 map, RESP2 flat array
+    return ctx.keyspace.hgetall(args[0])  # dict: RESP3 map, RESP2 flat array
 
 
 @command("hkeys", 2)
 def hkeys(ctx: Context, args: list[bytes]) -> object:
-    return list(ctx.engine.keyspace.hgetall(args[0]))
+    return list(ctx.keyspace.hgetall(args[0]))
 
 
 @command("hvals", 2)
 def hvals(ctx: Context, args: list[bytes]) -> object:
-    return list(ctx.engine.keyspace.hgetall(args[0]).values())
+    return list(ctx.keyspace.hgetall(args[0]).values())
 
 
 @command("hdel", -3, write=True)
 def hdel(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.hdel(args[0], args[1:])
+    return ctx.keyspace.hdel(args[0], args[1:])
 
 
 @command("hexists", 3)
 def hexists(ctx: Context, args: list[bytes]) -> object:
-    return 0 if ctx.engine.keyspace.hget(args[0], args[1]) is None else 1
+    return 0 if ctx.keyspace.hget(args[0], args[1]) is None else 1
 
 
 @command("hlen", 2)
 def hlen(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.hlen(args[0])
+    return ctx.keyspace.hlen(args[0])
 
 
 @command("hstrlen", 3)
 def hstrlen(ctx: Context, args: list[bytes]) -> object:
-    value = ctx.engine.keyspace.hget(args[0], args[1])
+    value = ctx.keyspace.hget(args[0], args[1])
     return 0 if value is None else len(value)
 
 
 @command("hincrby", 4, write=True)
 def hincrby(ctx: Context, args: list[bytes]) -> object:
     delta = ll(args[2])  # Redis parses the increment before looking at the key
-    return ctx.engine.keyspace.hincrby(args[0], args[1], delta)  # WRONGTYPE, the field's value, overflow
+    return ctx.keyspace.hincrby(args[0], args[1], delta)  # WRONGTYPE, the field's value, overflow
 
 
 @command("hincrbyfloat", 4, write=True)
@@ -102,7 +102,7 @@ def hincrbyfloat(ctx: Context, args: list[bytes]) -> object:
         raise CommandError(longdouble.NOT_FLOAT)
     if not longdouble.isfinite(incr):
         raise CommandError("value is NaN or Infinity")
-    return ctx.engine.keyspace.hincrbyfloat(args[0], args[1], args[2])  # WRONGTYPE, the field's value, the sum
+    return ctx.keyspace.hincrbyfloat(args[0], args[1], args[2])  # WRONGTYPE, the field's value, the sum
 
 
 # ---- HRANDFIELD, HSCAN ------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def hrandfield(ctx: Context, args: list[bytes]) -> object:
     pairs in RESP3, as Redis 7.0 does. Picks: :mod:`memd.engine.randpick`. A
     negative count beyond ``MAX_DRAWS`` is refused, as SRANDMEMBER's is.
     """
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if len(args) == 1:
         n = ks.hlen(args[0])
         return ks.random_subs(args[0], n, 1, distinct=True)[0] if n else None

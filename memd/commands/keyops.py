@@ -57,14 +57,14 @@ def c_text(raw: bytes, limit: int = 128) -> str:
 
 @command("rename", 3, write=True)
 def rename(ctx: Context, args: list[bytes]) -> object:
-    if ctx.engine.keyspace.rename(args[0], args[1]) is None:
+    if ctx.keyspace.rename(args[0], args[1]) is None:
         raise CommandError(NO_SUCH_KEY)
     return OK
 
 
 @command("renamenx", 3, write=True)
 def renamenx(ctx: Context, args: list[bytes]) -> object:
-    done = ctx.engine.keyspace.rename(args[0], args[1], nx=True)
+    done = ctx.keyspace.rename(args[0], args[1], nx=True)
     if done is None:
         raise CommandError(NO_SUCH_KEY)
     return 1 if done else 0
@@ -90,19 +90,19 @@ def copy(ctx: Context, args: list[bytes]) -> object:
         i += 1
     if args[0] == args[1]:
         raise CommandError(SAME_OBJECT)
-    return 1 if ctx.engine.keyspace.copy(args[0], args[1], replace=replace) else 0
+    return 1 if ctx.keyspace.copy(args[0], args[1], replace=replace) else 0
 
 
 # ---- RANDOMKEY, TOUCH ----------------------------------------------------------------------
 
 @command("randomkey", 1)
 def randomkey(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.random_key(_RNG)
+    return ctx.keyspace.random_key(_RNG)
 
 
 @command("touch", -2)
 def touch(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.touch(args)
+    return ctx.keyspace.touch(args)
 
 
 # ---- OBJECT --------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def object_(ctx: Context, args: list[bytes]) -> object:
         raise CommandError(f"unknown subcommand '{c_text(args[0])}'. Try OBJECT HELP.")
     if len(args) != 2:
         raise wrong_arity(f"object|{sub.decode()}")
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     key = args[1]
     m = ks.peek(key)  # OBJECT does not count as an access (LOOKUP_NOTOUCH)
     if m is None:

@@ -143,22 +143,22 @@ def glob_match(pattern: bytes, subject: bytes) -> bool:
 
 @command("del", -2, write=True)
 def del_(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.delete(args)
+    return ctx.keyspace.delete(args)
 
 
 @command("unlink", -2, write=True)
 def unlink(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.delete(args)
+    return ctx.keyspace.delete(args)
 
 
 @command("exists", -2)
 def exists(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.exists(args)
+    return ctx.keyspace.exists(args)
 
 
 @command("type", 2)
 def type_(ctx: Context, args: list[bytes]) -> object:
-    return SimpleString(ctx.engine.keyspace.type_name(args[0]))
+    return SimpleString(ctx.keyspace.type_name(args[0]))
 
 
 # ---- expiry ---------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def _expire(ctx: Context, args: list[bytes], name: str, *, relative: bool, secon
         if when > INT64_MAX // 1000 or when < -(-INT64_MIN // 1000):  # C division truncates
             raise expire_error(name)
         when *= 1000
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     base = ks.now_ms() if relative else 0
     if when > INT64_MAX - base:
         raise expire_error(name)
@@ -210,17 +210,17 @@ def pexpireat(ctx: Context, args: list[bytes]) -> object:
 
 @command("ttl", 2)
 def ttl(ctx: Context, args: list[bytes]) -> object:
-    ms = ctx.engine.keyspace.pttl(args[0])
+    ms = ctx.keyspace.pttl(args[0])
     return ms if ms < 0 else (ms + 500) // 1000
 
 
 @command("pttl", 2)
 def pttl(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.pttl(args[0])
+    return ctx.keyspace.pttl(args[0])
 
 
 def _expiretime(ctx: Context, key: bytes) -> int:
-    m = ctx.engine.keyspace.peek(key)
+    m = ctx.keyspace.peek(key)
     if m is None:
         return -2
     return -1 if m[M_EXPIRES_AT] is None else max(0, m[M_EXPIRES_AT])
@@ -239,7 +239,7 @@ def pexpiretime(ctx: Context, args: list[bytes]) -> object:
 
 @command("persist", 2, write=True)
 def persist(ctx: Context, args: list[bytes]) -> object:
-    return 1 if ctx.engine.keyspace.expire_at(args[0], None) else 0
+    return 1 if ctx.keyspace.expire_at(args[0], None) else 0
 
 
 # ---- KEYS, SCAN, DBSIZE, FLUSH -------------------------------------------------------------
@@ -281,7 +281,7 @@ def decode_cursor(raw: bytes) -> Any:
 
 def _scan_page(ctx: Context, after: bytes | None, count: int) -> tuple[list[bytes], bytes | None]:
     """One keyspace page whose resume point, once cut to CURSOR_KEY_MAX, is past ``after``."""
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     keys, resume = ks.scan(after, count)
     # a cut resume point equal to the cursor we were given would loop forever: read on
     while resume is not None and len(resume) > CURSOR_KEY_MAX and after is not None \
@@ -329,7 +329,7 @@ def scan(ctx: Context, args: list[bytes]) -> object:
     if pattern is not None:
         keys = [k for k in keys if glob_match(pattern, k)]
     if type_name is not None:
-        ks = ctx.engine.keyspace
+        ks = ctx.keyspace
         keys = [k for k in keys if ks.type_name(k).encode() == type_name]
     return [encode_cursor(resume), keys]
 
@@ -337,7 +337,7 @@ def scan(ctx: Context, args: list[bytes]) -> object:
 @command("keys", 2)
 def keys(ctx: Context, args: list[bytes]) -> object:
     pattern = args[0]
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     out: list[bytes] = []
     after: bytes | None = None
     while True:
@@ -349,13 +349,13 @@ def keys(ctx: Context, args: list[bytes]) -> object:
 
 @command("dbsize", 1)
 def dbsize(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.dbsize()
+    return ctx.keyspace.dbsize()
 
 
 def _flush(ctx: Context, args: list[bytes]) -> object:
     if len(args) > 1 or args and args[0].lower() not in (b"sync", b"async"):
         raise CommandError(SYNTAX)
-    ctx.engine.keyspace.flushall()
+    ctx.keyspace.flushall()
     return OK
 
 

@@ -94,7 +94,7 @@ def lcs_walk(a: bytes, b: bytes, table: Table, min_len: int, with_len: bool
 
 @command("lcs", -3)
 def lcs(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     values = []
     for key in args[:2]:
         try:

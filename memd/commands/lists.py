@@ -22,22 +22,22 @@ _POSITIVE = "value is out of range, must be positive"
 
 @command("lpush", -3, write=True)
 def lpush(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.push(args[0], args[1:], left=True)
+    return ctx.keyspace.push(args[0], args[1:], left=True)
 
 
 @command("rpush", -3, write=True)
 def rpush(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.push(args[0], args[1:], left=False)
+    return ctx.keyspace.push(args[0], args[1:], left=False)
 
 
 @command("lpushx", -3, write=True)
 def lpushx(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.push(args[0], args[1:], left=True, only_existing=True)
+    return ctx.keyspace.push(args[0], args[1:], left=True, only_existing=True)
 
 
 @command("rpushx", -3, write=True)
 def rpushx(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.push(args[0], args[1:], left=False, only_existing=True)
+    return ctx.keyspace.push(args[0], args[1:], left=False, only_existing=True)
 
 
 def _pop(ctx: Context, args: list[bytes], name: str, left: bool) -> object:
@@ -48,7 +48,7 @@ def _pop(ctx: Context, args: list[bytes], name: str, left: bool) -> object:
         count = ll(args[1], _POSITIVE)  # Redis gives this message for a non-integer too
         if count < 0:
             raise CommandError(_POSITIVE)
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if ks.llen(args[0]) == 0:  # WRONGTYPE before anything else; empty lists do not exist
         return None if count is None else NullArray
     if count == 0:
@@ -72,24 +72,24 @@ def rpop(ctx: Context, args: list[bytes]) -> object:
 @command("lrange", 4)
 def lrange(ctx: Context, args: list[bytes]) -> object:
     start, stop = ll(args[1]), ll(args[2])
-    return ctx.engine.keyspace.lrange(args[0], start, stop)
+    return ctx.keyspace.lrange(args[0], start, stop)
 
 
 @command("ltrim", 4, write=True)
 def ltrim(ctx: Context, args: list[bytes]) -> object:
     start, stop = ll(args[1]), ll(args[2])
-    ctx.engine.keyspace.ltrim(args[0], start, stop)
+    ctx.keyspace.ltrim(args[0], start, stop)
     return OK
 
 
 @command("llen", 2)
 def llen(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.llen(args[0])
+    return ctx.keyspace.llen(args[0])
 
 
 @command("lindex", 3)
 def lindex(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if ks.llen(args[0]) == 0:  # Redis looks the key up (and checks its type) before the index
         return None
     return ks.lindex(args[0], ll(args[1]))
@@ -99,7 +99,7 @@ def lindex(ctx: Context, args: list[bytes]) -> object:
 
 @command("lset", 4, write=True)
 def lset(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if ks.llen(args[0]) == 0:  # Redis: the key (and its type), then the index
         raise CommandError("no such key")
     ks.lset(args[0], ll(args[1]), args[2])
@@ -111,13 +111,13 @@ def linsert(ctx: Context, args: list[bytes]) -> object:
     where = args[1].lower()
     if where not in (b"before", b"after"):
         raise CommandError(SYNTAX)
-    return ctx.engine.keyspace.linsert(args[0], where == b"before", args[2], args[3])
+    return ctx.keyspace.linsert(args[0], where == b"before", args[2], args[3])
 
 
 @command("lrem", 4, write=True)
 def lrem(ctx: Context, args: list[bytes]) -> object:
     count = ll(args[1])
-    return ctx.engine.keyspace.lrem(args[0], count, args[2])
+    return ctx.keyspace.lrem(args[0], count, args[2])
 
 
 _RANK_ZERO = ("RANK can't be zero: use 1 to start from the first match, 2 from the second ... "
@@ -154,7 +154,7 @@ def lpos(ctx: Context, args: list[bytes]) -> object:
         # Redis negates the rank in a C long, which leaves LONG_MIN negative: the search runs
         # from the tail and every match counts (the COUNT test overflows the same way)
         rank, count = -1, (None if count is None else 0)
-    found = ctx.engine.keyspace.lpos(args[0], args[1], rank, count, maxlen)
+    found = ctx.keyspace.lpos(args[0], args[1], rank, count, maxlen)
     if count is not None:
         return found or []
     return found[0] if found else None
@@ -171,12 +171,12 @@ def _side(raw: bytes) -> bool:
 @command("lmove", 5, write=True)
 def lmove(ctx: Context, args: list[bytes]) -> object:
     src_left, dst_left = _side(args[2]), _side(args[3])
-    return ctx.engine.keyspace.lmove(args[0], args[1], src_left, dst_left)
+    return ctx.keyspace.lmove(args[0], args[1], src_left, dst_left)
 
 
 @command("rpoplpush", 3, write=True)
 def rpoplpush(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.lmove(args[0], args[1], False, True)
+    return ctx.keyspace.lmove(args[0], args[1], False, True)
 
 
 @command("lmpop", -4, write=True)
@@ -196,5 +196,5 @@ def lmpop(ctx: Context, args: list[bytes]) -> object:
         if count < 1:
             raise CommandError("count should be greater than 0")
         i += 2
-    popped = ctx.engine.keyspace.lmpop(args[1:numkeys + 1], left, 1 if count is None else count)
+    popped = ctx.keyspace.lmpop(args[1:numkeys + 1], left, 1 if count is None else count)
     return NullArray if popped is None else [popped[0], popped[1]]

@@ -24,27 +24,27 @@ _POSITIVE = "value is out of range, must be positive"
 
 @command("sadd", -3, write=True)
 def sadd(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.sadd(args[0], args[1:])
+    return ctx.keyspace.sadd(args[0], args[1:])
 
 
 @command("srem", -3, write=True)
 def srem(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.srem(args[0], args[1:])
+    return ctx.keyspace.srem(args[0], args[1:])
 
 
 @command("smembers", 2)
 def smembers(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.smembers(args[0])  # set: RESP3 '~', RESP2 array
+    return ctx.keyspace.smembers(args[0])  # set: RESP3 '~', RESP2 array
 
 
 @command("sismember", 3)
 def sismember(ctx: Context, args: list[bytes]) -> object:
-    return 1 if ctx.engine.keyspace.sismember(args[0], args[1]) else 0  # an integer, even in RESP3
+    return 1 if ctx.keyspace.sismember(args[0], args[1]) else 0  # an integer, even in RESP3
 
 
 @command("smismember", -3)
 def smismember(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if ks.scard(args[0]) == 0:  # type check; a missing key is an empty set
         return [0] * (len(args) - 1)
     return [1 if ks.sismember(args[0], m) else 0 for m in args[1:]]
@@ -52,14 +52,14 @@ def smismember(ctx: Context, args: list[bytes]) -> object:
 
 @command("scard", 2)
 def scard(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.scard(args[0])
+    return ctx.keyspace.scard(args[0])
 
 
 @command("spop", -2, write=True)
 def spop(ctx: Context, args: list[bytes]) -> object:
     if len(args) > 2:
         raise CommandError(SYNTAX)
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if len(args) == 1:
         popped = ks.spop(args[0], None)
         return popped[0] if popped else None
@@ -73,7 +73,7 @@ def spop(ctx: Context, args: list[bytes]) -> object:
 def srandmember(ctx: Context, args: list[bytes]) -> object:
     if len(args) > 2:
         raise CommandError(SYNTAX)
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if len(args) == 1:
         picked = ks.srandmember(args[0], None)
         return picked[0] if picked else None
@@ -88,39 +88,39 @@ def srandmember(ctx: Context, args: list[bytes]) -> object:
 
 @command("smove", 4, write=True)
 def smove(ctx: Context, args: list[bytes]) -> object:
-    return 1 if ctx.engine.keyspace.smove(args[0], args[1], args[2]) else 0
+    return 1 if ctx.keyspace.smove(args[0], args[1], args[2]) else 0
 
 
 @command("sinter", -2)
 def sinter(ctx: Context, args: list[bytes]) -> object:
-    return set(ctx.engine.keyspace.sinter(args))
+    return set(ctx.keyspace.sinter(args))
 
 
 @command("sunion", -2)
 def sunion(ctx: Context, args: list[bytes]) -> object:
-    return set(ctx.engine.keyspace.sunion(args))
+    return set(ctx.keyspace.sunion(args))
 
 
 @command("sdiff", -2)
 def sdiff(ctx: Context, args: list[bytes]) -> object:
-    return set(ctx.engine.keyspace.sdiff(args))
+    return set(ctx.keyspace.sdiff(args))
 
 
 @command("sinterstore", -3, write=True)
 def sinterstore(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     return ks.sstore(args[0], ks.sinter(args[1:]))
 
 
 @command("sunionstore", -3, write=True)
 def sunionstore(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     return ks.sstore(args[0], ks.sunion(args[1:]))
 
 
 @command("sdiffstore", -3, write=True)
 def sdiffstore(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     return ks.sstore(args[0], ks.sdiff(args[1:]))
 
 
@@ -140,7 +140,7 @@ def sintercard(ctx: Context, args: list[bytes]) -> object:
         if limit < 0:
             raise CommandError("LIMIT can't be negative")
         i += 2
-    return len(ctx.engine.keyspace.sinter(args[1:numkeys + 1], limit))
+    return len(ctx.keyspace.sinter(args[1:numkeys + 1], limit))
 
 
 @command("sscan", -3)

@@ -122,7 +122,7 @@ def _sort(ctx: Context, args: list[bytes], readonly: bool) -> object:
             raise CommandError(SYNTAX)
         j += 1
 
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     type_, items = ks.sort_source(args[0])
     if type_ == T_SET:
         items = _set_order(items)

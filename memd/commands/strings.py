@@ -56,7 +56,7 @@ def _expire_ms(ctx: Context, raw: bytes, unit: str, name: str) -> int:
     if unit in (_EX, _EXAT):
         value *= 1000
     if unit in (_EX, _PX):
-        value += ctx.engine.keyspace.now_ms()
+        value += ctx.keyspace.now_ms()
     if value > INT64_MAX:  # C's signed overflow, which Redis detects as a non-positive result
         raise expire_error(name)
     return value
@@ -64,13 +64,13 @@ def _expire_ms(ctx: Context, raw: bytes, unit: str, name: str) -> int:
 
 def _set(ctx: Context, key: bytes, value: bytes, *, nx: bool = False, xx: bool = False, get: bool = False,
          keepttl: bool = False, expires_at: int | None = None) -> tuple[bool, bytes | None]:
-    return ctx.engine.keyspace.set(key, value, expires_at=expires_at, keepttl=keepttl, nx=nx, xx=xx, get=get)
+    return ctx.keyspace.set(key, value, expires_at=expires_at, keepttl=keepttl, nx=nx, xx=xx, get=get)
 
 
 @command("set", -3, write=True)
 def set_(ctx: Context, args: list[bytes]) -> object:
     if len(args) == 2:  # plain SET key value: the hot path, no option parsing
-        ctx.engine.keyspace.set(args[0], args[1])
+        ctx.keyspace.set(args[0], args[1])
         return OK
     nx = xx = get = keepttl = False
     unit: str | None = None
@@ -128,12 +128,12 @@ def getset(ctx: Context, args: list[bytes]) -> object:
 
 @command("get", 2)
 def get(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.get(args[0])
+    return ctx.keyspace.get(args[0])
 
 
 @command("getdel", 2, write=True)
 def getdel(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.getdel(args[0])
+    return ctx.keyspace.getdel(args[0])
 
 
 @command("getex", -2, write=True)
@@ -153,7 +153,7 @@ def getex(ctx: Context, args: list[bytes]) -> object:
         else:
             raise CommandError(SYNTAX)
         i += 1
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     value = ks.get(args[0])
     if value is None:
         return None
@@ -166,7 +166,7 @@ def getex(ctx: Context, args: list[bytes]) -> object:
 
 @command("mget", -2)
 def mget(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     out: list[bytes | None] = []
     for key in args:
         try:
@@ -179,7 +179,7 @@ def mget(ctx: Context, args: list[bytes]) -> object:
 def _getrange(ctx: Context, args: list[bytes]) -> bytes:
     """GETRANGE's inclusive byte range, with Redis's rules for negative and out-of-range ends."""
     start, end = ll(args[1]), ll(args[2])  # both parsed before the key is looked at
-    value = ctx.engine.keyspace.get(args[0])
+    value = ctx.keyspace.get(args[0])
     if value is None or start < 0 and end < 0 and start > end:
         return b""
     n = len(value)
@@ -202,7 +202,7 @@ def substr(ctx: Context, args: list[bytes]) -> object:
 
 @command("strlen", 2)
 def strlen(ctx: Context, args: list[bytes]) -> object:
-    value = ctx.engine.keyspace.get(args[0])
+    value = ctx.keyspace.get(args[0])
     return 0 if value is None else len(value)
 
 
@@ -216,14 +216,14 @@ def _pairs(args: list[bytes], name: str) -> list[tuple[bytes, bytes]]:
 
 @command("mset", -3, write=True)
 def mset(ctx: Context, args: list[bytes]) -> object:
-    ctx.engine.keyspace.mset(_pairs(args, "mset"))
+    ctx.keyspace.mset(_pairs(args, "mset"))
     return OK
 
 
 @command("msetnx", -3, write=True)
 def msetnx(ctx: Context, args: list[bytes]) -> object:
     pairs = _pairs(args, "msetnx")
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if ks.exists(args[::2]):
         return 0
     ks.mset(pairs)
@@ -232,7 +232,7 @@ def msetnx(ctx: Context, args: list[bytes]) -> object:
 
 @command("append", 3, write=True)
 def append(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.append(args[0], args[1], string_limit(ctx))
+    return ctx.keyspace.append(args[0], args[1], string_limit(ctx))
 
 
 @command("setrange", 4, write=True)
@@ -240,16 +240,16 @@ def setrange(ctx: Context, args: list[bytes]) -> object:
     offset = ll(args[1])
     if offset < 0:
         raise CommandError("offset is out of range")
-    return ctx.engine.keyspace.setrange(args[0], offset, args[2], string_limit(ctx))
+    return ctx.keyspace.setrange(args[0], offset, args[2], string_limit(ctx))
 
 
 @command("incrbyfloat", 3, write=True)
 def incrbyfloat(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.incrbyfloat(args[0], args[1])  # WRONGTYPE, then either operand's check
+    return ctx.keyspace.incrbyfloat(args[0], args[1])  # WRONGTYPE, then either operand's check
 
 
 def _incr(ctx: Context, key: bytes, delta: int) -> int:
-    return ctx.engine.keyspace.incrby(key, delta)  # WRONGTYPE, then the stored value's own check
+    return ctx.keyspace.incrby(key, delta)  # WRONGTYPE, then the stored value's own check
 
 
 @command("incr", 2, write=True)

@@ -62,7 +62,7 @@ def _zpop(ctx: Context, args: list[bytes], top: bool) -> object:
     if len(args) > 2:
         raise CommandError(SYNTAX)
     count = -1 if len(args) == 1 else range_long(args[1], 0, INT64_MAX, "value is out of range, must be positive")
-    items = ctx.engine.keyspace.zpop(args[0], 1 if count == -1 else count, top)
+    items = ctx.keyspace.zpop(args[0], 1 if count == -1 else count, top)
     if not items:
         return []
     return _pairs(ctx, items, ctx.protocol >= 3 and count != -1)
@@ -95,7 +95,7 @@ def zmpop(ctx: Context, args: list[bytes]) -> object:
             j += 2
         else:
             raise CommandError(SYNTAX)
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     for key in args[1:where]:
         items = ks.zpop(key, max(count, 1), side == b"max")  # WRONGTYPE from the first key that exists
         if items is not None:
@@ -122,18 +122,18 @@ def _lex_range(lo_raw: bytes, hi_raw: bytes) -> tuple[tuple[bytes | int, bool], 
 @command("zremrangebyrank", 4, write=True)
 def zremrangebyrank(ctx: Context, args: list[bytes]) -> object:
     start, stop = ll(args[1]), ll(args[2])
-    return ctx.engine.keyspace.zremrange_by_rank(args[0], start, stop)
+    return ctx.keyspace.zremrange_by_rank(args[0], start, stop)
 
 
 @command("zremrangebyscore", 4, write=True)
 def zremrangebyscore(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.zremrange_by_score(args[0], *_score_range(args[1], args[2]))
+    return ctx.keyspace.zremrange_by_score(args[0], *_score_range(args[1], args[2]))
 
 
 @command("zremrangebylex", 4, write=True)
 def zremrangebylex(ctx: Context, args: list[bytes]) -> object:
     lo, hi = _lex_range(args[1], args[2])
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     found = ks.zrange_by_lex(args[0], lo, hi)
     members = [member for member, _ in (_lex_items(ks.zitems(args[0]), lo, hi, False, 0, -1) if found is None
                                         else found)]
@@ -143,7 +143,7 @@ def zremrangebylex(ctx: Context, args: list[bytes]) -> object:
 @command("zlexcount", 4)
 def zlexcount(ctx: Context, args: list[bytes]) -> object:
     lo, hi = _lex_range(args[1], args[2])
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     n = ks.zlexcount(args[0], lo, hi)
     return len(_lex_items(ks.zitems(args[0]), lo, hi, False, 0, -1)) if n is None else n
 
@@ -171,7 +171,7 @@ def _setop(ctx: Context, name: str, args: list[bytes], op: str, dst: bytes | Non
         raise CommandError(f"at least 1 input key is needed for '{name}' command")
     if setnum > len(args) - 1:
         raise CommandError(SYNTAX)
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     keys = args[1:1 + setnum]
     sources = [ks.zsource(k) or {} for k in keys]
     weights = [1.0] * setnum
@@ -283,7 +283,7 @@ def zdiffstore(ctx: Context, args: list[bytes]) -> object:
 
 @command("zrandmember", -2)
 def zrandmember(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if len(args) == 1:
         items = ks.zitems(args[0])
         return random.choice(items)[0] if items else None
@@ -322,7 +322,7 @@ def _d2string(score: float) -> bytes:
 @command("zscan", -3)
 def zscan(ctx: Context, args: list[bytes]) -> object:
     after = decode_cursor(args[1])
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     n = ks.zcard(args[0])  # WRONGTYPE before the options, as Redis
     if n == 0:
         return [b"0", []]

@@ -151,7 +151,7 @@ def _zadd(ctx: Context, args: list[bytes], incr: bool) -> object:
     if incr and len(rest) > 2:
         raise CommandError("INCR option supports a single increment-element pair")
     scores = [parse_score(rest[j]) for j in range(0, len(rest), 2)]
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     # Redis answers INCR on a new member with the increment itself, -0 included (it stores 0)
     negzero_new = incr and str(scores[0]) == "-0.0" and ks.zscore(args[0], rest[1]) is None
     pairs = [(_norm(score), member) for score, member in zip(scores, rest[1::2])]
@@ -177,29 +177,29 @@ def zincrby(ctx: Context, args: list[bytes]) -> object:
 
 @command("zrem", -3, write=True)
 def zrem(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.zrem(args[0], args[1:])
+    return ctx.keyspace.zrem(args[0], args[1:])
 
 
 @command("zcard", 2)
 def zcard(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.zcard(args[0])
+    return ctx.keyspace.zcard(args[0])
 
 
 @command("zscore", 3)
 def zscore(ctx: Context, args: list[bytes]) -> object:
-    return ctx.engine.keyspace.zscore(args[0], args[1])
+    return ctx.keyspace.zscore(args[0], args[1])
 
 
 @command("zmscore", -3)
 def zmscore(ctx: Context, args: list[bytes]) -> object:
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     if ks.zcard(args[0]) == 0:  # type check; a missing key answers nulls
         return [None] * (len(args) - 1)
     return [ks.zscore(args[0], m) for m in args[1:]]
 
 
 def _rank(ctx: Context, args: list[bytes], rev: bool) -> object:
-    return ctx.engine.keyspace.zrank(args[0], args[1], rev)
+    return ctx.keyspace.zrank(args[0], args[1], rev)
 
 
 @command("zrank", 3)
@@ -217,7 +217,7 @@ def zcount(ctx: Context, args: list[bytes]) -> object:
     lo, hi = _range_bound(args[1]), _range_bound(args[2])
     if lo is None or hi is None:
         raise CommandError("min or max is not a float")
-    return ctx.engine.keyspace.zcount(args[0], lo[0], lo[1], hi[0], hi[1])
+    return ctx.keyspace.zcount(args[0], lo[0], lo[1], hi[0], hi[1])
 
 
 # ---- ranges --------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def _zrange(ctx: Context, args: list[bytes], rangetype: str | None, rev: bool | 
     if withscores and rangetype == _LEX:
         raise CommandError("syntax error, WITHSCORES not supported in combination with BYLEX")
     min_raw, max_raw = (args[2], args[1]) if rev and rangetype != _RANK else (args[1], args[2])
-    ks = ctx.engine.keyspace
+    ks = ctx.keyspace
     items: list[tuple[bytes, float]]
     if rangetype == _RANK:
         start, stop = ll(min_raw), ll(max_raw)
