@@ -88,11 +88,17 @@ def copy(ctx: Context, args: list[bytes]) -> object:
     return 1 if ctx.keyspace.copy(args[0], args[1], replace=replace, target=target) else 0
 
 
-def _db_index(ctx: Context, raw: bytes, what: str = NOT_INT) -> int:
-    """A database index argument: a C int (getIntFromObjectOrReply), then one of the databases."""
-    db = parse_int(raw, what)
-    if not -(1 << 31) <= db < (1 << 31):
+def _c_int(raw: bytes, what: str) -> int:
+    """getIntFromObjectOrReply: a C int; ``what`` is the error either way (Redis's own text when it is NOT_INT)."""
+    value = parse_int(raw, what)
+    if not -(1 << 31) <= value < (1 << 31):
         raise CommandError(INT_RANGE if what == NOT_INT else what)
+    return value
+
+
+def _db_index(ctx: Context, raw: bytes) -> int:
+    """A database index argument: a C int, then one of the databases."""
+    db = _c_int(raw, NOT_INT)
     if not 0 <= db < ctx.engine.databases:
         raise CommandError(DB_RANGE)
     return db
@@ -108,8 +114,7 @@ def move(ctx: Context, args: list[bytes]) -> object:
 
 @command("swapdb", 3, write=True)
 def swapdb(ctx: Context, args: list[bytes]) -> object:
-    first = parse_int(args[0], "invalid first DB index")
-    second = parse_int(args[1], "invalid second DB index")
+    first, second = _c_int(args[0], "invalid first DB index"), _c_int(args[1], "invalid second DB index")
     databases = ctx.engine.databases
     if not (0 <= first < databases and 0 <= second < databases):
         raise CommandError(DB_RANGE)

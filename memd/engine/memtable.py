@@ -191,11 +191,6 @@ class Memtable:
     def __len__(self) -> int:
         return sum(len(t.entries) for t in self.dbs) + len(self.mem)
 
-    @property
-    def entries(self) -> dict[bytes, Entry]:
-        """Database 0's entries (most keyspaces only ever use it)."""
-        return self.dbs[0].entries
-
     def _replace(self, table: DbTable, key: bytes, entry: Entry) -> None:
         old = table.entries.get(key)
         if old is not None:

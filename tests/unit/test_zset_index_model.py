@@ -195,7 +195,7 @@ class ZsetIndexVsModel(EngineHarness, RuleBasedStateMachine):
                     if after is None:
                         break
                 check("zscan", scanned, z)
-                if not any(key in layer.entries for layer in self.engine.layers()):
+                if not any(key in layer.entries for layer in self.engine.db_layers[0]):
                     store = self.engine.store
                     stored = [(m, s) for s, m in store.zset_range(0, key, None, None, False, -1)]
                     check("store index", stored, items)
