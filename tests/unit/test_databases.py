@@ -17,9 +17,11 @@ import pytest
 
 from memd.commands import Context, load_all
 from memd.commands.connection import execute
+from memd.config import CompactionConfig
 from memd.engine.engine import Engine
 from memd.engine.records import OP_SELECT
 from memd.errors import CommandError, StoreError
+from memd.maintenance.compaction import run_compaction
 from memd.resp import NullArray, SimpleString
 
 pytestmark = pytest.mark.anyio
@@ -272,3 +274,14 @@ async def test_fewer_databases_than_the_data_uses_refuse_to_start(tmp_path: Path
     await d.open()
     assert d.conn(5)("GET", "k") == b"v"
     await d.engine.close()
+
+
+async def test_compaction_purges_expired_keys_of_every_database_only(data: Data, fake_clock: Any) -> None:
+    data.conn(3)("HSET", "h", "f", "v")
+    data.conn(3)("PEXPIRE", "h", "1000")
+    data.conn()("HSET", "h", "f", "lives on")
+    await data.engine.flush()
+    fake_clock.advance(2)
+    assert (await run_compaction(data.engine, CompactionConfig()))["expired_keys"] == 1
+    assert await data.engine.store.execute("SELECT db, key FROM keys") == [(0, b"h")]
+    assert await data.engine.store.execute("SELECT db, sub, value FROM elems") == [(0, b"f", b"lives on")]
