@@ -213,13 +213,20 @@ class Memtable:
         """
         assert not self.frozen, "a frozen memtable is read-only"
         table = self.dbs[0]
+        entries = table.entries
         for op in ops:
             code = op[0]
-            if code == OP_SET:
+            if code == OP_SET:  # most ops: _replace inlined
                 _, key, value, exp = op
                 entry = Entry(T_STRING, True, value, exp)
-                entry.size = len(key) + len(value)
-                self._replace(table, key, entry)
+                entry.size = size = len(key) + len(value)
+                old = entries.get(key)
+                if old is not None:
+                    self.bytes += size - old.size
+                else:
+                    self.bytes += size
+                    table._sorted = None
+                entries[key] = entry
             elif code == OP_UPDATE:
                 self._update(table, op)
             elif code == OP_DEL:
@@ -228,6 +235,7 @@ class Memtable:
                 self._replace(table, op[1], entry)
             elif code == OP_SELECT:
                 table = self._table(op[1])
+                entries = table.entries
             elif code == OP_FLUSHALL:
                 for t in self.dbs:
                     self._wipe(t)
