@@ -42,7 +42,8 @@ from memd.commands.serverview import InfoProvider, JobRunner
 from memd.config import NamespaceRule
 from memd.engine.engine import Engine
 from memd.errors import CommandError, DurabilityError, MemdError, OverloadError, ProtocolError
-from memd.resp import ReplyEncoder, RequestParser
+from memd.pubsub import PubSub, Subscriptions
+from memd.resp import Frames, ReplyEncoder, RequestParser
 
 log = logging.getLogger("memd.server")
 
@@ -59,6 +60,11 @@ class Limits:
     max_args: int = 1024 * 1024
     max_inline_bytes: int = 64 * 1024
     max_pending_bytes: int = 64 * 1024 * 1024
+    # Redis's client-output-buffer-limit pubsub (32mb 8mb 60): a subscriber whose unsent output reaches
+    # the hard limit, or stays at or above the soft one for longer than the seconds, is disconnected
+    pubsub_hard_bytes: int = 32 * 1024 * 1024
+    pubsub_soft_bytes: int = 8 * 1024 * 1024
+    pubsub_soft_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,15 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.closing = False
         self.write_paused = False  # the client is not reading its replies: stop producing more
+        # pub/sub: pushes wait in ``pushes`` while a reply before them is held (``held``: for its
+        # durability), and otherwise until the end of the event loop's pass (one write for many);
+        # while this connection runs its own batch they go straight into that batch's replies (``_out``)
+        self.subscriptions = self.ctx.subscriptions = Subscriptions(self.push)
+        self.pushes = bytearray()
+        self.held = False
+        self.push_scheduled = False
+        self.soft_since = 0.0  # when its output reached the soft limit (0: it is below)
+        self._out: bytearray | None = None
 
     # ---- asyncio callbacks ------------------------------------------------------------
 
@@ -145,6 +160,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         release_watches(self.ctx)
+        if self.subscriptions.total:
+            self.server.pubsub.drop(self.subscriptions)
+        self.pushes = bytearray()
         self.server.connections.discard(self)
         self.server.idle.set()
 
@@ -175,6 +193,8 @@ class Connection(asyncio.Protocol):
         except Exception as exc:  # noqa: BLE001 - never leave other clients hanging on a bug
             log.exception("connection_error id=%d", self.ctx.client_id)
             self._fail(b"-ERR internal error: %b\r\n" % str(exc).encode())
+        finally:
+            self._out = None
 
     def _take(self) -> list[list[bytes]] | None:
         if self.backlog:
@@ -196,6 +216,9 @@ class Connection(asyncio.Protocol):
             ctx = self.ctx
             ctx.last_active = time.monotonic()  # once per batch: CLIENT LIST's idle needs no more
             out = bytearray()
+            if self.pushes:  # messages that came before this batch go before its replies
+                out, self.pushes = self.pushes, out
+            self._out = out
             writes: list[tuple[int, int]] = []  # (start, end) in out of replies to write commands
             lsn_before = engine.last_lsn
             sets: list[tuple[bytes, bytes]] = []  # a run of plain SETs not applied yet (see _run_ok)
@@ -242,7 +265,7 @@ class Connection(asyncio.Protocol):
                 if ctx.reply != "on" or reply is NO_REPLY:  # CLIENT REPLY OFF / SKIP: Redis's flags, in order
                     mode = ctx.reply
                     ctx.reply = "on" if mode == "skip" else "skip" if mode == "skip_next" else mode
-                    if reply is NO_REPLY or mode in ("off", "skip"):
+                    if reply is NO_REPLY or mode in ("off", "skip") and type(reply) is not Frames:
                         if engine.last_lsn != before:
                             self.server.stats_writes += 1
                         if ctx.quit:
@@ -343,16 +366,18 @@ class Connection(asyncio.Protocol):
     def _send(self, out: bytearray, writes: list[tuple[int, int]], lsn_before: int) -> bool:
         """Send ``out`` now if it holds no write, else queue it for the server's next group ack."""
         lsn = self.server.engine.last_lsn
+        self._out = None
         if lsn == lsn_before:
             self._write(out)
             return True
-        self.busy = True
+        self.busy = self.held = True
         self.server.queue_ack(Ack(self, out, writes, lsn))
         return False
 
     def acked(self, data: bytes | bytearray) -> None:
         """The group ack reached this batch: reply, then go on with what arrived meanwhile."""
         self._write(data)
+        self._release()
         self.busy = False
         if self.ctx.quit:
             self._close()
@@ -374,7 +399,8 @@ class Connection(asyncio.Protocol):
     def _suspend(self, out: bytearray, writes: list[tuple[int, int]], lsn_before: int,
                  fn: Callable[[], Awaitable[Any]]) -> None:
         """Send what is done (after its durability), then await ``fn`` and resume."""
-        self.busy = True
+        self.busy = self.held = True
+        self._out = None
         engine = self.server.engine
         lsn = engine.last_lsn
 
@@ -389,6 +415,7 @@ class Connection(asyncio.Protocol):
                         self._write(_fail_writes(out, writes, exc))
                 else:
                     self._write(out)
+                self._release()  # messages published meanwhile follow; during fn() they go out as they come
                 try:
                     reply = await fn()
                 except (CommandError, MemdError) as exc:
@@ -440,6 +467,81 @@ class Connection(asyncio.Protocol):
                 self.backlog.pop(0)
             return exc
         return NO_REPLY
+
+    # ---- pub/sub pushes ------------------------------------------------------------------------
+
+    def push(self, resp2: bytes, resp3: bytes) -> None:
+        """A pub/sub frame for this client (its Subscriptions' sink), never ahead of an earlier reply.
+
+        While this connection runs its own batch (it published to itself, or EXEC did) the frame
+        joins that batch's replies where it stands, as Redis writes it. Otherwise it waits in
+        ``pushes``: behind a held reply until that is released (:meth:`_release`), or until the
+        end of this event-loop pass (:meth:`Server.flush_pushes`), so that a publisher's
+        pipeline costs each subscriber one write, not one per message.
+        """
+        if self.closing:
+            return
+        data = resp3 if self.ctx.protocol == 3 else resp2
+        out = self._out
+        if out is not None:
+            out += data
+            return
+        self.pushes += data
+        if not self.held and not self.push_scheduled:
+            self.push_scheduled = True
+            self.server.schedule_pushes(self)
+        self._check_output_limit()
+
+    def flush_pushes(self) -> None:
+        """Write the pushes waiting for the end of the loop pass (unless a held reply came first)."""
+        self.push_scheduled = False
+        if not self.held and self.pushes:
+            data, self.pushes = self.pushes, bytearray()
+            self._write(data)
+            self._check_output_limit()
+
+    def _release(self) -> None:
+        """The held reply is out: the pushes that waited behind it follow it now."""
+        self.held = False
+        if self.pushes:
+            data, self.pushes = self.pushes, bytearray()
+            self._write(data)
+
+    def _check_output_limit(self) -> None:
+        """Disconnect a subscriber whose unsent output passed Redis's pubsub output-buffer limit.
+
+        What counts is what memd holds for it: pushes waiting here and the transport's unsent
+        bytes. At or above the hard limit it goes now; at or above the soft limit it may stay for
+        ``pubsub_soft_seconds`` (then goes on its next message), as Redis's
+        checkClientOutputBufferLimits. Its buffered output is dropped with it (abort).
+        """
+        limits = self.server.limits
+        transport = self.transport
+        used = len(self.pushes) + (transport.get_write_buffer_size() if transport is not None else 0)
+        hard, soft = limits.pubsub_hard_bytes, limits.pubsub_soft_bytes
+        if hard and used >= hard:
+            reason = "hard"
+        elif soft and used >= soft:
+            now = time.monotonic()
+            if not self.soft_since:
+                self.soft_since = now
+                return
+            if now - self.soft_since <= limits.pubsub_soft_seconds:
+                return
+            reason = "soft"
+        else:
+            self.soft_since = 0.0
+            return
+        log.warning("client_output_limit id=%d class=pubsub limit=%s used_bytes=%d hard_bytes=%d soft_bytes=%d "
+                    "soft_seconds=%g channels=%d patterns=%d action=disconnect", self.ctx.client_id, reason, used,
+                    hard, soft, limits.pubsub_soft_seconds, len(self.subscriptions.channels),
+                    len(self.subscriptions.patterns))
+        self.server.stats_output_limit_disconnects += 1
+        self.closing = True
+        self.pushes = bytearray()
+        self.server.pubsub.drop(self.subscriptions)  # no more fan-out to it while the transport closes
+        if transport is not None:
+            transport.abort()
 
     def _write(self, data: bytes | bytearray) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
@@ -500,6 +602,10 @@ class Server:
         self.stats_commands = 0
         self.stats_writes = 0  # write commands that logged a WAL record (INFO memd_write_commands)
         self.stats_errors: dict[str, int] = {}  # error replies by RESP prefix (INFO errorstats)
+        self.stats_output_limit_disconnects = 0  # subscribers cut off at their output-buffer limit
+        self.pubsub = PubSub()  # channels and patterns: the server's, not the engine's (not durable, not per db)
+        self._push_pending: list[Connection] = []
+        self._push_scheduled = False
         self.idle = asyncio.Event()
         self.shutdown_requested: asyncio.Event | None = None
         self.config_view: Callable[[], dict[str, str]] = dict  # CONFIG GET's source; the daemon sets it
@@ -513,6 +619,19 @@ class Server:
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1
         self._owns_socket_file = True  # False for a socket systemd passed (memd.socket keeps its file)
+
+    def schedule_pushes(self, conn: Connection) -> None:
+        """Write ``conn``'s pushes once this event-loop pass is over (one write for all of them)."""
+        self._push_pending.append(conn)
+        if not self._push_scheduled:
+            self._push_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_pushes)
+
+    def _flush_pushes(self) -> None:
+        self._push_scheduled = False
+        pending, self._push_pending = self._push_pending, []
+        for conn in pending:
+            conn.flush_pushes()
 
     def count_error(self, prefix: str, n: int = 1) -> None:
         """Count ``n`` error replies with this RESP prefix: INFO errorstats and the metrics read it."""
@@ -588,7 +707,8 @@ class Server:
 
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: the counters INFO's stats and errorstats sections report start again from 0."""
-        self.stats_connections = self.stats_commands = self.stats_writes = 0
+        self.stats_connections = self.stats_commands = self.stats_writes = self.stats_output_limit_disconnects = 0
+        self.pubsub.messages = 0
         self.stats_errors.clear()
 
     async def start(self, activated: socket.socket | None = None) -> None:

@@ -1,5 +1,6 @@
 """Connection-level commands: PING ECHO HELLO QUIT RESET SELECT, the dispatcher
-(with the password gate of :mod:`memd.commands.auth`), and transactions
+(with the password gate of :mod:`memd.commands.auth` and RESP2's subscriber
+mode of :mod:`memd.commands.pubsub`), and transactions
 (MULTI EXEC DISCARD WATCH UNWATCH). CLIENT is :mod:`memd.commands.clients`,
 COMMAND :mod:`memd.commands.introspect`.
 
@@ -29,6 +30,7 @@ from memd.commands import (
 )
 from memd.commands.auth import authenticate, needs_auth, password
 from memd.commands.clients import client_name
+from memd.commands.pubsub import SUBSCRIBER_COMMANDS, refusal
 from memd.resp import NullArray, SimpleString
 
 OK = SimpleString("OK")
@@ -68,6 +70,9 @@ def execute(ctx: Context, argv: list[bytes]) -> Any:
             raise CommandError(NOAUTH, prefix="NOAUTH")  # after the name and arity checks, as Redis orders them
         if cmd.write:
             ctx.engine.check_writable()
+        subs = ctx.subscriptions
+        if subs is not None and ctx.protocol == 2 and subs.total and name not in SUBSCRIBER_COMMANDS:
+            return refusal(argv)  # RESP2 subscriber mode
         return cmd.handler(ctx, argv[1:])
     except CommandError as exc:
         return exc
@@ -77,6 +82,8 @@ def execute(ctx: Context, argv: list[bytes]) -> Any:
 def ping(ctx: Context, args: list[bytes]) -> Any:
     if len(args) > 1:
         raise CommandError("wrong number of arguments for 'ping' command")
+    if ctx.protocol == 2 and ctx.subscriptions is not None and ctx.subscriptions.total:
+        return [b"pong", args[0] if args else b""]  # a RESP2 subscriber reads arrays only
     return args[0] if args else SimpleString("PONG")
 
 
@@ -96,6 +103,8 @@ def reset(ctx: Context, args: list[bytes]) -> Any:
     ctx.multi = None
     ctx.multi_error = False
     release_watches(ctx)
+    if ctx.subscriptions is not None and ctx.subscriptions.total and ctx.server is not None:
+        ctx.server.pubsub.drop(ctx.subscriptions)  # out of subscriber mode, with no unsubscribe replies
     ctx.protocol = 2
     ctx.name = None
     ctx.reply = "on"
