@@ -34,7 +34,7 @@ from memd.int64 import parse_int64
 
 __all__ = [
     "OK", "PONG", "QUEUED", "NULL_BULK", "NULL_ARRAY", "NULL3", "EMPTY_ARRAY",
-    "BigNumber", "ErrorReply", "Frames", "NullArray", "Push", "ReplyEncoder",
+    "BigNumber", "ErrorReply", "Frames", "NullArray", "Push", "Raw", "ReplyEncoder",
     "RequestParser", "SimpleString", "Verbatim", "bulk", "integer", "format_double",
 ]
 
@@ -399,6 +399,12 @@ class Frames(list[Any]):
     __slots__ = ()
 
 
+class Raw(bytes):
+    """Bytes already encoded as RESP, written as they are (pushes that arrived while EXEC ran)."""
+
+    __slots__ = ()
+
+
 class OrderedSet(list[Any]):
     """RESP3 set ``~`` whose element order is fixed (COMMAND's metadata, as Redis sends it); an array in RESP2."""
 
@@ -555,6 +561,7 @@ ReplyEncoder._TABLE = {
     float: _double, dict: _map, Verbatim: _verbatim,
     list: _aggregate(b"*"), tuple: _aggregate(b"*"), set: _aggregate(b"~"), frozenset: _aggregate(b"~"),
     Push: _aggregate(b">"), OrderedSet: _aggregate(b"~"), Frames: _frames,
+    Raw: lambda e, o, v: o.extend(v),
     SimpleString: lambda e, o, v: o.extend(_status(v)),
     ErrorReply: lambda e, o, v: o.extend(b"-%b\r\n" % _line(v.removeprefix("-"))),
     BigNumber: lambda e, o, v: o.extend(b"(%d\r\n" % v) if e.protocol == 3 else _bulk(e, o, b"%d" % v),

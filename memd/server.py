@@ -303,13 +303,13 @@ class Connection(asyncio.Protocol):
         nothing after a crash), and no reply leaves before the run's record
         is durable. Everything that could make one of them answer anything
         but OK is checked here, once: a transaction queues instead, the
-        buffer over its cap goes through admission, and a write refusal
+        buffer over its cap goes through admission, a RESP2 subscriber is refused, and a write refusal
         (WAL failure, memory watchdog) is answered by the normal path. None
         of that can change before the run is applied: no await comes between.
         """
         ctx = self.ctx
         if ctx.multi is not None or not ctx.authenticated or ctx.reply != "on" or self.server.pause_until \
-                or self.server.engine.over_capacity():
+                or self.server.engine.over_capacity() or ctx.protocol == 2 and self.subscriptions.total:
             return False
         try:
             self.server.engine.check_writable()
@@ -484,7 +484,11 @@ class Connection(asyncio.Protocol):
         data = resp3 if self.ctx.protocol == 3 else resp2
         out = self._out
         if out is not None:
-            out += data
+            ctx = self.ctx
+            if ctx.multi is not None:  # its own EXEC is running: the push goes between EXEC's elements
+                ctx.pushed = (ctx.pushed or bytearray()) + data
+            else:
+                out += data
             return
         self.pushes += data
         if not self.held and not self.push_scheduled:

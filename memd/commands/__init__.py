@@ -119,6 +119,7 @@ class Context:
     last_cmd: bytes = b"NULL"  # the last command run, "client|list" for a subcommand (CLIENT LIST cmd)
     db: int = 0  # the database SELECTed (Redis's logical number)
     subscriptions: Subscriptions | None = None  # its pub/sub channels and patterns; the server sets it
+    pushed: bytearray | None = None  # pushes to this client while its EXEC runs: they go between EXEC's elements
 
     @property
     def keyspace(self) -> Keyspace:

@@ -31,7 +31,7 @@ from memd.commands import (
 from memd.commands.auth import authenticate, needs_auth, password
 from memd.commands.clients import client_name
 from memd.commands.pubsub import SUBSCRIBER_COMMANDS, refusal
-from memd.resp import NullArray, SimpleString
+from memd.resp import Frames, NullArray, Raw, SimpleString
 
 OK = SimpleString("OK")
 _TX_CONTROL = {b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"}
@@ -72,7 +72,11 @@ def execute(ctx: Context, argv: list[bytes]) -> Any:
             ctx.engine.check_writable()
         subs = ctx.subscriptions
         if subs is not None and ctx.protocol == 2 and subs.total and name not in SUBSCRIBER_COMMANDS:
-            return refusal(argv)  # RESP2 subscriber mode
+            refused = refusal(argv)  # RESP2 subscriber mode
+            if name == b"exec":  # Redis's rejectCommand turns any refusal of EXEC into an abort
+                release_watches(ctx)
+                return CommandError(f"Transaction discarded because of: {refused}", prefix="EXECABORT")
+            return refused
         return cmd.handler(ctx, argv[1:])
     except CommandError as exc:
         return exc
@@ -219,7 +223,10 @@ def exec_(ctx: Context, args: list[bytes]) -> Any:
     try:
         with engine.batch():
             for cmd, cargs in queued:
-                replies.append(_run_queued(ctx, cmd, cargs))
+                reply = _run_queued(ctx, cmd, cargs)
+                if ctx.pushed:  # it published to itself: Redis writes those pushes inside EXEC's array
+                    reply, ctx.pushed = Frames([Raw(ctx.pushed), reply]), None
+                replies.append(reply)
     finally:
         ctx.multi = None
     return replies
