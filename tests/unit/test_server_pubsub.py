@@ -171,3 +171,37 @@ async def test_a_held_subscriber_is_bounded_too(server: Server, monkeypatch: pyt
     await settle()
     assert sub.transport.aborted and len(sub.conn.pushes) == 0
     assert server.pubsub.numsub(b"ch") == 0
+
+
+async def test_pub_sub_writes_nothing_durable(server: Server) -> None:
+    """Messages and subscriptions are not data: no WAL record, nothing to replay after a restart."""
+    lsn = server.engine.last_lsn
+    sub = await subscriber(server, "ch")
+    pub = Client(server)
+    await pub.send(cmd("PUBLISH", "ch", "m") + cmd("SPUBLISH", "ch", "m"), b":1\r\n:0\r\n")
+    await pub.send(cmd("MULTI") + cmd("PUBLISH", "ch", "n") + cmd("EXEC"), b"+OK\r\n+QUEUED\r\n*1\r\n:1\r\n")
+    await settle()
+    assert bytes(sub.transport.data) == message(b"ch", b"m") + message(b"ch", b"n")
+    await sub.send(cmd("UNSUBSCRIBE"), b">3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n")
+    assert server.engine.last_lsn == lsn
+
+
+async def test_command_info_and_docs_know_the_pub_sub_commands(server: Server) -> None:
+    c = Client(server)
+    for name in ("subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
+                 "publish", "spublish", "pubsub"):
+        c.transport.data.clear()
+        c.conn.data_received(cmd("COMMAND", "INFO", name))
+        await settle()
+        assert bytes(c.transport.data).startswith(b"*1\r\n*10\r\n$%d\r\n%b\r\n" % (len(name), name.encode()))
+    c.transport.data.clear()
+    c.conn.data_received(cmd("COMMAND", "DOCS", "pubsub"))
+    await settle()
+    docs = bytes(c.transport.data)
+    for sub in (b"pubsub|channels", b"pubsub|numsub", b"pubsub|numpat", b"pubsub|shardchannels",
+                b"pubsub|shardnumsub", b"pubsub|help"):
+        assert sub in docs
+    c.transport.data.clear()
+    c.conn.data_received(cmd("COMMAND", "INFO", "pubsub|numsub"))
+    await settle()
+    assert bytes(c.transport.data).startswith(b"*1\r\n*10\r\n$13\r\npubsub|numsub\r\n:-2\r\n")
