@@ -121,6 +121,7 @@ class Connection(asyncio.Protocol):
         self.held = False
         self.push_scheduled = False
         self.soft_since = 0.0  # when its output reached the soft limit (0: it is below)
+        self.unsent = 0  # the transport's unsent bytes when last looked at (see push)
         self._out: bytearray | None = None
 
     # ---- asyncio callbacks ------------------------------------------------------------
@@ -490,11 +491,15 @@ class Connection(asyncio.Protocol):
             else:
                 out += data
             return
-        self.pushes += data
+        pushes = self.pushes
+        pushes += data
         if not self.held and not self.push_scheduled:
             self.push_scheduled = True
             self.server.schedule_pushes(self)
-        self._check_output_limit()
+        # the full check only near a limit: the transport's backlog only shrinks between our writes,
+        # so the one seen at the last write (``unsent``) bounds it from above
+        if self.soft_since or len(pushes) + self.unsent >= self.server.pubsub_check_bytes:
+            self._check_output_limit()
 
     def flush_pushes(self) -> None:
         """Write the pushes waiting for the end of the loop pass (unless a held reply came first)."""
@@ -521,7 +526,8 @@ class Connection(asyncio.Protocol):
         """
         limits = self.server.limits
         transport = self.transport
-        used = len(self.pushes) + (transport.get_write_buffer_size() if transport is not None else 0)
+        self.unsent = transport.get_write_buffer_size() if transport is not None else 0
+        used = len(self.pushes) + self.unsent
         hard, soft = limits.pubsub_hard_bytes, limits.pubsub_soft_bytes
         if hard and used >= hard:
             reason = "hard"
@@ -594,6 +600,7 @@ class Server:
         self.run_min_argv = min((abs(COMMANDS[name].arity) for name in self.run_commands), default=1 << 30)
         self.engine = engine
         self.socket_path = socket_path
+        self.pubsub_check_bytes = 0
         self.limits = limits or Limits()
         self.access = access or Access.default(group=socket_group)
         self.socket_mode = socket_mode
@@ -623,6 +630,18 @@ class Server:
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1
         self._owns_socket_file = True  # False for a socket systemd passed (memd.socket keeps its file)
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        """(Set at start and on reload.) Also the smallest pub/sub output limit in force, below which
+        a push skips the full check (no limit: never)."""
+        self._limits = limits
+        self.pubsub_check_bytes = min((n for n in (limits.pubsub_hard_bytes, limits.pubsub_soft_bytes) if n),
+                                      default=1 << 62)
 
     def schedule_pushes(self, conn: Connection) -> None:
         """Write ``conn``'s pushes once this event-loop pass is over (one write for all of them)."""
