@@ -51,6 +51,7 @@ SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 # A run of plain SETs (see Connection._run_ok) is applied and the buffer's cap checked again at
 # least this often: commands that piled up while a batch waited can be megabytes of SETs.
 RUN_MAX_BYTES = 1 << 20
+_MAY_REPLICATE = frozenset({"publish", "spublish"})  # not writes, but CLIENT PAUSE WRITE holds them (Redis 7.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,7 +436,8 @@ class Connection(asyncio.Protocol):
 
     def _paused_for(self, argv: list[bytes]) -> bool:
         """Whether CLIENT PAUSE holds this command now: every command (ALL), or writes (WRITE; EXEC
-        when its transaction writes), as Redis 7.0 postpones them."""
+        when its transaction writes), as Redis 7.0 postpones them. PUBLISH and SPUBLISH count as
+        writes there (Redis's may-replicate commands)."""
         server = self.server
         if time.monotonic() >= server.pause_until:
             server.unpause()  # the pause ran out
@@ -444,9 +446,9 @@ class Connection(asyncio.Protocol):
             return True
         name = argv[0].lower()
         if name == b"exec":
-            return self.ctx.multi is not None and any(c.write for c, _ in self.ctx.multi)
+            return self.ctx.multi is not None and any(c.write or c.name in _MAY_REPLICATE for c, _ in self.ctx.multi)
         cmd = COMMANDS.get(name)
-        return cmd is not None and cmd.write
+        return cmd is not None and (cmd.write or cmd.name in _MAY_REPLICATE)
 
     async def _wait_unpause(self) -> Any:
         """Wait for the pause's end (its time, or CLIENT UNPAUSE); the held commands then run."""

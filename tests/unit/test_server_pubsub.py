@@ -205,3 +205,19 @@ async def test_command_info_and_docs_know_the_pub_sub_commands(server: Server) -
     c.conn.data_received(cmd("COMMAND", "INFO", "pubsub|numsub"))
     await settle()
     assert bytes(c.transport.data).startswith(b"*1\r\n*10\r\n$13\r\npubsub|numsub\r\n:-2\r\n")
+
+
+async def test_client_pause_write_holds_publish(server: Server) -> None:
+    """Redis 7.0 pauses may-replicate commands under CLIENT PAUSE WRITE: PUBLISH, and EXEC of one."""
+    sub = await subscriber(server, "ch")
+    pub, admin = Client(server), Client(server)
+    await admin.send(cmd("CLIENT", "PAUSE", "200", "WRITE"), b"+OK\r\n")
+    pub.conn.data_received(cmd("PUBLISH", "ch", "held") + cmd("PING"))
+    await settle()
+    assert bytes(pub.transport.data) == b"" and bytes(sub.transport.data) == b""
+    await admin.send(cmd("CLIENT", "UNPAUSE"), b"+OK\r\n")
+    with anyio.fail_after(5):
+        while bytes(pub.transport.data) != b":1\r\n+PONG\r\n":
+            await anyio.sleep(0.001)
+    await settle()
+    assert bytes(sub.transport.data) == message(b"ch", b"held")
