@@ -125,7 +125,10 @@ def test_publish_in_a_transaction_and_introspection(daemon: Daemon) -> None:
                                                      ("pmessage", b"two")]
     info = r.info("stats")
     assert info["pubsub_channels"] >= 2 and info["pubsub_patterns"] >= 1
-    assert "sub=2 psub=1 ssub=0" in r.execute_command("CLIENT", "LIST", "TYPE", "pubsub").decode()
+    listed = r.execute_command("CLIENT", "LIST", "TYPE", "pubsub").decode().splitlines()
+    assert len(listed) == 1 and "flags=PU " in listed[0] and "sub=2 psub=1 ssub=0" in listed[0], listed
+    assert r.execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1
+    wait_until(lambda: r.pubsub_numsub("tx") == [(b"tx", 0)] and r.pubsub_numpat() == 0)
     p.close()
     r.close()
 
