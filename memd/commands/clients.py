@@ -109,7 +109,8 @@ def client_line(c: Context) -> str:
     addr = _addr(c)
     return (f"id={c.client_id} addr={addr} laddr={addr} fd={c.fd} name={(c.name or b'').decode(errors='replace')} "
             f"age={int(now - created)} idle={int(now - (c.last_active or created))} flags={flags} "
-            f"db={getattr(c, 'db', 0)} sub={sub} psub={psub} ssub={ssub} multi={len(c.multi) if c.multi is not None else -1} "
+            f"db={getattr(c, 'db', 0)} sub={sub} psub={psub} ssub={ssub} "
+            f"multi={len(c.multi) if c.multi is not None else -1} "
             f"qbuf=0 qbuf-free=0 argv-mem=0 multi-mem={multi_mem} rbs=0 rbp=0 obl=0 oll=0 omem=0 "
             f"tot-mem={multi_mem} events=r cmd={c.last_cmd.decode(errors='replace')} user=default redir=-1 "
             f"resp={c.protocol} lib-name={c.lib_name.decode(errors='replace')} "

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -20,21 +21,24 @@ import pytest
 import redis
 
 from tests.integration.daemon import Daemon, short_tmpdir
+from tests.integration.test_reload import wait_for_reloads, write_config
 
 pytestmark = pytest.mark.timeout(90)
 
 SUBSCRIBERS = 20
+LIMITS = ('[server]\npubsub_output_hard_bytes = "2MiB"\npubsub_output_soft_bytes = "1MiB"\n'
+          "pubsub_output_soft_seconds = 30\n")
 MESSAGES = 200
 
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
     base = short_tmpdir()
-    config = os.path.join(base, "memd.toml")
-    with open(config, "w") as f:
-        f.write('[server]\npubsub_output_hard_bytes = "2MiB"\npubsub_output_soft_bytes = "1MiB"\n'
-                "pubsub_output_soft_seconds = 30\n")
+    config = os.path.join(base, "conf", "memd.toml")
+    os.makedirs(os.path.dirname(config))
+    write_config(config, LIMITS)
     d = Daemon(fsync="always", config=config, base=base).start()
+    d.conf = config  # type: ignore[attr-defined]
     yield d
     d.cleanup()
 
@@ -176,3 +180,21 @@ def test_a_subscriber_that_never_reads_is_disconnected(daemon: Daemon) -> None:
     reader.close()
     r.close()
     stalled.close()
+
+
+def test_the_limit_reloads_live(daemon: Daemon) -> None:
+    """The pubsub limits are [live] keys: a SIGHUP puts new ones in force, CONFIG GET shows them."""
+    r = redis.Redis(unix_socket_path=daemon.socket, decode_responses=True)
+    before = int(r.info("server")["memd_config_reloads"])
+    conf: str = daemon.conf  # type: ignore[attr-defined]
+    write_config(conf, '[server]\npubsub_output_hard_bytes = "64MiB"\npubsub_output_soft_bytes = 0\n', atomic=True)
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    info = wait_for_reloads(r, before + 1)
+    assert info["memd_config_last_reload_ok"] == 1
+    assert r.config_get("client-output-buffer-limit")["client-output-buffer-limit"].endswith("pubsub 67108864 0 60")
+    assert r.config_get("server.pubsub_output_hard_bytes") == {"server.pubsub_output_hard_bytes": str(64 << 20)}
+    write_config(conf, LIMITS, atomic=True)
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for_reloads(r, before + 2)
+    r.close()
