@@ -43,6 +43,7 @@ from memd.config import NamespaceRule
 from memd.engine.engine import Engine
 from memd.errors import CommandError, DurabilityError, MemdError, OverloadError, ProtocolError
 from memd.pubsub import PubSub, Subscriptions
+from memd.pushes import PushOutput
 from memd.resp import Frames, ReplyEncoder, RequestParser
 
 log = logging.getLogger("memd.server")
@@ -99,7 +100,7 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int, list[int]]:
     return pid, uid, gid, groups
 
 
-class Connection(asyncio.Protocol):
+class Connection(PushOutput, asyncio.Protocol):
     """One client: parse, run in order, reply in order."""
 
     def __init__(self, server: Server) -> None:
@@ -114,9 +115,8 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.closing = False
         self.write_paused = False  # the client is not reading its replies: stop producing more
-        # pub/sub: pushes wait in ``pushes`` while a reply before them is held (``held``: for its
-        # durability), and otherwise until the end of the event loop's pass (one write for many);
-        # while this connection runs its own batch they go straight into that batch's replies (``_out``)
+        # pub/sub output (memd.pushes): frames wait in ``pushes`` behind a reply held for its durability,
+        # or until the end of the loop pass; while this connection runs its batch they join ``_out``
         self.subscriptions = self.ctx.subscriptions = Subscriptions(self.push)
         self.pushes = bytearray()
         self.held = False
@@ -379,7 +379,7 @@ class Connection(asyncio.Protocol):
     def acked(self, data: bytes | bytearray) -> None:
         """The group ack reached this batch: reply, then go on with what arrived meanwhile."""
         self._write(data)
-        self._release()
+        self.release_pushes()
         self.busy = False
         if self.ctx.quit:
             self._close()
@@ -417,7 +417,7 @@ class Connection(asyncio.Protocol):
                         self._write(_fail_writes(out, writes, exc))
                 else:
                     self._write(out)
-                self._release()  # messages published meanwhile follow; during fn() they go out as they come
+                self.release_pushes()  # messages published meanwhile follow; during fn() they go out as they come
                 try:
                     reply = await fn()
                 except (CommandError, MemdError) as exc:
@@ -470,90 +470,6 @@ class Connection(asyncio.Protocol):
                 self.backlog.pop(0)
             return exc
         return NO_REPLY
-
-    # ---- pub/sub pushes ------------------------------------------------------------------------
-
-    def push(self, resp2: bytes, resp3: bytes) -> None:
-        """A pub/sub frame for this client (its Subscriptions' sink), never ahead of an earlier reply.
-
-        While this connection runs its own batch (it published to itself, or EXEC did) the frame
-        joins that batch's replies where it stands, as Redis writes it. Otherwise it waits in
-        ``pushes``: behind a held reply until that is released (:meth:`_release`), or until the
-        end of this event-loop pass (:meth:`Server.flush_pushes`), so that a publisher's
-        pipeline costs each subscriber one write, not one per message.
-        """
-        if self.closing:
-            return
-        data = resp3 if self.ctx.protocol == 3 else resp2
-        out = self._out
-        if out is not None:
-            ctx = self.ctx
-            if ctx.multi is not None:  # its own EXEC is running: the push goes between EXEC's elements
-                ctx.pushed = (ctx.pushed or bytearray()) + data
-            else:
-                out += data
-            return
-        pushes = self.pushes
-        pushes += data
-        if not self.held and not self.push_scheduled:
-            self.push_scheduled = True
-            self.server.schedule_pushes(self)
-        # the full check only near a limit: the transport's backlog only shrinks between our writes,
-        # so the one seen at the last write (``unsent``) bounds it from above
-        if self.soft_since or len(pushes) + self.unsent >= self.server.pubsub_check_bytes:
-            self._check_output_limit()
-
-    def flush_pushes(self) -> None:
-        """Write the pushes waiting for the end of the loop pass (unless a held reply came first)."""
-        self.push_scheduled = False
-        if not self.held and self.pushes:
-            data, self.pushes = self.pushes, bytearray()
-            self._write(data)
-            self._check_output_limit()
-
-    def _release(self) -> None:
-        """The held reply is out: the pushes that waited behind it follow it now."""
-        self.held = False
-        if self.pushes:
-            data, self.pushes = self.pushes, bytearray()
-            self._write(data)
-
-    def _check_output_limit(self) -> None:
-        """Disconnect a subscriber whose unsent output passed Redis's pubsub output-buffer limit.
-
-        What counts is what memd holds for it: pushes waiting here and the transport's unsent
-        bytes. At or above the hard limit it goes now; at or above the soft limit it may stay for
-        ``pubsub_soft_seconds`` (then goes on its next message), as Redis's
-        checkClientOutputBufferLimits. Its buffered output is dropped with it (abort).
-        """
-        limits = self.server.limits
-        transport = self.transport
-        self.unsent = transport.get_write_buffer_size() if transport is not None else 0
-        used = len(self.pushes) + self.unsent
-        hard, soft = limits.pubsub_hard_bytes, limits.pubsub_soft_bytes
-        if hard and used >= hard:
-            reason = "hard"
-        elif soft and used >= soft:
-            now = time.monotonic()
-            if not self.soft_since:
-                self.soft_since = now
-                return
-            if now - self.soft_since <= limits.pubsub_soft_seconds:
-                return
-            reason = "soft"
-        else:
-            self.soft_since = 0.0
-            return
-        log.warning("client_output_limit id=%d class=pubsub limit=%s used_bytes=%d hard_bytes=%d soft_bytes=%d "
-                    "soft_seconds=%g channels=%d patterns=%d action=disconnect", self.ctx.client_id, reason, used,
-                    hard, soft, limits.pubsub_soft_seconds, len(self.subscriptions.channels),
-                    len(self.subscriptions.patterns))
-        self.server.stats_output_limit_disconnects += 1
-        self.closing = True
-        self.pushes = bytearray()
-        self.server.pubsub.drop(self.subscriptions)  # no more fan-out to it while the transport closes
-        if transport is not None:
-            transport.abort()
 
     def _write(self, data: bytes | bytearray) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
@@ -617,7 +533,7 @@ class Server:
         self.stats_errors: dict[str, int] = {}  # error replies by RESP prefix (INFO errorstats)
         self.stats_output_limit_disconnects = 0  # subscribers cut off at their output-buffer limit
         self.pubsub = PubSub()  # channels and patterns: the server's, not the engine's (not durable, not per db)
-        self._push_pending: list[Connection] = []
+        self._push_pending: list[PushOutput] = []
         self._push_scheduled = False
         self.idle = asyncio.Event()
         self.shutdown_requested: asyncio.Event | None = None
@@ -645,7 +561,7 @@ class Server:
         self.pubsub_check_bytes = min((n for n in (limits.pubsub_hard_bytes, limits.pubsub_soft_bytes) if n),
                                       default=1 << 62)
 
-    def schedule_pushes(self, conn: Connection) -> None:
+    def schedule_pushes(self, conn: PushOutput) -> None:
         """Write ``conn``'s pushes once this event-loop pass is over (one write for all of them)."""
         self._push_pending.append(conn)
         if not self._push_scheduled:
