@@ -131,7 +131,8 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
                       flush_max_bytes=cfg.flush.max_bytes, flush_max_age=cfg.flush.max_age_seconds,
                       buffer_max_bytes=cfg.backpressure.buffer_max_bytes,
                       write_timeout=cfg.backpressure.write_timeout_seconds,
-                      recovery_progress=_recovery_progress, migration_progress=_migration_progress) as engine:
+                      recovery_progress=_recovery_progress, migration_progress=_migration_progress,
+                      databases=s.databases) as engine:
         configure_memories(engine.memories, cfg.memory)
         server = Server(engine, s.socket, socket_mode=s.socket_mode, socket_group=group)
         configure_server(server, cfg, group)

@@ -108,7 +108,7 @@ class Context:
     quit: bool = False
     multi: list[tuple[Command, list[bytes]]] | None = None
     multi_error: bool = False
-    watched: dict[bytes, WatchMark] = field(default_factory=dict)
+    watched: dict[tuple[int, bytes], WatchMark] = field(default_factory=dict)  # (db, key) -> what WATCH saw
     authenticated: bool = True  # False until AUTH while [server] password is set (the server decides at accept)
     reply: str = "on"  # CLIENT REPLY: "on", "off", or "skip" (the next command's reply only)
     no_evict: bool = False  # CLIENT NO-EVICT (recorded: memd evicts no client)
@@ -124,7 +124,8 @@ class Context:
     @property
     def keyspace(self) -> Keyspace:
         """The keyspace of the database this connection has selected: what every key command reads and writes."""
-        return self.engine.keyspace
+        engine = self.engine  # (engine.keyspace_of inlined: this is every key command's path)
+        return engine.keyspaces[engine.dbmap[self.db]]
 
 
 def wrong_arity(name: str) -> CommandError:

@@ -110,6 +110,7 @@ def reset(ctx: Context, args: list[bytes]) -> Any:
     if ctx.subscriptions is not None and ctx.subscriptions.total and ctx.server is not None:
         ctx.server.pubsub.drop(ctx.subscriptions)  # out of subscriber mode, with no unsubscribe replies
     ctx.protocol = 2
+    ctx.db = 0
     ctx.name = None
     ctx.reply = "on"
     ctx.authenticated = not password(ctx)  # back to the default user's state, as a new connection
@@ -121,8 +122,9 @@ def select(ctx: Context, args: list[bytes]) -> Any:
     index = parse_int(args[0])
     if not -(1 << 31) <= index < (1 << 31):  # Redis reads the index as a C int
         raise CommandError(f"value is out of range, value must between {-(1 << 31)} and {(1 << 31) - 1}")
-    if index != 0:  # memd has one database
+    if not 0 <= index < ctx.engine.databases:
         raise CommandError("DB index is out of range")
+    ctx.db = index
     return OK
 
 
@@ -191,8 +193,8 @@ def watch(ctx: Context, args: list[bytes]) -> Any:
     for key in args:
         if not ctx.watched:
             ctx.engine.watching += 1  # the engine stamps writes only while someone watches
-        if key not in ctx.watched:
-            ctx.watched[key] = ctx.engine.watch_mark(key)
+        if (ctx.db, key) not in ctx.watched:
+            ctx.watched[(ctx.db, key)] = ctx.engine.watch_mark(ctx.db, key)
     return OK
 
 
@@ -214,7 +216,7 @@ def exec_(ctx: Context, args: list[bytes]) -> Any:
     if failed:
         raise CommandError("Transaction discarded because of previous errors.", prefix="EXECABORT")
     engine = ctx.engine
-    if any(engine.watch_broken(k, mark) for k, mark in watched.items()):
+    if any(engine.watch_broken(db, k, mark) for (db, k), mark in watched.items()):
         return NullArray
     if any(cmd.write for cmd, _ in queued):
         engine.check_writable()

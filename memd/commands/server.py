@@ -37,7 +37,7 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
     mem = _PROCESS.memory_info()
     rss = mem.rss
     peak = max(rss, _peak_rss())
-    keys = engine.keyspace.dbsize() if keyspace else 0
+    counts = [engine.keyspace_of(db).dbsize() for db in range(engine.databases)] if keyspace else []
     server = ctx.server
     errors: Mapping[str, int] = {}
     providers: Sequence[InfoProvider] = ()
@@ -85,7 +85,7 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
         "replication": {"role": "master", "connected_slaves": 0, "master_failover_state": "no-failover",
                         "master_replid": _RUN_ID, "master_repl_offset": 0},
         "errorstats": {f"errorstat_{prefix}": f"count={n}" for prefix, n in sorted(errors.items())},
-        "keyspace": {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {},
+        "keyspace": {f"db{db}": f"keys={n},expires=0,avg_ttl=0" for db, n in enumerate(counts) if n},
         # clients probe it (langchain's get_client reads cluster_enabled) before anything else
         "cluster": {"cluster_enabled": 0},
     }
