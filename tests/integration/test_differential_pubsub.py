@@ -327,6 +327,11 @@ A: SUBSCRIBE p ;; PING ;; UNSUBSCRIBE p ;; PING
 B: SUBSCRIBE p
 C: SET w 1 ;; PUBLISH p one ;; INCR w ;; PUBLISH p two ;; GET w
 B: UNSUBSCRIBE p ;; SUBSCRIBE q ;; PUBSUB NUMSUB p q
+# channels are global, not per database
+A: SELECT 2 ;; SUBSCRIBE g
+B: SELECT 5 ;; PUBLISH g from-db5 ;; PUBSUB NUMSUB g ;; PUBSUB CHANNELS g
+C: PSUBSCRIBE g*
+B: SELECT 0 ;; PUBLISH g from-db0
 # CLIENT REPLY SKIP: subscription replies are pushes and still arrive
 A: CLIENT REPLY SKIP ;; SUBSCRIBE quiet
 B: PUBLISH quiet shh
