@@ -269,7 +269,8 @@ def _apply(live: Live, engine: Engine, server: Server, maintenance: Maintenance,
 def configure_server(server: Server, cfg: Config, group: int | None) -> None:
     """Apply the server's live settings (at start and on reload): limits, peer access, password, namespace rules."""
     s = cfg.server
-    server.limits = Limits(s.max_clients, s.max_bulk_bytes, s.max_args, s.max_inline_bytes, s.max_pending_bytes)
+    server.limits = Limits(s.max_clients, s.max_bulk_bytes, s.max_args, s.max_inline_bytes, s.max_pending_bytes,
+                           s.pubsub_output_hard_bytes, s.pubsub_output_soft_bytes, s.pubsub_output_soft_seconds)
     server.access = Access.default(s.allow_uids, s.allow_gids, group)
     server.password = s.password  # a reload applies to connections made from now on, as requirepass does
     server.namespace_rules = cfg.memory.access

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from memd.commands.serverview import ServerView
     from memd.engine.engine import Engine, WatchMark
     from memd.engine.keyspace import Keyspace
+    from memd.pubsub import Subscriptions
 
 Handler = Callable[["Context", list[bytes]], Any]
 # A run of consecutive calls of one command (each call's arguments) -> one reply per call (see batched)
@@ -117,6 +118,8 @@ class Context:
     last_active: float = 0.0  # time.monotonic() at the last batch of commands (CLIENT LIST idle)
     last_cmd: bytes = b"NULL"  # the last command run, "client|list" for a subcommand (CLIENT LIST cmd)
     db: int = 0  # the database SELECTed (Redis's logical number)
+    subscriptions: Subscriptions | None = None  # its pub/sub channels and patterns; the server sets it
+    pushed: bytearray | None = None  # pushes to this client while its EXEC runs: they go between EXEC's elements
 
     @property
     def keyspace(self) -> Keyspace:
@@ -163,7 +166,7 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
 
 
 MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "keyops", "sort", "hashes", "lists", "sets",
-           "zsets", "zsetops", "server", "memory", "introspect", "clients", "auth")
+           "zsets", "zsetops", "server", "memory", "introspect", "clients", "auth", "pubsub")
 
 
 def load_all() -> dict[bytes, Command]:
