@@ -184,6 +184,7 @@ class Engine:
             await self._tg.start(self.wal.run_syncer)
             self._tg.start_soon(self._flush_loop)
             self._tg.start_soon(self.loop_lag.run)
+            self._tg.start_soon(self._maintain_keyfilter)  # reads go to SQLite until it is built
         except BaseException:
             await self.store.close()
             os.close(self._lock_fd)
@@ -571,7 +572,15 @@ class Engine:
         flushed.set()
         for hook in self.after_flush:
             hook()
+        if self._tg is not None:
+            self._tg.start_soon(self._maintain_keyfilter)  # (returns at once unless the filter has worn)
         log.info("flush_done rows=%d lsn=%d seconds=%.3f", rows, table.max_lsn, self.last_flush_seconds)
+
+    async def _maintain_keyfilter(self) -> None:
+        try:
+            await self.store.maintain_keyfilter()
+        except Exception as exc:  # noqa: BLE001 - without the filter every read goes to the store: slower, not wrong
+            log.warning("key_filter_build_failed error=%r (reads of absent keys go to SQLite meanwhile)", str(exc))
 
     def flush_stalled(self, seconds: float) -> bool:
         """True when flushing has made no progress for ``seconds`` past when it was due (systemd watchdog).
@@ -659,6 +668,7 @@ class Engine:
             "clock_steps_back": self.clock_steps_back,
             "recovered_records": self.recovery_report.records,
             "recovery_seconds": round(self.recovery_report.seconds, 3),
+            **self.store.keyfilter_stats(),
         }
 
 

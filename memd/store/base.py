@@ -156,6 +156,13 @@ class Store(Protocol):
     async def flush(self, table: Memtable) -> None:
         """Write a frozen memtable and its ``max_lsn`` in one durable transaction."""
 
+    async def maintain_keyfilter(self) -> None:
+        """Build (or rebuild, when worn) the filter of stored keys that lets reads of absent keys skip the store;
+        until it is first built every read goes to the store."""
+
+    def keyfilter_stats(self) -> dict[str, int | float]:
+        """The key filter's figures for INFO."""
+
     # ---- compaction (the caller holds the engine's flush lock) ----
     def expired_keys(self, now_ms: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` (db, key) pairs expired by ``now_ms``."""

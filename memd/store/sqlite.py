@@ -34,6 +34,7 @@ from memd.errors import CommandError, StoreDamagedError, StoreError
 from memd.store import csqlite, search, statements
 from memd.store.base import Cond, HistoryRow, KeyRow, MemRow, Scope, SearchRow
 from memd.store.filters import json_eq, json_text, member_text
+from memd.store.keyfilter import KeyFilter
 from memd.store.rows import flush_rows
 from memd.store.schema import BUSY_TIMEOUT_MS, MigrationProgress, connect, migrate, register_functions
 from memd.store.sqlitefile import connect_ro
@@ -74,6 +75,8 @@ class SqliteStore(ZsetIndex):
         self._specs: dict[str, IndexSpec] = {}
         self._vectors: dict[str, VectorIndex] = {}
         self._zfences: dict[tuple[int, bytes], tuple[Any, Fences]] = {}  # (db, key) -> (flushed LSN, fences)
+        self.keyfilter = KeyFilter()  # the keys stored: a read of one not stored skips SQLite (built by maintain_keyfilter)
+        self._keyfilter_building = False
 
     async def open(self) -> None:
         try:
@@ -246,14 +249,22 @@ class SqliteStore(ZsetIndex):
             yield
             return
         reader.execute("BEGIN")
+        # the snapshot is taken now, not at the first read inside: a read the key filter answers
+        # without SQLite must not come before it (a flush commits its keys after adding them there)
+        reader.execute("SELECT value FROM meta WHERE name = 'flushed_lsn'").fetchone()
         try:
             yield
         finally:
             reader.execute("COMMIT")
 
     def get_key(self, db: int, key: bytes) -> KeyRow | None:
+        keyfilter = self.keyfilter
+        if not keyfilter.might_hold(db, key):
+            return None
         row = self.reader.execute(
             "SELECT type, value, expires_at, count, lo, hi FROM keys WHERE db = ? AND key = ?", (db, key)).fetchone()
+        if row is None:
+            keyfilter.missed()
         return row  # type: ignore[no-any-return]
 
     def get_elem(self, db: int, key: bytes, sub: bytes) -> Any:
@@ -442,12 +453,38 @@ class SqliteStore(ZsetIndex):
 
         def work(writer: sqlite3.Connection) -> None:
             # the rows are built in the same thread call (the frozen table is immutable): one hop
-            groups = list(zip(statements.FLUSH, flush_rows(table, self._specs)))
-            self._transaction(writer, [*groups, (statements.SET_FLUSHED_LSN, [(table.max_lsn,)])])
+            rows = flush_rows(table, self._specs)
+            created = [(r[0], r[1]) for r in rows.upserts]
+            self.keyfilter.add(created)  # before the commit: never a false negative
+            groups = list(zip(statements.FLUSH, rows))
+            try:
+                self._transaction(writer, [*groups, (statements.SET_FLUSHED_LSN, [(table.max_lsn,)])])
+            finally:
+                self.keyfilter.committed(created)
             self._apply_vectors(table)
 
         await self._in_writer(work)
         self.flushed_lsn = table.max_lsn
+
+    async def maintain_keyfilter(self) -> None:
+        """Build the key filter if it is not ready or has worn (in a worker thread, on a connection of its own)."""
+        if self._keyfilter_building or self.keyfilter.ready and not self.keyfilter.needs_rebuild():
+            return
+
+        def build() -> None:
+            conn = connect_ro(self.path)
+            try:
+                self.keyfilter.build(conn)
+            finally:
+                conn.close()
+        self._keyfilter_building = True
+        try:
+            await anyio.to_thread.run_sync(build)
+        finally:
+            self._keyfilter_building = False
+
+    def keyfilter_stats(self) -> dict[str, int | float]:
+        return self.keyfilter.stats()
 
     async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """One statement on the writer connection (tests, repairs by hand)."""

@@ -1,0 +1,111 @@
+"""The filter of stored keys: reads of absent keys skip SQLite, and no stored key is ever filtered out.
+
+The second half is a race between a flush (add its keys, commit, say committed) and a build in
+another thread (start, take its snapshot, swap its filters in): each interleaving is played
+step by step, the build held at its snapshot and at its swap, and the key must be found after.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from memd.engine.engine import Engine
+from memd.store.keyfilter import KeyFilter
+from memd.store.schema import migrate
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_reads_of_absent_keys_skip_sqlite(tmp_path: Path) -> None:
+    async with Engine(str(tmp_path / "data"), flush_max_age=3600.0) as engine:
+        ks = engine.keyspace
+        ks.mset([(b"here:%d" % i, b"v") for i in range(5000)])
+        await engine.flush()  # 5,000 keys into a filter built for none: the flush has it rebuilt
+        kf = engine.store.keyfilter
+        for _ in range(500):
+            if kf.ready and kf.builds >= 2 and not kf.needs_rebuild():
+                break
+            await anyio.sleep(0.01)
+        assert kf.builds >= 2
+        statements: list[str] = []
+        engine.store.reader.set_trace_callback(statements.append)
+        assert all(ks.get(b"absent:%d" % i) is None for i in range(1000))
+        assert len(statements) <= 30, "about 1% of absent keys may reach SQLite, not more"
+        assert all(ks.get(b"here:%d" % i) == b"v" for i in range(0, 5000, 7))
+        engine.store.reader.set_trace_callback(None)
+        stats = engine.stats()
+        assert stats["keyfilter_ready"] == 1 and stats["keyfilter_reads_saved"] >= 970
+        assert stats["keyfilter_bytes"] <= 2 * 5000 * 1.5  # (sized for the keys found, with headroom)
+
+
+class Held:
+    """A connection whose build pauses at its snapshot (first SELECT) and before its swap (COMMIT)."""
+
+    def __init__(self, path: str) -> None:
+        self.conn = sqlite3.connect(path, check_same_thread=False)
+        self.at_snapshot, self.go_snapshot = threading.Event(), threading.Event()
+        self.at_swap, self.go_swap = threading.Event(), threading.Event()
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith("SELECT db, count"):
+            self.at_snapshot.set()
+            assert self.go_snapshot.wait(10)
+        if sql == "COMMIT":
+            self.at_swap.set()
+            assert self.go_swap.wait(10)
+        return self.conn.execute(sql, *args)
+
+
+FLUSH = ("add", "commit", "committed")
+BUILD = ("start", "snapshot", "swap")
+
+
+def interleavings() -> list[tuple[str, ...]]:
+    """Every order of the flush's three steps among the build's three (each side keeps its own order)."""
+    out = []
+    for slots in itertools.combinations(range(6), 3):
+        f, b = iter(FLUSH), iter(BUILD)
+        out.append(tuple(next(f) if i in slots else next(b) for i in range(6)))
+    return out
+
+
+@pytest.mark.parametrize("order", interleavings(), ids="-".join)
+def test_a_flush_racing_a_build_never_loses_a_key(tmp_path: Path, order: tuple[str, ...]) -> None:
+    path = str(tmp_path / "store.sqlite3")
+    migrate(path)
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("INSERT INTO keys (db, key, type, value) VALUES (0, x'6f6c64', 1, x'00')")  # b"old"
+    kf = KeyFilter()
+    held = Held(path)
+    keys = [(0, b"new"), (3, b"other")]
+    thread: threading.Thread | None = None
+    for step in order:
+        if step == "start":
+            thread = threading.Thread(target=kf.build, args=(held,))
+            thread.start()
+            assert held.at_snapshot.wait(10)  # started: the flushes' keys are being collected
+        elif step == "snapshot":
+            held.go_snapshot.set()
+            assert held.at_swap.wait(10)  # the snapshot is read
+        elif step == "swap":
+            held.go_swap.set()
+            assert thread is not None
+            thread.join(10)
+            assert kf.ready
+        elif step == "add":
+            kf.add(keys)
+        elif step == "commit":
+            writer.executemany("INSERT INTO keys (db, key, type, value) VALUES (?, ?, 1, x'00')", keys)
+        elif step == "committed":
+            kf.committed(keys)
+    assert kf.ready
+    assert kf.might_hold(0, b"old") and kf.might_hold(0, b"new") and kf.might_hold(3, b"other")
+    writer.close()
+    held.conn.close()
