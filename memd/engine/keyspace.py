@@ -23,6 +23,8 @@ from memd.engine.randpick import RandomPickMixin
 from memd.engine.sets import SetsMixin
 from memd.engine.memtable import DELETED, Memtable
 from memd.engine.strings import StringsMixin
+from memd.engine.streamgroups import StreamGroupsMixin
+from memd.engine.streams import StreamsMixin
 from memd.engine.zsets import ZsetsMixin
 from memd.engine.records import (
     OP_DEL,
@@ -44,7 +46,7 @@ _MISSING: Any = object()
 
 
 class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMixin, RandomPickMixin, KeyOpsMixin,
-               ZsetsMixin):
+               ZsetsMixin, StreamsMixin, StreamGroupsMixin):
     """The keyspace as Redis commands see it (strings, keys; collections, partial string rewrites and
     whole-key ops in the mixins)."""
 

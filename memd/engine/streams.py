@@ -1,0 +1,329 @@
+"""Streams over the layered store: entries, ranges, trimming (consumer groups: :mod:`memd.engine.streamgroups`).
+
+A stream is a collection whose element rows hold its entries, its counters and its
+consumer groups (the layout: :mod:`memd.engine.streamcodec`). Its key's ``count`` is
+its number of entries plus one: a stream may be empty and still exist (XDEL of its
+last entry, ``XGROUP CREATE ... MKSTREAM``), and a collection's ``count`` of 0 means
+gone everywhere else. ``lo`` and ``hi`` are unused (0).
+
+Every write is one :class:`StreamEdit`: the rows a command changes, collected while it
+reads (its own reads see them), then ONE OP_UPDATE with the key's new metadata, so a
+command is one WAL record and the WAL, flush and store know nothing of streams.
+
+Range reads never load the stream: :meth:`StreamsMixin.stream_walk` merges, lazily and
+in sub-key order (either way), the store's ordered rows with each buffer layer's sorted
+sub-keys, so ``XRANGE s - + COUNT 10`` on a 1,000,000-entry stream reads about ten
+rows of the store plus what the buffer holds of that key.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from memd.engine.collections import M_COUNT, M_EXPIRES_AT, Meta
+from memd.engine.memtable import DELETED
+from memd.engine.records import OP_UPDATE, T_STREAM, Op
+from memd.engine.streamcodec import (
+    MIN_ID,
+    P_ENTRY,
+    P_STATE,
+    StreamId,
+    StreamState,
+    entry_sub,
+    id_from,
+    pack_fields,
+    prefix_end,
+    unpack_fields,
+)
+from memd.errors import CommandError
+
+if TYPE_CHECKING:
+    from memd.engine.keyspace import Keyspace
+
+Entry = tuple[StreamId, list[bytes]]  # an entry's id and its fields and values, alternating
+_ENTRIES_END = prefix_end(P_ENTRY)
+
+
+class Trim(NamedTuple):
+    """MAXLEN / MINID of XADD and XTRIM. ``approx`` (``~``) is honoured as an exact trim capped by
+    ``limit`` (0: no cap): Redis may keep more with ``~``, never fewer, and memd keeps exactly the bound."""
+
+    maxlen: int | None
+    minid: StreamId | None
+    approx: bool
+    limit: int
+
+
+class StreamEdit:
+    """One command's changes to one stream; its reads see its own writes."""
+
+    __slots__ = ("ks", "key", "meta", "changes", "length", "_state")
+
+    def __init__(self, ks: Keyspace, key: bytes, meta: Meta | None) -> None:
+        self.ks = ks
+        self.key = key
+        self.meta = meta
+        self.changes: dict[bytes, bytes | None] = {}
+        self.length = 0 if meta is None else meta[M_COUNT] - 1
+        self._state: StreamState | None = None if meta is not None else StreamState()
+
+    @property
+    def state(self) -> StreamState:
+        if self._state is None:
+            raw = self.get(P_STATE)
+            self._state = StreamState() if raw is None else StreamState.unpack(raw)
+        return self._state
+
+    def get(self, sub: bytes) -> Any:
+        if sub in self.changes:
+            return self.changes[sub]
+        if self.meta is None:
+            return None
+        return self.ks.elem(self.key, sub)
+
+    def put(self, sub: bytes, value: bytes | None) -> None:
+        self.changes[sub] = value
+
+    def touch_state(self) -> None:
+        """Mark the counters as changed (written with the op)."""
+        self.changes[P_STATE] = b""  # replaced by the packed state in op()
+
+    def op(self) -> Op:
+        if P_STATE in self.changes or self.meta is None:
+            self.changes[P_STATE] = self.state.pack()
+        exp = None if self.meta is None else self.meta[M_EXPIRES_AT]
+        return (OP_UPDATE, self.key, T_STREAM, self.meta is None, exp, self.length + 1, 0, 0,
+                list(self.changes.items()))
+
+    def apply(self) -> None:
+        self.ks.engine.apply([self.op()])
+
+
+class StreamsMixin:
+    """Stream entries: reads and state changes; mixed into :class:`Keyspace`."""
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def stream_meta(self: Keyspace, key: bytes) -> Meta | None:
+        return self.typed_meta(key, T_STREAM)
+
+    def stream_edit(self: Keyspace, key: bytes, meta: Meta | None) -> StreamEdit:
+        return StreamEdit(self, key, meta)
+
+    def stream_walk(self: Keyspace, key: bytes, lo: bytes, hi: bytes, rev: bool = False
+                    ) -> Iterator[tuple[bytes, Any]]:
+        """Live ``(sub, value)`` of ``key`` in ``[lo, hi)``, ascending (descending with ``rev``), lazily.
+
+        Each buffer layer holding changes to the key contributes its sub-keys in range
+        (sorted once per layer state, :meth:`_sorted_subs`), the store its ordered rows;
+        a heap merges them, the newest layer's value winning, deletions dropped.
+        """
+        sources: list[Iterator[tuple[bytes, int, Any]]] = []
+        bottom = False
+        rank = 0
+        for layer in self._layers():
+            e = layer.entries.get(key)
+            if e is not None:
+                if e.elems:
+                    overlay = e.elems
+                    subs = self._sorted_subs().get(layer, key, overlay)
+                    i, j = bisect.bisect_left(subs, lo), bisect.bisect_left(subs, hi)
+                    idx = range(j - 1, i - 1, -1) if rev else range(i, j)
+                    sources.append(((subs[n], rank, overlay[subs[n]]) for n in idx))
+                    rank += 1
+                if e.reset:
+                    bottom = True
+                    break
+            if layer.flushall:
+                bottom = True
+                break
+        stored: Iterator[tuple[bytes, Any]] | None = None
+        if not bottom:
+            stored = self.engine.store.iter_elems(key, lo, hi, rev)
+            sources.append(((s, rank, v) for s, v in stored))
+        if len(sources) == 1:
+            merged: Iterator[tuple[bytes, int, Any]] = sources[0]
+        else:
+            # equal subs come out in source order (heapq.merge breaks ties by iterable): newest first
+            merged = heapq.merge(*sources, key=_sub_of, reverse=rev)
+        last: bytes | None = None
+        try:
+            for sub, _, value in merged:
+                if sub == last:
+                    continue  # an older layer's (or the store's) state of a sub a newer layer changed
+                last = sub
+                if value is not DELETED:
+                    yield sub, value
+        finally:
+            if stored is not None:
+                stored.close()  # type: ignore[attr-defined]  # (the cursor ends its read now)
+
+    def stream_take(self: Keyspace, key: bytes, lo: bytes, hi: bytes, count: int = 0, rev: bool = False
+                    ) -> list[tuple[bytes, Any]]:
+        """:meth:`stream_walk`'s first ``count`` rows (0: all), its store cursor closed at once."""
+        walk = self.stream_walk(key, lo, hi, rev)
+        try:
+            return list(itertools.islice(walk, count) if count > 0 else walk)
+        finally:
+            walk.close()
+
+    def stream_range(self: Keyspace, key: bytes, start: StreamId, end: StreamId, count: int = 0,
+                     rev: bool = False) -> list[Entry]:
+        """Entries with ``start <= id <= end`` in id order (reversed with ``rev``), at most ``count`` (0: all)."""
+        if start > end:
+            return []
+        rows = self.stream_take(key, entry_sub(start), entry_sub(end) + b"\x00", count, rev)
+        return [(id_from(sub, 1), unpack_fields(value)) for sub, value in rows]
+
+    def stream_entry(self: Keyspace, key: bytes, sid: StreamId) -> list[bytes] | None:
+        raw = self.elem(key, entry_sub(sid))
+        return None if raw is None else unpack_fields(raw)
+
+    def stream_edge(self: Keyspace, key: bytes, last: bool) -> Entry | None:
+        """The first (or last) entry, None when there is none."""
+        rows = self.stream_take(key, P_ENTRY, _ENTRIES_END, 1, last)
+        return (id_from(rows[0][0], 1), unpack_fields(rows[0][1])) if rows else None
+
+    def stream_state(self: Keyspace, key: bytes) -> StreamState:
+        raw = self.elem(key, P_STATE)
+        return StreamState() if raw is None else StreamState.unpack(raw)
+
+    def xlen(self: Keyspace, key: bytes) -> int:
+        m = self.stream_meta(key)
+        return 0 if m is None else m[M_COUNT] - 1
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def xadd(self: Keyspace, key: bytes, pairs: list[bytes], want: StreamId | None, seq_given: bool,
+             nomkstream: bool, trim: Trim | None) -> StreamId | None:
+        """XADD: the new entry's id; None when NOMKSTREAM found no stream."""
+        m = self.stream_meta(key)
+        if m is None and nomkstream:
+            return None
+        edit = StreamEdit(self, key, m)
+        state = edit.state
+        last = state.last
+        if last == (2**64 - 1, 2**64 - 1):
+            raise CommandError("The stream has exhausted the last possible ID, unable to add more items")
+        if want is None:
+            now = self.now_ms()
+            sid: StreamId = (now, 0) if now > last[0] else _next(last)
+        elif seq_given:
+            sid = want
+        elif want[0] == last[0]:
+            if last[1] == 2**64 - 1:
+                raise CommandError("The ID specified in XADD is equal or smaller than the target stream top item")
+            sid = (last[0], last[1] + 1)
+        else:
+            sid = want
+        if sid <= last:  # (never on a new stream: its last id is 0-0, and XADD refuses 0-0 first)
+            raise CommandError("The ID specified in XADD is equal or smaller than the target stream top item")
+        edit.put(entry_sub(sid), pack_fields(pairs))
+        edit.length += 1
+        state.last = sid
+        state.entries_added += 1
+        edit.touch_state()
+        if trim is not None:
+            self._trim(edit, trim)
+        edit.apply()
+        return sid
+
+    def xtrim(self: Keyspace, key: bytes, trim: Trim) -> int:
+        m = self.stream_meta(key)
+        if m is None:
+            return 0
+        edit = StreamEdit(self, key, m)
+        removed = self._trim(edit, trim)
+        if removed:
+            edit.apply()
+        return removed
+
+    def _trim(self: Keyspace, edit: StreamEdit, trim: Trim) -> int:
+        """Drop entries from the head per ``trim``; how many. Entries ``edit`` itself added are never
+        candidates before the stored ones (they are the newest)."""
+        if trim.maxlen is not None:
+            excess = edit.length - trim.maxlen
+            if excess <= 0:
+                return 0
+            todo = min(excess, trim.limit) if trim.limit else excess
+            hi = _ENTRIES_END
+        else:
+            assert trim.minid is not None
+            todo = trim.limit if trim.limit else -1
+            hi = entry_sub(trim.minid)
+        removed = 0
+        for sub in self._entry_subs(edit, hi):
+            if removed == todo:
+                break
+            edit.put(sub, None)
+            removed += 1
+        edit.length -= removed
+        return removed
+
+    def _entry_subs(self: Keyspace, edit: StreamEdit, hi: bytes) -> Iterator[bytes]:
+        """Entry sub-keys below ``hi`` in order, as ``edit`` sees them (its own additions included)."""
+        pending = sorted(s for s, v in edit.changes.items() if v is not None and s[:1] == P_ENTRY and s < hi)
+        walk = self.stream_walk(edit.key, P_ENTRY, hi) if edit.meta is not None else iter(())
+        try:
+            for sub in heapq.merge((s for s, _ in walk), pending):
+                if edit.changes.get(sub, b"") is not None:
+                    yield sub
+        finally:
+            if edit.meta is not None:
+                walk.close()  # type: ignore[attr-defined]
+
+    def xdel(self: Keyspace, key: bytes, ids: list[StreamId]) -> int:
+        m = self.stream_meta(key)
+        if m is None:
+            return 0
+        edit = StreamEdit(self, key, m)
+        deleted = 0
+        for sid in ids:
+            sub = entry_sub(sid)
+            if edit.get(sub) is None:
+                continue
+            edit.put(sub, None)
+            edit.length -= 1
+            deleted += 1
+            if sid > edit.state.max_deleted:
+                edit.state.max_deleted = sid
+                edit.touch_state()
+        if deleted:
+            edit.apply()
+        return deleted
+
+    def xsetid(self: Keyspace, key: bytes, sid: StreamId, entries_added: int, max_deleted: StreamId) -> None:
+        m = self.stream_meta(key)
+        if m is None:
+            raise CommandError("no such key")
+        edit = StreamEdit(self, key, m)
+        if edit.length > 0:
+            top = self.stream_edge(key, True)
+            if top is not None and sid < top[0]:
+                raise CommandError("The ID specified in XSETID is smaller than the target stream top item")
+            if entries_added != -1 and edit.length > entries_added:
+                raise CommandError("The entries_added specified in XSETID is smaller than the target stream length")
+        state = edit.state
+        state.last = sid
+        if entries_added != -1:
+            state.entries_added = entries_added
+        if max_deleted != MIN_ID:
+            state.max_deleted = max_deleted
+        edit.touch_state()
+        edit.apply()
+
+
+def _sub_of(item: tuple[bytes, int, Any]) -> bytes:
+    return item[0]
+
+
+def _next(last: StreamId) -> StreamId:
+    ms, seq = last
+    return (ms + 1, 0) if seq == 2**64 - 1 else (ms, seq + 1)
+
+
+__all__ = ["Entry", "StreamEdit", "StreamsMixin", "Trim"]
