@@ -35,7 +35,7 @@ from memd.engine.streamcodec import (
 from memd.commands.streaminfo import entries_reply, entry_reply, info_consumers, info_groups, info_stream
 from memd.engine.streams import Trim
 from memd.errors import CommandError
-from memd.resp import NullArray, SimpleString
+from memd.resp import NullArray, PairMap, SimpleString
 
 APPROX_LIMIT = 100 * 100  # Redis's LIMIT for ~ without one: 100 x stream-node-max-entries
 OK = SimpleString("OK")
@@ -272,7 +272,7 @@ def read_reply(ctx: Context, served: list[tuple[bytes, list[Any]]]) -> object:
     if not served:
         return NullArray
     if ctx.protocol >= 3:
-        return dict(served)
+        return PairMap(served)
     return [[key, entries] for key, entries in served]
 
 
