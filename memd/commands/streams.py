@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from memd.commands import Context, command, wrong_arity
+from memd.commands import Context, batched, command, wrong_arity
 from memd.commands.commandtable import subcommand
 from memd.commands.strings import SYNTAX, ll
 from memd.engine.streamcodec import (
@@ -33,7 +33,7 @@ from memd.engine.streamcodec import (
     strict_id,
 )
 from memd.commands.streaminfo import entries_reply, entry_reply, info_consumers, info_groups, info_stream
-from memd.engine.streams import Trim
+from memd.engine.streams import StreamEdit, Trim
 from memd.errors import CommandError
 from memd.resp import NullArray, PairMap, SimpleString
 
@@ -131,16 +131,47 @@ def parse_trim(args: list[bytes], xadd: bool) -> tuple[Trim | None, int, bool, S
     return trim, i, nomkstream, want, seq_given
 
 
-@command("xadd", -5, write=True)
-def xadd(ctx: Context, args: list[bytes]) -> object:
+def _xadd_args(args: list[bytes]) -> tuple[Trim | None, bool, StreamId | None, bool, list[bytes]]:
     trim, idpos, nomkstream, want, seq_given = parse_trim(args, True)
     fields = args[idpos + 1:]
     if len(fields) < 2 or len(fields) % 2:
         raise wrong_arity("xadd")
     if want == MIN_ID and seq_given:
         raise CommandError("The ID specified in XADD must be greater than 0-0")
+    return trim, nomkstream, want, seq_given, fields
+
+
+@command("xadd", -5, write=True)
+def xadd(ctx: Context, args: list[bytes]) -> object:
+    trim, nomkstream, want, seq_given, fields = _xadd_args(args)
     sid = ctx.keyspace.xadd(args[0], fields, want, seq_given, nomkstream, trim)
     return None if sid is None else format_id(sid)
+
+
+@batched("xadd")
+def xadd_run(ctx: Context, calls: list[list[bytes]]) -> list[Any]:
+    """A pipelined run of XADDs: the replies of the calls one after the other, ONE engine.apply
+    (one StreamEdit per stream, one op each), so a run costs one WAL record."""
+    ks = ctx.keyspace
+    edits: dict[bytes, StreamEdit] = {}
+    replies: list[Any] = []
+    for args in calls:
+        try:
+            trim, nomkstream, want, seq_given, fields = _xadd_args(args)
+            edit = edits.get(args[0])
+            if edit is None:
+                m = ks.stream_meta(args[0])
+                if m is None and nomkstream:
+                    replies.append(None)
+                    continue
+                edit = edits[args[0]] = ks.stream_edit(args[0], m)
+            replies.append(format_id(ks.xadd_into(edit, fields, want, seq_given, trim)))
+        except CommandError as exc:
+            replies.append(exc)
+    ops = [e.op() for e in edits.values() if e.changes]
+    if ops:
+        ks.engine.apply(ops)
+    return replies
 
 
 @command("xtrim", -4, write=True)

@@ -205,6 +205,14 @@ class StreamsMixin:
         if m is None and nomkstream:
             return None
         edit = StreamEdit(self, key, m)
+        sid = self.xadd_into(edit, pairs, want, seq_given, trim)
+        edit.apply()
+        return sid
+
+    def xadd_into(self: Keyspace, edit: StreamEdit, pairs: list[bytes], want: StreamId | None, seq_given: bool,
+                  trim: Trim | None) -> StreamId:
+        """XADD's change gathered into ``edit`` (not applied): a pipelined run of XADDs shares one edit
+        per stream and one WAL record. Raises before changing ``edit`` when the id is refused."""
         state = edit.state
         last = state.last
         if last == (2**64 - 1, 2**64 - 1):
@@ -229,7 +237,6 @@ class StreamsMixin:
         edit.touch_state()
         if trim is not None:
             self._trim(edit, trim)
-        edit.apply()
         return sid
 
     def xtrim(self: Keyspace, key: bytes, trim: Trim) -> int:
