@@ -132,6 +132,8 @@ def parse_trim(args: list[bytes], xadd: bool) -> tuple[Trim | None, int, bool, S
 
 
 def _xadd_args(args: list[bytes]) -> tuple[Trim | None, bool, StreamId | None, bool, list[bytes]]:
+    if len(args) == 4 and args[1] == b"*":  # XADD key * field value: nothing else to parse
+        return None, False, None, True, args[2:]
     trim, idpos, nomkstream, want, seq_given = parse_trim(args, True)
     fields = args[idpos + 1:]
     if len(fields) < 2 or len(fields) % 2:

@@ -242,8 +242,11 @@ def unpack_consumer(raw: bytes) -> int:
 
 def pack_fields(pairs: list[bytes]) -> bytes:
     """An entry's fields and values, alternating, each as a 4-byte length and its bytes."""
+    if len(pairs) == 2:  # one field: the common entry, without the generator
+        f, v = pairs
+        return _LEN.pack(len(f)) + f + _LEN.pack(len(v)) + v
     pack = _LEN.pack
-    return b"".join(pack(len(x)) + x for x in pairs)
+    return b"".join([pack(len(x)) + x for x in pairs])
 
 
 def unpack_fields(raw: bytes) -> list[bytes]:
