@@ -11,7 +11,7 @@ from typing import Any
 
 from memd.commands import Context, command
 from memd.commands.commandtable import subcommand
-from memd.commands.streaminfo import entry_reply, no_group
+from memd.commands.streaminfo import entry_reply
 from memd.commands.streams import OK, end_bound, parse_read, read_reply, start_bound, would_block
 from memd.commands.strings import SYNTAX, ll
 from memd.engine.streamcodec import INVALID_ENTRIES_READ, MAX_ID, MIN_ID, StreamId, format_id, parse_id, strict_id
@@ -267,7 +267,7 @@ def xpending(ctx: Context, args: list[bytes]) -> object:
             continue
         if minidle and now - n.time < minidle:
             continue
-        out.append([format_id(n.id), n.consumer, max(0, now - n.time), n.count])
+        out.append([format_id(n.id), n.consumer, max(0, now - n.time), n.times])
         if len(out) >= count:
             break
     return out
@@ -330,7 +330,7 @@ def xclaim(ctx: Context, args: list[bytes]) -> object:
             if n is not None:
                 g.drop_nack(sid)
             continue
-        times = 0 if n is None else n.count
+        times = 0 if n is None else n.times
         if n is None:
             if not force:
                 continue
@@ -397,7 +397,7 @@ def xautoclaim(ctx: Context, args: list[bytes]) -> object:
             if not seen:
                 g.see(consumer, now)
                 seen = True
-            g.put_nack(n.id, consumer, now, n.count if justid else n.count + 1)
+            g.put_nack(n.id, consumer, now, n.times if justid else n.times + 1)
             claimed.append(format_id(n.id) if justid else entry_reply((n.id, fields)))
             count -= 1
     finally:

@@ -95,7 +95,7 @@ def info_stream(ctx: Context, key: bytes, m: Meta, opts: list[bytes], sub: bytes
                 b"name": name,
                 b"seen-time": seen,
                 b"pel-count": owned[name],
-                b"pending": [[format_id(n.id), n.time, n.count] for n in (mine[:count] if count else mine)],
+                b"pending": [[format_id(n.id), n.time, n.times] for n in (mine[:count] if count else mine)],
             })
         groups.append({
             b"name": info.name,
@@ -103,7 +103,7 @@ def info_stream(ctx: Context, key: bytes, m: Meta, opts: list[bytes], sub: bytes
             b"entries-read": None if info.entries_read < 0 else info.entries_read,
             b"lag": ks.group_lag(state, length, first_id, info),
             b"pel-count": len(pel),
-            b"pending": [[format_id(n.id), n.consumer, n.time, n.count] for n in (pel[:count] if count else pel)],
+            b"pending": [[format_id(n.id), n.consumer, n.time, n.times] for n in (pel[:count] if count else pel)],
             b"consumers": consumers,
         })
     reply[b"groups"] = groups

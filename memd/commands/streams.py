@@ -32,7 +32,7 @@ from memd.engine.streamcodec import (
     parse_id,
     strict_id,
 )
-from memd.commands.streaminfo import entries_reply, entry_reply, info_consumers, info_groups, info_stream
+from memd.commands.streaminfo import entries_reply, info_consumers, info_groups, info_stream
 from memd.engine.streams import StreamEdit, Trim
 from memd.errors import CommandError
 from memd.resp import NullArray, PairMap, SimpleString
@@ -378,5 +378,5 @@ _XINFO_HELP = (
     "    Prints this help.",
 )
 
-__all__ = ["end_bound", "entries_reply", "entry_reply", "parse_read", "read_reply", "start_bound",
+__all__ = ["end_bound", "entries_reply", "parse_read", "read_reply", "start_bound",
            "would_block"]

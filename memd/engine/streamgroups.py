@@ -16,9 +16,8 @@ way groups are used; the entries themselves are never walked for them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from memd.engine.collections import Meta
 from memd.engine.streamcodec import (
     INVALID_ENTRIES_READ,
     MAX_ID,
@@ -27,7 +26,6 @@ from memd.engine.streamcodec import (
     StreamId,
     StreamState,
     consumer_prefix,
-    entry_sub,
     group_sub,
     id_from,
     incr_id,
@@ -38,7 +36,6 @@ from memd.engine.streamcodec import (
     pel_sub,
     prefix_end,
     unpack_consumer,
-    unpack_fields,
     unpack_group,
     unpack_nack,
 )
@@ -56,7 +53,7 @@ class Nack(NamedTuple):
     id: StreamId
     consumer: bytes
     time: int
-    count: int
+    times: int  # deliveries so far
 
 
 class GroupInfo(NamedTuple):
@@ -91,27 +88,23 @@ class Group:
         self.edit.put(pel_sub(self.name, sid), None)
 
     def pel(self, start: StreamId = MIN_ID, end: StreamId = MAX_ID) -> Iterator[Nack]:
-        """The stored PEL in ``[start, end]`` in id order (not this edit's own changes)."""
-        if start > end or self.edit.meta is None:
+        """The PEL in ``[start, end]`` in id order, as the edit sees it when the walk starts."""
+        if start > end:
             return
         prefix = pel_prefix(self.name)
-        walk = self.edit.ks.stream_walk(self.edit.key, prefix + entry_sub(start)[1:],
-                                        prefix + entry_sub(end)[1:] + b"\x00")
+        walk = self.edit.walk(pel_sub(self.name, start), pel_sub(self.name, end) + b"\x00")
         try:
             n = len(prefix)
             for sub, raw in walk:
-                t, count, consumer = unpack_nack(raw)
-                yield Nack(id_from(sub, n), consumer, t, count)
+                t, times, consumer = unpack_nack(raw)
+                yield Nack(id_from(sub, n), consumer, t, times)
         finally:
             walk.close()
 
     def consumers(self) -> list[tuple[bytes, int]]:
-        """(name, seen time) of every stored consumer, by name."""
-        if self.edit.meta is None:
-            return []
+        """(name, seen time) of every consumer, by name."""
         prefix = consumer_prefix(self.name)
-        rows = self.edit.ks.stream_take(self.edit.key, prefix, prefix_end(prefix))
-        return [(sub[len(prefix):], unpack_consumer(raw)) for sub, raw in rows]
+        return [(sub[len(prefix):], unpack_consumer(raw)) for sub, raw in self.edit.walk(prefix, prefix_end(prefix))]
 
     def consumer(self, name: bytes) -> int | None:
         raw = self.edit.get(consumer_prefix(self.name) + name)
@@ -202,7 +195,7 @@ class StreamGroupsMixin:
                 continue
             fields = self.stream_entry(g.edit.key, n.id)
             if fields is not None:
-                g.put_nack(n.id, consumer, now, n.count + 1)
+                g.put_nack(n.id, consumer, now, n.times + 1)
             out.append((n.id, fields))
         return out
 
@@ -219,9 +212,6 @@ class StreamGroupsMixin:
     def stream_first_id(self: Keyspace, key: bytes) -> StreamId:
         first = self.stream_edge(key, False)
         return MIN_ID if first is None else first[0]
-
-    def stream_edit_for(self: Keyspace, key: bytes, m: Meta | None) -> StreamEdit:
-        return StreamEdit(self, key, m)
 
 
 def _has_tombstones(state: StreamState, length: int, first_id: StreamId, start: StreamId) -> bool:
@@ -249,10 +239,6 @@ def estimate_read(state: StreamState, length: int, first_id: StreamId, sid: Stre
         if sid == first_id:
             return state.entries_added - length + 1
     return INVALID_ENTRIES_READ
-
-
-def fields_or_none(raw: Any) -> list[bytes] | None:
-    return None if raw is None else unpack_fields(raw)
 
 
 __all__ = ["Delivered", "Group", "GroupInfo", "Nack", "StreamGroupsMixin", "estimate_read"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, Meta
@@ -102,6 +102,26 @@ class StreamEdit:
     def apply(self) -> None:
         self.ks.engine.apply([self.op()])
 
+    def walk(self, lo: bytes, hi: bytes) -> Generator[tuple[bytes, Any], None, None]:
+        """Live rows in ``[lo, hi)`` in sub order as this edit sees them: the stored ones (lazily)
+        merged with the changes it has gathered so far (taken when the walk starts)."""
+        pending = sorted((sub, 0, v) for sub, v in self.changes.items() if lo <= sub < hi)
+        stored = self.ks.stream_walk(self.key, lo, hi) if self.meta is not None else None
+        sources: list[Iterator[tuple[bytes, int, Any]]] = [iter(pending)]
+        if stored is not None:
+            sources.append((sub, 1, v) for sub, v in stored)
+        last: bytes | None = None
+        try:
+            for sub, _, value in heapq.merge(*sources):  # (a sub is unique within a source: never ties on value)
+                if sub == last:
+                    continue  # the stored row of a sub this edit changed
+                last = sub
+                if value is not None:
+                    yield sub, value
+        finally:
+            if stored is not None:
+                stored.close()
+
 
 class StreamsMixin:
     """Stream entries: reads and state changes; mixed into :class:`Keyspace`."""
@@ -115,7 +135,7 @@ class StreamsMixin:
         return StreamEdit(self, key, meta)
 
     def stream_walk(self: Keyspace, key: bytes, lo: bytes, hi: bytes, rev: bool = False
-                    ) -> Iterator[tuple[bytes, Any]]:
+                    ) -> Generator[tuple[bytes, Any], None, None]:
         """Live ``(sub, value)`` of ``key`` in ``[lo, hi)``, ascending (descending with ``rev``), lazily.
 
         Each buffer layer holding changes to the key contributes its sub-keys in range
@@ -160,7 +180,7 @@ class StreamsMixin:
                     yield sub, value
         finally:
             if stored is not None:
-                stored.close()  # type: ignore[attr-defined]  # (the cursor ends its read now)
+                stored.close()  # type: ignore[attr-defined]  # (the store's cursor ends its read now)
 
     def stream_take(self: Keyspace, key: bytes, lo: bytes, hi: bytes, count: int = 0, rev: bool = False
                     ) -> list[tuple[bytes, Any]]:
@@ -263,26 +283,17 @@ class StreamsMixin:
             assert trim.minid is not None
             todo = trim.limit if trim.limit else -1
             hi = entry_sub(trim.minid)
-        removed = 0
-        for sub in self._entry_subs(edit, hi):
-            if removed == todo:
-                break
+        doomed: list[bytes] = []
+        if todo:
+            walk = edit.walk(P_ENTRY, hi)  # (the edit's own new entry included: it is the newest)
+            try:
+                doomed = [sub for sub, _ in itertools.islice(walk, todo if todo > 0 else None)]
+            finally:
+                walk.close()
+        for sub in doomed:
             edit.put(sub, None)
-            removed += 1
-        edit.length -= removed
-        return removed
-
-    def _entry_subs(self: Keyspace, edit: StreamEdit, hi: bytes) -> Iterator[bytes]:
-        """Entry sub-keys below ``hi`` in order, as ``edit`` sees them (its own additions included)."""
-        pending = sorted(s for s, v in edit.changes.items() if v is not None and s[:1] == P_ENTRY and s < hi)
-        walk = self.stream_walk(edit.key, P_ENTRY, hi) if edit.meta is not None else iter(())
-        try:
-            for sub in heapq.merge((s for s, _ in walk), pending):
-                if edit.changes.get(sub, b"") is not None:
-                    yield sub
-        finally:
-            if edit.meta is not None:
-                walk.close()  # type: ignore[attr-defined]
+        edit.length -= len(doomed)
+        return len(doomed)
 
     def xdel(self: Keyspace, key: bytes, ids: list[StreamId]) -> int:
         m = self.stream_meta(key)
