@@ -1,4 +1,5 @@
-"""Consumer-group commands: XGROUP XREADGROUP XACK XPENDING XCLAIM XAUTOCLAIM (Redis 7.0, ``t_stream.c``).
+"""Consumer-group commands: XGROUP XREADGROUP XACK XPENDING (Redis 7.0, ``t_stream.c``; XCLAIM and
+XAUTOCLAIM: :mod:`memd.commands.streamclaim`).
 
 Every write gathers its rows in one :class:`~memd.engine.streams.StreamEdit` per key and
 hands the engine one op list: an XREADGROUP over several streams is one WAL record.
@@ -11,7 +12,6 @@ from typing import Any
 
 from memd.commands import Context, command
 from memd.commands.commandtable import subcommand
-from memd.commands.streaminfo import entry_reply
 from memd.commands.streams import OK, end_bound, parse_read, read_reply, start_bound, would_block
 from memd.commands.strings import SYNTAX, ll
 from memd.engine.streamcodec import INVALID_ENTRIES_READ, MAX_ID, MIN_ID, StreamId, format_id, parse_id, strict_id
@@ -29,7 +29,7 @@ def _nogroup(key: bytes, group: bytes, tail: str = "") -> CommandError:
     return CommandError(f"No such key '{_text(key)}' or consumer group '{_text(group)}'{tail}", "NOGROUP")
 
 
-def _apply(ctx: Context, edits: list[StreamEdit]) -> None:
+def apply_edits(ctx: Context, edits: list[StreamEdit]) -> None:
     ops = [e.op() for e in edits if e.changes]
     if ops:
         ctx.keyspace.engine.apply(ops)
@@ -39,7 +39,7 @@ def _delivered_reply(items: list[Delivered]) -> list[Any]:
     return [[format_id(sid), NullArray if fields is None else fields] for sid, fields in items]
 
 
-def _group_of(ctx: Context, key: bytes, group: bytes, tail: str = "") -> tuple[StreamEdit, Group]:
+def group_of(ctx: Context, key: bytes, group: bytes, tail: str = "") -> tuple[StreamEdit, Group]:
     """The stream and its group, or Redis's NOGROUP error (WRONGTYPE first)."""
     ks = ctx.keyspace
     m = ks.stream_meta(key)
@@ -114,7 +114,7 @@ def xgroup(ctx: Context, args: list[bytes]) -> object:
         if g is not None:
             raise CommandError("Consumer Group name already exists", "BUSYGROUP")
         ks.new_group(edit, name, sid, entries_read)
-        _apply(ctx, [edit])
+        apply_edits(ctx, [edit])
         return OK
     assert g is not None or sub == b"destroy"
     if sub == b"setid":
@@ -124,25 +124,25 @@ def xgroup(ctx: Context, args: list[bytes]) -> object:
         g.last = edit.state.last if args[3] == b"$" else strict_or_plain(args[3])
         g.entries_read = entries_read
         g.save()
-        _apply(ctx, [edit])
+        apply_edits(ctx, [edit])
         return OK
     if sub == b"destroy":
         if g is None:
             return 0
         ks.destroy_group(g)
-        _apply(ctx, [edit])
+        apply_edits(ctx, [edit])
         return 1
     assert g is not None
     if sub == b"createconsumer":
         if g.consumer(args[3]) is not None:
             return 0
         g.see(args[3], ks.now_ms())
-        _apply(ctx, [edit])
+        apply_edits(ctx, [edit])
         return 1
     if g.consumer(args[3]) is None:
         return 0
     pending = ks.delete_consumer(g, args[3])
-    _apply(ctx, [edit])
+    apply_edits(ctx, [edit])
     return pending
 
 
@@ -193,7 +193,7 @@ def xreadgroup(ctx: Context, args: list[bytes]) -> object:
             g.see(consumer, now)
             items = ks.deliver_history(g, consumer, after, count, now)
         served.append((key, _delivered_reply(items)))
-    _apply(ctx, list(edits.values()))
+    apply_edits(ctx, list(edits.values()))
     if not served:
         return would_block(ctx, block)
     return read_reply(ctx, served)
@@ -217,7 +217,7 @@ def xack(ctx: Context, args: list[bytes]) -> object:
         if g.nack(sid) is not None:
             g.drop_nack(sid)
             acked += 1
-    _apply(ctx, [edit])
+    apply_edits(ctx, [edit])
     return acked
 
 
@@ -273,137 +273,4 @@ def xpending(ctx: Context, args: list[bytes]) -> object:
     return out
 
 
-# ---- XCLAIM, XAUTOCLAIM -------------------------------------------------------------------------
-
-@command("xclaim", -6, write=True)
-def xclaim(ctx: Context, args: list[bytes]) -> object:
-    key, gname, consumer = args[0], args[1], args[2]
-    edit, g = _group_of(ctx, key, gname)
-    ks = ctx.keyspace
-    minidle = max(0, ll(args[3], "Invalid min-idle-time argument for XCLAIM"))
-    ids: list[StreamId] = []
-    j = 4
-    while j < len(args):
-        try:
-            ids.append(strict_id(args[j]))
-        except CommandError:
-            break
-        j += 1
-    now = ks.now_ms()
-    delivery: int | None = None
-    retry = -1
-    force = justid = False
-    last_id = MIN_ID
-    while j < len(args):
-        more = len(args) - 1 - j
-        opt = args[j].lower()
-        if opt == b"force":
-            force = True
-        elif opt == b"justid":
-            justid = True
-        elif opt == b"idle" and more:
-            j += 1
-            delivery = now - ll(args[j], "Invalid IDLE option argument for XCLAIM")
-        elif opt == b"time" and more:
-            j += 1
-            delivery = ll(args[j], "Invalid TIME option argument for XCLAIM")
-        elif opt == b"retrycount" and more:
-            j += 1
-            retry = ll(args[j], "Invalid RETRYCOUNT option argument for XCLAIM")
-        elif opt == b"lastid" and more:
-            j += 1
-            last_id = strict_id(args[j])
-        else:
-            raise CommandError(f"Unrecognized XCLAIM option '{_text(args[j])}'")
-        j += 1
-    if last_id > g.last:
-        g.last = last_id
-        g.save()
-    if delivery is None or delivery < 0 or delivery > now:
-        delivery = now
-    out: list[Any] = []
-    seen = False
-    for sid in ids:
-        n = g.nack(sid)
-        fields = ks.stream_entry(key, sid)
-        if fields is None:
-            if n is not None:
-                g.drop_nack(sid)
-            continue
-        times = 0 if n is None else n.times
-        if n is None:
-            if not force:
-                continue
-            times = 1  # a NACK made by FORCE starts at one delivery, as Redis's does
-        elif minidle and now - n.time < minidle:
-            continue
-        if not seen:
-            g.see(consumer, now)
-            seen = True
-        if retry >= 0:
-            times = retry
-        elif not justid:
-            times += 1
-        g.put_nack(sid, consumer, delivery, times)
-        out.append(format_id(sid) if justid else entry_reply((sid, fields)))
-    _apply(ctx, [edit])
-    return out
-
-
-@command("xautoclaim", -6, write=True)
-def xautoclaim(ctx: Context, args: list[bytes]) -> object:
-    key, gname, consumer = args[0], args[1], args[2]
-    ks = ctx.keyspace
-    minidle = max(0, ll(args[3], "Invalid min-idle-time argument for XAUTOCLAIM"))
-    start = start_bound(args[4])
-    count = 100
-    justid = False
-    j = 5
-    while j < len(args):
-        more = len(args) - 1 - j
-        opt = args[j].lower()
-        if opt == b"count" and more:
-            count = ll(args[j + 1], "COUNT must be > 0")
-            if not 1 <= count <= (2**63 - 1) // 16:
-                raise CommandError("COUNT must be > 0")
-            j += 1
-        elif opt == b"justid":
-            justid = True
-        else:
-            raise CommandError(SYNTAX)
-        j += 1
-    edit, g = _group_of(ctx, key, gname)
-    now = ks.now_ms()
-    attempts = count * 10
-    claimed: list[Any] = []
-    deleted: list[bytes] = []
-    cursor = MIN_ID
-    seen = False
-    walk = g.pel(start)
-    try:
-        for n in walk:
-            if not (attempts and count):
-                cursor = n.id
-                break
-            attempts -= 1
-            fields = ks.stream_entry(key, n.id)
-            if fields is None:
-                g.drop_nack(n.id)
-                deleted.append(format_id(n.id))
-                count -= 1
-                continue
-            if minidle and now - n.time < minidle:
-                continue
-            if not seen:
-                g.see(consumer, now)
-                seen = True
-            g.put_nack(n.id, consumer, now, n.times if justid else n.times + 1)
-            claimed.append(format_id(n.id) if justid else entry_reply((n.id, fields)))
-            count -= 1
-    finally:
-        walk.close()  # type: ignore[attr-defined]
-    _apply(ctx, [edit])
-    return [format_id(cursor), claimed, deleted]
-
-
-__all__ = ["xautoclaim", "xclaim", "xgroup", "xpending", "xreadgroup"]
+__all__ = ["apply_edits", "group_of", "xack", "xgroup", "xpending", "xreadgroup"]
