@@ -502,9 +502,19 @@ CONSUMERS = ["c0", "c1", "c2"]
 
 
 def _rid(rng: random.Random) -> str:
-    """An id among the small ones the sequences use (some incomplete, some exclusive-able)."""
-    ms = rng.randint(0, 12)
-    return str(ms) if rng.random() < 0.3 else f"{ms}-{rng.randint(0, 3)}"
+    """An id among those the sequence has used so far (some incomplete), to range, delete, ack or claim."""
+    top = getattr(rng, "clock", 12)
+    ms = rng.randint(max(0, top - 30), top)
+    return str(ms) if rng.random() < 0.3 else f"{ms}-{rng.randint(0, 2)}"
+
+
+def _new_id(rng: random.Random) -> str:
+    """XADD's id: mostly after everything so far (a clock the sequence carries), now and then an old one."""
+    if rng.random() < 0.15:
+        return _rid(rng)
+    clock = getattr(rng, "clock", 12) + rng.randint(0, 2)
+    rng.clock = clock  # type: ignore[attr-defined]
+    return rng.choice([str(clock), f"{clock}-{rng.randint(0, 2)}", f"{clock}-*"])
 
 
 def random_command(rng: random.Random) -> list[str]:
@@ -515,9 +525,8 @@ def random_command(rng: random.Random) -> list[str]:
     if roll < 0.25:
         trim: list[str] = []
         if rng.random() < 0.15:
-            trim = ["MAXLEN", "=", str(rng.randint(0, 6))] if rng.random() < 0.5 else ["MINID", _rid(rng)]
-        sid = _rid(rng) if rng.random() < 0.8 else f"{rng.randint(0, 12)}-*"
-        return ["XADD", key, *trim, sid, "f", str(rng.randint(0, 9))] + (["g", "h"] if rng.random() < 0.2 else [])
+            trim = ["MAXLEN", "=", str(rng.randint(0, 12))] if rng.random() < 0.5 else ["MINID", _rid(rng)]
+        return ["XADD", key, *trim, _new_id(rng), "f", str(rng.randint(0, 9))] + (["g", "h"] if rng.random() < 0.2 else [])
     if roll < 0.35:
         lo, hi = sorted([_rid(rng), _rid(rng)])
         lo = rng.choice(["-", lo, "(" + lo])
@@ -527,8 +536,9 @@ def random_command(rng: random.Random) -> list[str]:
     if roll < 0.40:
         return ["XDEL", key] + [_rid(rng) for _ in range(rng.randint(1, 3))]
     if roll < 0.43:
-        return ["XTRIM", key, rng.choice(["MAXLEN", "MINID"]), "=",
-                str(rng.randint(0, 6)) if rng.random() < 0.5 else _rid(rng)]
+        if rng.random() < 0.5:
+            return ["XTRIM", key, "MAXLEN", "=", str(rng.randint(0, 12))]
+        return ["XTRIM", key, "MINID", "=", _rid(rng)]
     if roll < 0.48:
         return ["XREAD"] + (["COUNT", str(rng.randint(0, 3))] if rng.random() < 0.5 else []) + \
             ["STREAMS", *KEYS, _rid(rng), rng.choice(["$", _rid(rng)])]
