@@ -9,7 +9,11 @@ Runs, alternating ``redis, memd`` (``--rounds`` of each), against a fresh server
     redis-benchmark -s SOCKET -n N -c 50 -P 16 --csv XADD mystream '*' field value
 
 Each side's figure is the median of its rounds; the ratio is memd / redis, printed with
-the target (>= 0.3x). Every process and temp dir is removed on exit.
+the target (>= 0.3x). With ``--range N`` it then loads a stream of N entries into each
+server (pipelined XADDs; memd's buffer flushed to SQLite) and times ``XRANGE big <id> +
+COUNT 10`` from random ids and ``XREVRANGE big + - COUNT 10`` (one request in flight,
+round trip included): range reads must not depend on the stream's length. Every
+process and temp dir is removed on exit.
 """
 
 from __future__ import annotations
@@ -52,12 +56,50 @@ def check_stream(sock: str, n: int) -> None:
         raise RuntimeError(f"XLEN mystream is {out!r} after {n} XADDs")
 
 
+def range_reads(sock: str, kind: str, entries: int, queries: int) -> tuple[float, float, float]:
+    """Load ``big`` with ``entries`` entries (ids 1.. in ms), flush memd, time ranged reads:
+    (load seconds, XRANGE p50 us, XREVRANGE p50 us)."""
+    import random
+    import time
+
+    import redis
+    r = redis.Redis(unix_socket_path=sock)
+    t0 = time.perf_counter()
+    pipe = r.pipeline(transaction=False)
+    for n in range(1, entries + 1):
+        pipe.execute_command("XADD", "big", n, "f", n)
+        if len(pipe) >= 1000:
+            pipe.execute()
+    pipe.execute()
+    if kind == "memd":
+        r.execute_command("MEMD.FLUSH")
+    loaded = time.perf_counter() - t0
+    assert r.xlen("big") == entries
+    rng = random.Random(1)
+    fwd: list[float] = []
+    rev: list[float] = []
+    for _ in range(queries):
+        start = rng.randint(1, entries)
+        t = time.perf_counter()
+        got = r.execute_command("XRANGE", "big", start, "+", "COUNT", 10)
+        fwd.append(time.perf_counter() - t)
+        assert len(got) == min(10, entries - start + 1)
+        t = time.perf_counter()
+        r.execute_command("XREVRANGE", "big", "+", "-", "COUNT", 10)
+        rev.append(time.perf_counter() - t)
+    r.close()
+    return loaded, statistics.median(fwd) * 1e6, statistics.median(rev) * 1e6
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", "-n", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--policy", choices=("everysec", "always"), default="everysec")
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--range", type=int, default=0, metavar="N",
+                    help="also time XRANGE/XREVRANGE COUNT 10 on a stream of N entries (e.g. 1000000)")
+    ap.add_argument("--queries", type=int, default=1000, help="range reads per side with --range")
     args = ap.parse_args()
     for exe in (REDIS_SERVER, REDIS_BENCHMARK):
         if not os.access(exe, os.X_OK):
@@ -82,6 +124,16 @@ def main() -> int:
                     cleanup.rmdir(d)
                 runs[kind].append(rps)
                 print(f"  round {r + 1} {kind:<5} XADD {rps:>10,.0f}/s", flush=True)
+        if args.range:
+            for kind in ("redis", "memd"):
+                proc, sock, d = start_server(kind, args.policy, cleanup)
+                try:
+                    loaded, fwd, rev = range_reads(sock, kind, args.range, args.queries)
+                finally:
+                    cleanup.stop(proc)
+                    cleanup.rmdir(d)
+                print(f"  {kind:<5} {args.range:,} entries loaded in {loaded:.0f} s; p50 XRANGE id + COUNT 10 "
+                      f"{fwd:.0f} us, XREVRANGE + - COUNT 10 {rev:.0f} us", flush=True)
     except (KeyboardInterrupt, Interrupted) as e:
         print(f"\ninterrupted ({e.__class__.__name__} {e}); cleaning up", file=sys.stderr)
         return 130

@@ -164,6 +164,12 @@ class StreamsMixin:
         stored: Iterator[tuple[bytes, Any]] | None = None
         if not bottom:
             stored = self.engine.store.iter_elems(key, lo, hi, rev)
+            if not sources:  # nothing of the key buffered (a flushed stream): the store's rows as they are
+                try:
+                    yield from stored
+                finally:
+                    stored.close()  # type: ignore[attr-defined]
+                return
             sources.append(((s, rank, v) for s, v in stored))
         if len(sources) == 1:
             merged: Iterator[tuple[bytes, int, Any]] = sources[0]
