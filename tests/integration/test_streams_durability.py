@@ -133,3 +133,22 @@ def test_delivery_survives_sigkill_under_fsync_always() -> None:
         s.close()
     finally:
         d.cleanup()
+
+
+async def test_each_command_is_one_wal_record(tmp_path: Path) -> None:
+    """Multi-row stream commands (a delivery over two streams, a trim, a group's destruction, a pipelined
+    run of XADDs) each take exactly one LSN: all or nothing after a crash."""
+    from memd.commands import COMMANDS as table
+    async with Engine(str(tmp_path / "data")) as engine:
+        for line in ("XADD a 1 f 1", "XADD a 2 f 2", "XADD b 1 f 1", "XGROUP CREATE a g 0", "XGROUP CREATE b g 0"):
+            run(engine, line)
+        for line in ("XREADGROUP GROUP g c STREAMS a b > >", "XTRIM a MAXLEN 0", "XGROUP DESTROY b g",
+                     "XAUTOCLAIM a g d 0 0", "XADD a MAXLEN 1 5 x y"):
+            before = engine.last_lsn
+            run(engine, line)
+            assert engine.last_lsn == before + 1, line
+        before = engine.last_lsn
+        calls = [[b"a", b"*", b"f", b"%d" % n] for n in range(16)] + [[b"b", b"*", b"f", b"v"]]
+        replies = table[b"xadd"].run(Context(engine=engine), calls)  # type: ignore[misc]
+        assert len(replies) == 17 and engine.last_lsn == before + 1
+        assert run(engine, "XLEN a") == 17 and run(engine, "XLEN b") == 2
