@@ -61,7 +61,7 @@ class Trim(NamedTuple):
 class StreamEdit:
     """One command's changes to one stream; its reads see its own writes."""
 
-    __slots__ = ("ks", "key", "meta", "changes", "length", "_state")
+    __slots__ = ("ks", "key", "meta", "changes", "length", "_state", "head", "stored_gone", "added", "added_from")
 
     def __init__(self, ks: Keyspace, key: bytes, meta: Meta | None) -> None:
         self.ks = ks
@@ -70,6 +70,13 @@ class StreamEdit:
         self.changes: dict[bytes, bytes | None] = {}
         self.length = 0 if meta is None else meta[M_COUNT] - 1
         self._state: StreamState | None = None if meta is not None else StreamState()
+        # trimming's place (see StreamsMixin._trim): stored entries below ``head`` are removed, or all of
+        # them once ``stored_gone``; ``added`` are the entries this edit appended, ``added_from`` the
+        # first of them not trimmed away
+        self.head = P_ENTRY
+        self.stored_gone = False
+        self.added: list[bytes] = []
+        self.added_from = 0
 
     @property
     def state(self) -> StreamState:
@@ -257,7 +264,9 @@ class StreamsMixin:
         if sid <= last:  # (never on a new stream: its last id is 0-0, and XADD refuses 0-0 first)
             raise CommandError("The ID specified in XADD is equal or smaller than the target stream top item")
         changes = edit.changes
-        changes[entry_sub(sid)] = pack_fields(pairs)
+        sub = entry_sub(sid)
+        changes[sub] = pack_fields(pairs)
+        edit.added.append(sub)
         edit.length += 1
         state.last = sid
         state.entries_added += 1
@@ -277,8 +286,13 @@ class StreamsMixin:
         return removed
 
     def _trim(self: Keyspace, edit: StreamEdit, trim: Trim) -> int:
-        """Drop entries from the head per ``trim``; how many. Entries ``edit`` itself added are never
-        candidates before the stored ones (they are the newest)."""
+        """Drop entries from the head per ``trim``; how many.
+
+        Trimming only ever removes the oldest entries, so an edit keeps where its last trim
+        stopped (``head``) and the entries it added itself, in order (XADD appends): the
+        next trim of a pipelined run of ``XADD ... MAXLEN n`` resumes there instead of
+        walking again past every entry the run already removed. O(removed) per trim.
+        """
         if trim.maxlen is not None:
             excess = edit.length - trim.maxlen
             if excess <= 0:
@@ -290,14 +304,27 @@ class StreamsMixin:
             todo = trim.limit if trim.limit else -1
             hi = entry_sub(trim.minid)
         doomed: list[bytes] = []
-        if todo:
-            walk = edit.walk(P_ENTRY, hi)  # (the edit's own new entry included: it is the newest)
+        changes = edit.changes
+        if todo and edit.meta is not None and not edit.stored_gone:
+            walk = self.stream_walk(edit.key, edit.head, hi)
             try:
-                doomed = [sub for sub, _ in itertools.islice(walk, todo if todo > 0 else None)]
+                for sub, _ in walk:
+                    if len(doomed) == todo:
+                        break
+                    if changes.get(sub, b"") is not None:  # (not an entry this edit deleted already)
+                        doomed.append(sub)
+                else:
+                    edit.stored_gone = hi == _ENTRIES_END  # every stored entry is now removed
             finally:
                 walk.close()
+            if doomed:
+                edit.head = doomed[-1] + b"\x00"
+        added = edit.added
+        while len(doomed) != todo and edit.added_from < len(added) and added[edit.added_from] < hi:
+            doomed.append(added[edit.added_from])
+            edit.added_from += 1
         for sub in doomed:
-            edit.put(sub, None)
+            changes[sub] = None
         edit.length -= len(doomed)
         return len(doomed)
 

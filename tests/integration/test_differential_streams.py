@@ -187,6 +187,25 @@ XLEN s
 XINFO STREAM s
 XADD s maxlen 1 nomkstream 6 e f
 XRANGE s - +
+# a run of trimming XADDs (pipelined over the daemon: one run, one WAL record)
+XADD s 1 a 1
+XADD s 2 a 2
+XADD s MAXLEN 2 3 a 3
+XADD s MAXLEN 2 4 a 4
+XADD s MAXLEN 2 4 a 4
+XADD s MAXLEN 1 5-* a 5
+XADD s MINID 5 6 a 6
+XADD s MAXLEN 0 7 a 7
+XADD s MAXLEN 3 8 a 8
+XADD s MAXLEN 3 9 a 9
+XADD s MAXLEN ~ 0 LIMIT 1 10 a 10
+XADD s MINID = 10 11 a 11
+XADD t MAXLEN 1 1 b 1
+XADD s NOMKSTREAM MAXLEN 1 12 a 12
+XADD u NOMKSTREAM MAXLEN 1 1 a 1
+XADD s MAXLEN 5 13 a 13
+XRANGE s - +
+XINFO STREAM s
 # XTRIM
 XADD s 1 a 1
 XADD s 2 a 2
