@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, Meta
 from memd.engine.memtable import DELETED
 from memd.engine.records import OP_UPDATE, T_STREAM, Op
+from memd.engine.streamorder import StreamOrder
 from memd.engine.streamcodec import (
     MIN_ID,
     P_ENTRY,
@@ -141,12 +142,19 @@ class StreamsMixin:
     def stream_edit(self: Keyspace, key: bytes, meta: Meta | None) -> StreamEdit:
         return StreamEdit(self, key, meta)
 
+    def _stream_order(self: Keyspace) -> StreamOrder:
+        order: StreamOrder | None = getattr(self, "_stream_order_cache", None)
+        if order is None:
+            order = StreamOrder()
+            self._stream_order_cache = order
+        return order
+
     def stream_walk(self: Keyspace, key: bytes, lo: bytes, hi: bytes, rev: bool = False
                     ) -> Generator[tuple[bytes, Any], None, None]:
         """Live ``(sub, value)`` of ``key`` in ``[lo, hi)``, ascending (descending with ``rev``), lazily.
 
         Each buffer layer holding changes to the key contributes its sub-keys in range
-        (sorted once per layer state, :meth:`_sorted_subs`), the store its ordered rows;
+        (kept in order across writes by :class:`~memd.engine.streamorder.StreamOrder`), the store its ordered rows;
         a heap merges them, the newest layer's value winning, deletions dropped.
         """
         sources: list[Iterator[tuple[bytes, int, Any]]] = []
@@ -157,7 +165,7 @@ class StreamsMixin:
             if e is not None:
                 if e.elems:
                     overlay = e.elems
-                    subs = self._sorted_subs().get(layer, key, overlay)
+                    subs = self._stream_order().get(layer, key, e)
                     i, j = bisect.bisect_left(subs, lo), bisect.bisect_left(subs, hi)
                     idx = range(j - 1, i - 1, -1) if rev else range(i, j)
                     sources.append(((subs[n], rank, overlay[subs[n]]) for n in idx))
