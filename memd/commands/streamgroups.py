@@ -195,7 +195,7 @@ def xreadgroup(ctx: Context, args: list[bytes]) -> object:
         served.append((key, _delivered_reply(items)))
     apply_edits(ctx, list(edits.values()))
     if not served:
-        return would_block(ctx, block)
+        return would_block(ctx, block, "XREADGROUP")
     return read_reply(ctx, served)
 
 

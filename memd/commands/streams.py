@@ -39,7 +39,7 @@ from memd.resp import NullArray, PairMap, SimpleString
 
 APPROX_LIMIT = 100 * 100  # Redis's LIMIT for ~ without one: 100 x stream-node-max-entries
 OK = SimpleString("OK")
-BLOCK_UNSUPPORTED = "XREAD BLOCK would wait for new entries: blocking commands are not supported by memd yet"
+BLOCK_UNSUPPORTED = "{} BLOCK would wait for new entries: blocking commands are not supported by memd yet"
 
 
 def start_bound(raw: bytes) -> StreamId:
@@ -309,10 +309,10 @@ def read_reply(ctx: Context, served: list[tuple[bytes, list[Any]]]) -> object:
     return [[key, entries] for key, entries in served]
 
 
-def would_block(ctx: Context, block: bool) -> object:
+def would_block(ctx: Context, block: bool, name: str = "XREAD") -> object:
     """Nothing to serve: nil without BLOCK or inside MULTI (Redis never blocks there); else an error."""
     if block and ctx.multi is None:
-        raise CommandError(BLOCK_UNSUPPORTED)
+        raise CommandError(BLOCK_UNSUPPORTED.format(name))
     return NullArray
 
 
