@@ -30,9 +30,7 @@ def _nogroup(key: bytes, group: bytes, tail: str = "") -> CommandError:
 
 
 def apply_edits(ctx: Context, edits: list[StreamEdit]) -> None:
-    ops = [e.op() for e in edits if e.changes]
-    if ops:
-        ctx.keyspace.engine.apply(ops)
+    ctx.keyspace.apply_stream_edits(edits)
 
 
 def _delivered_reply(items: list[Delivered]) -> list[Any]:

@@ -170,9 +170,7 @@ def xadd_run(ctx: Context, calls: list[list[bytes]]) -> list[Any]:
             replies.append(format_id(ks.xadd_into(edit, fields, want, seq_given, trim)))
         except CommandError as exc:
             replies.append(exc)
-    ops = [e.op() for e in edits.values() if e.changes]
-    if ops:
-        ks.engine.apply(ops)
+    ks.apply_stream_edits(list(edits.values()))
     return replies
 
 

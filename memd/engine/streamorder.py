@@ -44,6 +44,8 @@ class StreamOrder:
         self._cache: OrderedDict[tuple[bytes, int], tuple[int, int, int, int, int, list[bytes]]] = OrderedDict()
 
     def get(self, layer: Memtable, key: bytes, entry: Entry) -> list[bytes]:
+        """``entry``'s sub-keys in order; ``layer`` is the memtable holding it (its first LSN and
+        write count stamp the list). One cache per keyspace, so a key names one stream."""
         overlay: dict[bytes, Any] = entry.elems  # type: ignore[assignment]
         n = len(overlay)
         slot = (key, id(layer))

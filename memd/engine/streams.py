@@ -108,7 +108,7 @@ class StreamEdit:
                 list(self.changes.items()))
 
     def apply(self) -> None:
-        self.ks.engine.apply([self.op()])
+        self.ks._apply([self.op()])  # (the keyspace's apply: in its database)
 
     def walk(self, lo: bytes, hi: bytes) -> Generator[tuple[bytes, Any], None, None]:
         """Live rows in ``[lo, hi)`` in sub order as this edit sees them: the stored ones (lazily)
@@ -142,6 +142,12 @@ class StreamsMixin:
     def stream_edit(self: Keyspace, key: bytes, meta: Meta | None) -> StreamEdit:
         return StreamEdit(self, key, meta)
 
+    def apply_stream_edits(self: Keyspace, edits: list[StreamEdit]) -> None:
+        """The changed streams' ops in ONE apply (one WAL record), in this keyspace's database."""
+        ops = [e.op() for e in edits if e.changes]
+        if ops:
+            self._apply(ops)
+
     def _stream_order(self: Keyspace) -> StreamOrder:
         order: StreamOrder | None = getattr(self, "_stream_order_cache", None)
         if order is None:
@@ -160,12 +166,12 @@ class StreamsMixin:
         sources: list[Iterator[tuple[bytes, int, Any]]] = []
         bottom = False
         rank = 0
-        for layer in self._layers():
+        for layer, table in zip(self._layers(), self.engine.layers()):  # (both newest first)
             e = layer.entries.get(key)
             if e is not None:
                 if e.elems:
                     overlay = e.elems
-                    subs = self._stream_order().get(layer, key, e)
+                    subs = self._stream_order().get(table, key, e)
                     i, j = bisect.bisect_left(subs, lo), bisect.bisect_left(subs, hi)
                     idx = range(j - 1, i - 1, -1) if rev else range(i, j)
                     sources.append(((subs[n], rank, overlay[subs[n]]) for n in idx))
@@ -178,7 +184,7 @@ class StreamsMixin:
                 break
         stored: Iterator[tuple[bytes, Any]] | None = None
         if not bottom:
-            stored = self.engine.store.iter_elems(key, lo, hi, rev)
+            stored = self.engine.store.iter_elems(self.db, key, lo, hi, rev)
             if not sources:  # nothing of the key buffered (a flushed stream): the store's rows as they are
                 try:
                     yield from stored

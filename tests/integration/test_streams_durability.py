@@ -81,6 +81,31 @@ async def test_streams_survive_restart(tmp_path: Path, crash: bool) -> None:
         assert _without_idle(snapshot(engine)) == _without_idle(before)
 
 
+async def test_streams_in_another_database_survive_replay(tmp_path: Path) -> None:
+    """A stream and its group in database 3, replayed from the WAL alone, stay in database 3."""
+    data = str(tmp_path / "data")
+
+    def call(ctx: Context, line: str) -> Any:
+        args = [a.encode() for a in line.split()]
+        return COMMANDS[args[0].lower()].handler(ctx, args[1:])
+
+    async with Engine(data) as engine:
+        ctx = Context(engine=engine)
+        for line in ("SELECT 3", "XADD s 1 a 1", "XADD s 2 b 2", "XGROUP CREATE s g 0",
+                     "XREADGROUP GROUP g c COUNT 1 STREAMS s >", "XADD s 3 c 3", "XDEL s 2"):
+            call(ctx, line)
+        before = [repr(call(ctx, line)) for line in ("XRANGE s - +", "XPENDING s g", "XINFO GROUPS s")]
+
+        async def no_final_flush() -> None:
+            pass
+        engine._flush_all = no_final_flush  # type: ignore[method-assign]
+    async with Engine(data) as engine:
+        ctx = Context(engine=engine)
+        assert call(ctx, "XLEN s") == 0 and call(ctx, "TYPE s") == "none"
+        call(ctx, "SELECT 3")
+        assert [repr(call(ctx, line)) for line in ("XRANGE s - +", "XPENDING s g", "XINFO GROUPS s")] == before
+
+
 async def test_big_stream_range_reads_are_bounded(tmp_path: Path) -> None:
     """XRANGE with COUNT and XREVRANGE on a stream of 20,000 entries split between SQLite and the buffer."""
     async with Engine(str(tmp_path / "data")) as engine:
