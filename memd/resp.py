@@ -34,7 +34,7 @@ from memd.int64 import parse_int64
 
 __all__ = [
     "OK", "PONG", "QUEUED", "NULL_BULK", "NULL_ARRAY", "NULL3", "EMPTY_ARRAY",
-    "BigNumber", "ErrorReply", "Frames", "NullArray", "Push", "Raw", "ReplyEncoder",
+    "BigNumber", "ErrorReply", "Frames", "NullArray", "PairMap", "Push", "Raw", "ReplyEncoder",
     "RequestParser", "SimpleString", "Verbatim", "bulk", "integer", "format_double",
 ]
 
@@ -423,6 +423,11 @@ class Verbatim:
         self.fmt = fmt
 
 
+class PairMap(list[tuple[Any, Any]]):
+    """A map given as (key, value) pairs, for the replies whose keys may repeat (XREAD naming one
+    stream twice: Redis sends both); RESP2 a flat array, as a dict."""
+
+
 class _NullArrayType:
     __slots__ = ()
 
@@ -562,6 +567,8 @@ ReplyEncoder._TABLE = {
     list: _aggregate(b"*"), tuple: _aggregate(b"*"), set: _aggregate(b"~"), frozenset: _aggregate(b"~"),
     Push: _aggregate(b">"), OrderedSet: _aggregate(b"~"), Frames: _frames,
     Raw: lambda e, o, v: o.extend(v),
+    PairMap: lambda e, o, v: e._items(o, b"%%%d\r\n" % len(v) if e.protocol == 3 else b"*%d\r\n" % (2 * len(v)),
+                                      chain.from_iterable(v)),
     SimpleString: lambda e, o, v: o.extend(_status(v)),
     ErrorReply: lambda e, o, v: o.extend(b"-%b\r\n" % _line(v.removeprefix("-"))),
     BigNumber: lambda e, o, v: o.extend(b"(%d\r\n" % v) if e.protocol == 3 else _bulk(e, o, b"%d" % v),

@@ -166,7 +166,8 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
 
 
 MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "keyops", "sort", "hashes", "lists", "sets",
-           "zsets", "zsetops", "server", "memory", "introspect", "clients", "auth", "pubsub")
+           "zsets", "zsetops", "streams", "streamgroups", "streamclaim", "server", "memory", "introspect", "clients",
+           "auth", "pubsub")
 
 
 def load_all() -> dict[bytes, Command]:

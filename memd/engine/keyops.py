@@ -36,7 +36,9 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, M_HI, M_LO, M_TYPE, Meta
-from memd.engine.records import OP_DEL, OP_SELECT, OP_SET, OP_UPDATE, T_HASH, T_LIST, T_SET, T_STRING, T_ZSET, Op
+from memd.engine.records import (
+    OP_DEL, OP_SELECT, OP_SET, OP_UPDATE, T_HASH, T_LIST, T_SET, T_STREAM, T_STRING, T_ZSET, Op,
+)
 from memd.errors import WrongTypeError
 from memd.int64 import parse_int64
 from memd.store.base import list_sub
@@ -203,6 +205,8 @@ class KeyOpsMixin:
             return "embstr" if len(value) <= _EMBSTR_MAX else "raw"
         if type_ == T_LIST:
             return "quicklist"  # 7.0 keeps every list as a quicklist
+        if type_ == T_STREAM:
+            return "stream"
         count = m[M_COUNT]
         if type_ == T_SET:
             if count > _INTSET_ENTRIES:

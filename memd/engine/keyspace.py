@@ -25,6 +25,8 @@ from memd.engine.randpick import RandomPickMixin
 from memd.engine.sets import SetsMixin
 from memd.engine.memtable import DELETED, DbTable
 from memd.engine.strings import StringsMixin
+from memd.engine.streamgroups import StreamGroupsMixin
+from memd.engine.streams import StreamsMixin
 from memd.engine.zsets import ZsetsMixin
 from memd.engine.records import (
     OP_DEL,
@@ -50,7 +52,7 @@ _FIRST = operator.itemgetter(0)
 
 
 class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMixin, RandomPickMixin, KeyOpsMixin,
-               ZsetsMixin):
+               ZsetsMixin, StreamsMixin, StreamGroupsMixin):
     """The keyspace as Redis commands see it (strings, keys; collections, partial string rewrites and
     whole-key ops in the mixins)."""
 

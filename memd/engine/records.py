@@ -80,7 +80,9 @@ T_LIST = 2
 T_HASH = 3
 T_SET = 4
 T_ZSET = 5
-TYPE_NAMES = {T_NONE: "none", T_STRING: "string", T_LIST: "list", T_HASH: "hash", T_SET: "set", T_ZSET: "zset"}
+T_STREAM = 6  # its entries, counters and consumer groups are element rows (memd.engine.streamcodec)
+TYPE_NAMES = {T_NONE: "none", T_STRING: "string", T_LIST: "list", T_HASH: "hash", T_SET: "set", T_ZSET: "zset",
+              T_STREAM: "stream"}
 
 FLAG_LZ4 = 0x01
 _KNOWN_FLAGS = FLAG_LZ4

@@ -83,10 +83,11 @@ class Store(Protocol):
     def get_elem(self, db: int, key: bytes, sub: bytes) -> Any:
         """An element's value (bytes), or its score (float) in a sorted set; None if absent."""
 
-    def iter_elems(self, db: int, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None
-                   ) -> Iterator[tuple[bytes, Any]]:
+    def iter_elems(self, db: int, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None,
+                   rev: bool = False) -> Iterator[tuple[bytes, Any]]:
         """Elements of a key in sub order, optionally in ``[sub_from, sub_to)`` (``sub_to`` None: no upper
-        bound). Lazy: a caller that stops early (an element SCAN page) reads no further rows."""
+        bound); descending with ``rev`` (XREVRANGE). Lazy: a caller that stops early (an element SCAN
+        page, an XRANGE with COUNT) reads no further rows."""
 
     def elem_at(self, db: int, key: bytes, offset: int) -> bytes | None:
         """The sub-key at ``offset`` (0-based) in a key's sub order, None past the end. O(offset),

@@ -274,19 +274,20 @@ class SqliteStore(ZsetIndex):
             return None
         return row[0] if row[1] is None else row[1]
 
-    def iter_elems(self, db: int, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None
-                   ) -> Iterator[tuple[bytes, Any]]:
+    def iter_elems(self, db: int, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None,
+                   rev: bool = False) -> Iterator[tuple[bytes, Any]]:
+        order = "DESC" if rev else ""
         if sub_from is None:
-            cur = self.reader.execute("SELECT sub, value, score FROM elems WHERE db = ? AND key = ? ORDER BY sub",
-                                      (db, key))
+            cur = self.reader.execute(
+                f"SELECT sub, value, score FROM elems WHERE db = ? AND key = ? ORDER BY sub {order}", (db, key))
         elif sub_to is None:  # open above: HSCAN/SSCAN resume after a sub and stop when they have enough
             cur = self.reader.execute(
-                "SELECT sub, value, score FROM elems WHERE db = ? AND key = ? AND sub >= ? ORDER BY sub",
+                f"SELECT sub, value, score FROM elems WHERE db = ? AND key = ? AND sub >= ? ORDER BY sub {order}",
                 (db, key, sub_from))
         else:
             cur = self.reader.execute(
-                "SELECT sub, value, score FROM elems WHERE db = ? AND key = ? AND sub >= ? AND sub < ? ORDER BY sub",
-                (db, key, sub_from, sub_to))
+                f"SELECT sub, value, score FROM elems WHERE db = ? AND key = ? AND sub >= ? AND sub < ? "
+                f"ORDER BY sub {order}", (db, key, sub_from, sub_to))
         for sub, value, score in cur:
             yield sub, (value if score is None else score)
 

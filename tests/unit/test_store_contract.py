@@ -112,6 +112,9 @@ async def test_collection_elements_merge_across_flushes_and_die_with_their_key(s
     assert store.get_elem(0, b"h", b"f2") is None
     assert list(store.iter_elems(0, b"h", b"f2", b"f9")) == [(b"f3", b"v3")]
     assert list(store.iter_elems(0, b"h", b"f1\x00")) == [(b"f3", b"v3")]  # open above: SCAN resumes after f1
+    assert list(store.iter_elems(0, b"h", rev=True)) == [(b"f3", b"v3"), (b"f1", b"v1")]  # XREVRANGE's order
+    assert list(store.iter_elems(0, b"h", b"f0", b"f3", rev=True)) == [(b"f1", b"v1")]
+    assert list(store.iter_elems(0, b"h", b"f2", rev=True)) == [(b"f3", b"v3")]
     assert [store.elem_at(0, b"h", i) for i in range(3)] == [b"f1", b"f3", None]
     await w.flush([h(b"h", True, 1, [(b"new", b"x")])])  # recreated: the old elements are gone
     assert dict(store.iter_elems(0, b"h")) == {b"new": b"x"}
