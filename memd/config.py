@@ -353,6 +353,7 @@ class ServerConfig:
     max_inline_bytes: int = _opt(DEFAULT_MAX_INLINE_BYTES, "size", minimum=1)
     max_pending_bytes: int = _opt(DEFAULT_MAX_PENDING_BYTES, "size", minimum=1)
     password: str = _opt(DEFAULT_PASSWORD, "secret")  # Redis's requirepass, after the peer-credentials gate
+    lua_time_limit_ms: int = _opt(5000, "int", minimum=0)  # Redis's lua-time-limit: past it, -BUSY and SCRIPT KILL
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from typing import Any
 
 from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, arity_ok, load_all
 from memd.commands.connection import execute, release_watches
+from memd.commands.scripting import allowed_while_busy, busy_error
 from memd.commands.serverview import InfoProvider, JobRunner
 from memd.config import NamespaceRule
 from memd.engine.engine import Engine
@@ -205,6 +206,19 @@ class Connection(asyncio.Protocol):
             for i, argv in enumerate(cmds):
                 if i < run_end:
                     continue
+                script = self.server.script
+                if script is not None:  # a script runs in its thread and holds the engine
+                    if not script.past_limit():  # hold everything until it ends or passes its limit
+                        self.backlog = cmds[i:] + self.backlog
+                        self._suspend(out, writes, lsn_before, self._wait_script)
+                        return
+                    if not allowed_while_busy(argv):
+                        if ctx.multi is not None:
+                            ctx.multi_error = True  # a refused command fails the transaction, as in Redis
+                        self.server.count_error("BUSY")
+                        self.encoder.protocol = ctx.protocol
+                        self.encoder.encode_into(out, busy_error())
+                        continue
                 if len(argv) == 3 and argv[0].lower() == b"set" and (sets or self._run_ok()):
                     sets.append((argv[1], argv[2]))
                     start = len(out)
@@ -431,6 +445,19 @@ class Connection(asyncio.Protocol):
                 pass
         return NO_REPLY
 
+    async def _wait_script(self) -> Any:
+        """Hold this connection's commands while a script runs: until it ends or passes lua-time-limit
+        (then they are answered -BUSY, but SCRIPT KILL)."""
+        script = self.server.script
+        if script is not None:
+            delay = script.deadline - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(script.ended.wait(), delay)
+                except TimeoutError:
+                    pass
+        return NO_REPLY
+
     async def _admit(self) -> Any:
         try:
             await self.server.engine.admit()
@@ -509,6 +536,8 @@ class Server:
         self.pause_until = 0.0  # CLIENT PAUSE: time.monotonic() it ends at; 0: no pause
         self.pause_all = False  # ... of every command (ALL), else of writes only (WRITE)
         self.unpaused = asyncio.Event()  # set (and replaced) when a pause ends early
+        self.script: Any = None  # the script running in its thread (memd.commands.scripting.Running): the gate
+        self.lua_time_limit_ms = 5000  # [server] lua_time_limit_ms; CONFIG SET lua-time-limit
         self.password = ""  # [server] password: "" = peer credentials alone admit a client; the daemon sets it
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1

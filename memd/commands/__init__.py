@@ -162,7 +162,7 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
 
 
 MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "keyops", "sort", "hashes", "lists", "sets",
-           "zsets", "zsetops", "server", "memory", "introspect", "clients", "auth")
+           "zsets", "zsetops", "server", "memory", "introspect", "clients", "auth", "scripting")
 
 
 def load_all() -> dict[bytes, Command]:
