@@ -91,12 +91,11 @@ encode = function(v, depth, out)
     error('Cannot serialise ' .. t .. ': type not supported', 0)
   end
 end
-return function(...)
-  if select('#', ...) ~= 1 then error("bad argument #1 to 'encode' (expected 1 argument)", 2) end
+return function(v)
   local out = {}
-  local ok, err = pcall(encode, (...), 0, out)
-  if not ok then error(err, 2) end
-  return concat(out)
+  local ok, err = pcall(encode, v, 0, out)
+  if not ok then return nil, err end
+  return concat(out), nil
 end
 """
 

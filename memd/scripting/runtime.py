@@ -75,10 +75,10 @@ def parse_shebang(body: bytes) -> tuple[frozenset[str] | None, int]:
     end = body.find(b"\n")
     if end < 0:
         raise CommandError("Invalid script shebang")
-    parts = body[2:end].split()
+    parts = body[:end].split()
     if not parts:
         raise CommandError("Invalid engine in script shebang")
-    if parts[0] != b"lua":
+    if parts[0] != b"#!lua":
         raise CommandError(f"Unexpected engine in script shebang: {parts[0].decode(errors='replace')}")
     flags: set[str] = set()
     for part in parts[1:]:
@@ -122,7 +122,7 @@ class LuaState:
             b"acl_check_cmd": api(self._acl_check_cmd),
             b"error_table": self._error_table, b"version": REDIS_VERSION, b"version_num": REDIS_VERSION_NUM,
             b"cjson": lua.table_from({b"decode": libs(decode)}),
-            b"cjson_encode": lua.execute(cjsonlib.ENCODE, null), b"cjson_null": null,
+            b"cjson_encode": _cjson_encode(lua.execute(cjsonlib.ENCODE, null)), b"cjson_null": null,
             b"cmsgpack": lua.table_from({b"pack": libs(msgpack.pack), **{
                 k.encode(): libs(v) for k, v in msgpack.make_unpackers(lua.table).items()}}),
             b"bit": lua.table_from({k.encode(): libs(_bit(k, f)) for k, f in bitlib.FUNCTIONS.items()}),
@@ -348,6 +348,19 @@ def _raising(*, table_error: bool) -> Callable[[Callable[..., tuple[Any, ...]]],
             return result[2:2 + result[1]]
         return call
     return adapt
+
+
+def _cjson_encode(encode: Any) -> Callable[..., Any]:
+    """cjson.encode as a Python callable (a C function to Lua, so errors name the script's line)
+    around the Lua encoder, which returns (nil, message) on failure."""
+    def call(*args: Any) -> Any:
+        if len(args) != 1:
+            raise LibError(b"bad argument #1 to 'encode' (expected 1 argument)")
+        text, err = encode(args[0])
+        if text is None:
+            raise LibError(err)
+        return text
+    return call
 
 
 def _bit(name: str, fn: Callable[..., Any]) -> Callable[..., tuple[Any, ...]]:
