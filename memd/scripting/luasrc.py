@@ -202,7 +202,10 @@ local kill_message = 'ERR Script killed by user with SCRIPT KILL...'
 local function kill_hook()
   if py_kill_check() then
     dbg.sethook(kill_hook, 'l')   -- keep failing on every line: pcall cannot swallow it
-    error({err = kill_message})
+    local i = dbg.getinfo(2, 'S')
+    if i and i.source == '@user_script' then   -- (not in the error handler or in run below)
+      error({err = kill_message})
+    end
   end
 end
 

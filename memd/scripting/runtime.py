@@ -58,6 +58,7 @@ class Invocation:
     resp: int = 2
     dirty: bool = False  # a write command ran: SCRIPT KILL answers UNKILLABLE
     killed: bool = False
+    kill_seen: bool = False
     started: float = field(default_factory=time.monotonic)
 
 
@@ -242,7 +243,9 @@ class LuaState:
     def _kill_check(self) -> bool:
         invocation = self.current
         if invocation is not None and invocation.killed:
-            log.warning("script_killed sha=%s (SCRIPT KILL)", invocation.sha.decode())
+            if not invocation.kill_seen:
+                invocation.kill_seen = True
+                log.warning("script_killed sha=%s (SCRIPT KILL)", invocation.sha.decode())
             return True
         return False
 
