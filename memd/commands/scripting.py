@@ -8,20 +8,31 @@ context of the script's own (the caller's database, the protocol
 ``noscript`` commands are refused, and so are writes under EVAL_RO /
 EVALSHA_RO or a ``no-writes`` shebang.
 
-Where a script runs: in the scripting worker thread (memd.scripting.worker)
-while the loop waits for it in place for a couple of milliseconds; a longer
-script is escalated: the server then holds every other client's commands
-(``Server.script``), answers them ``-BUSY`` once the script has run past
-``lua-time-limit``, and lets SCRIPT KILL through. The engine is held
-meanwhile (``Engine.hold``): no flush freezes the memtable the script writes.
-Inside MULTI/EXEC (the transaction is already one synchronous step in one
-batch) and without a server (unit tests) the script runs on the calling
-thread. A script's reply, like any write's, waits for the durability the
-fsync policy promises.
+Where a script runs. First on the event loop itself, inside the batch, with
+the kill hook also watching a budget (INLINE_BUDGET, 5 ms): most scripts
+(locks, rate limiters, INCR+EXPIRE) end in microseconds, and a thread hop
+would cost more than the script. A run past the budget that has written
+nothing is stopped and run again from the start in the scripting worker
+thread (memd.scripting.worker): nothing it did is visible, no other command
+ran in between. Such a script (and one that wrote, then ran past the budget)
+is remembered and runs in the worker from then on. In the worker, the loop
+waits in place for a couple of milliseconds, then the script is escalated:
+the server holds every other client's commands (``Server.script``), answers
+them ``-BUSY`` once the script has run past ``lua-time-limit``, and lets
+SCRIPT KILL through. The engine is held meanwhile (``Engine.hold``): no flush
+freezes the memtable the script writes. What is not as in Redis: a script
+whose first run writes within 5 ms and then runs on keeps the loop (other
+clients wait rather than get -BUSY; it is unkillable in Redis too) until it
+ends; its later runs are in the worker. Inside MULTI/EXEC (already one
+synchronous step in one batch) and without a server (unit tests) the script
+runs on the calling thread to its end. A script's reply, like any write's,
+waits for the durability the fsync policy promises.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -31,14 +42,16 @@ from memd.commands.commandtable import declare_subcommands, subcommand, table
 from memd.errors import CommandError, DurabilityError
 from memd.resp import SimpleString
 from memd.scripting.convert import error_text
-from memd.scripting.runtime import Invocation, LuaState, Script
+from memd.scripting.runtime import Invocation, LuaState, Migrate, Script
 from memd.scripting.worker import INLINE_SECONDS, Job, Worker
 
 if TYPE_CHECKING:
     from memd.engine.engine import Engine
 
+log = logging.getLogger("memd.script")
 OK = SimpleString("OK")
 DEFAULT_TIME_LIMIT_MS = 5000
+INLINE_BUDGET = 0.005  # seconds a script may run on the event loop itself (see _execute)
 NOSCRIPT = "No matching script. Please use EVAL."
 BUSY = "Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
 _ARITY = {b"load": 3, b"exists": -3, b"flush": -2, b"kill": 2, b"help": 2}
@@ -83,6 +96,22 @@ class Scripting:
         self.worker = Worker()
         self.time_limit_ms = DEFAULT_TIME_LIMIT_MS
         self.running: Running | None = None
+        self.long_running: set[bytes] = set()  # scripts seen past INLINE_BUDGET: always run in the worker
+        self.script_ctx: Context | None = None
+
+    def mark_long(self, sha: bytes, seconds: float) -> None:
+        if sha not in self.long_running:
+            self.long_running.add(sha)
+            log.info("script_long sha=%s seconds=%.3f (it runs in the worker thread from now on)", sha.decode(),
+                     seconds)
+
+    def context(self, caller: Context) -> Context:
+        """The context the script's commands run with (one at a time: one object, refreshed per run)."""
+        ctx = self.script_ctx
+        if ctx is None or ctx.engine is not caller.engine:
+            ctx = self.script_ctx = Context(engine=caller.engine)
+        ctx.server, ctx.client_id, ctx.db, ctx.protocol = caller.server, caller.client_id, caller.db, 2
+        return ctx
 
 
 _STATES: weakref.WeakKeyDictionary[Engine, Scripting] = weakref.WeakKeyDictionary()
@@ -188,7 +217,7 @@ def _eval(ctx: Context, args: list[bytes], *, by_sha: bool, read_only: bool) -> 
         if read_only:
             raise CommandError("Can not execute a script with write flag using *_ro command.")
     invocation = Invocation(
-        ctx=Context(engine=ctx.engine, server=ctx.server, client_id=ctx.client_id, db=ctx.db),
+        ctx=state.context(ctx),
         sha=script.sha, read_only=read_only or (flags is not None and "no-writes" in flags),
         allow_oom=flags is not None and "allow-oom" in flags)
     keys, argv = args[2:2 + numkeys], args[2 + numkeys:]
@@ -199,11 +228,41 @@ def _execute(ctx: Context, state: Scripting, script: Script, invocation: Invocat
              argv: list[bytes]) -> Any:
     engine = ctx.engine
     server = ctx.server
-    if server is None or engine.in_batch:  # unit tests, or inside EXEC's batch: run here
+    lua = state.lua
+    if server is None or engine.in_batch:  # unit tests, or inside EXEC's batch: run here, to the end
         if engine.in_batch:
-            return state.lua.run(invocation, script, keys, argv)
-        with engine.batch():
-            return state.lua.run(invocation, script, keys, argv)
+            return lua.run(invocation, script, keys, argv)
+        engine.begin_batch()
+        try:
+            return lua.run(invocation, script, keys, argv)
+        finally:
+            engine.end_batch()
+    if script.sha not in state.long_running:
+        # on the event loop first (no thread hop: most scripts take microseconds); past INLINE_BUDGET
+        # a run that has written nothing stops and runs again from the start in the worker
+        invocation.budget_at = invocation.started + INLINE_BUDGET
+        engine.begin_batch()
+        try:
+            reply = lua.run(invocation, script, keys, argv)
+        except Migrate:
+            pass
+        else:
+            if time.monotonic() >= invocation.budget_at:  # it wrote, then ran long: next time, the worker
+                state.mark_long(script.sha, time.monotonic() - invocation.started)
+            return reply
+        finally:
+            engine.end_batch()
+        state.mark_long(script.sha, time.monotonic() - invocation.started)
+        invocation = dataclasses.replace(invocation, resp=2, budget_at=0.0, migrate=False,
+                                         started=time.monotonic())
+        invocation.ctx.protocol = 2
+    return _in_worker(ctx, server, state, script, invocation, keys, argv)
+
+
+def _in_worker(ctx: Context, server: Any, state: Scripting, script: Script, invocation: Invocation,
+               keys: list[bytes], argv: list[bytes]) -> Any:
+    """Run the script in the worker thread; past a few milliseconds free the loop (see the module doc)."""
+    engine = ctx.engine
     engine.begin_batch()
     job = Job(lambda: state.lua.run(invocation, script, keys, argv))
     state.worker.submit(job)

@@ -8,7 +8,9 @@ given by the command layer (:mod:`memd.commands.scripting`), which runs the
 command through memd's command table and returns ``(reply, failed)``.
 
 Kill: every 100000 Lua instructions a hook asks :meth:`LuaState._kill_check`
-whether SCRIPT KILL flagged the invocation (Redis's ``luaMaskCountHook``);
+whether SCRIPT KILL flagged the invocation (Redis's ``luaMaskCountHook``), or
+whether a run on the event loop that has written nothing is past its budget
+(it then stops and :class:`Migrate` tells the caller to run it again elsewhere);
 the flag is a plain attribute another thread may set. Lua runs with the GIL
 released (lupa), so a script in a worker thread leaves the event loop free.
 """
@@ -59,6 +61,8 @@ class Invocation:
     dirty: bool = False  # a write command ran: SCRIPT KILL answers UNKILLABLE
     killed: bool = False
     kill_seen: bool = False
+    budget_at: float = 0.0  # run on the event loop: past this monotonic time, a run that wrote nothing stops
+    migrate: bool = False  # ... and did stop: it is run again from the start in the worker thread
     started: float = field(default_factory=time.monotonic)
 
 
@@ -168,6 +172,8 @@ class LuaState:
             ok, result = self._run(script.function, lua.table_from(keys), lua.table_from(args))
         finally:
             self.current = None
+        if invocation.migrate:
+            raise Migrate
         if ok:
             return from_lua(result, invocation.resp, self.rawget)
         return self._error(result, script.sha)
@@ -210,6 +216,8 @@ class LuaState:
         invocation = self.current
         if invocation is None:
             return self._error_table(b"redis.call/pcall can only be called inside a script invocation"), True
+        if invocation.killed or invocation.migrate:  # (a pcall that caught the kill on this very line)
+            return self._error_table(b"Script killed by user with SCRIPT KILL..."), True
         if not args:
             return self._error_table(b"Please specify at least one argument for this redis lib call"), True
         argv: list[bytes] = []
@@ -242,7 +250,12 @@ class LuaState:
 
     def _kill_check(self) -> bool:
         invocation = self.current
-        if invocation is not None and invocation.killed:
+        if invocation is None:
+            return False
+        if invocation.budget_at and not invocation.dirty and time.monotonic() >= invocation.budget_at:
+            invocation.migrate = True  # over its time on the event loop, nothing written: rerun in the worker
+            return True
+        if invocation.killed:
             if not invocation.kill_seen:
                 invocation.kill_seen = True
                 log.warning("script_killed sha=%s (SCRIPT KILL)", invocation.sha.decode())
@@ -320,6 +333,10 @@ class LuaState:
     def _randomseed(self, *args: Any) -> tuple[Any, ...]:
         self._rng.seed(int(args[0]) if args and type(args[0]) in (int, float) else 0)
         return None, 0
+
+
+class Migrate(Exception):
+    """A run on the event loop went past its budget before writing anything: run it again in the worker."""
 
 
 class ScriptRaise(Exception):
