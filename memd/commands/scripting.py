@@ -98,6 +98,16 @@ class Scripting:
         self.running: Running | None = None
         self.long_running: set[bytes] = set()  # scripts seen past INLINE_BUDGET: always run in the worker
         self.script_ctx: Context | None = None
+        self.strikes: dict[bytes, int] = {}
+        _noscript_names()  # (built now, not during a script's first run on the loop)
+
+    def overran(self, sha: bytes, seconds: float) -> None:
+        """A run on the loop that passed the budget (stopped and moved, or kept: it had written): three in a
+        row and the script runs in the worker from the start (one could be a pause of the machine, or a
+        first run's cold reads)."""
+        strikes = self.strikes[sha] = self.strikes.get(sha, 0) + 1
+        if strikes >= 3:
+            self.mark_long(sha, seconds)
 
     def mark_long(self, sha: bytes, seconds: float) -> None:
         if sha not in self.long_running:
@@ -247,12 +257,14 @@ def _execute(ctx: Context, state: Scripting, script: Script, invocation: Invocat
         except Migrate:
             pass
         else:
-            if time.monotonic() >= invocation.budget_at:  # it wrote, then ran long: next time, the worker
-                state.mark_long(script.sha, time.monotonic() - invocation.started)
+            if time.monotonic() >= invocation.budget_at:  # it wrote, then ran long (or the process stalled)
+                state.overran(script.sha, time.monotonic() - invocation.started)
+            elif state.strikes:
+                state.strikes.pop(script.sha, None)  # only overruns in a row count
             return reply
         finally:
             engine.end_batch()
-        state.mark_long(script.sha, time.monotonic() - invocation.started)
+        state.overran(script.sha, time.monotonic() - invocation.started)
         invocation = dataclasses.replace(invocation, resp=2, budget_at=0.0, migrate=False,
                                          started=time.monotonic())
         invocation.ctx.protocol = 2
