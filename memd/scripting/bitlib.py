@@ -10,6 +10,7 @@ it modulo 2^32; :func:`tobit` does the same.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 _MASK = 0xFFFFFFFF
@@ -105,5 +106,5 @@ def tohex(x: Any, n: Any = 8) -> bytes:
     return (b"%0*X" if upper else b"%0*x") % (digits, v)
 
 
-FUNCTIONS = {"tobit": tobit, "bnot": bnot, "band": band, "bor": bor, "bxor": bxor, "lshift": lshift,
+FUNCTIONS: dict[str, Callable[..., Any]] = {"tobit": tobit, "bnot": bnot, "band": band, "bor": bor, "bxor": bxor, "lshift": lshift,
              "rshift": rshift, "arshift": arshift, "rol": rol, "ror": ror, "bswap": bswap, "tohex": tohex}

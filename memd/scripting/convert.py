@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lupa import lua51
+from lupa import lua51  # type: ignore[import-untyped]
 
 from memd.errors import CommandError
 from memd.resp import BigNumber, ErrorReply, NullArray, OrderedSet, SimpleString, Verbatim, format_double

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from lupa import lua51
+from lupa import lua51  # type: ignore[import-untyped]
 
 MAX_NESTING = 16
 lua_type = lua51.lua_type

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lupa import lua51
+from lupa import lua51  # type: ignore[import-untyped]
 
 from memd.errors import CommandError
 from memd.scripting import bitlib, cjsonlib, msgpack, structlib
