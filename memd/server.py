@@ -51,6 +51,8 @@ SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 # A run of plain SETs (see Connection._run_ok) is applied and the buffer's cap checked again at
 # least this often: commands that piled up while a batch waited can be megabytes of SETs.
 RUN_MAX_BYTES = 1 << 20
+# commands not flagged write that may write all the same: admitted like writes when the buffer is full
+_MAY_WRITE = frozenset({b"exec", b"eval", b"evalsha"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,8 +353,9 @@ class Connection(asyncio.Protocol):
 
     @staticmethod
     def _is_write(argv: list[bytes]) -> bool:
-        cmd = COMMANDS.get(argv[0].lower())
-        return cmd is not None and (cmd.write or argv[0].lower() == b"exec")
+        name = argv[0].lower()
+        cmd = COMMANDS.get(name)
+        return cmd is not None and (cmd.write or name in _MAY_WRITE)
 
     def _send(self, out: bytearray, writes: list[tuple[int, int]], lsn_before: int) -> bool:
         """Send ``out`` now if it holds no write, else queue it for the server's next group ack."""
@@ -430,9 +433,10 @@ class Connection(asyncio.Protocol):
             return True
         name = argv[0].lower()
         if name == b"exec":
-            return self.ctx.multi is not None and any(c.write for c, _ in self.ctx.multi)
+            return self.ctx.multi is not None and any(c.write or c.name in ("eval", "evalsha")
+                                                      for c, _ in self.ctx.multi)
         cmd = COMMANDS.get(name)
-        return cmd is not None and cmd.write
+        return cmd is not None and (cmd.write or name in (b"eval", b"evalsha"))  # (scripts that may write)
 
     async def _wait_unpause(self) -> Any:
         """Wait for the pause's end (its time, or CLIENT UNPAUSE); the held commands then run."""
@@ -650,6 +654,9 @@ class Server:
         """Wait (bounded) until no connection has a batch in flight, then close them all."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        script = self.script
+        if script is not None and not script.invocation.dirty:
+            script.invocation.killed = True  # a running script that wrote nothing is stopped, as SCRIPT KILL
         while any(c.busy for c in self.connections) and loop.time() < deadline:
             self.idle.clear()
             try:
