@@ -264,6 +264,8 @@ def _execute(ctx: Context, state: Scripting, script: Script, invocation: Invocat
             return reply
         finally:
             engine.end_batch()
+        log.info("script_to_worker sha=%s ms=%.1f (past the event loop's budget, nothing written: run again "
+                 "in the worker thread)", script.sha.decode(), (time.monotonic() - invocation.started) * 1000)
         state.overran(script.sha, time.monotonic() - invocation.started)
         invocation = dataclasses.replace(invocation, resp=2, budget_at=0.0, migrate=False,
                                          started=time.monotonic())
