@@ -149,9 +149,12 @@ def _set(ctx: Context, args: list[bytes]) -> Any:
             continue
         if name in ("lua-time-limit", "busy-reply-threshold"):
             ms = parse_int64(raw_value)
-            if ms is None or ms < 0:
+            if ms is None:
                 raise CommandError(f"CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be "
                                    "parsed into an integer")
+            if ms < 0:
+                raise CommandError(f"CONFIG SET failed (possibly related to argument '{name}') - argument must be "
+                                   "between 0 and 9223372036854775807 inclusive")
             changes.append(lambda v=ms: set_time_limit(ctx, v))  # type: ignore[misc]
             continue
         if name != "requirepass" and value == current[name]:

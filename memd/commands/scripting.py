@@ -148,6 +148,9 @@ def _known(name: bytes) -> bool:
 
 
 _noscript: frozenset[bytes] | None = None
+# commands that act on the server's connections or the WAL's settings, which belong to the event
+# loop's thread: refused to a script running in the worker thread (on the loop they run as usual)
+_LOOP_ONLY = frozenset({b"client", b"config"})
 
 
 def _noscript_names() -> frozenset[bytes]:
@@ -167,6 +170,8 @@ def dispatch(invocation: Invocation, argv: list[bytes]) -> tuple[Any, bool]:
     if not arity_ok(cmd, len(argv) - 1):
         return b"Wrong number of args calling Redis command from script", True
     if name in _noscript_names():
+        return b"This Redis command is not allowed from script", True
+    if invocation.in_worker and name in _LOOP_ONLY:
         return b"This Redis command is not allowed from script", True
     ctx = invocation.ctx
     if cmd.write:
@@ -277,6 +282,7 @@ def _in_worker(ctx: Context, server: Any, state: Scripting, script: Script, invo
                keys: list[bytes], argv: list[bytes]) -> Any:
     """Run the script in the worker thread; past a few milliseconds free the loop (see the module doc)."""
     engine = ctx.engine
+    invocation.in_worker = True
     engine.begin_batch()
     job = Job(lambda: state.lua.run(invocation, script, keys, argv))
     state.worker.submit(job)

@@ -63,6 +63,7 @@ class Invocation:
     kill_seen: bool = False
     budget_at: float = 0.0  # run on the event loop: past this monotonic time, a run that wrote nothing stops
     migrate: bool = False  # ... and did stop: it is run again from the start in the worker thread
+    in_worker: bool = False  # running in the worker thread: commands that belong to the loop are refused
     started: float = field(default_factory=time.monotonic)
 
 

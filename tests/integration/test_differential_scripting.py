@@ -295,6 +295,23 @@ def test_corpus_pipelined(pair: ServerPair) -> None:
     corpus_over_daemon(pair, _blocks(), pipelined=True, words=words)
 
 
+CONFIG = r"""
+CONFIG SET lua-time-limit -1
+CONFIG SET lua-time-limit abc
+CONFIG SET lua-time-limit 4000
+CONFIG GET lua-time-limit
+CONFIG GET busy-reply-threshold
+CONFIG SET busy-reply-threshold 5000
+CONFIG GET lua-time-limit
+"""
+
+
+def test_config_lua_time_limit(pair: ServerPair) -> None:
+    for line in CONFIG.strip().splitlines():
+        pair.run(words(line), "config")
+    pair.assert_clean()
+
+
 TRANSACTIONS = r"""
 MULTI
 EVAL "return redis.call('incr', KEYS[1])" 1 counter
