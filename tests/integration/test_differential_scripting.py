@@ -356,3 +356,41 @@ def test_random_scripts(pair: ServerPair) -> None:
             key = rng.choice(["a", "b", "c"]).encode()
             pair.run([b"EVAL", body.encode(), b"1", key, str(rng.randint(-5, 50)).encode()], f"seed {seed} step {step}")
     pair.assert_clean()
+
+
+# ---- a real library's scripts: walrus (its Lua parts), memd against redis-server ---------------
+
+def _walrus_session(path: str) -> list[object]:
+    """walrus's Lua-based features (cas, Array, RateLimitLua, Model range queries by zset_score_filter)."""
+    from walrus import Database, IntegerField, Model, TextField
+
+    db = Database(unix_socket_path=path)
+    db.flushall()
+    out: list[object] = []
+    db.set("k", "v1")
+    out += [db.cas("k", "v1", "v2"), db.cas("k", "zz", "v3"), db.get("k")]
+    array = db.Array("arr")
+    array.extend(["a", "b", "c"])
+    array.append("d")
+    out += [list(array), array[1], array[-1]]
+    array[1] = "B"
+    out += [array.pop(), array.pop(0), list(array), len(array), "B" in array]
+    limiter = db.rate_limit_lua("rl", limit=3, per=60)
+    out.append([limiter.limit("user") for _ in range(5)])
+
+    class Person(Model):
+        __database__ = db
+        name = TextField(primary_key=True)
+        age = IntegerField(index=True)
+
+    for name, age in (("ann", 25), ("bob", 31), ("cid", 40), ("dee", 31)):
+        Person.create(name=name, age=age)
+    out.append(sorted(p.name for p in Person.query(Person.age > 30)))
+    out.append(sorted(p.name for p in Person.query(Person.age <= 31)))
+    out.append(sorted(p.name for p in Person.query(Person.age.between(26, 35))))
+    db.close()
+    return out
+
+
+def test_walrus_lua_features(redis_socket: str, memd_socket: str) -> None:  # noqa: F811
+    assert _walrus_session(memd_socket) == _walrus_session(redis_socket)
