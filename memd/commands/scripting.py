@@ -32,13 +32,14 @@ waits for the durability the fsync policy promises.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, arity_ok, command, parse_int
-from memd.commands.commandtable import declare_subcommands, subcommand, table
+from memd.commands.commandtable import DATA_FILE, declare_subcommands, subcommand, table
 from memd.errors import CommandError, DurabilityError
 from memd.resp import SimpleString
 from memd.scripting.convert import error_text
@@ -154,10 +155,17 @@ _LOOP_ONLY = frozenset({b"client", b"config"})
 
 
 def _noscript_names() -> frozenset[bytes]:
-    """Commands Redis (or memd's own table) flags ``noscript``."""
+    """Commands Redis (or memd's own table) flags ``noscript``, and subcommands (``script|flush``)."""
     global _noscript
     if _noscript is None:
-        _noscript = frozenset(name.encode() for name, meta in table().items() if "noscript" in meta.flags)
+        names = {name.encode() for name, meta in table().items() if "noscript" in meta.flags}
+        with open(DATA_FILE) as f:
+            for entry in json.load(f)["commands"].values():
+                info = entry["info"]
+                for sub in info[9] if len(info) > 9 and isinstance(info[9], list) else ():
+                    if any(flag.get("+") == "noscript" for flag in sub[2]["~"]):
+                        names.add(sub[0].encode())
+        _noscript = frozenset(names)
     return _noscript
 
 
@@ -169,7 +177,8 @@ def dispatch(invocation: Invocation, argv: list[bytes]) -> tuple[Any, bool]:
         return b"Unknown Redis command called from script", True
     if not arity_ok(cmd, len(argv) - 1):
         return b"Wrong number of args calling Redis command from script", True
-    if name in _noscript_names():
+    noscript = _noscript_names()
+    if name in noscript or (len(argv) > 1 and name + b"|" + argv[1].lower() in noscript):
         return b"This Redis command is not allowed from script", True
     if invocation.in_worker and name in _LOOP_ONLY:
         return b"This Redis command is not allowed from script", True

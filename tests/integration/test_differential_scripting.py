@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import memd.commands.connection  # noqa: F401  (MULTI...: refused from scripts by name)
-import memd.commands.scripting  # noqa: F401  (registers EVAL, SCRIPT)
+from memd.commands import load_all
 from memd.engine.engine import Engine
 from tests.integration.daemon import Daemon
 from tests.integration.diffkit import cmd, corpus_in_process, corpus_over_daemon, split_corpus, with_engine_pair
@@ -24,6 +23,7 @@ from tests.integration.test_differential_handlers import redis_socket  # noqa: F
 from tests.integration.test_differential_server import Pair as ServerPair
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+load_all()  # every command, as the daemon has them: scripts call (or are refused) any of them
 
 CORPUS = r"""
 # conversions Lua -> reply
@@ -104,6 +104,11 @@ EVAL "return redis.call()" 0
 EVAL "return redis.call('incr',{})" 0
 EVAL "return redis.call('eval','return 1',0)" 0
 EVAL "return redis.call('multi')" 0
+EVAL "return redis.call('script', 'flush')" 0
+EVAL "return redis.pcall('script', 'load', 'return 1')" 0
+EVAL "return redis.pcall('config', 'get', 'maxmemory')" 0
+EVAL "return redis.pcall('client', 'id')" 0
+EVAL "return redis.pcall('script', 'help')[1]" 0
 EVAL "return redis.pcall('lpush','s','x')" 0
 EVAL "error('boom')" 0
 EVAL "error({err='MY custom'})" 0
