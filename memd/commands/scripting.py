@@ -128,12 +128,21 @@ class Scripting:
 _STATES: weakref.WeakKeyDictionary[Engine, Scripting] = weakref.WeakKeyDictionary()
 
 
+_last: tuple[Engine | None, Scripting | None] = (None, None)
+
+
 def scripting(ctx: Context) -> Scripting:
+    """The engine's scripting state (one per engine: its Lua state and script cache)."""
+    global _last
+    engine, state = _last
+    if engine is ctx.engine and state is not None:
+        return state
     state = _STATES.get(ctx.engine)
     if state is None:
         state = _STATES[ctx.engine] = Scripting()
         if ctx.server is not None:
             state.time_limit_ms = getattr(ctx.server, "lua_time_limit_ms", DEFAULT_TIME_LIMIT_MS)
+    _last = (ctx.engine, state)
     return state
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from lupa import lua51  # type: ignore[import-untyped]
 
 from memd.errors import CommandError
+from memd.resp import ErrorReply
 from memd.scripting import bitlib, cjsonlib, msgpack, structlib
 from memd.scripting.convert import ToLua, error_reply, from_lua, redis_error_text
 from memd.scripting.luasrc import BOOTSTRAP
@@ -237,11 +238,13 @@ class LuaState:
             return self._error_table(b"internal error: " + str(exc).encode(errors="replace")), True
         if failed:
             return self._error_table(reply), True
+        if type(reply) is int or type(reply) is bytes:  # the common replies: no conversion, no error
+            return reply, False
         try:
             value = self.to_lua.convert(reply, invocation.resp)
         except TypeError as exc:
             return self._error_table(b"internal error: " + str(exc).encode()), True
-        if isinstance(reply, CommandError) or type(reply).__name__ == "ErrorReply":
+        if isinstance(reply, (CommandError, ErrorReply)):
             return value, True
         return value, False
 
