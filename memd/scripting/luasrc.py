@@ -21,11 +21,11 @@ BOOTSTRAP = r"""
 local py = ...
 local G = _G
 local dbg = debug
-local type, error, select, tostring, rawget, rawset, next, unpack, setmetatable, setfenv, getmetatable =
-      type, error, select, tostring, rawget, rawset, next, unpack, setmetatable, setfenv, getmetatable
+local type, error, select, tostring, rawset, next, unpack, setmetatable, setfenv, getmetatable =
+      type, error, select, tostring, rawset, next, unpack, setmetatable, setfenv, getmetatable
 local raw_pcall, raw_loadstring, raw_load = pcall, loadstring, load
-local string_byte, string_format, string_sub, string_find = string.byte, string.format, string.sub, string.find
-local py_call, py_kill_check = py.call, py.kill_check
+local string_byte = string.byte
+local py_kill_check = py.kill_check
 
 local real_of = setmetatable({}, {__mode = 'k'})   -- proxy -> the table it guards
 
@@ -168,6 +168,11 @@ env.cjson = guard(cjson)
 env.cmsgpack = guard(cmsgpack)
 env.bit = guard(bit)
 env.struct = guard(struct)
+
+-- strings' methods ("x"):upper() go through the guarded table, and their metatable is read-only too
+local string_mt = getmetatable('')
+string_mt.__index = env.string
+string_mt.__metatable = guard(string_mt)
 
 local function error_handler(err)
   local level, i = 2, dbg.getinfo(2, 'nSl')

@@ -140,6 +140,11 @@ EVAL "return tostring(_G == _G._G)" 0
 EVAL "return type(_G.redis)" 0
 EVAL "local n = 0 for k, v in pairs(string) do n = n + 1 end return n" 0
 EVAL "local f = function() return 1 end return type(f)" 0
+EVAL "getmetatable('').__index = nil" 0
+EVAL "return type(getmetatable(''))" 0
+EVAL "return ('abc'):upper() .. ('x'):rep(3)" 0
+EVAL "math.floor = nil" 0
+EVAL "return math.floor(2.5)" 0
 # libraries
 EVAL "return cjson.encode({1,2,3})" 0
 EVAL "return cjson.encode({a='x/y', b={1,2}})" 0
