@@ -158,6 +158,7 @@ def _known(name: bytes) -> bool:
 
 
 _noscript: frozenset[bytes] | None = None
+_noscript_for = 0  # the size of the command table _noscript was built from
 # commands that act on the server's connections or the WAL's settings, which belong to the event
 # loop's thread: refused to a script running in the worker thread (on the loop they run as usual)
 _LOOP_ONLY = frozenset({b"client", b"config"})
@@ -165,8 +166,9 @@ _LOOP_ONLY = frozenset({b"client", b"config"})
 
 def _noscript_names() -> frozenset[bytes]:
     """Commands Redis (or memd's own table) flags ``noscript``, and subcommands (``script|flush``)."""
-    global _noscript
-    if _noscript is None:
+    global _noscript, _noscript_for
+    if _noscript is None or _noscript_for != len(COMMANDS):  # (again if a module registered more since)
+        _noscript_for = len(COMMANDS)
         names = {name.encode() for name, meta in table().items() if "noscript" in meta.flags}
         with open(DATA_FILE) as f:
             for entry in json.load(f)["commands"].values():
