@@ -161,7 +161,9 @@ _noscript: frozenset[bytes] | None = None
 _noscript_for = 0  # the size of the command table _noscript was built from
 # commands that act on the server's connections or the WAL's settings, which belong to the event
 # loop's thread: refused to a script running in the worker thread (on the loop they run as usual)
-_LOOP_ONLY = frozenset({b"client", b"config"})
+_LOOP_ONLY = frozenset({b"client", b"config", b"publish", b"spublish"})
+# not writes, but Redis refuses them to read-only scripts too (its may-replicate commands)
+_MAY_REPLICATE = frozenset({b"publish", b"spublish"})
 
 
 def _noscript_names() -> frozenset[bytes]:
@@ -194,6 +196,8 @@ def dispatch(invocation: Invocation, argv: list[bytes]) -> tuple[Any, bool]:
     if invocation.in_worker and name in _LOOP_ONLY:
         return b"This Redis command is not allowed from script", True
     ctx = invocation.ctx
+    if invocation.read_only and name in _MAY_REPLICATE:
+        return b"Write commands are not allowed from read-only scripts.", True
     if cmd.write:
         if invocation.read_only:
             return b"Write commands are not allowed from read-only scripts.", True
