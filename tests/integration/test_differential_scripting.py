@@ -225,6 +225,14 @@ EVAL "for i = 1, 10 do redis.call('rpush', KEYS[1], i) end return redis.call('lr
 EVAL "redis.call('set','partial','1'); error('after write')" 0
 GET partial
 EVAL "return redis.call('del', unpack(KEYS))" 3 key list partial
+# databases: a script's SELECT is its own (Redis 7.0), the caller stays where it was
+EVAL "redis.call('select', 1) redis.call('set', 'indb1', 'v') return redis.call('get', 'indb1')" 0
+GET indb1
+SELECT 1
+GET indb1
+EVAL "return redis.call('get', 'indb1')" 0
+SELECT 0
+EVAL "return redis.call('select', 99)" 0
 """
 
 
