@@ -366,6 +366,7 @@ class ServerConfig:
     pubsub_output_soft_seconds: float = _opt(DEFAULT_PUBSUB_OUTPUT_SOFT_SECONDS, "number")
     password: str = _opt(DEFAULT_PASSWORD, "secret")  # Redis's requirepass, after the peer-credentials gate
     databases: int = _opt(DEFAULT_DATABASES, "int", minimum=1, maximum=MAX_DATABASES)  # SELECT 0..databases-1
+    lua_time_limit_ms: int = _opt(5000, "int", minimum=0)  # Redis's lua-time-limit: past it, -BUSY and SCRIPT KILL
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,6 +155,7 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
         server = Server(engine, s.socket, socket_mode=s.socket_mode, socket_group=group)
         configure_server(server, cfg, group)
         server.config_view = lambda: config_mod.to_dict(live.cfg)
+        server.lua_time_limit_ms = cfg.server.lua_time_limit_ms
         server.shutdown_requested = stop
         watchdog = Watchdog(engine, cfg.watchdog)
         maintenance = _maintenance(engine, live, watchdog)

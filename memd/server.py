@@ -38,6 +38,7 @@ from typing import Any
 
 from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, arity_ok, load_all
 from memd.commands.connection import execute, release_watches
+from memd.commands.scripting import allowed_while_busy, busy_error
 from memd.commands.serverview import InfoProvider, JobRunner
 from memd.config import NamespaceRule
 from memd.engine.engine import Engine
@@ -52,7 +53,10 @@ SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 # A run of plain SETs (see Connection._run_ok) is applied and the buffer's cap checked again at
 # least this often: commands that piled up while a batch waited can be megabytes of SETs.
 RUN_MAX_BYTES = 1 << 20
+# commands not flagged write that may write all the same: admitted like writes when the buffer is full
+_MAY_WRITE = frozenset({b"exec", b"eval", b"evalsha"})
 _MAY_REPLICATE = frozenset({"publish", "spublish"})  # not writes, but CLIENT PAUSE WRITE holds them (Redis 7.0)
+_PAUSED_AS_WRITE = _MAY_REPLICATE | {"eval", "evalsha"}  # ... and scripts that may write
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +234,19 @@ class Connection(PushOutput, asyncio.Protocol):
             for i, argv in enumerate(cmds):
                 if i < run_end:
                     continue
+                script = self.server.script
+                if script is not None:  # a script runs in its thread and holds the engine
+                    if not script.past_limit():  # hold everything until it ends or passes its limit
+                        self.backlog = cmds[i:] + self.backlog
+                        self._suspend(out, writes, lsn_before, self._wait_script)
+                        return
+                    if not allowed_while_busy(argv):
+                        if ctx.multi is not None:
+                            ctx.multi_error = True  # a refused command fails the transaction, as in Redis
+                        self.server.count_error("BUSY")
+                        self.encoder.protocol = ctx.protocol
+                        self.encoder.encode_into(out, busy_error())
+                        continue
                 if len(argv) == 3 and argv[0].lower() == b"set" and (sets or self._run_ok()):
                     sets.append((argv[1], argv[2]))
                     start = len(out)
@@ -362,8 +379,9 @@ class Connection(PushOutput, asyncio.Protocol):
 
     @staticmethod
     def _is_write(argv: list[bytes]) -> bool:
-        cmd = COMMANDS.get(argv[0].lower())
-        return cmd is not None and (cmd.write or argv[0].lower() == b"exec")
+        name = argv[0].lower()
+        cmd = COMMANDS.get(name)
+        return cmd is not None and (cmd.write or name in _MAY_WRITE)
 
     def _send(self, out: bytearray, writes: list[tuple[int, int]], lsn_before: int) -> bool:
         """Send ``out`` now if it holds no write, else queue it for the server's next group ack."""
@@ -446,9 +464,10 @@ class Connection(PushOutput, asyncio.Protocol):
             return True
         name = argv[0].lower()
         if name == b"exec":
-            return self.ctx.multi is not None and any(c.write or c.name in _MAY_REPLICATE for c, _ in self.ctx.multi)
+            return self.ctx.multi is not None and any(c.write or c.name in _PAUSED_AS_WRITE
+                                                      for c, _ in self.ctx.multi)
         cmd = COMMANDS.get(name)
-        return cmd is not None and (cmd.write or cmd.name in _MAY_REPLICATE)
+        return cmd is not None and (cmd.write or cmd.name in _PAUSED_AS_WRITE)
 
     async def _wait_unpause(self) -> Any:
         """Wait for the pause's end (its time, or CLIENT UNPAUSE); the held commands then run."""
@@ -459,6 +478,19 @@ class Connection(PushOutput, asyncio.Protocol):
                 await asyncio.wait_for(server.unpaused.wait(), delay)
             except TimeoutError:
                 pass
+        return NO_REPLY
+
+    async def _wait_script(self) -> Any:
+        """Hold this connection's commands while a script runs: until it ends or passes lua-time-limit
+        (then they are answered -BUSY, but SCRIPT KILL)."""
+        script = self.server.script
+        if script is not None:
+            delay = script.deadline - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(script.ended.wait(), delay)
+                except TimeoutError:
+                    pass
         return NO_REPLY
 
     async def _admit(self) -> Any:
@@ -544,6 +576,8 @@ class Server:
         self.pause_until = 0.0  # CLIENT PAUSE: time.monotonic() it ends at; 0: no pause
         self.pause_all = False  # ... of every command (ALL), else of writes only (WRITE)
         self.unpaused = asyncio.Event()  # set (and replaced) when a pause ends early
+        self.script: Any = None  # the script running in its thread (memd.commands.scripting.Running): the gate
+        self.lua_time_limit_ms = 5000  # [server] lua_time_limit_ms; CONFIG SET lua-time-limit
         self.password = ""  # [server] password: "" = peer credentials alone admit a client; the daemon sets it
         self._server: asyncio.base_events.Server | None = None
         self._lock_fd = -1
@@ -682,6 +716,9 @@ class Server:
         """Wait (bounded) until no connection has a batch in flight, then close them all."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        script = self.script
+        if script is not None and not script.invocation.dirty:
+            script.invocation.killed = True  # a running script that wrote nothing is stopped, as SCRIPT KILL
         while any(c.busy for c in self.connections) and loop.time() < deadline:
             self.idle.clear()
             try:

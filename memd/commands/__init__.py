@@ -167,7 +167,7 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
 
 MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "keyops", "sort", "hashes", "lists", "sets",
            "zsets", "zsetops", "streams", "streamgroups", "streamclaim", "server", "memory", "introspect", "clients",
-           "auth", "pubsub")
+           "auth", "pubsub", "scripting")
 
 
 def load_all() -> dict[bytes, Command]:

@@ -25,6 +25,8 @@ from typing import Any
 from memd.commands import Context
 from memd.commands.commandtable import declare_subcommands, subcommand
 from memd.commands.keys import glob_match
+from memd.commands.scripting import scripting, set_time_limit
+from memd.int64 import parse_int64
 from memd.errors import CommandError
 from memd.resp import SimpleString
 
@@ -51,7 +53,7 @@ _TOML_KEY: dict[str, str | None] = {
     "maxmemory": "backpressure.buffer_max_bytes and watchdog.hard_limit",
     "maxmemory-policy": None, "maxmemory-samples": None, "timeout": None, "databases": None, "save": None,
     "appendonly": None, "appendfsync": "storage.fsync", "notify-keyspace-events": None,
-    "lua-time-limit": None, "busy-reply-threshold": None, "maxclients": "server.max_clients",
+    "lua-time-limit": "server.lua_time_limit_ms", "busy-reply-threshold": "server.lua_time_limit_ms", "maxclients": "server.max_clients",
     "proto-max-bulk-len": "server.max_bulk_bytes", "client-query-buffer-limit": "server.max_pending_bytes",
     "port": None, "bind": None, "unixsocket": "server.socket", "unixsocketperm": "server.socket_mode",
     "dir": "storage.data_dir", "requirepass": "server.password", "tcp-keepalive": None, "hz": None,
@@ -70,12 +72,13 @@ def redis_parameters(ctx: Context) -> dict[str, str]:
     server, engine = ctx.server, ctx.engine
     view: dict[str, str] = dict(server.config_view()) if server is not None else {}
     max_clients = str(server.limits.max_clients) if server is not None else "10000"
+    limit = scripting(ctx).time_limit_ms
     socket_path = server.socket_path if server is not None else ""
     return {
         "maxmemory": "0", "maxmemory-policy": "noeviction", "maxmemory-samples": "5", "timeout": "0",
         "databases": str(getattr(engine, "databases", 1)), "save": "", "appendonly": "yes",
-        "appendfsync": engine.fsync_policy, "notify-keyspace-events": "", "lua-time-limit": "5000",
-        "busy-reply-threshold": "5000", "maxclients": max_clients,
+        "appendfsync": engine.fsync_policy, "notify-keyspace-events": "", "lua-time-limit": str(limit),
+        "busy-reply-threshold": str(limit), "maxclients": max_clients,
         "proto-max-bulk-len": view.get("server.max_bulk_bytes", str(512 << 20)),
         "client-query-buffer-limit": view.get("server.max_pending_bytes", str(64 << 20)),
         "port": "0", "bind": "", "unixsocket": socket_path,
@@ -149,6 +152,16 @@ def _set(ctx: Context, args: list[bytes]) -> Any:
                 raise CommandError(f"CONFIG SET failed (possibly related to argument '{name}') - argument(s) must "
                                    "be one of the following: always, everysec, no")
             changes.append(lambda p=policy: setattr(ctx.engine, "fsync_policy", p))  # type: ignore[misc]
+            continue
+        if name in ("lua-time-limit", "busy-reply-threshold"):
+            ms = parse_int64(raw_value)
+            if ms is None:
+                raise CommandError(f"CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be "
+                                   "parsed into an integer")
+            if ms < 0:
+                raise CommandError(f"CONFIG SET failed (possibly related to argument '{name}') - argument must be "
+                                   "between 0 and 9223372036854775807 inclusive")
+            changes.append(lambda v=ms: set_time_limit(ctx, v))  # type: ignore[misc]
             continue
         if name != "requirepass" and value == current[name]:
             continue  # already so: nothing to change

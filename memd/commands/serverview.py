@@ -116,6 +116,11 @@ class ServerView(Protocol):
     def password(self) -> str:
         """``[server] password`` ("" = none): AUTH checks it; the daemon sets it (and on reload)."""
 
+    # a script running in its thread (memd.commands.scripting.Running, None: none): the server holds or
+    # answers -BUSY to every other command meanwhile; and the time before -BUSY (lua-time-limit)
+    script: Any
+    lua_time_limit_ms: int
+
     def kill_client(self, ctx: Context) -> None:
         """Close the connection whose context is ``ctx`` (CLIENT KILL)."""
 

@@ -160,6 +160,7 @@ class Engine:
         self.flush_failures = 0  # failed flush attempts (each retried; the WAL keeps every write)
         self.flush_started: float | None = None  # monotonic; set until a flush succeeds (retries keep it)
         self._batch: list[Op] | None = None
+        self._held: anyio.Event | None = None  # set while a script in its thread holds the engine (hold())
         self._flush_wanted = anyio.Event()
         self._flushed = anyio.Event()
         self._flush_lock = anyio.Lock()  # one flush at a time: the loop, MEMD.FLUSH and shutdown share it
@@ -449,20 +450,53 @@ class Engine:
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Everything applied inside becomes one WAL record: all or nothing after a crash."""
+        self.begin_batch()
+        try:
+            yield
+        finally:
+            self.end_batch()
+
+    @property
+    def in_batch(self) -> bool:
+        """True between :meth:`begin_batch` and :meth:`end_batch` (a transaction or a script is running)."""
+        return self._batch is not None
+
+    def begin_batch(self) -> None:
+        """:meth:`batch` split in two, for a batch whose body runs across an await (a script in its thread)."""
         if self._batch is not None:
             raise RuntimeError("batches do not nest")
         self.wal.check_writable()
         self._batch = []
         self._batch_db = 0
-        try:
-            yield
-        finally:
-            ops, self._batch = self._batch, None
-            if ops:
-                lsn = self.last_lsn + 1
-                self.wal.append(lsn, ops)
-                self.last_lsn = lsn  # the memtable already saw the ops under this LSN
-                self._maybe_flush()
+
+    def end_batch(self) -> None:
+        """Log what the batch applied as ONE WAL record (on the loop thread: the WAL is the loop's)."""
+        ops, self._batch = self._batch, None
+        if ops:
+            lsn = self.last_lsn + 1
+            self.wal.append(lsn, ops)
+            self.last_lsn = lsn  # the memtable already saw the ops under this LSN
+            self._maybe_flush()
+
+    def hold(self) -> None:
+        """A script runs in another thread and writes to the active memtable: no flush may freeze it.
+
+        The loop may run meanwhile (it answers -BUSY), and so may the flush task: a flush of the
+        frozen table already under way goes on (it reads only that table), but no new freeze
+        happens until :meth:`release`. Reads merge the layers either side of that flush's end
+        correctly: the frozen table is dropped only after SQLite has its rows.
+        """
+        if self._held is None:
+            self._held = anyio.Event()
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.set()
+
+    async def _unheld(self) -> None:
+        while self._held is not None:
+            await self._held.wait()
 
     def check_writable(self) -> None:
         """Raise the error a write would get right now (WAL failure, memory watchdog), if any."""
@@ -620,6 +654,7 @@ class Engine:
             if self.frozen is not None:
                 await self._flush_frozen(self.frozen)
             if self.active.records:
+                await self._unheld()  # never freeze the table a script in its thread is writing
                 await self._flush_frozen(self._freeze())
             await self.wal.drop_through(self.store.flushed_lsn)
 
