@@ -117,6 +117,10 @@ class Context:
     last_active: float = 0.0  # time.monotonic() at the last batch of commands (CLIENT LIST idle)
     last_cmd: bytes = b"NULL"  # the last command run, "client|list" for a subcommand (CLIENT LIST cmd)
     db: int = 0  # the database SELECTed (Redis's logical number)
+    # Redis's CLIENT_DENY_BLOCKING: a blocking command answers as if it timed out instead of
+    # blocking. EXEC needs no flag (ctx.multi is set while it runs); a script runner sets this.
+    deny_blocking: bool = False
+    blocked: bool = False  # parked by a blocking command (CLIENT LIST flags=b); the server sets it
 
     @property
     def keyspace(self) -> Keyspace:
@@ -162,7 +166,7 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
 
 
 MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "keyops", "sort", "hashes", "lists", "sets",
-           "zsets", "zsetops", "server", "memory", "introspect", "clients", "auth")
+           "zsets", "zsetops", "blocking", "server", "memory", "introspect", "clients", "auth")
 
 
 def load_all() -> dict[bytes, Command]:
