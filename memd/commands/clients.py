@@ -165,7 +165,7 @@ def client(ctx: Context, args: list[bytes]) -> Any:
             ctx.server.unpause()
         return OK
     if sub == b"unblock":
-        return _unblock(ctx, args[1:])
+        return _unblock(ctx, args[0], args[1:])
     return [SimpleString(line) for line in _HELP]
 
 
@@ -187,11 +187,12 @@ def _pause(ctx: Context, opts: list[bytes]) -> Any:
     return OK
 
 
-def _unblock(ctx: Context, opts: list[bytes]) -> Any:
+def _unblock(ctx: Context, sub: bytes, opts: list[bytes]) -> Any:
     """CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 if that client was parked by a blocking command (it gets
     its timeout reply, or -UNBLOCKED), else 0. Redis checks the reason before the id."""
     if len(opts) > 2:
-        raise CommandError("unknown subcommand or wrong number of arguments for 'unblock'. Try CLIENT HELP.")
+        raise CommandError(f"unknown subcommand or wrong number of arguments for '{sub.decode(errors='replace')}'. "
+                           "Try CLIENT HELP.")
     error = False
     if len(opts) == 2:
         reason = opts[1].lower()
