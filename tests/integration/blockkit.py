@@ -107,7 +107,7 @@ class Side:
     def __init__(self, path: str, protocol: int, clients: int) -> None:
         self.path, self.protocol = path, protocol
         self.control = Client(path)
-        self.clients = [Client(path, protocol) for _ in range(clients)]
+        self.clients: list[Client | None] = [Client(path, protocol) for _ in range(clients)]
 
     def parked(self) -> set[int]:
         """The clients (by number) CLIENT LIST shows parked (flags with b)."""

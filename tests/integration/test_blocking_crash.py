@@ -30,6 +30,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -87,7 +88,7 @@ def test_blpop_never_redelivers_what_a_consumer_received(daemon: Daemon) -> None
         r = connect(daemon, timeout=None)  # parked for as long as it takes
         try:
             while True:
-                got = r.blpop(["q"], timeout=0)
+                got: Any = r.blpop(["q"], timeout=0)
                 with lock:
                     seen.append(got[1])
         except (redis.ConnectionError, redis.TimeoutError):
@@ -146,7 +147,8 @@ def test_blmove_reliable_queue_with_a_crashing_consumer(daemon: Daemon) -> None:
         taken = 0
         try:
             while True:
-                job = c.blmove("jobs", f"processing:{name}", 0.5 if stop_when_empty else 0, "RIGHT", "LEFT")
+                job: Any = c.blmove("jobs", f"processing:{name}", 0.5 if stop_when_empty else 0,  # type: ignore[arg-type]
+                                    "RIGHT", "LEFT")
                 if job is None:
                     return
                 taken += 1
@@ -176,7 +178,8 @@ def test_blmove_reliable_queue_with_a_crashing_consumer(daemon: Daemon) -> None:
 
     # recovery: whatever a consumer held goes back to the queue, then fresh consumers drain it
     r = connect(daemon)
-    for key in r.keys("processing:*"):
+    key: Any
+    for key in r.keys("processing:*"):  # type: ignore[union-attr]
         while r.lmove(key, "jobs", "LEFT", "RIGHT") is not None:
             pass
     threads = [threading.Thread(target=worker, args=(f"v{i}", None, True)) for i in range(CONSUMERS)]
