@@ -102,7 +102,8 @@ def client_line(c: Context) -> str:
     """One CLIENT LIST line: Redis 7.0's fields (catClientInfoString), then lib-name and lib-ver."""
     now = time.monotonic()
     created = c.created or now
-    flags = ("x" if c.multi is not None else "") + ("b" if c.blocked else "") + "U" + ("e" if c.no_evict else "") + ("T" if c.no_touch else "")
+    flags = ("x" if c.multi is not None else "") + ("b" if c.blocked else "") + "U" + ("e" if c.no_evict else "") \
+        + ("T" if c.no_touch else "")
     multi_mem = sum(sum(len(a) for a in args) for _, args in c.multi) if c.multi is not None else 0
     addr = _addr(c)
     return (f"id={c.client_id} addr={addr} laddr={addr} fd={c.fd} name={(c.name or b'').decode(errors='replace')} "

@@ -147,8 +147,8 @@ def test_blmove_reliable_queue_with_a_crashing_consumer(daemon: Daemon) -> None:
         taken = 0
         try:
             while True:
-                job: Any = c.blmove("jobs", f"processing:{name}", 0.5 if stop_when_empty else 0,  # type: ignore[arg-type]
-                                    "RIGHT", "LEFT")
+                wait: Any = 0.5 if stop_when_empty else 0  # (redis-py's stubs say int; Redis takes seconds)
+                job: Any = c.blmove("jobs", f"processing:{name}", wait, "RIGHT", "LEFT")
                 if job is None:
                     return
                 taken += 1

@@ -412,7 +412,8 @@ def test_blocking_random(redis_socket: str, memd_socket: str, protocol: int) -> 
                 args = cmd(f"{'ZRANGE' if key in ZSETS else 'LRANGE'} {key} 0 -1")
                 left = pair.redis.control.call(args), pair.memd.control.call(args)
                 if left[0] != left[1]:
-                    pair.mismatches.append(f"[seed {seed} end resp{protocol}] {key}: redis {left[0]!r} memd {left[1]!r}")
+                    pair.mismatches.append(f"[seed {seed} end resp{protocol}] {key}: redis {left[0]!r} "
+                                           f"memd {left[1]!r}")
         except AssertionError:
             pass
         finally:

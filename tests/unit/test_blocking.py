@@ -97,7 +97,8 @@ def test_timeout_rule() -> None:
     assert parse_timeout(b"9223372036854775") == 0  # beyond any clock: forever
     for raw, msg in [(b"-1", "timeout is negative"), (b"1e16", "timeout is negative"),
                      (b"inf", "timeout is negative"), (b"abc", "timeout is not a float or out of range"),
-                     (b"nan", "timeout is not a float or out of range"), (b" 1", "timeout is not a float or out of range")]:
+                     (b"nan", "timeout is not a float or out of range"),
+                     (b" 1", "timeout is not a float or out of range")]:
         with pytest.raises(CommandError, match=msg):
             parse_timeout(raw)
 
