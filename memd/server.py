@@ -518,6 +518,9 @@ class Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.closing = True
+        if self.parked is not None:  # at once (CLIENT KILL): a push later in this pass must not pop for it
+            self.server.blocking.forget(self)
+            self.parked = None
         if self.transport is not None:
             self.transport.close()
 

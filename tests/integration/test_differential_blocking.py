@@ -342,6 +342,39 @@ def test_short_timeouts(redis_socket: str, memd_socket: str, protocol: int) -> N
         memd.close()
 
 
+def _wait_parked(control: Client, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while b"blocked_clients:%d\r\n" % n not in control.call(cmd("INFO clients")):
+        assert time.monotonic() < deadline, "the client was not parked"
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_reply_modes_and_kill(redis_socket: str, memd_socket: str, protocol: int) -> None:  # noqa: F811
+    """CLIENT REPLY SKIP / OFF apply to a blocking command's eventual reply; CLIENT KILL of a parked
+    client takes it out of the queue at once (a push in the same pipeline stays in the list)."""
+    got: dict[str, list[bytes]] = {}
+    for name, path in (("redis", redis_socket), ("memd", memd_socket)):
+        control, a, b = Client(path), Client(path, protocol), Client(path, protocol)
+        try:
+            control.call(cmd("FLUSHALL"))
+            a.send([cmd("CLIENT REPLY SKIP"), cmd("BLPOP k 0"), cmd("PING")])
+            _wait_parked(control, 1)
+            out = [control.call(cmd("RPUSH k x")), a.read()]  # BLPOP's reply skipped: PONG comes first
+            a.send([cmd("CLIENT REPLY OFF"), cmd("BRPOP k 0"), cmd("CLIENT REPLY ON"), cmd("ECHO on")])
+            _wait_parked(control, 1)
+            out += [control.call(cmd("RPUSH k y")), a.read(), control.call(cmd("LLEN k"))]
+            b.send([cmd("BLPOP k 0")])
+            _wait_parked(control, 1)
+            control.send([cmd(f"CLIENT KILL ID {b.id}"), cmd("RPUSH k z"), cmd("LLEN k")])
+            out += [control.read(), control.read(), control.read()]
+            got[name] = out
+        finally:
+            for c in (control, a, b):
+                c.close()
+    assert got["memd"] == got["redis"], got
+
+
 # ---- seeded random multi-client sequences ---------------------------------------------------------
 
 LISTS = ["l0", "l1", "l2"]
