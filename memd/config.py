@@ -35,6 +35,11 @@ DEFAULT_MAX_BULK_BYTES = 512 * MiB
 DEFAULT_MAX_ARGS = 1_048_576
 DEFAULT_MAX_INLINE_BYTES = 64 * KiB
 DEFAULT_MAX_PENDING_BYTES = 64 * MiB
+DEFAULT_PUBSUB_OUTPUT_HARD_BYTES = 32 * MiB  # Redis's client-output-buffer-limit pubsub 32mb 8mb 60
+DEFAULT_PUBSUB_OUTPUT_SOFT_BYTES = 8 * MiB
+DEFAULT_PUBSUB_OUTPUT_SOFT_SECONDS = 60.0
+DEFAULT_DATABASES = 16  # Redis's default (the engine's own default is the same)
+MAX_DATABASES = 1024  # each database costs every buffer layer an empty table; Redis setups use a few dozen at most
 DEFAULT_PASSWORD = ""  # "" = no password: peer credentials alone admit a client (as Redis without requirepass)
 DEFAULT_DATA_DIR = ""  # "" -> default_data_dir() at load time
 DEFAULT_FSYNC = "everysec"
@@ -158,6 +163,7 @@ class _Kind:
     # | secret
     minimum: float = 0
     strict_min: bool = False
+    maximum: float = math.inf
     choices: tuple[str, ...] = ()
 
     def parse(self, value: object, path: str, key: str) -> Any:
@@ -210,6 +216,8 @@ class _Kind:
         if n == "int":
             if not _is_int(value) or value < self.minimum:  # type: ignore[operator]
                 raise bad(f"an integer {limit}")
+            if value > self.maximum:  # type: ignore[operator]
+                raise bad(f"an integer <= {self.maximum:g}")
             return value
         ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
         if not ok or (value <= self.minimum if self.strict_min else value < self.minimum):  # type: ignore[operator]
@@ -352,7 +360,12 @@ class ServerConfig:
     max_args: int = _opt(DEFAULT_MAX_ARGS, "int", minimum=1)
     max_inline_bytes: int = _opt(DEFAULT_MAX_INLINE_BYTES, "size", minimum=1)
     max_pending_bytes: int = _opt(DEFAULT_MAX_PENDING_BYTES, "size", minimum=1)
+    # a subscriber's unsent output: disconnected at the hard limit, or past the soft one for the seconds (0: off)
+    pubsub_output_hard_bytes: int = _opt(DEFAULT_PUBSUB_OUTPUT_HARD_BYTES, "size")
+    pubsub_output_soft_bytes: int = _opt(DEFAULT_PUBSUB_OUTPUT_SOFT_BYTES, "size")
+    pubsub_output_soft_seconds: float = _opt(DEFAULT_PUBSUB_OUTPUT_SOFT_SECONDS, "number")
     password: str = _opt(DEFAULT_PASSWORD, "secret")  # Redis's requirepass, after the peer-credentials gate
+    databases: int = _opt(DEFAULT_DATABASES, "int", minimum=1, maximum=MAX_DATABASES)  # SELECT 0..databases-1
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,7 +482,8 @@ RELOADABLE: frozenset[str] = frozenset(
     + [f"metrics.{k}" for k in _SECTIONS["metrics"]]
     + ["log.level", "storage.fsync", "server.allow_uids", "server.allow_gids", "server.password"]
     + [f"server.{k}" for k in ("max_clients", "max_bulk_bytes", "max_args",
-                                "max_inline_bytes", "max_pending_bytes")]
+                                "max_inline_bytes", "max_pending_bytes", "pubsub_output_hard_bytes",
+                                "pubsub_output_soft_bytes", "pubsub_output_soft_seconds")]
 )
 
 

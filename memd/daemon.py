@@ -131,7 +131,8 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
                       flush_max_bytes=cfg.flush.max_bytes, flush_max_age=cfg.flush.max_age_seconds,
                       buffer_max_bytes=cfg.backpressure.buffer_max_bytes,
                       write_timeout=cfg.backpressure.write_timeout_seconds,
-                      recovery_progress=_recovery_progress, migration_progress=_migration_progress) as engine:
+                      recovery_progress=_recovery_progress, migration_progress=_migration_progress,
+                      databases=s.databases) as engine:
         configure_memories(engine.memories, cfg.memory)
         server = Server(engine, s.socket, socket_mode=s.socket_mode, socket_group=group)
         configure_server(server, cfg, group)
@@ -268,7 +269,8 @@ def _apply(live: Live, engine: Engine, server: Server, maintenance: Maintenance,
 def configure_server(server: Server, cfg: Config, group: int | None) -> None:
     """Apply the server's live settings (at start and on reload): limits, peer access, password, namespace rules."""
     s = cfg.server
-    server.limits = Limits(s.max_clients, s.max_bulk_bytes, s.max_args, s.max_inline_bytes, s.max_pending_bytes)
+    server.limits = Limits(s.max_clients, s.max_bulk_bytes, s.max_args, s.max_inline_bytes, s.max_pending_bytes,
+                           s.pubsub_output_hard_bytes, s.pubsub_output_soft_bytes, s.pubsub_output_soft_seconds)
     server.access = Access.default(s.allow_uids, s.allow_gids, group)
     server.password = s.password  # a reload applies to connections made from now on, as requirepass does
     server.namespace_rules = cfg.memory.access

@@ -34,7 +34,7 @@ from memd.int64 import parse_int64
 
 __all__ = [
     "OK", "PONG", "QUEUED", "NULL_BULK", "NULL_ARRAY", "NULL3", "EMPTY_ARRAY",
-    "BigNumber", "ErrorReply", "NullArray", "Push", "ReplyEncoder",
+    "BigNumber", "ErrorReply", "Frames", "NullArray", "Push", "Raw", "ReplyEncoder",
     "RequestParser", "SimpleString", "Verbatim", "bulk", "integer", "format_double",
 ]
 
@@ -389,6 +389,22 @@ class Push(list[Any]):
     __slots__ = ()
 
 
+class Frames(list[Any]):
+    """Several replies in a row, not one array: SUBSCRIBE and its kin answer once per channel.
+
+    Each is a :class:`Push` (RESP3 ``>``). Inside EXEC they fill the one slot of their command,
+    as Redis writes them there. Being pushes, Redis sends them even under CLIENT REPLY OFF.
+    """
+
+    __slots__ = ()
+
+
+class Raw(bytes):
+    """Bytes already encoded as RESP, written as they are (pushes that arrived while EXEC ran)."""
+
+    __slots__ = ()
+
+
 class OrderedSet(list[Any]):
     """RESP3 set ``~`` whose element order is fixed (COMMAND's metadata, as Redis sends it); an array in RESP2."""
 
@@ -530,6 +546,11 @@ def _aggregate(resp3: bytes) -> Callable[[ReplyEncoder, bytearray, Any], None]:
     return write
 
 
+def _frames(enc: ReplyEncoder, out: bytearray, v: Frames) -> None:
+    for item in v:
+        enc.encode_into(out, item)
+
+
 _true, _false = _resp3(b"#t\r\n", b":1\r\n"), _resp3(b"#f\r\n", b":0\r\n")
 ReplyEncoder._TABLE = {
     bytes: _bulk, bytearray: _bulk, memoryview: _bulk,
@@ -539,7 +560,8 @@ ReplyEncoder._TABLE = {
     type(None): _resp3(NULL3, NULL_BULK), _NullArrayType: _resp3(NULL3, NULL_ARRAY),
     float: _double, dict: _map, Verbatim: _verbatim,
     list: _aggregate(b"*"), tuple: _aggregate(b"*"), set: _aggregate(b"~"), frozenset: _aggregate(b"~"),
-    Push: _aggregate(b">"), OrderedSet: _aggregate(b"~"),
+    Push: _aggregate(b">"), OrderedSet: _aggregate(b"~"), Frames: _frames,
+    Raw: lambda e, o, v: o.extend(v),
     SimpleString: lambda e, o, v: o.extend(_status(v)),
     ErrorReply: lambda e, o, v: o.extend(b"-%b\r\n" % _line(v.removeprefix("-"))),
     BigNumber: lambda e, o, v: o.extend(b"(%d\r\n" % v) if e.protocol == 3 else _bulk(e, o, b"%d" % v),

@@ -45,7 +45,9 @@ from memd.commands.serverview import InfoProvider, JobRunner
 from memd.config import NamespaceRule
 from memd.engine.engine import Engine
 from memd.errors import CommandError, DurabilityError, MemdError, OverloadError, ProtocolError
-from memd.resp import ReplyEncoder, RequestParser
+from memd.pubsub import PubSub, Subscriptions
+from memd.pushes import PushOutput
+from memd.resp import Frames, ReplyEncoder, RequestParser
 
 log = logging.getLogger("memd.server")
 
@@ -53,6 +55,7 @@ SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 # A run of plain SETs (see Connection._run_ok) is applied and the buffer's cap checked again at
 # least this often: commands that piled up while a batch waited can be megabytes of SETs.
 RUN_MAX_BYTES = 1 << 20
+_MAY_REPLICATE = frozenset({"publish", "spublish"})  # not writes, but CLIENT PAUSE WRITE holds them (Redis 7.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,11 @@ class Limits:
     max_args: int = 1024 * 1024
     max_inline_bytes: int = 64 * 1024
     max_pending_bytes: int = 64 * 1024 * 1024
+    # Redis's client-output-buffer-limit pubsub (32mb 8mb 60): a subscriber whose unsent output reaches
+    # the hard limit, or stays at or above the soft one for longer than the seconds, is disconnected
+    pubsub_hard_bytes: int = 32 * 1024 * 1024
+    pubsub_soft_bytes: int = 8 * 1024 * 1024
+    pubsub_soft_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +103,7 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int, list[int]]:
     return pid, uid, gid, groups
 
 
-class Connection(asyncio.Protocol):
+class Connection(PushOutput, asyncio.Protocol):
     """One client: parse, run in order, reply in order."""
 
     def __init__(self, server: Server) -> None:
@@ -110,8 +118,17 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.closing = False
         self.write_paused = False  # the client is not reading its replies: stop producing more
+        # pub/sub output (memd.pushes): frames wait in ``pushes`` behind a reply held for its durability,
+        # or until the end of the loop pass; while this connection runs its batch they join ``_out``
+        self.subscriptions = self.ctx.subscriptions = Subscriptions(self.push)
+        self.pushes = bytearray()
+        self.held = False
+        self.push_scheduled = False
+        self.soft_since = 0.0  # when its output reached the soft limit (0: it is below)
+        self.unsent = 0  # the transport's unsent bytes when last looked at (see push)
+        self._out: bytearray | None = None
         self.parked: Waiter | None = None  # a blocking command waits: run nothing more until woken
-        self.held: list[tuple[bytearray, list[tuple[int, int]], int]] = []  # wake-up replies behind an ack
+        self.wake_held: list[tuple[bytearray, list[tuple[int, int]], int]] = []  # wake-up replies behind an ack
 
     # ---- asyncio callbacks ------------------------------------------------------------
 
@@ -153,6 +170,9 @@ class Connection(asyncio.Protocol):
         if self.parked is not None:
             self.server.blocking.forget(self)
             self.parked = None
+        if self.subscriptions.total:
+            self.server.pubsub.drop(self.subscriptions)
+        self.pushes = bytearray()
         self.server.connections.discard(self)
         self.server.idle.set()
 
@@ -183,6 +203,8 @@ class Connection(asyncio.Protocol):
         except Exception as exc:  # noqa: BLE001 - never leave other clients hanging on a bug
             log.exception("connection_error id=%d", self.ctx.client_id)
             self._fail(b"-ERR internal error: %b\r\n" % str(exc).encode())
+        finally:
+            self._out = None
 
     def _take(self) -> list[list[bytes]] | None:
         if self.backlog:
@@ -204,6 +226,9 @@ class Connection(asyncio.Protocol):
             ctx = self.ctx
             ctx.last_active = time.monotonic()  # once per batch: CLIENT LIST's idle needs no more
             out = bytearray()
+            if self.pushes:  # messages that came before this batch go before its replies
+                out, self.pushes = self.pushes, out
+            self._out = out
             writes: list[tuple[int, int]] = []  # (start, end) in out of replies to write commands
             lsn_before = engine.last_lsn
             sets: list[tuple[bytes, bytes]] = []  # a run of plain SETs not applied yet (see _run_ok)
@@ -258,7 +283,7 @@ class Connection(asyncio.Protocol):
                 if ctx.reply != "on" or reply is NO_REPLY:  # CLIENT REPLY OFF / SKIP: Redis's flags, in order
                     mode = ctx.reply
                     ctx.reply = "on" if mode == "skip" else "skip" if mode == "skip_next" else mode
-                    if reply is NO_REPLY or mode in ("off", "skip"):
+                    if reply is NO_REPLY or mode in ("off", "skip") and type(reply) is not Frames:
                         if wrote:
                             self.server.stats_writes += 1
                         if ctx.quit:
@@ -296,13 +321,13 @@ class Connection(asyncio.Protocol):
         nothing after a crash), and no reply leaves before the run's record
         is durable. Everything that could make one of them answer anything
         but OK is checked here, once: a transaction queues instead, the
-        buffer over its cap goes through admission, and a write refusal
+        buffer over its cap goes through admission, a RESP2 subscriber is refused, and a write refusal
         (WAL failure, memory watchdog) is answered by the normal path. None
         of that can change before the run is applied: no await comes between.
         """
         ctx = self.ctx
         if ctx.multi is not None or not ctx.authenticated or ctx.reply != "on" or self.server.pause_until \
-                or self.server.engine.over_capacity():
+                or self.server.engine.over_capacity() or ctx.protocol == 2 and self.subscriptions.total:
             return False
         try:
             self.server.engine.check_writable()
@@ -359,22 +384,24 @@ class Connection(asyncio.Protocol):
     def _send(self, out: bytearray, writes: list[tuple[int, int]], lsn_before: int) -> bool:
         """Send ``out`` now if it holds no write, else queue it for the server's next group ack."""
         lsn = self.server.engine.last_lsn
+        self._out = None
         if lsn == lsn_before:
             self._write(out)
             return True
-        self.busy = True
+        self.busy = self.held = True
         self.server.queue_ack(Ack(self, out, writes, lsn))
         return False
 
     def acked(self, data: bytes | bytearray) -> None:
         """The group ack reached this batch: reply, then go on with what arrived meanwhile."""
         self._write(data)
+        self.release_pushes()
         self.busy = False
         if self.ctx.quit:
             self._close()
             return
-        while self.held and not self.busy:  # a wake-up reply that came while this batch waited
-            out, writes, lsn = self.held.pop(0)
+        while self.wake_held and not self.busy:  # a wake-up reply that came while this batch waited
+            out, writes, lsn = self.wake_held.pop(0)
             self._deliver(out, writes, lsn)
         if not self.busy:
             self._run_safely()
@@ -409,7 +436,7 @@ class Connection(asyncio.Protocol):
             writes.append((0, len(out)))
         lsn = self.server.engine.last_lsn
         if self.busy:  # the replies before the blocking command still wait for their ack
-            self.held.append((out, writes, lsn))
+            self.wake_held.append((out, writes, lsn))
             return
         self._deliver(out, writes, lsn)
         if not self.busy:
@@ -420,7 +447,7 @@ class Connection(asyncio.Protocol):
         if not writes:
             self._write(out)
             return
-        self.busy = True
+        self.busy = self.held = True  # pub/sub pushes wait behind it (memd.pushes)
         self.server.queue_ack(Ack(self, out, writes, lsn))
 
     def pause_writing(self) -> None:
@@ -438,7 +465,8 @@ class Connection(asyncio.Protocol):
     def _suspend(self, out: bytearray, writes: list[tuple[int, int]], lsn_before: int,
                  fn: Callable[[], Awaitable[Any]]) -> None:
         """Send what is done (after its durability), then await ``fn`` and resume."""
-        self.busy = True
+        self.busy = self.held = True
+        self._out = None
         engine = self.server.engine
         lsn = engine.last_lsn
 
@@ -453,6 +481,7 @@ class Connection(asyncio.Protocol):
                         self._write(_fail_writes(out, writes, exc))
                 else:
                     self._write(out)
+                self.release_pushes()  # messages published meanwhile follow; during fn() they go out as they come
                 try:
                     reply = await fn()
                 except (CommandError, MemdError) as exc:
@@ -473,7 +502,8 @@ class Connection(asyncio.Protocol):
 
     def _paused_for(self, argv: list[bytes]) -> bool:
         """Whether CLIENT PAUSE holds this command now: every command (ALL), or writes (WRITE; EXEC
-        when its transaction writes), as Redis 7.0 postpones them."""
+        when its transaction writes), as Redis 7.0 postpones them. PUBLISH and SPUBLISH count as
+        writes there (Redis's may-replicate commands)."""
         server = self.server
         if time.monotonic() >= server.pause_until:
             server.unpause()  # the pause ran out
@@ -482,9 +512,9 @@ class Connection(asyncio.Protocol):
             return True
         name = argv[0].lower()
         if name == b"exec":
-            return self.ctx.multi is not None and any(c.write for c, _ in self.ctx.multi)
+            return self.ctx.multi is not None and any(c.write or c.name in _MAY_REPLICATE for c, _ in self.ctx.multi)
         cmd = COMMANDS.get(name)
-        return cmd is not None and cmd.write
+        return cmd is not None and (cmd.write or cmd.name in _MAY_REPLICATE)
 
     async def _wait_unpause(self) -> Any:
         """Wait for the pause's end (its time, or CLIENT UNPAUSE); the held commands then run."""
@@ -558,6 +588,7 @@ class Server:
         self.engine = engine
         self.blocking = Blocking(engine)  # clients parked by BLPOP & co.
         self.socket_path = socket_path
+        self.pubsub_check_bytes = 0
         self.limits = limits or Limits()
         self.access = access or Access.default(group=socket_group)
         self.socket_mode = socket_mode
@@ -570,6 +601,10 @@ class Server:
         self.stats_commands = 0
         self.stats_writes = 0  # write commands that logged a WAL record (INFO memd_write_commands)
         self.stats_errors: dict[str, int] = {}  # error replies by RESP prefix (INFO errorstats)
+        self.stats_output_limit_disconnects = 0  # subscribers cut off at their output-buffer limit
+        self.pubsub = PubSub()  # channels and patterns: the server's, not the engine's (not durable, not per db)
+        self._push_pending: list[PushOutput] = []
+        self._push_scheduled = False
         self.idle = asyncio.Event()
         self.shutdown_requested: asyncio.Event | None = None
         self.config_view: Callable[[], dict[str, str]] = dict  # CONFIG GET's source; the daemon sets it
@@ -585,6 +620,31 @@ class Server:
         self._loop_thread = 0
         self._lock_fd = -1
         self._owns_socket_file = True  # False for a socket systemd passed (memd.socket keeps its file)
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        """(Set at start and on reload.) Also the smallest pub/sub output limit in force, below which
+        a push skips the full check (no limit: never)."""
+        self._limits = limits
+        self.pubsub_check_bytes = min((n for n in (limits.pubsub_hard_bytes, limits.pubsub_soft_bytes) if n),
+                                      default=1 << 62)
+
+    def schedule_pushes(self, conn: PushOutput) -> None:
+        """Write ``conn``'s pushes once this event-loop pass is over (one write for all of them)."""
+        self._push_pending.append(conn)
+        if not self._push_scheduled:
+            self._push_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_pushes)
+
+    def _flush_pushes(self) -> None:
+        self._push_scheduled = False
+        pending, self._push_pending = self._push_pending, []
+        for conn in pending:
+            conn.flush_pushes()
 
     def count_error(self, prefix: str, n: int = 1) -> None:
         """Count ``n`` error replies with this RESP prefix: INFO errorstats and the metrics read it."""
@@ -680,7 +740,8 @@ class Server:
 
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: the counters INFO's stats and errorstats sections report start again from 0."""
-        self.stats_connections = self.stats_commands = self.stats_writes = 0
+        self.stats_connections = self.stats_commands = self.stats_writes = self.stats_output_limit_disconnects = 0
+        self.pubsub.messages = 0
         self.stats_errors.clear()
 
     async def start(self, activated: socket.socket | None = None) -> None:

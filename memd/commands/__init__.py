@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from memd.commands.serverview import ServerView
     from memd.engine.engine import Engine, WatchMark
     from memd.engine.keyspace import Keyspace
+    from memd.pubsub import Subscriptions
 
 Handler = Callable[["Context", list[bytes]], Any]
 # A run of consecutive calls of one command (each call's arguments) -> one reply per call (see batched)
@@ -107,7 +108,7 @@ class Context:
     quit: bool = False
     multi: list[tuple[Command, list[bytes]]] | None = None
     multi_error: bool = False
-    watched: dict[bytes, WatchMark] = field(default_factory=dict)
+    watched: dict[tuple[int, bytes], WatchMark] = field(default_factory=dict)  # (db, key) -> what WATCH saw
     authenticated: bool = True  # False until AUTH while [server] password is set (the server decides at accept)
     reply: str = "on"  # CLIENT REPLY: "on", "off", or "skip" (the next command's reply only)
     no_evict: bool = False  # CLIENT NO-EVICT (recorded: memd evicts no client)
@@ -117,6 +118,8 @@ class Context:
     last_active: float = 0.0  # time.monotonic() at the last batch of commands (CLIENT LIST idle)
     last_cmd: bytes = b"NULL"  # the last command run, "client|list" for a subcommand (CLIENT LIST cmd)
     db: int = 0  # the database SELECTed (Redis's logical number)
+    subscriptions: Subscriptions | None = None  # its pub/sub channels and patterns; the server sets it
+    pushed: bytearray | None = None  # pushes to this client while its EXEC runs: they go between EXEC's elements
     # Redis's CLIENT_DENY_BLOCKING: a blocking command answers as if it timed out instead of
     # blocking. EXEC needs no flag (ctx.multi is set while it runs); a script runner sets this.
     deny_blocking: bool = False
@@ -125,7 +128,8 @@ class Context:
     @property
     def keyspace(self) -> Keyspace:
         """The keyspace of the database this connection has selected: what every key command reads and writes."""
-        return self.engine.keyspace
+        engine = self.engine  # (engine.keyspace_of inlined: this is every key command's path)
+        return engine.keyspaces[engine.dbmap[self.db]]
 
 
 def wrong_arity(name: str) -> CommandError:
@@ -166,7 +170,7 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
 
 
 MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "keyops", "sort", "hashes", "lists", "sets",
-           "zsets", "zsetops", "blocking", "server", "memory", "introspect", "clients", "auth")
+           "zsets", "zsetops", "blocking", "server", "memory", "introspect", "clients", "auth", "pubsub")
 
 
 def load_all() -> dict[bytes, Command]:

@@ -5,8 +5,9 @@ CLIENT LIST / INFO lines carry Redis 7.0's fields in its order (then
 clients that parse them (redis-py's ``client_list``, dashboards) find what
 they expect. Figures memd does not keep per connection (query buffer,
 output buffer sizes) are 0; the address of a Unix socket client is
-``<socket path>:0`` as in Redis. Every client is of type ``normal`` and user
-``default`` (memd has no replicas, no pub/sub yet, and one user).
+``<socket path>:0`` as in Redis. A client with a pub/sub subscription is of
+type ``pubsub`` (flag ``P``, its counts in sub= psub= ssub=), every other of
+type ``normal``; all are user ``default`` (memd has no replicas and one user).
 
 CLIENT KILL closes other connections through the server
 (:meth:`ServerView.kill_client`); a connection that kills itself gets its
@@ -102,17 +103,26 @@ def client_line(c: Context) -> str:
     """One CLIENT LIST line: Redis 7.0's fields (catClientInfoString), then lib-name and lib-ver."""
     now = time.monotonic()
     created = c.created or now
-    flags = ("x" if c.multi is not None else "") + ("b" if c.blocked else "") + "U" + ("e" if c.no_evict else "") \
-        + ("T" if c.no_touch else "")
+    subs = c.subscriptions
+    sub, psub, ssub = (len(subs.channels), len(subs.patterns), len(subs.shard_channels)) if subs is not None \
+        else (0, 0, 0)
+    flags = ("P" if sub or psub or ssub else "") + ("x" if c.multi is not None else "") + \
+        ("b" if c.blocked else "") + "U" + ("e" if c.no_evict else "") + ("T" if c.no_touch else "")
     multi_mem = sum(sum(len(a) for a in args) for _, args in c.multi) if c.multi is not None else 0
     addr = _addr(c)
     return (f"id={c.client_id} addr={addr} laddr={addr} fd={c.fd} name={(c.name or b'').decode(errors='replace')} "
             f"age={int(now - created)} idle={int(now - (c.last_active or created))} flags={flags} "
-            f"db={getattr(c, 'db', 0)} sub=0 psub=0 ssub=0 multi={len(c.multi) if c.multi is not None else -1} "
+            f"db={getattr(c, 'db', 0)} sub={sub} psub={psub} ssub={ssub} "
+            f"multi={len(c.multi) if c.multi is not None else -1} "
             f"qbuf=0 qbuf-free=0 argv-mem=0 multi-mem={multi_mem} rbs=0 rbp=0 obl=0 oll=0 omem=0 "
             f"tot-mem={multi_mem} events=r cmd={c.last_cmd.decode(errors='replace')} user=default redir=-1 "
             f"resp={c.protocol} lib-name={c.lib_name.decode(errors='replace')} "
             f"lib-ver={c.lib_ver.decode(errors='replace')}")
+
+
+def _type(c: Context) -> bytes:
+    """Redis's client type: ``pubsub`` while it has a subscription, else ``normal`` (no replicas here)."""
+    return b"pubsub" if c.subscriptions is not None and c.subscriptions.total else b"normal"
 
 
 def _on_off(raw: bytes) -> bool:
@@ -223,7 +233,8 @@ def _list(ctx: Context, opts: list[bytes]) -> list[Context]:
     if len(opts) == 2 and opts[0].lower() == b"type":
         if opts[1].lower() not in _TYPES:
             raise CommandError(f"Unknown client type '{opts[1].decode(errors='replace')}'")
-        return _contexts(ctx) if opts[1].lower() == b"normal" else []
+        kind = opts[1].lower()
+        return [c for c in _contexts(ctx) if _type(c) == kind]
     if len(opts) > 1 and opts[0].lower() == b"id":
         by_id = {c.client_id: c for c in _contexts(ctx)}
         out = []
@@ -276,7 +287,7 @@ def _kill(ctx: Context, opts: list[bytes]) -> Any:
     for c in _contexts(ctx):
         if (addr is not None and _addr(c) != addr) or (laddr is not None and _addr(c) != laddr):
             continue
-        if kind and kind != b"normal" or client_id and c.client_id != client_id:
+        if kind and kind != _type(c) or client_id and c.client_id != client_id:
             continue
         if c is ctx and skipme:
             continue

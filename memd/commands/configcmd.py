@@ -56,7 +56,9 @@ _TOML_KEY: dict[str, str | None] = {
     "port": None, "bind": None, "unixsocket": "server.socket", "unixsocketperm": "server.socket_mode",
     "dir": "storage.data_dir", "requirepass": "server.password", "tcp-keepalive": None, "hz": None,
     "loglevel": "log.level", "cluster-enabled": None, "replica-read-only": None, "slave-read-only": None,
-    "slowlog-log-slower-than": None, "slowlog-max-len": None, "client-output-buffer-limit": None,
+    "slowlog-log-slower-than": None, "slowlog-max-len": None,
+    "client-output-buffer-limit": "server.pubsub_output_hard_bytes, pubsub_output_soft_bytes and "
+                                  "pubsub_output_soft_seconds",
     "io-threads": None, "daemonize": None, "protected-mode": None,
     "lfu-log-factor": None, "lfu-decay-time": None, "active-expire-enabled": None,
 }
@@ -82,7 +84,10 @@ def redis_parameters(ctx: Context) -> dict[str, str]:
         "tcp-keepalive": "0", "hz": "10", "loglevel": _LOGLEVEL.get(view.get("log.level", "info"), "notice"),
         "cluster-enabled": "no", "replica-read-only": "yes", "slave-read-only": "yes",
         "slowlog-log-slower-than": "10000", "slowlog-max-len": "128",
-        "client-output-buffer-limit": "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
+        "client-output-buffer-limit": "normal 0 0 0 slave 268435456 67108864 60 pubsub "
+                                      f"{view.get('server.pubsub_output_hard_bytes', str(32 << 20))} "
+                                      f"{view.get('server.pubsub_output_soft_bytes', str(8 << 20))} "
+                                      f"{view.get('server.pubsub_output_soft_seconds', '60')}",
         "io-threads": "1", "daemonize": "no", "protected-mode": "no", "lfu-log-factor": "10",
         "lfu-decay-time": "1", "active-expire-enabled": "yes",
     }

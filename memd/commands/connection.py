@@ -1,5 +1,6 @@
 """Connection-level commands: PING ECHO HELLO QUIT RESET SELECT, the dispatcher
-(with the password gate of :mod:`memd.commands.auth`), and transactions
+(with the password gate of :mod:`memd.commands.auth` and RESP2's subscriber
+mode of :mod:`memd.commands.pubsub`), and transactions
 (MULTI EXEC DISCARD WATCH UNWATCH). CLIENT is :mod:`memd.commands.clients`,
 COMMAND :mod:`memd.commands.introspect`.
 
@@ -29,7 +30,8 @@ from memd.commands import (
 )
 from memd.commands.auth import authenticate, needs_auth, password
 from memd.commands.clients import client_name
-from memd.resp import NullArray, SimpleString
+from memd.commands.pubsub import SUBSCRIBER_COMMANDS, refusal
+from memd.resp import Frames, NullArray, Raw, SimpleString
 
 OK = SimpleString("OK")
 _TX_CONTROL = {b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"}
@@ -68,6 +70,13 @@ def execute(ctx: Context, argv: list[bytes]) -> Any:
             raise CommandError(NOAUTH, prefix="NOAUTH")  # after the name and arity checks, as Redis orders them
         if cmd.write:
             ctx.engine.check_writable()
+        subs = ctx.subscriptions
+        if subs is not None and ctx.protocol == 2 and subs.total and name not in SUBSCRIBER_COMMANDS:
+            refused = refusal(argv)  # RESP2 subscriber mode
+            if name == b"exec":  # Redis's rejectCommand turns any refusal of EXEC into an abort
+                release_watches(ctx)
+                return CommandError(f"Transaction discarded because of: {refused}", prefix="EXECABORT")
+            return refused
         return cmd.handler(ctx, argv[1:])
     except CommandError as exc:
         return exc
@@ -77,6 +86,8 @@ def execute(ctx: Context, argv: list[bytes]) -> Any:
 def ping(ctx: Context, args: list[bytes]) -> Any:
     if len(args) > 1:
         raise CommandError("wrong number of arguments for 'ping' command")
+    if ctx.protocol == 2 and ctx.subscriptions is not None and ctx.subscriptions.total:
+        return [b"pong", args[0] if args else b""]  # a RESP2 subscriber reads arrays only
     return args[0] if args else SimpleString("PONG")
 
 
@@ -96,7 +107,10 @@ def reset(ctx: Context, args: list[bytes]) -> Any:
     ctx.multi = None
     ctx.multi_error = False
     release_watches(ctx)
+    if ctx.subscriptions is not None and ctx.subscriptions.total and ctx.server is not None:
+        ctx.server.pubsub.drop(ctx.subscriptions)  # out of subscriber mode, with no unsubscribe replies
     ctx.protocol = 2
+    ctx.db = 0
     ctx.name = None
     ctx.reply = "on"
     ctx.authenticated = not password(ctx)  # back to the default user's state, as a new connection
@@ -108,8 +122,9 @@ def select(ctx: Context, args: list[bytes]) -> Any:
     index = parse_int(args[0])
     if not -(1 << 31) <= index < (1 << 31):  # Redis reads the index as a C int
         raise CommandError(f"value is out of range, value must between {-(1 << 31)} and {(1 << 31) - 1}")
-    if index != 0:  # memd has one database
+    if not 0 <= index < ctx.engine.databases:
         raise CommandError("DB index is out of range")
+    ctx.db = index
     return OK
 
 
@@ -178,8 +193,8 @@ def watch(ctx: Context, args: list[bytes]) -> Any:
     for key in args:
         if not ctx.watched:
             ctx.engine.watching += 1  # the engine stamps writes only while someone watches
-        if key not in ctx.watched:
-            ctx.watched[key] = ctx.engine.watch_mark(key)
+        if (ctx.db, key) not in ctx.watched:
+            ctx.watched[(ctx.db, key)] = ctx.engine.watch_mark(ctx.db, key)
     return OK
 
 
@@ -201,7 +216,7 @@ def exec_(ctx: Context, args: list[bytes]) -> Any:
     if failed:
         raise CommandError("Transaction discarded because of previous errors.", prefix="EXECABORT")
     engine = ctx.engine
-    if any(engine.watch_broken(k, mark) for k, mark in watched.items()):
+    if any(engine.watch_broken(db, k, mark) for (db, k), mark in watched.items()):
         return NullArray
     if any(cmd.write for cmd, _ in queued):
         engine.check_writable()
@@ -210,7 +225,10 @@ def exec_(ctx: Context, args: list[bytes]) -> Any:
     try:
         with engine.batch():
             for cmd, cargs in queued:
-                replies.append(_run_queued(ctx, cmd, cargs))
+                reply = _run_queued(ctx, cmd, cargs)
+                if ctx.pushed:  # it published to itself: Redis writes those pushes inside EXEC's array
+                    reply, ctx.pushed = Frames([Raw(ctx.pushed), reply]), None
+                replies.append(reply)
     finally:
         ctx.multi = None
     return replies

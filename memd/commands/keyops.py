@@ -1,8 +1,6 @@
-"""Whole-key commands: RENAME RENAMENX COPY RANDOMKEY TOUCH OBJECT.
+"""Whole-key commands: RENAME RENAMENX COPY MOVE SWAPDB RANDOMKEY TOUCH OBJECT.
 
-Redis 7.0 semantics (``db.c``, ``object.c``). memd has one database, so
-``COPY ... DB n`` accepts only 0 and answers any other index as Redis does
-for one out of range. OBJECT's subcommands check their own arity, with
+Redis 7.0 semantics (``db.c``, ``object.c``). OBJECT's subcommands check their own arity, with
 Redis's ``object|sub`` wording (inside MULTI that error comes at EXEC, where
 Redis refuses the command while queuing). What the engine side does (an
 O(n) element copy for RENAME/COPY of a collection, the bounded access-time
@@ -23,7 +21,6 @@ _RNG = random.Random()
 NO_SUCH_KEY = "no such key"
 SAME_OBJECT = "source and destination objects are the same"
 DB_RANGE = "DB index is out of range"
-DATABASES = 1  # memd's one database; databases are a later change
 NOT_INT = "value is not an integer or out of range"
 INT_RANGE = "value is out of range, value must between -2147483648 and 2147483647"
 NO_LFU = ("An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching "
@@ -73,24 +70,56 @@ def renamenx(ctx: Context, args: list[bytes]) -> object:
 @command("copy", -3, write=True)
 def copy(ctx: Context, args: list[bytes]) -> object:
     replace = False
+    db = ctx.db
     i, n = 2, len(args)
     while i < n:
         opt = args[i].lower()
         if opt == b"replace":
             replace = True
         elif opt == b"db" and n - i >= 2:
-            db = parse_int(args[i + 1], NOT_INT)
-            if not -(1 << 31) <= db < (1 << 31):  # getIntFromObjectOrReply: a C int
-                raise CommandError(INT_RANGE)
-            if not 0 <= db < DATABASES:
-                raise CommandError(DB_RANGE)
+            db = _db_index(ctx, args[i + 1])
             i += 1
         else:
             raise CommandError(SYNTAX)
         i += 1
-    if args[0] == args[1]:
+    if args[0] == args[1] and db == ctx.db:
         raise CommandError(SAME_OBJECT)
-    return 1 if ctx.keyspace.copy(args[0], args[1], replace=replace) else 0
+    target = ctx.engine.keyspace_of(db)
+    return 1 if ctx.keyspace.copy(args[0], args[1], replace=replace, target=target) else 0
+
+
+def _c_int(raw: bytes, what: str) -> int:
+    """getIntFromObjectOrReply: a C int; ``what`` is the error either way (Redis's own text when it is NOT_INT)."""
+    value = parse_int(raw, what)
+    if not -(1 << 31) <= value < (1 << 31):
+        raise CommandError(INT_RANGE if what == NOT_INT else what)
+    return value
+
+
+def _db_index(ctx: Context, raw: bytes) -> int:
+    """A database index argument: a C int, then one of the databases."""
+    db = _c_int(raw, NOT_INT)
+    if not 0 <= db < ctx.engine.databases:
+        raise CommandError(DB_RANGE)
+    return db
+
+
+@command("move", 3, write=True)
+def move(ctx: Context, args: list[bytes]) -> object:
+    db = _db_index(ctx, args[1])
+    if db == ctx.db:
+        raise CommandError(SAME_OBJECT)
+    return 1 if ctx.keyspace.move(args[0], ctx.engine.keyspace_of(db)) else 0
+
+
+@command("swapdb", 3, write=True)
+def swapdb(ctx: Context, args: list[bytes]) -> object:
+    first, second = _c_int(args[0], "invalid first DB index"), _c_int(args[1], "invalid second DB index")
+    databases = ctx.engine.databases
+    if not (0 <= first < databases and 0 <= second < databases):
+        raise CommandError(DB_RANGE)
+    ctx.engine.swapdb(first, second)
+    return OK
 
 
 # ---- RANDOMKEY, TOUCH ----------------------------------------------------------------------

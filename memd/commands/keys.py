@@ -352,18 +352,21 @@ def dbsize(ctx: Context, args: list[bytes]) -> object:
     return ctx.keyspace.dbsize()
 
 
-def _flush(ctx: Context, args: list[bytes]) -> object:
+def _flush_mode(args: list[bytes]) -> None:
+    """FLUSHDB / FLUSHALL [ASYNC|SYNC]: both run the same way here (one WAL op; the store wipes at the next flush)."""
     if len(args) > 1 or args and args[0].lower() not in (b"sync", b"async"):
         raise CommandError(SYNTAX)
-    ctx.keyspace.flushall()
-    return OK
 
 
 @command("flushdb", -1, write=True)
 def flushdb(ctx: Context, args: list[bytes]) -> object:
-    return _flush(ctx, args)
+    _flush_mode(args)
+    ctx.keyspace.flushdb()
+    return OK
 
 
 @command("flushall", -1, write=True)
 def flushall(ctx: Context, args: list[bytes]) -> object:
-    return _flush(ctx, args)
+    _flush_mode(args)
+    ctx.keyspace.flushall()
+    return OK

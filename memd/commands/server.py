@@ -16,6 +16,7 @@ from memd import __version__, metrics
 from memd.commands import NO_REPLY, CommandError, Context, Deferred, command, parse_int
 from memd.commands.configcmd import config_command
 from memd.commands.serverview import InfoProvider
+from memd.pubsub import PubSub
 from memd.resp import SimpleString, Verbatim
 
 _STARTED = time.time()
@@ -36,10 +37,11 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
     mem = _PROCESS.memory_info()
     rss = mem.rss
     peak = max(rss, _peak_rss())
-    keys = engine.keyspace.dbsize() if keyspace else 0
+    counts = [engine.keyspace_of(db).dbsize() for db in range(engine.databases)] if keyspace else []
     server = ctx.server
     errors: Mapping[str, int] = {}
     providers: Sequence[InfoProvider] = ()
+    pubsub = server.pubsub if server is not None else PubSub()
     socket_path, clients, max_clients, received, processed, writes = "", 1, 0, 0, 0, 0
     blocked = 0
     if server is not None:  # None: handlers run without a server (unit tests)
@@ -75,14 +77,17 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
             "total_connections_received": received,
             "total_commands_processed": processed,
             "rejected_connections": 0, "expired_keys": 0, "evicted_keys": 0, "keyspace_hits": 0,
-            "keyspace_misses": 0, "pubsub_channels": 0, "pubsub_patterns": 0,
+            "keyspace_misses": 0, "pubsub_channels": len(pubsub.channels), "pubsub_patterns": len(pubsub.patterns),
+            "pubsubshard_channels": len(pubsub.shard_channels),
             "total_error_replies": sum(errors.values()),
             "memd_write_commands": writes,
+            "memd_pubsub_messages": pubsub.messages,
+            "memd_pubsub_output_limit_disconnections": server.stats_output_limit_disconnects if server else 0,
         },
         "replication": {"role": "master", "connected_slaves": 0, "master_failover_state": "no-failover",
                         "master_replid": _RUN_ID, "master_repl_offset": 0},
         "errorstats": {f"errorstat_{prefix}": f"count={n}" for prefix, n in sorted(errors.items())},
-        "keyspace": {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {},
+        "keyspace": {f"db{db}": f"keys={n},expires=0,avg_ttl=0" for db, n in enumerate(counts) if n},
         # clients probe it (langchain's get_client reads cluster_enabled) before anything else
         "cluster": {"cluster_enabled": 0},
     }

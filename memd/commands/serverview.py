@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from memd.commands import Context
     from memd.config import NamespaceRule
+    from memd.pubsub import PubSub
 
 __all__ = ["ClientLimits", "InfoProvider", "JobRunner", "ServerView"]
 
@@ -71,6 +72,10 @@ class ServerView(Protocol):
         """Write commands that logged a WAL record."""
 
     @property
+    def stats_output_limit_disconnects(self) -> int:
+        """Subscribers disconnected at their pub/sub output-buffer limit."""
+
+    @property
     def stats_errors(self) -> Mapping[str, int]:
         """Error replies by RESP prefix (INFO errorstats)."""
 
@@ -99,6 +104,10 @@ class ServerView(Protocol):
 
     @property
     def limits(self) -> ClientLimits: ...
+
+    @property
+    def pubsub(self) -> PubSub:
+        """The pub/sub registry: channels, patterns and their subscribers (PUBLISH fans out through it)."""
 
     def contexts(self) -> list[Context]:
         """Every open connection's context (CLIENT LIST)."""

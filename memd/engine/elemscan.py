@@ -79,14 +79,14 @@ class ElemScanMixin:
         """
         count = max(1, count)
         overlays: list[dict[bytes, Any]] = []  # newest first
-        layers: list[Memtable] = []
+        layers: list[Memtable] = []  # the memtable of each overlay: its write count stamps a cached sort
         bottom = False
-        for layer in self._layers():
+        for layer, table in zip(self._layers(), self.engine.layers()):  # (both newest first)
             e = layer.entries.get(key)
             if e is not None:
                 if e.elems:
                     overlays.append(e.elems)
-                    layers.append(layer)
+                    layers.append(table)
                 if e.reset:
                     bottom = True
                     break
@@ -96,7 +96,7 @@ class ElemScanMixin:
         stored: dict[bytes, Any] = {}
         limit: bytes | None = None
         if not bottom:
-            rows = self.engine.store.iter_elems(key, None if after is None else after + b"\x00")
+            rows = self.engine.store.iter_elems(self.db, key, None if after is None else after + b"\x00")
             try:
                 stored = dict(itertools.islice(rows, count))
             finally:

@@ -3,7 +3,8 @@
 Public API (stable; the server is built against it)::
 
     async with Engine(data_dir, fsync="everysec", ...) as engine:
-        ks = engine.keyspace          # typed reads and writes, all synchronous
+        ks = engine.keyspace          # typed reads and writes, all synchronous (database 0;
+                                      # engine.keyspace_of(n) for SELECT n)
         await engine.admit()          # backpressure gate: call before running write commands
         ks.set(b"k", b"v")            # applies to the memtable + frames a WAL record (no I/O)
         with engine.batch():          # MULTI/EXEC: every op inside becomes ONE WAL record
@@ -51,7 +52,9 @@ from memd.engine.fileops import FileOps
 from memd.engine.keyspace import M_EXPIRES_AT, Keyspace
 from memd.engine.memories import Memories
 from memd.engine.memtable import Memtable
-from memd.engine.records import OP_DEL, OP_FLUSHALL, OP_SET, OP_UPDATE, T_LIST, T_ZSET, Op
+from memd.engine.memtable import DbTable
+from memd.engine.records import (
+    DEFAULT_DATABASES, OP_DEL, OP_FLUSHALL, OP_FLUSHDB, OP_SELECT, OP_SET, OP_SWAPDB, OP_UPDATE, T_LIST, T_ZSET, Op)
 from memd.engine.wal import WAL, RecoveryReport
 from memd.errors import DataDirLockedError, DurabilityError, OverloadError, StoreDamagedError, StoreError
 from memd.store.base import Store
@@ -78,8 +81,10 @@ WAL_DIR = "wal"
 
 @dataclass(frozen=True, slots=True)
 class WatchMark:
-    """What WATCH saw of a key: its write stamp, the flush stamp, and whether (and until when) it lived."""
+    """What WATCH saw of a key: the physical database it was in, its write stamp, that database's
+    flush stamp, and whether (and until when) it lived."""
 
+    db: int
     stamp: int
     flush: int
     existed: bool
@@ -113,7 +118,8 @@ class Engine:
                  flush_max_age: float = DEFAULT_FLUSH_MAX_AGE, buffer_max_bytes: int = DEFAULT_BUFFER_MAX_BYTES,
                  write_timeout: float = DEFAULT_WRITE_TIMEOUT, clock: Callable[[], float] = time.time,
                  fileops: FileOps | None = None, recovery_progress: Callable[[int], None] | None = None,
-                 store: Store | None = None, migration_progress: MigrationProgress | None = None) -> None:
+                 store: Store | None = None, migration_progress: MigrationProgress | None = None,
+                 databases: int = DEFAULT_DATABASES) -> None:
         self.data_dir = data_dir
         self.recovery_progress = recovery_progress  # called with records replayed so far, ~every second
         self.recovery_mode = recovery
@@ -131,9 +137,15 @@ class Engine:
                        compress_min=wal_compress_min, fileops=fileops)
         self.store: Store = store if store is not None else SqliteStore(os.path.join(data_dir, DB_NAME),
                                                                         migration_progress)
-        self.active = Memtable()
+        # Redis database number (SELECT) -> the physical one its data is kept under; SWAPDB swaps two
+        # entries (see OP_SWAPDB). Shared with every memtable, which applies the swaps.
+        self.dbmap: list[int] = list(range(databases))
+        self.active = Memtable(self.dbmap)
         self.frozen: Memtable | None = None
-        self.keyspace = Keyspace(self)
+        self.keyspaces = [Keyspace(self, db) for db in range(databases)]  # by physical database
+        # each physical database's buffer layers, newest first (what its reads merge over SQLite)
+        self.db_layers: list[list[DbTable]] = []
+        self._refresh_layers()
         self.memories = Memories(self)
         self.last_lsn = 0
         self.recovery_report = RecoveryReport()
@@ -150,7 +162,8 @@ class Engine:
         self._flushed = anyio.Event()
         self._flush_lock = anyio.Lock()  # one flush at a time: the loop, MEMD.FLUSH and shutdown share it
         self._stamps = [0] * _STAMP_BUCKETS  # WATCH: last LSN that wrote a key hashing here
-        self._flushall_stamp = 0
+        self._flush_stamps = [0] * databases  # WATCH: last LSN that flushed (or swapped) each physical database
+        self._batch_db = 0  # inside batch(): the database the batch's ops so far leave selected
         self.watching = 0  # connections with a WATCH: stamps are kept only while this is non-zero
         # Blocking commands (see memd.blocking): the keys some client waits on (the server's registry
         # fills it; empty = nobody waits, and apply() pays one truth test), and the keys among them
@@ -221,8 +234,28 @@ class Engine:
                              f"restore the latest backup with `memd restore BACKUP --data-dir {d}` (what the "
                              "directory held is moved aside, not deleted) and start again") from exc
 
+    def _load_dbmap(self) -> None:
+        """Take up the database map the store was flushed with (SWAPDB), fitted to ``databases``.
+
+        The WAL replayed next applies the swaps made since. Fewer databases than the data
+        uses would hide keys: refused, with what to do.
+        """
+        n = len(self.dbmap)
+        stored = self.store.dbmap() or []
+        if sorted(stored) != list(range(len(stored))):
+            raise StoreError(f"the store's database map {stored} is not a permutation: the file is damaged; "
+                             f"restore a backup with `memd restore BACKUP --data-dir {self.data_dir}`")
+        fitted = stored[:n] + list(range(len(stored), n))
+        highest = self.store.max_db()
+        if sorted(fitted) != list(range(n)) or highest >= n:  # (swapped with a database above n, or keys there)
+            raise StoreError(f"the data uses more than {n} databases and `databases` is {n}: "
+                             "raise `databases` in the [server] section (or FLUSHDB/MOVE the keys of the "
+                             "databases above it with a memd that has them)")
+        self.dbmap[:] = fitted
+
     async def _recover(self) -> None:
         t0 = time.perf_counter()
+        self._load_dbmap()
         report = self.recovery_report
         flushed = self.store.flushed_lsn
         last = flushed
@@ -313,7 +346,7 @@ class Engine:
             self._signal_ready(ops)
         if self._batch is not None:
             self.active.apply(lsn, ops)  # visible to the rest of the transaction
-            self._batch.extend(ops)
+            self._batch_extend(ops)
             return
         self.wal.check_writable()
         self.wal.append(lsn, ops)
@@ -329,54 +362,113 @@ class Engine:
         where a client waits on it, where the type check rejects the ones that did not change."""
         wake, ready = self.wake_keys, self.ready_keys
         for op in ops:
-            if op[0] == OP_UPDATE and op[5] > 0 and op[2] in _WAKING_TYPES and op[1] in wake \
+            if op[0] == OP_SWAPDB:  # every waited-on key may now hold something else (scanDatabaseForReadyKeys)
+                if not ready and self.on_ready is not None:
+                    self.on_ready()
+                ready.update(dict.fromkeys(wake))
+            elif op[0] == OP_UPDATE and op[5] > 0 and op[2] in _WAKING_TYPES and op[1] in wake \
                     and op[1] not in ready:
                 if not ready and self.on_ready is not None:
                     self.on_ready()
                 ready[op[1]] = None
 
+    def _batch_extend(self, ops: list[Op]) -> None:
+        """Add one apply()'s ops to the batch's record, keeping each op in its database.
+
+        Each apply()'s ops start in database 0 (a keyspace of another database leads with an
+        OP_SELECT), while the batch's record is one op list: an op list that starts in database 0
+        after ops that selected another one gets an OP_SELECT 0 first.
+        """
+        batch = self._batch
+        assert batch is not None
+        if self._batch_db and ops[0][0] != OP_SELECT:
+            batch.append((OP_SELECT, 0))
+            self._batch_db = 0
+        batch.extend(ops)
+        for op in ops:
+            if op[0] == OP_SELECT:
+                self._batch_db = op[1]
+
     def _stamp(self, lsn: int, ops: list[Op]) -> None:
         stamps = self._stamps
+        db = 0
         for op in ops:
-            if op[0] in _KEYED_OPS:
-                stamps[hash(op[1]) & (_STAMP_BUCKETS - 1)] = lsn
-            elif op[0] == OP_FLUSHALL:
-                self._flushall_stamp = lsn
+            code = op[0]
+            if code in _KEYED_OPS:
+                stamps[(hash(op[1]) + db) & (_STAMP_BUCKETS - 1)] = lsn
+            elif code == OP_SELECT:
+                db = op[1]
+            elif code == OP_FLUSHDB:
+                self._flush_stamps[db] = lsn
+            elif code == OP_FLUSHALL:
+                self._flush_stamps = [lsn] * len(self._flush_stamps)
+            elif code == OP_SWAPDB:  # what either Redis database holds changes: as a flush of both
+                self._flush_stamps[self.dbmap[op[1]]] = lsn
+                self._flush_stamps[self.dbmap[op[2]]] = lsn
 
-    def key_stamp(self, key: bytes) -> int:
-        """A value that changes whenever ``key`` may have been written while ``watching`` (WATCH).
+    def key_stamp(self, key: bytes, db: int = 0) -> int:
+        """A value that changes whenever ``key`` of physical database ``db`` may have been written while
+        ``watching`` (WATCH).
 
         Stamps are not updated while nobody watches; that is safe: a WATCH
         records the current stamp and every later write moves it. FLUSHALL
         is not in it: :meth:`watch_broken` decides what a flush means.
         """
-        return self._stamps[hash(key) & (_STAMP_BUCKETS - 1)]
+        return self._stamps[(hash(key) + db) & (_STAMP_BUCKETS - 1)]
 
-    def watch_mark(self, key: bytes) -> WatchMark:
-        """What WATCH records of ``key`` now, for :meth:`watch_broken` to compare at EXEC."""
-        meta = self.keyspace.meta(key)
-        return WatchMark(self.key_stamp(key), self._flushall_stamp, meta is not None,
+    def watch_mark(self, db: int, key: bytes) -> WatchMark:
+        """What WATCH records of ``key`` of Redis database ``db`` now, for :meth:`watch_broken` at EXEC."""
+        ks = self.keyspace_of(db)
+        meta = ks.meta(key)
+        return WatchMark(ks.db, self.key_stamp(key, ks.db), self._flush_stamps[ks.db], meta is not None,
                          None if meta is None else meta[M_EXPIRES_AT])
 
-    def watch_broken(self, key: bytes, mark: WatchMark) -> bool:
-        """Whether a transaction that watched ``key`` (``mark``) must abort, by Redis 7.0's rules (multi.c).
+    def watch_broken(self, db: int, key: bytes, mark: WatchMark) -> bool:
+        """Whether a transaction that watched ``key`` of Redis database ``db`` (``mark``) must abort, by Redis
+        7.0's rules (multi.c).
 
         - a write that may have touched the key (its stamp moved) aborts;
         - FLUSHALL / FLUSHDB abort only if the key existed when watched: a
           key that did not exist, or had already expired, is not changed by
           a flush (``touchAllWatchedKeysInDb``); had it been created since,
           its stamp would have moved;
+        - SWAPDB counts as a flush of both databases, and aborts as well if the
+          key exists after it (Redis: if it exists in either database);
         - a key alive when watched that has expired since aborts
           (``isWatchedKeyExpired``): nobody wrote it, yet what the
           transaction read is gone. With its stamp unmoved, its expiry is
           still the one recorded.
         """
-        if self.key_stamp(key) != mark.stamp:
+        if self.key_stamp(key, mark.db) != mark.stamp:
             return True
-        if not mark.existed:
-            return False
-        return self._flushall_stamp != mark.flush or (mark.expires_at is not None
-                                                       and mark.expires_at <= self.now_ms())
+        if self._flush_stamps[mark.db] != mark.flush:
+            return mark.existed or self.keyspace_of(db).peek(key) is not None
+        return mark.existed and mark.expires_at is not None and mark.expires_at <= self.now_ms()
+
+    # ---- databases ---------------------------------------------------------------
+
+    @property
+    def databases(self) -> int:
+        return len(self.dbmap)
+
+    @property
+    def keyspace(self) -> Keyspace:
+        """Redis database 0's keyspace."""
+        return self.keyspaces[self.dbmap[0]]
+
+    def keyspace_of(self, db: int) -> Keyspace:
+        """Redis database ``db``'s keyspace (0 <= db < databases: SELECT checks)."""
+        return self.keyspaces[self.dbmap[db]]
+
+    def swapdb(self, first: int, second: int) -> None:
+        """SWAPDB of two Redis databases (0 <= each < databases): one WAL op that swaps their map entries."""
+        if first != second:
+            self.apply([(OP_SWAPDB, first, second)])
+
+    def _refresh_layers(self) -> None:
+        """Rebuild :attr:`db_layers` (after the active or frozen memtable changed)."""
+        tables = self.layers()
+        self.db_layers = [[t.dbs[db] for t in tables] for db in range(len(self.dbmap))]
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -385,6 +477,7 @@ class Engine:
             raise RuntimeError("batches do not nest")
         self.wal.check_writable()
         self._batch = []
+        self._batch_db = 0
         try:
             yield
         finally:
@@ -477,7 +570,8 @@ class Engine:
         table = self.active
         table.frozen = True
         self.frozen = table
-        self.active = Memtable()
+        self.active = Memtable(self.dbmap)
+        self._refresh_layers()
         if rotate:
             self.wal.rotate()
         return table
@@ -491,6 +585,7 @@ class Engine:
             await self.store.flush(table)
         if self.frozen is table:
             self.frozen = None
+            self._refresh_layers()
         self.flush_count += 1
         self.last_flush_seconds = time.perf_counter() - t0
         self.flush_latency.observe(self.last_flush_seconds)

@@ -36,7 +36,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, M_HI, M_LO, M_TYPE, Meta
-from memd.engine.records import OP_DEL, OP_SET, OP_UPDATE, T_HASH, T_LIST, T_SET, T_STRING, T_ZSET, Op
+from memd.engine.records import OP_DEL, OP_SELECT, OP_SET, OP_UPDATE, T_HASH, T_LIST, T_SET, T_STRING, T_ZSET, Op
 from memd.errors import WrongTypeError
 from memd.int64 import parse_int64
 from memd.store.base import list_sub
@@ -112,17 +112,28 @@ class KeyOpsMixin:
         exists = self.meta(dst) is not None
         if nx and exists:
             return False
-        self.engine.apply([*self._copy_ops(src, dst, m), (OP_DEL, src)])
+        self._apply([*self._copy_ops(src, dst, m), (OP_DEL, src)])
         return True
 
-    def copy(self: Keyspace, src: bytes, dst: bytes, *, replace: bool = False) -> bool:
-        """COPY within the one database: False when ``src`` is missing or ``dst`` exists without REPLACE."""
+    def copy(self: Keyspace, src: bytes, dst: bytes, *, replace: bool = False, target: Keyspace | None = None
+             ) -> bool:
+        """COPY (into ``target``'s database with DB): False when ``src`` is missing or ``dst`` exists without
+        REPLACE."""
+        to = self if target is None else target
         m = self.meta(src)
         if m is None:
             return False
-        if self.meta(dst) is not None and not replace:
+        if to.meta(dst) is not None and not replace:
             return False
-        self.engine.apply(self._copy_ops(src, dst, m))
+        self.engine.apply([(OP_SELECT, to.db), *self._copy_ops(src, dst, m)])
+        return True
+
+    def move(self: Keyspace, key: bytes, target: Keyspace) -> bool:
+        """MOVE to ``target``'s database, expiry and all: False when ``key`` is missing here or exists there."""
+        m = self.meta(key)
+        if m is None or target.meta(key) is not None:
+            return False
+        self.engine.apply([(OP_SELECT, target.db), *self._copy_ops(key, key, m), (OP_SELECT, self.db), (OP_DEL, key)])
         return True
 
     # ---- RANDOMKEY ----------------------------------------------------------------------
@@ -157,7 +168,7 @@ class KeyOpsMixin:
                         break
                     i -= len(keys)
             elif store_too:
-                key = self.engine.store.random_key(rng)
+                key = self.engine.store.random_key(self.db, rng)
                 if key is None:
                     store_too = False
                     if not n_buffered:
@@ -257,9 +268,9 @@ class KeyOpsMixin:
         if values:
             n = len(values)
             changes: list[tuple[bytes, Any]] = [(list_sub(i), v) for i, v in enumerate(values)]
-            self.engine.apply([(OP_UPDATE, dst, T_LIST, True, None, n, 0, n, changes)])
+            self._apply([(OP_UPDATE, dst, T_LIST, True, None, n, 0, n, changes)])
         elif exists:
-            self.engine.apply([(OP_DEL, dst)])
+            self._apply([(OP_DEL, dst)])
 
 
 __all__ = ["ACCESS_MAX", "SHARED_REFCOUNT", "KeyOpsMixin", "string_is_int"]

@@ -59,7 +59,7 @@ class ListsMixin:
             if not lo <= p < hi or old[p - lo] != v:
                 changes.append((list_sub(p), v))
         changes += [(list_sub(p), None) for p in range(lo, hi) if not new_lo <= p < new_hi]
-        self.engine.apply([_list_op(key, m, len(new), new_lo, new_hi, changes)])
+        self._apply([_list_op(key, m, len(new), new_lo, new_hi, changes)])
 
     def lset(self: Keyspace, key: bytes, index: int, value: bytes) -> None:
         """LSET: one position rewritten, O(1) whatever the list's length."""
@@ -71,7 +71,7 @@ class ListsMixin:
             index += n
         if not 0 <= index < n:
             raise CommandError("index out of range")
-        self.engine.apply([_list_op(key, m, n, m[M_LO], m[M_HI], [(list_sub(m[M_LO] + index), value)])])
+        self._apply([_list_op(key, m, n, m[M_LO], m[M_HI], [(list_sub(m[M_LO] + index), value)])])
 
     def linsert(self: Keyspace, key: bytes, before: bool, pivot: bytes, value: bytes) -> int:
         """LINSERT: the new length, -1 without the pivot, 0 without the key."""
@@ -156,11 +156,11 @@ class ListsMixin:
         value: bytes = self.elem(src, list_sub(pos))
         if same:
             if src_left == dst_left:  # taken from one end and put back there: rewrite it in place
-                self.engine.apply([_list_op(src, sm, n, lo, hi, [(list_sub(pos), value)])])
+                self._apply([_list_op(src, sm, n, lo, hi, [(list_sub(pos), value)])])
                 return value
             new_pos = hi if src_left else lo - 1
             lo, hi = (lo + 1, hi + 1) if src_left else (lo - 1, hi - 1)
-            self.engine.apply([_list_op(src, sm, n, lo, hi, [(list_sub(pos), None), (list_sub(new_pos), value)])])
+            self._apply([_list_op(src, sm, n, lo, hi, [(list_sub(pos), None), (list_sub(new_pos), value)])])
             return value
         src_lo, src_hi = (lo + 1, hi) if src_left else (lo, hi - 1)
         ops = [_list_op(src, sm, n - 1, src_lo, src_hi, [(list_sub(pos), None)])]
@@ -172,7 +172,7 @@ class ListsMixin:
             at = dhi
             dhi += 1
         ops.append(_list_op(dst, dm, dn + 1, dlo, dhi, [(list_sub(at), value)]))
-        self.engine.apply(ops)  # one record: the element is in exactly one list after a crash
+        self._apply(ops)  # one record: the element is in exactly one list after a crash
         return value
 
     def lmpop(self: Keyspace, keys: list[bytes], left: bool, count: int) -> tuple[bytes, list[bytes]] | None:

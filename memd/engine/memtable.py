@@ -1,6 +1,8 @@
 """The in-memory buffer: what was written but not yet flushed to SQLite.
 
-A :class:`Memtable` maps keys to :class:`Entry` objects that say what changed.
+A :class:`Memtable` maps keys to :class:`Entry` objects that say what changed,
+one :class:`DbTable` per database (Redis's SELECT; the physical number, which
+SWAPDB never moves: see :data:`memd.engine.records.OP_SWAPDB`).
 Entries are *deltas over older layers*, never copies of whole values: appending
 one element to a list of 100,000 touches one overlay slot and four integers,
 so the buffer, the WAL and the flush all cost O(changed elements).
@@ -29,12 +31,16 @@ import time
 from typing import Any
 
 from memd.engine.records import (
+    DEFAULT_DATABASES,
     OP_DEL,
     OP_FLUSHALL,
+    OP_FLUSHDB,
     OP_MEM_DEL,
     OP_MEM_INDEX,
     OP_MEM_PUT,
+    OP_SELECT,
     OP_SET,
+    OP_SWAPDB,
     OP_UPDATE,
     T_NONE,
     T_STRING,
@@ -131,33 +137,19 @@ def _elem_size(sub: bytes, value: Any) -> int:
     return len(sub) + (len(value) if isinstance(value, bytes) else 8)
 
 
-class Memtable:
-    """A set of key changes between two LSNs; frozen before it is flushed."""
+class DbTable:
+    """One database's keys in one memtable: what a read of that database merges, layer by layer.
 
-    __slots__ = ("entries", "mem", "indexes", "index_drops", "vector_bytes", "flushall", "bytes", "records", "writes",
-                 "first_lsn", "max_lsn", "created",
-                 "frozen", "_sorted")
+    ``flushall``: FLUSHDB or FLUSHALL ran in this memtable; nothing of this database below it
+    (older layers, SQLite) counts, and the flush wipes the database before writing the rest.
+    """
+
+    __slots__ = ("entries", "flushall", "_sorted")
 
     def __init__(self) -> None:
         self.entries: dict[bytes, Entry] = {}
-        self.mem: dict[tuple[str, str], MemEntry] = {}
-        # vector indexes declared (a spec) or dropped (None) here; the prefixes dropped here, whose
-        # vectors stored below must go before this memtable's own are written
-        self.indexes: dict[str, IndexSpec | None] = {}
-        self.index_drops: set[str] = set()
-        self.vector_bytes = 0  # the vectors' blobs held here (vector_max_bytes counts them with the store's)
         self.flushall = False
-        self.bytes = 0
-        self.records = 0  # WAL records applied
-        self.writes = 0  # ops applied: a MULTI or a pipelined run of SETs is one record of many writes
-        self.first_lsn = 0
-        self.max_lsn = 0
-        self.created = time.monotonic()
-        self.frozen = False
         self._sorted: list[bytes] | None = None  # the keys in byte order (SCAN), rebuilt after a key came or went
-
-    def __len__(self) -> int:
-        return len(self.entries) + len(self.mem)
 
     def sorted_keys(self) -> list[bytes]:
         """Every key with an entry here, in byte order (cached until the key set changes)."""
@@ -165,36 +157,94 @@ class Memtable:
             self._sorted = sorted(self.entries)
         return self._sorted
 
-    def _replace(self, key: bytes, entry: Entry) -> None:
-        old = self.entries.get(key)
+
+class Memtable:
+    """A set of key changes between two LSNs; frozen before it is flushed.
+
+    ``dbmap`` is the engine's map of Redis database numbers (what SELECT names) to the
+    physical ones data is kept under, shared by every memtable: an OP_SWAPDB applied here
+    swaps two of its entries in place (live and on replay alike), and this memtable keeps
+    a copy of the map as it left it (``swapped``), which its flush stores with its rows.
+    """
+
+    __slots__ = ("dbs", "dbmap", "swapped", "mem", "indexes", "index_drops", "vector_bytes", "bytes", "records",
+                 "writes", "first_lsn", "max_lsn", "created", "frozen")
+
+    def __init__(self, dbmap: list[int] | None = None) -> None:
+        self.dbmap = list(range(DEFAULT_DATABASES)) if dbmap is None else dbmap
+        self.dbs = [DbTable() for _ in self.dbmap]
+        self.swapped: list[int] | None = None
+        self.mem: dict[tuple[str, str], MemEntry] = {}
+        # vector indexes declared (a spec) or dropped (None) here; the prefixes dropped here, whose
+        # vectors stored below must go before this memtable's own are written
+        self.indexes: dict[str, IndexSpec | None] = {}
+        self.index_drops: set[str] = set()
+        self.vector_bytes = 0  # the vectors' blobs held here (vector_max_bytes counts them with the store's)
+        self.bytes = 0
+        self.records = 0  # WAL records applied
+        self.writes = 0  # ops applied: a MULTI or a pipelined run of SETs is one record of many writes
+        self.first_lsn = 0
+        self.max_lsn = 0
+        self.created = time.monotonic()
+        self.frozen = False
+
+    def __len__(self) -> int:
+        return sum(len(t.entries) for t in self.dbs) + len(self.mem)
+
+    def _replace(self, table: DbTable, key: bytes, entry: Entry) -> None:
+        old = table.entries.get(key)
         if old is not None:
             self.bytes -= old.size
         else:
-            self._sorted = None
-        self.entries[key] = entry
+            table._sorted = None
+        table.entries[key] = entry
         self.bytes += entry.size
 
+    def _wipe(self, table: DbTable) -> None:
+        self.bytes -= sum(e.size for e in table.entries.values())
+        table.entries.clear()
+        table._sorted = None
+        table.flushall = True
+
     def apply(self, lsn: int, ops: list[Op] | tuple[Op, ...]) -> None:
-        """Apply one record's ops. Pure: the same on replay as live."""
+        """Apply one record's ops. Pure: the same on replay as live.
+
+        A record starts in database 0; an OP_SELECT moves the ops after it to another.
+        """
         assert not self.frozen, "a frozen memtable is read-only"
+        table = self.dbs[0]
+        entries = table.entries
         for op in ops:
             code = op[0]
-            if code == OP_SET:
+            if code == OP_SET:  # most ops: _replace inlined
                 _, key, value, exp = op
                 entry = Entry(T_STRING, True, value, exp)
-                entry.size = len(key) + len(value)
-                self._replace(key, entry)
+                entry.size = size = len(key) + len(value)
+                old = entries.get(key)
+                if old is not None:
+                    self.bytes += size - old.size
+                else:
+                    self.bytes += size
+                    table._sorted = None
+                entries[key] = entry
             elif code == OP_UPDATE:
-                self._update(op)
+                self._update(table, op)
             elif code == OP_DEL:
                 entry = Entry(T_NONE, True)
                 entry.size = len(op[1])
-                self._replace(op[1], entry)
+                self._replace(table, op[1], entry)
+            elif code == OP_SELECT:
+                table = self._table(op[1])
+                entries = table.entries
             elif code == OP_FLUSHALL:
-                self.entries.clear()
-                self._sorted = None
-                self.flushall = True
-                self.bytes = sum(m.size(ident) for ident, m in self.mem.items())
+                for t in self.dbs:
+                    self._wipe(t)
+            elif code == OP_FLUSHDB:
+                self._wipe(table)
+            elif code == OP_SWAPDB:
+                m = self.dbmap
+                m[op[1]], m[op[2]] = m[op[2]], m[op[1]]
+                self.swapped = list(m)
             elif code == OP_MEM_PUT:
                 _, ns, key, value, version, created, updated, exp, ttl = op[:9]
                 vectors = op[9] if len(op) > 9 else ()
@@ -211,6 +261,12 @@ class Memtable:
         self.max_lsn = lsn
         self.records += 1
         self.writes += len(ops)
+
+    def _table(self, db: int) -> DbTable:
+        if not 0 <= db < len(self.dbs):
+            raise ValueError(f"a record selects database {db}, and this memd has {len(self.dbs)} databases: "
+                             f"set `databases` in the [server] section to at least {db + 1}")
+        return self.dbs[db]
 
     def _index(self, op: Op) -> None:
         _, prefix, dims, distance, fields = op
@@ -247,13 +303,13 @@ class Memtable:
         self.bytes += item.size(ident)
         self.vector_bytes += _blob_bytes(item.vectors)
 
-    def _update(self, op: Op) -> None:
+    def _update(self, table: DbTable, op: Op) -> None:
         _, key, type_, create, exp, count, lo, hi, changes = op
-        entry = self.entries.get(key)
+        entry = table.entries.get(key)
         if create or entry is None or entry.type != type_:
             fresh = Entry(type_, bool(create))
             fresh.size = len(key)
-            self._replace(key, fresh)
+            self._replace(table, key, fresh)
             entry = fresh
         entry.expires_at = exp
         entry.count = count

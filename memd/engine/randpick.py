@@ -54,7 +54,7 @@ class RandomPickMixin:
         if _read_all(n, k, distinct):
             return self._full_pick(key, n, k, distinct=distinct)
         overlays, bottom = self._overlays(key)
-        row = None if bottom else self.engine.store.get_key(key)
+        row = None if bottom else self.engine.store.get_key(self.db, key)
         stored = 0 if row is None else row[3]
         buffered = [list(o) for o in overlays]
         total = stored + sum(len(b) for b in buffered)
@@ -67,7 +67,7 @@ class RandomPickMixin:
                 return self._full_pick(key, n, k, distinct=distinct)
             r = random.randrange(total)
             if r < stored:
-                sub = self.engine.store.elem_at(key, r)
+                sub = self.engine.store.elem_at(self.db, key, r)
                 if sub is None or any(sub in o for o in overlays):
                     continue  # gone, or decided by the buffer (counted there)
             else:

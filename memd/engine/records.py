@@ -13,7 +13,15 @@ An op is a tuple whose first item is its opcode::
         full metadata of a key plus element changes ``[(sub, value | None), ...]``
         (``None`` deletes the element); ``create`` hides older state of the key.
         A string with ``create`` false only changes its expiry.
-    (OP_FLUSHALL,)                                       every key gone
+    (OP_FLUSHALL,)                                       every key of every database gone
+    (OP_SELECT, db)                                      the ops after it (in this record) are database
+        ``db``'s; a record starts in database 0, so records written before databases existed,
+        which have no OP_SELECT, replay as database 0's, and a record about database 0 pays nothing
+    (OP_FLUSHDB,)                                        every key of the current database gone
+    (OP_SWAPDB, a, b)                                    SWAPDB: Redis databases ``a`` and ``b`` trade
+        contents. Data stays under its physical database number (the one OP_SELECT names);
+        what moves is the engine's map from Redis numbers to physical ones, so a swap costs
+        O(1) here and in the store (which keeps the map with the rows it describes)
     (OP_MEM_PUT, ns, key, json_text, version, created_ms, updated_ms, expires_ms | None, ttl_ms | None
      [, vectors])
         one version of a memory (a TTL refresh re-logs the same version with a new expiry).
@@ -59,6 +67,11 @@ OP_FLUSHALL = 4
 OP_MEM_PUT = 5
 OP_MEM_DEL = 6
 OP_MEM_INDEX = 7
+OP_SELECT = 8
+OP_FLUSHDB = 9
+OP_SWAPDB = 10
+
+DEFAULT_DATABASES = 16  # Redis's `databases`
 
 # Key types, as stored in the WAL and in SQLite. NONE marks a deleted key.
 T_NONE = 0
@@ -153,6 +166,11 @@ def _ops_problem(ops: Any) -> str | None:
                 return "memory put op is malformed"
         elif op[0] == OP_MEM_INDEX and len(op) != 5:
             return "vector index op is malformed"
+        elif op[0] == OP_SELECT and (len(op) != 2 or type(op[1]) is not int or op[1] < 0):
+            return "select op is malformed"
+        elif op[0] == OP_SWAPDB and (len(op) != 3 or type(op[1]) is not int or type(op[2]) is not int
+                                     or op[1] < 0 or op[2] < 0):
+            return "swapdb op is malformed"
     return None
 
 

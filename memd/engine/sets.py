@@ -45,7 +45,7 @@ class SetsMixin:
         if count == 0:
             return []
         picked = self.random_subs(key, m[M_COUNT], 1 if count is None else count, distinct=True)
-        self.engine.apply([_set_op(key, m, m[M_COUNT] - len(picked), [(x, None) for x in picked])])
+        self._apply([_set_op(key, m, m[M_COUNT] - len(picked), [(x, None) for x in picked])])
         return picked
 
     def srandmember(self: Keyspace, key: bytes, count: int | None) -> list[bytes] | None:
@@ -70,7 +70,7 @@ class SetsMixin:
         ops = [_set_op(src, sm, sm[M_COUNT] - 1, [(member, None)])]
         if dm is None or self.elem(dst, member) is None:
             ops.append(_set_op(dst, dm, (0 if dm is None else dm[M_COUNT]) + 1, [(member, _EMPTY)]))
-        self.engine.apply(ops)  # one record: the member is in exactly one of the sets after a crash
+        self._apply(ops)  # one record: the member is in exactly one of the sets after a crash
         return True
 
     # ---- algebra ---------------------------------------------------------------------
@@ -114,9 +114,9 @@ class SetsMixin:
         """Make ``dst`` the set of ``members`` (no TTL), replacing whatever it was; deleted when empty."""
         if not members:
             if self.meta(dst) is not None:
-                self.engine.apply([(OP_DEL, dst)])
+                self._apply([(OP_DEL, dst)])
             return 0
-        self.engine.apply([(OP_UPDATE, dst, T_SET, True, None, len(members), 0, 0,
+        self._apply([(OP_UPDATE, dst, T_SET, True, None, len(members), 0, 0,
                             [(x, _EMPTY) for x in members])])
         return len(members)
 

@@ -50,7 +50,7 @@ class StringsMixin:
         if cur is not None:
             check_string_length(len(cur), len(value), limit)
             value = cur + value
-        self.engine.apply([(OP_SET, key, value, exp)])
+        self._apply([(OP_SET, key, value, exp)])
         return len(value)
 
     def setrange(self: Keyspace, key: bytes, offset: int, value: bytes, limit: int = STRING_MAX) -> int:
@@ -65,7 +65,7 @@ class StringsMixin:
         check_string_length(offset, len(value), limit)
         old = cur or b""
         new = old[:offset].ljust(offset, b"\0") + value + old[offset + len(value):]
-        self.engine.apply([(OP_SET, key, new, exp)])
+        self._apply([(OP_SET, key, new, exp)])
         return len(new)
 
     def setbit(self: Keyspace, key: bytes, offset: int, on: int) -> int:
@@ -84,7 +84,7 @@ class StringsMixin:
             if grows:
                 data.extend(bytes(byte + 1 - len(data)))
             data[byte] = data[byte] | mask if on else data[byte] & ~mask
-            self.engine.apply([(OP_SET, key, bytes(data), exp)])
+            self._apply([(OP_SET, key, bytes(data), exp)])
         return was
 
     def edit_string(self: Keyspace, key: bytes, size: int, edit: Callable[[bytearray], T]) -> T:
@@ -100,12 +100,12 @@ class StringsMixin:
             data.extend(bytes(size - len(data)))
         result = edit(data)
         if cur is None or data != cur:
-            self.engine.apply([(OP_SET, key, bytes(data), exp)])
+            self._apply([(OP_SET, key, bytes(data), exp)])
         return result
 
     def incrbyfloat(self: Keyspace, key: bytes, incr: bytes) -> bytes:
         """INCRBYFLOAT: the new value's text (Redis's long-double arithmetic, :mod:`memd.longdouble`)."""
         cur, exp = self._string_and_expiry(key)  # WRONGTYPE before either operand is read
         new = longdouble.add(cur, incr, longdouble.NOT_FLOAT)
-        self.engine.apply([(OP_SET, key, new, exp)])
+        self._apply([(OP_SET, key, new, exp)])
         return new

@@ -153,7 +153,7 @@ class ZsetsMixin:
         """The store's members in ``[lo, hi)`` in order, read a page at a time (keyset paging)."""
         store = self.engine.store
         while True:
-            rows = store.zset_range(key, lo, hi, rev, size)
+            rows = store.zset_range(self.db, key, lo, hi, rev, size)
             yield from rows
             if len(rows) < size:
                 return
@@ -170,7 +170,7 @@ class ZsetsMixin:
         with store.snapshot():
             entries, bottom = self._zlayers(key)
             if not entries and not bottom:  # nothing buffered: the store skips the offset in SQL
-                rows = store.zset_range(key, lo, hi, rev, count, offset)
+                rows = store.zset_range(self.db, key, lo, hi, rev, count, offset)
             else:
                 stop = None if count < 0 else min(offset + count, sys.maxsize)  # LIMIT's int64s may add past it
                 walk = self._zwalk(key, lo, hi, rev, -1 if stop is None else stop)
@@ -194,15 +194,15 @@ class ZsetsMixin:
                         total -= 1
                 shadow.update(elems)
             if not bottom:
-                stored_in_range = store.zset_count(key, lo, hi)
+                stored_in_range = store.zset_count(self.db, key, lo, hi)
                 total += stored_in_range
                 # discount what the buffer changed: read the range's rows when that is cheaper than looking
                 # each change up (a row read costs ~0.8 us, a lookup ~5 us: 10,000 of each, dev box)
                 if shadow and stored_in_range <= SHADOW_ROWS_PER_LOOKUP * len(shadow):
-                    rows = store.zset_range(key, lo, hi, False, stored_in_range)
+                    rows = store.zset_range(self.db, key, lo, hi, False, stored_in_range)
                     total -= sum(1 for _, sub in rows if sub in shadow)
                 elif shadow:
-                    stored = store.zset_scores(key, list(shadow))
+                    stored = store.zset_scores(self.db, key, list(shadow))
                     total -= sum(1 for sub, v in stored.items() if inside((v, sub), lo, hi))
         return total
 
@@ -324,9 +324,9 @@ class ZsetsMixin:
         """Replace ``key`` (any type, any TTL) by a zset of ``items``, or delete it when there
         are none (ZUNIONSTORE, ZRANGESTORE...); returns the new cardinality."""
         if items:
-            self.engine.apply([(OP_UPDATE, key, T_ZSET, True, None, len(items), 0, 0, items)])
+            self._apply([(OP_UPDATE, key, T_ZSET, True, None, len(items), 0, 0, items)])
         elif self.meta(key) is not None:
-            self.engine.apply([(OP_DEL, key)])
+            self._apply([(OP_DEL, key)])
         return len(items)
 
     def zsource(self: Keyspace, key: bytes) -> dict[bytes, float] | None:
@@ -349,7 +349,7 @@ class ZsetsMixin:
             return [], None
         with self.engine.store.snapshot():
             entries, bottom = self._zlayers(key)
-            rows = [] if bottom else self.engine.store.zset_page(key, after_member, count)
+            rows = [] if bottom else self.engine.store.zset_page(self.db, key, after_member, count)
         limit = rows[-1][0] if len(rows) == count else None  # the store has more beyond this member
         stored = dict(rows)
         subs = set(stored)

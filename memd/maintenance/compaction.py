@@ -27,15 +27,16 @@ log = logging.getLogger("memd.compaction")
 BATCH = 5000
 
 
-def _buffered_key(engine: Engine, key: bytes) -> bool:
-    return any(key in layer.entries for layer in engine.layers())
+def _buffered_key(engine: Engine, db: int, key: bytes) -> bool:
+    return any(key in layer.entries for layer in engine.db_layers[db])
 
 
 async def _purge_batch(engine: Engine, now_ms: int) -> tuple[int, int, bool]:
     """One transaction's worth; returns (keys, memories expired, more to do)."""
     store = engine.store
     async with engine.flush_lock:
-        keys = [k for k in store.expired_keys(now_ms, BATCH) if not _buffered_key(engine, k)]
+        keys = [(db, k) for db, k in store.expired_keys(now_ms, BATCH)
+                if db < engine.databases and not _buffered_key(engine, db, k)]
         expired = [i for i in store.expired_memories(now_ms, BATCH) if not engine.memories.pending_item(*i)]
         await store.purge(keys, expired)
     more = BATCH in (len(keys), len(expired))  # (skipped buffered items can make this stop early)

@@ -66,45 +66,53 @@ class Store(Protocol):
     def ranking(self) -> str:
         """One line for the start-up log: how searches are ranked, and why."""
 
-    # ---- point reads: synchronous, on the event loop ----
+    # ---- databases ----
+    def dbmap(self) -> list[int] | None:
+        """The map from Redis database numbers to physical ones that the stored data was flushed with
+        (SWAPDB), or None: the identity."""
+
+    def max_db(self) -> int:
+        """The highest physical database holding a key; -1 when none does."""
+
+    # ---- point reads: synchronous, on the event loop; ``db`` is the physical database ----
     def snapshot(self) -> AbstractContextManager[None]:
         """Reads inside see one state of the store (a flush commits before all of them or after)."""
 
-    def get_key(self, key: bytes) -> KeyRow | None: ...
+    def get_key(self, db: int, key: bytes) -> KeyRow | None: ...
 
-    def get_elem(self, key: bytes, sub: bytes) -> Any:
+    def get_elem(self, db: int, key: bytes, sub: bytes) -> Any:
         """An element's value (bytes), or its score (float) in a sorted set; None if absent."""
 
-    def iter_elems(self, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None
+    def iter_elems(self, db: int, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None
                    ) -> Iterator[tuple[bytes, Any]]:
         """Elements of a key in sub order, optionally in ``[sub_from, sub_to)`` (``sub_to`` None: no upper
         bound). Lazy: a caller that stops early (an element SCAN page) reads no further rows."""
 
-    def elem_at(self, key: bytes, offset: int) -> bytes | None:
+    def elem_at(self, db: int, key: bytes, offset: int) -> bytes | None:
         """The sub-key at ``offset`` (0-based) in a key's sub order, None past the end. O(offset),
         walked by the store itself: a uniform random pick without reading the collection."""
 
     # sorted sets in (score, member) order: what makes a range read on a big zset O(log n + what it returns)
-    def zset_range(self, key: bytes, lo: ZBound, hi: ZBound, rev: bool, limit: int, offset: int = 0
+    def zset_range(self, db: int, key: bytes, lo: ZBound, hi: ZBound, rev: bool, limit: int, offset: int = 0
                    ) -> list[tuple[float, bytes]]:
         """Up to ``limit`` (score, member) of a sorted set in ``[lo, hi)``, ascending (or descending
         with ``rev``), after skipping ``offset``."""
 
-    def zset_count(self, key: bytes, lo: ZBound, hi: ZBound) -> int:
+    def zset_count(self, db: int, key: bytes, lo: ZBound, hi: ZBound) -> int:
         """How many members of a sorted set are in ``[lo, hi)``."""
 
-    def zset_scores(self, key: bytes, members: list[bytes]) -> dict[bytes, float]:
+    def zset_scores(self, db: int, key: bytes, members: list[bytes]) -> dict[bytes, float]:
         """The stored score of each of ``members`` that the store holds (one read for many)."""
 
-    def zset_page(self, key: bytes, after: bytes | None, limit: int) -> list[tuple[bytes, float]]:
+    def zset_page(self, db: int, key: bytes, after: bytes | None, limit: int) -> list[tuple[bytes, float]]:
         """Up to ``limit`` (member, score) of a sorted set in member byte order, after ``after`` (ZSCAN)."""
 
-    def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
+    def scan_keys(self, db: int, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
         """Up to ``limit`` keys sorted after ``after``: (key, type, expires_at)."""
 
-    def count_live_keys(self, now_ms: int) -> int: ...
+    def count_live_keys(self, db: int, now_ms: int) -> int: ...
 
-    def random_key(self, rng: random.Random) -> bytes | None:
+    def random_key(self, db: int, rng: random.Random) -> bytes | None:
         """A stored key chosen at random (RANDOMKEY), expired or not; None when none is stored.
 
         Every stored key must have a chance; uniformity is not required."""
@@ -149,11 +157,12 @@ class Store(Protocol):
         """Write a frozen memtable and its ``max_lsn`` in one durable transaction."""
 
     # ---- compaction (the caller holds the engine's flush lock) ----
-    def expired_keys(self, now_ms: int, limit: int) -> list[bytes]: ...
+    def expired_keys(self, now_ms: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` (db, key) pairs expired by ``now_ms``."""
 
     def expired_memories(self, now_ms: int, limit: int) -> list[tuple[str, str]]: ...
 
-    async def purge(self, keys: list[bytes], expired: list[tuple[str, str]]) -> None:
+    async def purge(self, keys: list[tuple[int, bytes]], expired: list[tuple[str, str]]) -> None:
         """Delete expired keys; archive expired memories (ended at their expiry) and leave tombstones."""
 
     async def prune_history(self, keep: int, before_ms: int) -> int:

@@ -6,17 +6,18 @@ is sorted by key (SQLite's B-trees take rows 25-35% faster in key order than at 
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Collection
 from typing import Any, NamedTuple
 
-from memd.engine.memtable import DELETED, Memtable, under
+from memd.engine.memtable import DELETED, Entry, Memtable, under
 from memd.engine.records import T_LIST, T_NONE, T_STRING, T_ZSET
 from memd.store.base import list_sub
 from memd.store.tokens import index_entry, ns_tokens
 
 Row = tuple[Any, ...]
-_FIRST = operator.itemgetter(0)
+_KEY = operator.itemgetter(1)
 
 
 class FlushRows(NamedTuple):
@@ -29,12 +30,15 @@ class FlushRows(NamedTuple):
       archiving inferred for the same version.
     """
 
-    deletes: list[Row]  # (key,): keys deleted
-    upserts: list[Row]  # (key, type, value, expires_at, count, lo, hi, reset): keys written whole
-    metas: list[Row]  # (key, expires_at, count, lo, hi): collections whose elements changed
-    elems: list[Row]  # (key, sub, value, score): elements written
-    elem_deletes: list[Row]  # (key, sub): elements removed
-    trims: list[Row]  # (key, lo_sub, hi_sub): list elements outside [lo, hi) removed
+    wipe_elems: list[Row]  # (db,): databases flushed (FLUSHDB, FLUSHALL): their elements go first...
+    wipe_keys: list[Row]  # (db,): ... then their keys, before anything of this flush is written
+    dbmap: list[Row]  # (json,): the map of Redis database numbers to physical ones, when a SWAPDB changed it
+    deletes: list[Row]  # (db, key): keys deleted
+    upserts: list[Row]  # (db, key, type, value, expires_at, count, lo, hi, reset): keys written whole
+    metas: list[Row]  # (db, key, expires_at, count, lo, hi): collections whose elements changed
+    elems: list[Row]  # (db, key, sub, value, score): elements written
+    elem_deletes: list[Row]  # (db, key, sub): elements removed
+    trims: list[Row]  # (db, key, lo_sub, hi_sub): list elements outside [lo, hi) removed
     archives: list[Row]  # (ns, key, ended_at, deleted, version, ends_deleted): stored versions this flush ends
     unindex: list[Row]  # (ns, key, ns_tokens): every memory whose index entry may change
     history: list[Row]  # (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
@@ -56,43 +60,18 @@ def flush_rows(table: Memtable, vector_prefixes: Collection[str] = ()) -> FlushR
     written without vectors outside them (and this table's) has no stored vectors to
     delete, and gets no statement for them.
     """
+    wipes: list[Row] = []
     deletes: list[Row] = []
     upserts: list[Row] = []
     metas: list[Row] = []
     elems: list[Row] = []
     elem_deletes: list[Row] = []
     trims: list[Row] = []
-    for k, e in table.entries.items():  # (memory order: looking each key up in key order took 2x longer)
-        type_ = e.type
-        if type_ == T_STRING and e.reset:  # most rows: a string written whole (its count/lo/hi are 0)
-            upserts.append((k, T_STRING, e.value, e.expires_at, 0, 0, 0, 1))
-            continue
-        if type_ == T_NONE:
-            deletes.append((k,))
-            continue
-        if e.reset:
-            upserts.append((k, type_, e.value, e.expires_at, e.count, e.lo, e.hi, 1))
-        else:
-            metas.append((k, e.expires_at, e.count, e.lo, e.hi))
-        if type_ == T_LIST:
-            lo, hi = list_sub(e.lo), list_sub(e.hi)
-            if not e.reset:
-                trims.append((k, lo, hi))
-        if not e.elems:
-            continue
-        zset = type_ == T_ZSET
-        for sub, v in e.elems.items():
-            if v is DELETED:
-                if not e.reset:
-                    elem_deletes.append((k, sub))
-            elif type_ == T_LIST and not lo <= sub < hi:
-                continue  # a list position trimmed or popped away
-            elif zset:
-                elems.append((k, sub, None, v))
-            else:
-                elems.append((k, sub, v, None))
-    for rows in (deletes, upserts, metas, elems, elem_deletes, trims):
-        rows.sort(key=_FIRST)  # in key order: SQLite's B-trees take them 25-35% faster than at random
+    for db, table_db in enumerate(table.dbs):  # database by database: each list comes out in (db, key) order
+        if table_db.flushall:
+            wipes.append((db,))
+        if table_db.entries:
+            _key_rows(db, table_db.entries, deletes, upserts, metas, elems, elem_deletes, trims)
     archives: list[Row] = []
     history: list[Row] = []
     idents: list[Row] = []
@@ -121,5 +100,50 @@ def flush_rows(table: Memtable, vector_prefixes: Collection[str] = ()) -> FlushR
                 vectors.extend((*ident, path, blob) for path, blob in m.vectors)
     drops = [(prefix,) for prefix in sorted(table.index_drops)]
     puts = [(prefix, *spec) for prefix, spec in sorted(table.indexes.items()) if spec is not None]
-    return FlushRows(deletes, upserts, metas, elems, elem_deletes, trims, archives, idents, history, mems, live,
+    dbmap = [] if table.swapped is None else [(json.dumps(table.swapped),)]
+    return FlushRows(wipes, wipes, dbmap, deletes, upserts, metas, elems, elem_deletes, trims, archives, idents,
+                     history, mems, live,
                      drops, drops, puts, vector_deletes, vectors)
+
+
+def _key_rows(db: int, entries: dict[bytes, Entry], deletes: list[Row], upserts: list[Row], metas: list[Row],
+              elems: list[Row], elem_deletes: list[Row], trims: list[Row]) -> None:
+    """One database's key and element rows, appended to the lists in key order."""
+    d: list[Row] = []
+    u: list[Row] = []
+    m: list[Row] = []
+    el: list[Row] = []
+    ed: list[Row] = []
+    t: list[Row] = []
+    for k, e in entries.items():  # (memory order: looking each key up in key order took 2x longer)
+        type_ = e.type
+        if type_ == T_STRING and e.reset:  # most rows: a string written whole (its count/lo/hi are 0)
+            u.append((db, k, T_STRING, e.value, e.expires_at, 0, 0, 0, 1))
+            continue
+        if type_ == T_NONE:
+            d.append((db, k))
+            continue
+        if e.reset:
+            u.append((db, k, type_, e.value, e.expires_at, e.count, e.lo, e.hi, 1))
+        else:
+            m.append((db, k, e.expires_at, e.count, e.lo, e.hi))
+        if type_ == T_LIST:
+            lo, hi = list_sub(e.lo), list_sub(e.hi)
+            if not e.reset:
+                t.append((db, k, lo, hi))
+        if not e.elems:
+            continue
+        zset = type_ == T_ZSET
+        for sub, v in e.elems.items():
+            if v is DELETED:
+                if not e.reset:
+                    ed.append((db, k, sub))
+            elif type_ == T_LIST and not lo <= sub < hi:
+                continue  # a list position trimmed or popped away
+            elif zset:
+                el.append((db, k, sub, None, v))
+            else:
+                el.append((db, k, sub, v, None))
+    for rows, out in ((d, deletes), (u, upserts), (m, metas), (el, elems), (ed, elem_deletes), (t, trims)):
+        rows.sort(key=_KEY)  # in key order: SQLite's B-trees take them 25-35% faster than at random
+        out.extend(rows)

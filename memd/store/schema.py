@@ -25,7 +25,7 @@ from collections.abc import Callable
 from memd.errors import StoreError
 from memd.store.tokens import field_tokens, fields_of, ns_tokens, text_of
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_MS = 5000
 MIGRATION_PROGRESS_SECONDS = 1.0  # at most one progress report per this many seconds (read at each migrate)
 # VM instructions between two looks at the clock: tens of microseconds of SQLite work, so a report is
@@ -181,8 +181,55 @@ CREATE TABLE mem_vectors (id INTEGER PRIMARY KEY, ns TEXT NOT NULL, key TEXT NOT
 CREATE INDEX mem_vectors_item ON mem_vectors (ns, key)
 """
 
+# v7: databases (Redis's SELECT). ``keys`` and ``elems`` gain a ``db`` column, first in their primary
+# keys, so each database is one contiguous range of both B-trees: a point read is one seek as before,
+# SCAN and DBSIZE read their database's range, FLUSHDB deletes one range. The number is the physical
+# database; SWAPDB swaps entries of the map from Redis's numbers to these, kept in ``meta`` as
+# ``dbmap`` (JSON, absent: the identity) by the flush that follows it. Every key stored so far is
+# database 0's. Both tables are rebuilt, read in key order (see v4 for why sorted).
+_KEYS_COLUMNS_V7 = """
+    db INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    type INTEGER NOT NULL,
+    value BLOB,
+    expires_at INTEGER,
+    count INTEGER NOT NULL DEFAULT 0,
+    lo INTEGER NOT NULL DEFAULT 0,
+    hi INTEGER NOT NULL DEFAULT 0,
+    gen INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (db, key)
+"""
+_V7 = f"""
+DROP TRIGGER keys_purge_on_delete;
+DROP TRIGGER keys_purge_on_reset;
+DROP INDEX keys_expiry;
+DROP INDEX elems_score;
+CREATE TABLE keys_v7 ({_KEYS_COLUMNS_V7}) WITHOUT ROWID;
+INSERT INTO keys_v7 (db, key, type, value, expires_at, count, lo, hi, gen)
+    SELECT 0, key, type, value, expires_at, count, lo, hi, gen FROM keys NOT INDEXED ORDER BY key;
+DROP TABLE keys;
+ALTER TABLE keys_v7 RENAME TO keys;
+CREATE TABLE elems_v7 (
+    db INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    sub BLOB NOT NULL,
+    value BLOB,
+    score REAL,
+    PRIMARY KEY (db, key, sub)
+);
+INSERT INTO elems_v7 (db, key, sub, value, score) SELECT 0, key, sub, value, score FROM elems ORDER BY key, sub;
+DROP TABLE elems;
+ALTER TABLE elems_v7 RENAME TO elems;
+CREATE INDEX elems_score ON elems (db, key, score, sub) WHERE score IS NOT NULL;
+CREATE INDEX keys_expiry ON keys (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TRIGGER keys_purge_on_delete AFTER DELETE ON keys WHEN old.type > 1
+BEGIN DELETE FROM elems WHERE db = old.db AND key = old.key; END;
+CREATE TRIGGER keys_purge_on_reset AFTER UPDATE OF gen ON keys WHEN old.type > 1 AND new.gen != old.gen
+BEGIN DELETE FROM elems WHERE db = old.db AND key = old.key; END
+"""
+
 # Each entry upgrades the schema from version i to i+1 (index 0: empty -> 1).
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 
 
 def register_functions(conn: sqlite3.Connection) -> None:

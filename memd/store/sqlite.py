@@ -16,6 +16,7 @@ Three kinds of connection, three jobs:
 from __future__ import annotations
 
 import contextlib
+import json
 import functools
 import itertools
 import logging
@@ -72,7 +73,7 @@ class SqliteStore(ZsetIndex):
         # at open, changed right after each flush that changes them commits
         self._specs: dict[str, IndexSpec] = {}
         self._vectors: dict[str, VectorIndex] = {}
-        self._zfences: dict[bytes, tuple[Any, Fences]] = {}  # key -> (flushed LSN they hold for, fences)
+        self._zfences: dict[tuple[int, bytes], tuple[Any, Fences]] = {}  # (db, key) -> (flushed LSN, fences)
 
     async def open(self) -> None:
         try:
@@ -250,50 +251,64 @@ class SqliteStore(ZsetIndex):
         finally:
             reader.execute("COMMIT")
 
-    def get_key(self, key: bytes) -> KeyRow | None:
+    def get_key(self, db: int, key: bytes) -> KeyRow | None:
         row = self.reader.execute(
-            "SELECT type, value, expires_at, count, lo, hi FROM keys WHERE key = ?", (key,)).fetchone()
+            "SELECT type, value, expires_at, count, lo, hi FROM keys WHERE db = ? AND key = ?", (db, key)).fetchone()
         return row  # type: ignore[no-any-return]
 
-    def get_elem(self, key: bytes, sub: bytes) -> Any:
-        row = self.reader.execute("SELECT value, score FROM elems WHERE key = ? AND sub = ?", (key, sub)).fetchone()
+    def get_elem(self, db: int, key: bytes, sub: bytes) -> Any:
+        row = self.reader.execute("SELECT value, score FROM elems WHERE db = ? AND key = ? AND sub = ?",
+                                  (db, key, sub)).fetchone()
         if row is None:
             return None
         return row[0] if row[1] is None else row[1]
 
-    def iter_elems(self, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None
+    def iter_elems(self, db: int, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None
                    ) -> Iterator[tuple[bytes, Any]]:
         if sub_from is None:
-            cur = self.reader.execute("SELECT sub, value, score FROM elems WHERE key = ? ORDER BY sub", (key,))
+            cur = self.reader.execute("SELECT sub, value, score FROM elems WHERE db = ? AND key = ? ORDER BY sub",
+                                      (db, key))
         elif sub_to is None:  # open above: HSCAN/SSCAN resume after a sub and stop when they have enough
             cur = self.reader.execute(
-                "SELECT sub, value, score FROM elems WHERE key = ? AND sub >= ? ORDER BY sub", (key, sub_from))
+                "SELECT sub, value, score FROM elems WHERE db = ? AND key = ? AND sub >= ? ORDER BY sub",
+                (db, key, sub_from))
         else:
             cur = self.reader.execute(
-                "SELECT sub, value, score FROM elems WHERE key = ? AND sub >= ? AND sub < ? ORDER BY sub",
-                (key, sub_from, sub_to))
+                "SELECT sub, value, score FROM elems WHERE db = ? AND key = ? AND sub >= ? AND sub < ? ORDER BY sub",
+                (db, key, sub_from, sub_to))
         for sub, value, score in cur:
             yield sub, (value if score is None else score)
 
-    def elem_at(self, key: bytes, offset: int) -> bytes | None:
-        row = self.reader.execute("SELECT sub FROM elems WHERE key = ? ORDER BY sub LIMIT 1 OFFSET ?",
-                                  (key, offset)).fetchone()
+    def elem_at(self, db: int, key: bytes, offset: int) -> bytes | None:
+        row = self.reader.execute("SELECT sub FROM elems WHERE db = ? AND key = ? ORDER BY sub LIMIT 1 OFFSET ?",
+                                  (db, key, offset)).fetchone()
         return None if row is None else row[0]  # type: ignore[no-any-return]
 
-    def scan_keys(self, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
+    def scan_keys(self, db: int, after: bytes | None, limit: int) -> list[tuple[bytes, int, int | None]]:
         if after is None:
-            cur = self.reader.execute("SELECT key, type, expires_at FROM keys ORDER BY key LIMIT ?", (limit,))
+            cur = self.reader.execute("SELECT key, type, expires_at FROM keys WHERE db = ? ORDER BY key LIMIT ?",
+                                      (db, limit))
         else:
             cur = self.reader.execute(
-                "SELECT key, type, expires_at FROM keys WHERE key > ? ORDER BY key LIMIT ?", (after, limit))
+                "SELECT key, type, expires_at FROM keys WHERE db = ? AND key > ? ORDER BY key LIMIT ?",
+                (db, after, limit))
         return cur.fetchall()
 
-    def count_live_keys(self, now_ms: int) -> int:
+    def count_live_keys(self, db: int, now_ms: int) -> int:
         row = self.reader.execute(
-            "SELECT count(*) FROM keys WHERE expires_at IS NULL OR expires_at > ?", (now_ms,)).fetchone()
+            "SELECT count(*) FROM keys WHERE db = ? AND (expires_at IS NULL OR expires_at > ?)", (db, now_ms)
+        ).fetchone()
         return int(row[0])
 
-    def random_key(self, rng: random.Random) -> bytes | None:
+    def dbmap(self) -> list[int] | None:
+        row = self.reader.execute("SELECT value FROM meta WHERE name = 'dbmap'").fetchone()
+        return None if row is None else [int(x) for x in json.loads(row[0])]
+
+    def max_db(self) -> int:
+        row = self.reader.execute("SELECT max(db) FROM keys").fetchone()
+        return -1 if row[0] is None else int(row[0])
+
+    def random_key(self, db: int, rng: random.Random) -> bytes | None:
         """A random descent over the key index, two point reads a level (``keys`` has no rowid to draw).
 
         [lo, hi] starts as the first and last keys; a probe strictly above lo and
@@ -305,11 +320,12 @@ class SqliteStore(ZsetIndex):
         """
         reader = self.reader
         with self.snapshot():  # one state of the file throughout: a flush may commit between two reads
-            first = reader.execute("SELECT key FROM keys ORDER BY key LIMIT 1").fetchone()
+            first = reader.execute("SELECT key FROM keys WHERE db = ? ORDER BY key LIMIT 1", (db,)).fetchone()
             if first is None:
                 return None
             lo: bytes = first[0]
-            hi: bytes = reader.execute("SELECT key FROM keys ORDER BY key DESC LIMIT 1").fetchone()[0]
+            hi: bytes = reader.execute("SELECT key FROM keys WHERE db = ? ORDER BY key DESC LIMIT 1",
+                                       (db,)).fetchone()[0]
             for _ in range(RANDOM_KEY_LEVELS):
                 if lo == hi:
                     return lo
@@ -317,13 +333,13 @@ class SqliteStore(ZsetIndex):
                 while i < len(lo) and lo[i] == hi[i]:
                     i += 1
                 probe = hi[:i] + bytes([rng.randint(lo[i] + 1 if i < len(lo) else 0, hi[i])])
-                m: bytes = reader.execute("SELECT key FROM keys WHERE key >= ? ORDER BY key LIMIT 1",
-                                          (probe,)).fetchone()[0]
+                m: bytes = reader.execute("SELECT key FROM keys WHERE db = ? AND key >= ? ORDER BY key LIMIT 1",
+                                          (db, probe)).fetchone()[0]
                 if rng.random() < 0.5:
                     lo = m
                 else:
-                    hi = reader.execute("SELECT key FROM keys WHERE key < ? ORDER BY key DESC LIMIT 1",
-                                        (m,)).fetchone()[0]
+                    hi = reader.execute("SELECT key FROM keys WHERE db = ? AND key < ? ORDER BY key DESC LIMIT 1",
+                                        (db, m)).fetchone()[0]
             return lo if rng.random() < 0.5 else hi
 
     def get_mem(self, ns: str, key: str) -> MemRow | None:
@@ -426,9 +442,8 @@ class SqliteStore(ZsetIndex):
 
         def work(writer: sqlite3.Connection) -> None:
             # the rows are built in the same thread call (the frozen table is immutable): one hop
-            wipe: Groups = [(sql, [()]) for sql in statements.WIPE] if table.flushall else []
             groups = list(zip(statements.FLUSH, flush_rows(table, self._specs)))
-            self._transaction(writer, [*wipe, *groups, (statements.SET_FLUSHED_LSN, [(table.max_lsn,)])])
+            self._transaction(writer, [*groups, (statements.SET_FLUSHED_LSN, [(table.max_lsn,)])])
             self._apply_vectors(table)
 
         await self._in_writer(work)
@@ -440,22 +455,23 @@ class SqliteStore(ZsetIndex):
 
     # ---- compaction (the caller holds the engine's flush lock: no flush interleaves) ----------
 
-    def expired_keys(self, now_ms: int, limit: int) -> list[bytes]:
-        return [r[0] for r in self.reader.execute(
-            "SELECT key FROM keys WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?", (now_ms, limit))]
+    def expired_keys(self, now_ms: int, limit: int) -> list[tuple[int, bytes]]:
+        return self.reader.execute(  # type: ignore[no-any-return]
+            "SELECT db, key FROM keys WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?", (now_ms, limit)
+        ).fetchall()
 
     def expired_memories(self, now_ms: int, limit: int) -> list[tuple[str, str]]:
         return self.reader.execute(  # type: ignore[no-any-return]
             "SELECT ns, key FROM mem_items WHERE expires_at IS NOT NULL AND expires_at <= ? AND value IS NOT NULL "
             "LIMIT ?", (now_ms, limit)).fetchall()
 
-    async def purge(self, keys: list[bytes], expired: list[tuple[str, str]]) -> None:
+    async def purge(self, keys: list[tuple[int, bytes]], expired: list[tuple[str, str]]) -> None:
         """Delete expired keys (triggers take their elements); archive and unindex expired memories
         (their version ends at its expiry) and leave a tombstone: it keeps the version count, so a
         later put never reuses a version number, in one transaction."""
         fts = [(*ident, ns_tokens(ident[0])) for ident in expired]
         archive = [(*ident, 1 << 62, 0, 1 << 62, 0) for ident in expired]  # ended at their expiry (the CASE)
-        groups: Groups = [(statements.DELETE_KEY, [(k,) for k in keys]), (statements.ARCHIVE_MEM, archive),
+        groups: Groups = [(statements.DELETE_KEY, list(keys)), (statements.ARCHIVE_MEM, archive),
                           (statements.UNINDEX_MEM, fts), (statements.TOMBSTONE_MEM, list(expired)),
                           (statements.DELETE_VECTORS, list(expired) if self._specs else [])]
 

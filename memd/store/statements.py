@@ -8,15 +8,20 @@ the same SQL (``_FTS_ROW``).
 from __future__ import annotations
 
 UPSERT_KEY = """
-INSERT INTO keys (key, type, value, expires_at, count, lo, hi, gen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)
-ON CONFLICT (key) DO UPDATE SET type = excluded.type, value = excluded.value, expires_at = excluded.expires_at,
-    count = excluded.count, lo = excluded.lo, hi = excluded.hi, gen = keys.gen + ?8
+INSERT INTO keys (db, key, type, value, expires_at, count, lo, hi, gen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)
+ON CONFLICT (db, key) DO UPDATE SET type = excluded.type, value = excluded.value, expires_at = excluded.expires_at,
+    count = excluded.count, lo = excluded.lo, hi = excluded.hi, gen = keys.gen + ?9
 """
-UPDATE_META = "UPDATE keys SET expires_at = ?2, count = ?3, lo = ?4, hi = ?5 WHERE key = ?1"
-DELETE_KEY = "DELETE FROM keys WHERE key = ?"
-UPSERT_ELEM = "INSERT OR REPLACE INTO elems (key, sub, value, score) VALUES (?, ?, ?, ?)"
-DELETE_ELEM = "DELETE FROM elems WHERE key = ? AND sub = ?"
-TRIM_LIST = "DELETE FROM elems WHERE key = ?1 AND (sub < ?2 OR sub >= ?3)"
+UPDATE_META = "UPDATE keys SET expires_at = ?3, count = ?4, lo = ?5, hi = ?6 WHERE db = ?1 AND key = ?2"
+DELETE_KEY = "DELETE FROM keys WHERE db = ? AND key = ?"
+UPSERT_ELEM = "INSERT OR REPLACE INTO elems (db, key, sub, value, score) VALUES (?, ?, ?, ?, ?)"
+DELETE_ELEM = "DELETE FROM elems WHERE db = ? AND key = ? AND sub = ?"
+TRIM_LIST = "DELETE FROM elems WHERE db = ?1 AND key = ?2 AND (sub < ?3 OR sub >= ?4)"
+# FLUSHDB / FLUSHALL: a database's keys, elements first (else the purge trigger runs once per collection)
+WIPE_ELEMS = "DELETE FROM elems WHERE db = ?"
+WIPE_KEYS = "DELETE FROM keys WHERE db = ?"
+# SWAPDB's map from Redis's database numbers to physical ones (JSON), stored by the flush after a swap
+SET_DBMAP = "INSERT OR REPLACE INTO meta (name, value) VALUES ('dbmap', ?)"
 # An UPSERT, not INSERT OR REPLACE: REPLACE would give the row a new rowid behind the index's back.
 UPSERT_MEM = f"""
 INSERT INTO mem_items (ns, key, value, version, created_at, updated_at, expires_at, ttl, fields)
@@ -95,8 +100,8 @@ PUT_INDEX = "INSERT OR REPLACE INTO mem_indexes (prefix, dims, distance, fields)
 DELETE_VECTORS = "DELETE FROM mem_vectors WHERE ns = ? AND key = ?"
 INSERT_VECTOR = "INSERT INTO mem_vectors (ns, key, path, vec) VALUES (?, ?, ?, ?)"
 SET_FLUSHED_LSN = "UPDATE meta SET value = ? WHERE name = 'flushed_lsn'"
-WIPE = ["DELETE FROM elems", "DELETE FROM keys"]  # FLUSHALL: the Redis keyspace, not the memories
 
 # rows.FlushRows, field by field: the statement that writes each kind of row
-FLUSH = (DELETE_KEY, UPSERT_KEY, UPDATE_META, UPSERT_ELEM, DELETE_ELEM, TRIM_LIST, ARCHIVE_MEM, UNINDEX_MEM,
-         HISTORY_MEM, UPSERT_MEM, INDEX_MEM, DROP_VECTORS_UNDER, DROP_INDEX, PUT_INDEX, DELETE_VECTORS, INSERT_VECTOR)
+FLUSH = (WIPE_ELEMS, WIPE_KEYS, SET_DBMAP, DELETE_KEY, UPSERT_KEY, UPDATE_META, UPSERT_ELEM, DELETE_ELEM, TRIM_LIST,
+         ARCHIVE_MEM, UNINDEX_MEM, HISTORY_MEM, UPSERT_MEM, INDEX_MEM, DROP_VECTORS_UNDER, DROP_INDEX, PUT_INDEX,
+         DELETE_VECTORS, INSERT_VECTOR)

@@ -1,6 +1,6 @@
 """The SQLite store's sorted-set reads in score order: the ``elems_score`` index and fences.
 
-``elems_score (key, score, sub)`` (partial: the rows that have a score) holds every
+``elems_score (db, key, score, sub)`` (partial: the rows that have a score) holds every
 stored sorted set in Redis's order, so a range ``[lo, hi)`` of (score, member) bounds
 (see :data:`memd.store.base.ZBound`) is one index seek and a walk of what it returns.
 Counts walk what they count, in C (~80 ns a member on the dev box); a big set's
@@ -31,57 +31,57 @@ class ZsetIndex:
     """Sorted-set reads of :class:`memd.store.sqlite.SqliteStore` (on its reader, the event loop's)."""
 
     if TYPE_CHECKING:  # provided by SqliteStore
-        _zfences: dict[bytes, tuple[Any, Fences]]  # key -> (flushed LSN they hold for, fences)
+        _zfences: dict[tuple[int, bytes], tuple[Any, Fences]]  # (db, key) -> (flushed LSN they hold for, fences)
 
         @property
         def reader(self) -> sqlite3.Connection: ...
 
         def snapshot(self) -> AbstractContextManager[None]: ...
 
-        def get_key(self, key: bytes) -> KeyRow | None: ...
+        def get_key(self, db: int, key: bytes) -> KeyRow | None: ...
 
-    def zset_range(self, key: bytes, lo: ZBound, hi: ZBound, rev: bool, limit: int, offset: int = 0
+    def zset_range(self, db: int, key: bytes, lo: ZBound, hi: ZBound, rev: bool, limit: int, offset: int = 0
                    ) -> list[tuple[float, bytes]]:
         if offset >= ZSET_FENCE and not rev:
             with self.snapshot():
-                fences = self._fences(key)
+                fences = self._fences(db, key)
                 if fences is not None:  # jump to the last fence before the offset's rank
-                    rank = (0 if lo is None else self._below(key, fences, lo)) + offset
+                    rank = (0 if lo is None else self._below(db, key, fences, lo)) + offset
                     j = rank // ZSET_FENCE - 1
                     if 0 <= j < len(fences[0]):
                         lo, offset = _after(fences[0][j]), rank - (j + 1) * ZSET_FENCE
-                return self._zset_range(key, lo, hi, rev, limit, offset)
-        return self._zset_range(key, lo, hi, rev, limit, offset)
+                return self._zset_range(db, key, lo, hi, rev, limit, offset)
+        return self._zset_range(db, key, lo, hi, rev, limit, offset)
 
-    def _zset_range(self, key: bytes, lo: ZBound, hi: ZBound, rev: bool, limit: int, offset: int
+    def _zset_range(self, db: int, key: bytes, lo: ZBound, hi: ZBound, rev: bool, limit: int, offset: int
                     ) -> list[tuple[float, bytes]]:
-        where, params = _zset_where(key, lo, hi)
+        where, params = _zset_where(db, key, lo, hi)
         order = "score DESC, sub DESC" if rev else "score, sub"
         return self.reader.execute(
             f"SELECT score, sub FROM elems WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             (*params, limit, offset)).fetchall()
 
-    def zset_count(self, key: bytes, lo: ZBound, hi: ZBound) -> int:
+    def zset_count(self, db: int, key: bytes, lo: ZBound, hi: ZBound) -> int:
         with self.snapshot():
-            fences = self._fences(key)
+            fences = self._fences(db, key)
             if fences is None:
-                return self._zset_count(key, lo, hi)
-            return max(0, self._below(key, fences, hi) - (0 if lo is None else self._below(key, fences, lo)))
+                return self._zset_count(db, key, lo, hi)
+            return max(0, self._below(db, key, fences, hi) - (0 if lo is None else self._below(db, key, fences, lo)))
 
-    def _zset_count(self, key: bytes, lo: ZBound, hi: ZBound) -> int:
-        where, params = _zset_where(key, lo, hi)
+    def _zset_count(self, db: int, key: bytes, lo: ZBound, hi: ZBound) -> int:
+        where, params = _zset_where(db, key, lo, hi)
         return int(self.reader.execute(f"SELECT count(*) FROM elems WHERE {where}", params).fetchone()[0])
 
-    def _below(self, key: bytes, fences: Fences, bound: ZBound) -> int:
+    def _below(self, db: int, key: bytes, fences: Fences, bound: ZBound) -> int:
         """How many members sort below ``bound`` as an upper bound (None: all of them): whole
         fences, then SQLite counts at most one fence's worth."""
         if bound is None:
             return fences[1]
         i = bisect.bisect_left(fences[0], bound)
         start = _after(fences[0][i - 1]) if i else None
-        return i * ZSET_FENCE + self._zset_count(key, start, bound)
+        return i * ZSET_FENCE + self._zset_count(db, key, start, bound)
 
-    def _fences(self, key: bytes) -> Fences | None:
+    def _fences(self, db: int, key: bytes) -> Fences | None:
         """Every ZSET_FENCE-th member of a big stored zset (and how many it has), for counts and
         ranks in O(log n + ZSET_FENCE) instead of a walk of the counted range; None for a small set.
 
@@ -91,16 +91,16 @@ class ZsetIndex:
         between flushes pays one walk per flush instead of one per count.
         """
         lsn = self.reader.execute("SELECT value FROM meta WHERE name = 'flushed_lsn'").fetchone()[0]
-        cached = self._zfences.get(key)
+        cached = self._zfences.get((db, key))
         if cached is not None and cached[0] == lsn:
             return cached[1]
-        row = self.get_key(key)
+        row = self.get_key(db, key)
         if row is None or row[0] != T_ZSET or row[3] < ZSET_FENCE_MIN:
             return None
         marks: list[tuple[float, bytes]] = []
         lo: ZBound = None
         while True:
-            found = self._zset_range(key, lo, None, False, 1, ZSET_FENCE - 1)
+            found = self._zset_range(db, key, lo, None, False, 1, ZSET_FENCE - 1)
             if not found:
                 break
             marks.append(found[0])
@@ -108,24 +108,26 @@ class ZsetIndex:
         fences = (marks, row[3])
         if len(self._zfences) >= ZSET_FENCE_KEYS:
             self._zfences.pop(next(iter(self._zfences)))
-        self._zfences[key] = (lsn, fences)
+        self._zfences[(db, key)] = (lsn, fences)
         return fences
 
-    def zset_scores(self, key: bytes, members: list[bytes]) -> dict[bytes, float]:
+    def zset_scores(self, db: int, key: bytes, members: list[bytes]) -> dict[bytes, float]:
         found: dict[bytes, float] = {}
         for i in range(0, len(members), ZSET_SCORES_BATCH):
             batch = members[i:i + ZSET_SCORES_BATCH]
             found.update(self.reader.execute(
-                f"SELECT sub, score FROM elems WHERE key = ? AND sub IN ({','.join('?' * len(batch))})",
-                (key, *batch)).fetchall())
+                f"SELECT sub, score FROM elems WHERE db = ? AND key = ? AND sub IN ({','.join('?' * len(batch))})",
+                (db, key, *batch)).fetchall())
         return found
 
-    def zset_page(self, key: bytes, after: bytes | None, limit: int) -> list[tuple[bytes, float]]:
+    def zset_page(self, db: int, key: bytes, after: bytes | None, limit: int) -> list[tuple[bytes, float]]:
         if after is None:
-            cur = self.reader.execute("SELECT sub, score FROM elems WHERE key = ? ORDER BY sub LIMIT ?", (key, limit))
+            cur = self.reader.execute("SELECT sub, score FROM elems WHERE db = ? AND key = ? ORDER BY sub LIMIT ?",
+                                      (db, key, limit))
         else:
             cur = self.reader.execute(
-                "SELECT sub, score FROM elems WHERE key = ? AND sub > ? ORDER BY sub LIMIT ?", (key, after, limit))
+                "SELECT sub, score FROM elems WHERE db = ? AND key = ? AND sub > ? ORDER BY sub LIMIT ?",
+                (db, key, after, limit))
         return cur.fetchall()
 
 
@@ -134,14 +136,14 @@ def _after(item: tuple[float, bytes]) -> tuple[float, bytes]:
     return item[0], item[1] + b"\0"
 
 
-def _zset_where(key: bytes, lo: ZBound, hi: ZBound) -> tuple[str, tuple[Any, ...]]:
+def _zset_where(db: int, key: bytes, lo: ZBound, hi: ZBound) -> tuple[str, tuple[Any, ...]]:
     """The WHERE clause of a sorted-set range ``[lo, hi)`` in (score, member) order.
 
     Every form names ``score`` with a comparison (``IS NOT NULL`` when unbounded): that is
     what lets SQLite use the partial index ``elems_score``, which only holds rows with a score.
     """
-    where = ["key = ?"]
-    params: list[Any] = [key]
+    where = ["db = ? AND key = ?"]
+    params: list[Any] = [db, key]
     if lo is None and hi is None:
         where.append("score IS NOT NULL")
     if lo is not None:

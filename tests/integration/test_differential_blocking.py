@@ -264,6 +264,25 @@ sleep 0.3
 1: BLPOP sorted 0
 0: RPUSH nums 3 1 2
 0: SORT nums STORE sorted
+# databases: a client waits on a key of its own database
+1: SELECT 1 ; BLPOP k 0
+2: BLPOP k 0
+0: RPUSH k a
+0: SELECT 1
+0: RPUSH k b
+0: LLEN k
+# SWAPDB serves the clients whose keys the swap filled
+1: SELECT 1 ; BLPOP k 0
+2: SELECT 1 ; BZPOPMIN z 0
+3: BLPOP k 0
+0: RPUSH k a ; ZADD z 1 m ; SET s x
+0: SWAPDB 0 1
+0: RPUSH k b
+# MOVE into a waited-on key of another database
+1: SELECT 2 ; BLPOP k 0
+0: RPUSH k a b
+0: MOVE k 2
+0: SELECT 2 ; LRANGE k 0 -1
 # CLIENT UNBLOCK: timeout reply, error, not parked, bad reason
 1: BLPOP k 0
 2: BZPOPMIN z 0

@@ -7,8 +7,8 @@ generator this file reuses: a fixed corpus of edge cases, then seeded random
 sequences mixing these commands with every data type's commands, on RESP2 and
 RESP3, in-process and (with MULTI/EXEC and pipelines) against a real daemon.
 
-redis-server runs with ``--databases 1``: memd has one database, so
-``COPY ... DB n`` must answer as Redis does when n is out of range.
+``COPY ... DB n`` copies into another of the 16 databases, as in Redis (the
+databases themselves are test_differential_databases.py's).
 
 RANDOMKEY is random, so it is checked by named properties, not equality:
 *only live keys* (its key is in KEYS *), *none on an empty keyspace* (nil
@@ -58,8 +58,8 @@ STEPS = 250
 
 @pytest.fixture(scope="module")
 def redis_socket() -> Iterator[str]:
-    """redis-server 7.0 with one database, as memd has."""
-    with redis_server("rkeys-", "--databases", "1") as path:
+    """redis-server 7.0 with its 16 databases, as memd has."""
+    with redis_server("rkeys-") as path:
         yield path
 
 

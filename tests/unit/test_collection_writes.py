@@ -29,6 +29,7 @@ def capture(db: DB, monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
         real_apply(ops)
 
     monkeypatch.setattr(db.engine, "apply", apply)
+    monkeypatch.setattr(db.engine.keyspace, "_apply", apply)  # (database 0's keyspace holds engine.apply itself)
     return captured
 
 

@@ -434,11 +434,11 @@ async def test_dbsize_is_one_snapshot_while_a_flush_commits(db: DB, monkeypatch:
     store = db.engine.store
     real_get_key = store.get_key
 
-    def get_key_then_commit(key: bytes) -> Any:
-        row = real_get_key(key)
+    def get_key_then_commit(dbn: int, key: bytes) -> Any:
+        row = real_get_key(dbn, key)
         # the flush's COMMIT lands (in the writer's thread) between DBSIZE's statements
         conn = sqlite3.connect(store.path, isolation_level=None)
-        conn.execute("INSERT OR IGNORE INTO keys (key, type, value) VALUES (?, 1, ?)", (b"k", b"v"))
+        conn.execute("INSERT OR IGNORE INTO keys (db, key, type, value) VALUES (0, ?, 1, ?)", (b"k", b"v"))
         conn.close()
         return row
 
@@ -689,6 +689,7 @@ async def test_push_and_pop_on_a_long_list_are_o1(db: DB, monkeypatch: pytest.Mo
         real_apply(ops)
 
     monkeypatch.setattr(db.engine, "apply", capture)
+    monkeypatch.setattr(ks, "_apply", capture)  # (database 0's keyspace holds engine.apply itself)
     wal_before = db.engine.wal.stats()["wal_bytes"]
     assert ks.push(b"big", [b"new"], left=False) == n + 1
     assert ks.push(b"big", [b"first"], left=True) == n + 2

@@ -149,7 +149,7 @@ async def test_compaction_skips_items_still_in_the_buffer(engine: Engine) -> Non
     assert result["expired_keys"] == 0  # buffered: its buffered state wins, the next run sees it
     await engine.flush()
     assert (await run_compaction(engine, CompactionConfig()))["expired_keys"] == 1
-    orphans = await engine.store.execute("SELECT count(*) FROM elems WHERE key NOT IN (SELECT key FROM keys)")
+    orphans = await engine.store.execute("SELECT count(*) FROM elems WHERE (db, key) NOT IN (SELECT db, key FROM keys)")
     assert orphans == [(0,)] and ks.dbsize() == 0
 
 

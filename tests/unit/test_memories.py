@@ -152,7 +152,7 @@ def test_schema_v1_file_migrates_to_the_current_schema_indexing_existing_memorie
     conn.close()
     assert migrate(path) == 1
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 7
     assert conn.execute("SELECT rowid FROM mem_fts WHERE mem_fts MATCH 'lighthouse'").fetchall() == [(1,)]
     assert conn.execute("SELECT fields FROM mem_items").fetchall() == [('{"t":"lighthouse","n":[]}',)]
     conn.close()

@@ -29,7 +29,8 @@ KEYS = [(b"s", 1, b"value", None, 0, 0, 0, 0), (b"h", 3, None, 1_900_000_000_000
 ELEMS = [(b"h", b"f1", b"x", None), (b"h", b"f2", b"y", None)]
 
 
-def test_v3_keys_table_becomes_without_rowid_keeping_rows_index_and_cascades(tmp_path: Path) -> None:
+def test_v3_keys_table_becomes_without_rowid_in_database_0_keeping_rows_index_and_cascades(tmp_path: Path) -> None:
+    """v4 made ``keys`` WITHOUT ROWID; v7 put every key and element in database 0 (``db`` leads both keys)."""
     path = str(tmp_path / "db")
     conn = v3_file(path)
     assert "WITHOUT ROWID" not in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'keys'").fetchone()[0]
@@ -39,29 +40,38 @@ def test_v3_keys_table_becomes_without_rowid_keeping_rows_index_and_cascades(tmp
 
     assert migrate(path) == 3
     conn = sqlite3.connect(path, isolation_level=None)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 7
     assert "WITHOUT ROWID" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'keys'").fetchone()[0]
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    assert sorted(conn.execute("SELECT * FROM keys").fetchall()) == sorted(KEYS)
-    assert conn.execute("SELECT * FROM elems ORDER BY sub").fetchall() == ELEMS
+    assert sorted(conn.execute("SELECT * FROM keys").fetchall()) == sorted((0, *k) for k in KEYS)
+    assert conn.execute("SELECT * FROM elems ORDER BY sub").fetchall() == [(0, *e) for e in ELEMS]
     # the expiry index is back, and compaction's query uses it
     plan = conn.execute("EXPLAIN QUERY PLAN SELECT key FROM keys WHERE expires_at <= 1850000000000").fetchall()
     assert any("keys_expiry" in row[-1] for row in plan), plan
     # the cascades are back: recreating a collection (gen bumped) and deleting it purge its elements
-    conn.execute("UPDATE keys SET gen = gen + 1 WHERE key = ?", (b"h",))
+    # ... each for its own database only: database 1's same-named hash keeps its elements
+    conn.execute("INSERT INTO keys (db, key, type, count) VALUES (1, ?, 3, 2)", (b"h",))
+    conn.executemany("INSERT INTO elems VALUES (1, ?, ?, ?, ?)", ELEMS)
+    conn.execute("UPDATE keys SET gen = gen + 1 WHERE db = 0 AND key = ?", (b"h",))
+    assert conn.execute("SELECT db, count(*) FROM elems GROUP BY db").fetchall() == [(1, 2)]
+    conn.executemany("INSERT INTO elems VALUES (0, ?, ?, ?, ?)", ELEMS)
+    conn.execute("DELETE FROM keys WHERE db = 0 AND key = ?", (b"h",))
+    assert conn.execute("SELECT db, count(*) FROM elems GROUP BY db").fetchall() == [(1, 2)]
+    conn.execute("DELETE FROM keys WHERE db = 1 AND key = ?", (b"h",))
     assert conn.execute("SELECT count(*) FROM elems").fetchone()[0] == 0
-    conn.executemany("INSERT INTO elems VALUES (?, ?, ?, ?)", ELEMS)
-    conn.execute("DELETE FROM keys WHERE key = ?", (b"h",))
-    assert conn.execute("SELECT count(*) FROM elems").fetchone()[0] == 0
+    # a sorted set's range read in database 1 walks the score index
+    plan = conn.execute("EXPLAIN QUERY PLAN SELECT score, sub FROM elems WHERE db = 1 AND key = ? AND score >= 0 "
+                        "ORDER BY score, sub LIMIT 10", (b"z",)).fetchall()
+    assert any("elems_score" in row[-1] for row in plan), plan
     conn.close()
-    assert migrate(path) == 6  # and a second open changes nothing
+    assert migrate(path) == 7  # and a second open changes nothing
 
 
-def test_new_file_is_created_at_v6(tmp_path: Path) -> None:
+def test_new_file_is_created_at_v7(tmp_path: Path) -> None:
     path = str(tmp_path / "db")
     assert migrate(path) == 0
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
     assert "WITHOUT ROWID" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'keys'").fetchone()[0]
     assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental, set before the first table
     conn.close()

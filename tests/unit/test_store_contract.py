@@ -74,9 +74,9 @@ def h(key: bytes, create: bool, count: int, changes: list[tuple[bytes, bytes | N
 
 async def test_a_new_store_is_empty(store: Store) -> None:
     assert store.flushed_lsn == 0
-    assert store.get_key(b"k") is None
-    assert store.scan_keys(None, 10) == []
-    assert store.count_live_keys(T0) == 0
+    assert store.get_key(0, b"k") is None
+    assert store.scan_keys(0, None, 10) == []
+    assert store.count_live_keys(0, T0) == 0
     assert store.get_mem("a", "k") is None
     assert store.mem_heads([("a", "k"), ("a", "k2")]) == {("a", "k"): (None, 0), ("a", "k2"): (None, 0)}
     assert await store.mem_namespaces("", T0) == []
@@ -88,17 +88,17 @@ async def test_strings_flush_overwrite_delete_and_survive_reopen(store: Store, f
     w = Writer(store)
     await w.flush([(OP_SET, b"a", b"1", None)], [(OP_SET, b"b", b"2", T0 + 5000)])
     assert store.flushed_lsn == 2
-    assert store.get_key(b"a") == (T_STRING, b"1", None, 0, 0, 0)
-    assert store.get_key(b"b") == (T_STRING, b"2", T0 + 5000, 0, 0, 0)
+    assert store.get_key(0, b"a") == (T_STRING, b"1", None, 0, 0, 0)
+    assert store.get_key(0, b"b") == (T_STRING, b"2", T0 + 5000, 0, 0, 0)
     await w.flush([(OP_SET, b"a", b"one", None), (OP_DEL, b"b")])
-    assert store.get_key(b"a") == (T_STRING, b"one", None, 0, 0, 0)
-    assert store.get_key(b"b") is None
+    assert store.get_key(0, b"a") == (T_STRING, b"one", None, 0, 0, 0)
+    assert store.get_key(0, b"b") is None
     await store.close()
     again = factory(tmp_path)
     await again.open()
     try:
         assert again.flushed_lsn == 3
-        assert again.get_key(b"a") == (T_STRING, b"one", None, 0, 0, 0)
+        assert again.get_key(0, b"a") == (T_STRING, b"one", None, 0, 0, 0)
     finally:
         await again.close()
 
@@ -107,52 +107,52 @@ async def test_collection_elements_merge_across_flushes_and_die_with_their_key(s
     w = Writer(store)
     await w.flush([h(b"h", True, 2, [(b"f1", b"v1"), (b"f2", b"v2")])])
     await w.flush([h(b"h", False, 2, [(b"f2", None), (b"f3", b"v3")])])  # delta: one removed, one added
-    assert store.get_key(b"h") == (T_HASH, None, None, 2, 0, 0)
-    assert dict(store.iter_elems(b"h")) == {b"f1": b"v1", b"f3": b"v3"}
-    assert store.get_elem(b"h", b"f2") is None
-    assert list(store.iter_elems(b"h", b"f2", b"f9")) == [(b"f3", b"v3")]
-    assert list(store.iter_elems(b"h", b"f1\x00")) == [(b"f3", b"v3")]  # open above: SCAN resumes after f1
-    assert [store.elem_at(b"h", i) for i in range(3)] == [b"f1", b"f3", None]
+    assert store.get_key(0, b"h") == (T_HASH, None, None, 2, 0, 0)
+    assert dict(store.iter_elems(0, b"h")) == {b"f1": b"v1", b"f3": b"v3"}
+    assert store.get_elem(0, b"h", b"f2") is None
+    assert list(store.iter_elems(0, b"h", b"f2", b"f9")) == [(b"f3", b"v3")]
+    assert list(store.iter_elems(0, b"h", b"f1\x00")) == [(b"f3", b"v3")]  # open above: SCAN resumes after f1
+    assert [store.elem_at(0, b"h", i) for i in range(3)] == [b"f1", b"f3", None]
     await w.flush([h(b"h", True, 1, [(b"new", b"x")])])  # recreated: the old elements are gone
-    assert dict(store.iter_elems(b"h")) == {b"new": b"x"}
+    assert dict(store.iter_elems(0, b"h")) == {b"new": b"x"}
     await w.flush([(OP_SET, b"h", b"now a string", None)])  # another type: no element survives
-    assert list(store.iter_elems(b"h")) == []
+    assert list(store.iter_elems(0, b"h")) == []
     await w.flush([h(b"h2", True, 1, [(b"f", b"v")])], [(OP_DEL, b"h2")])
-    assert store.get_key(b"h2") is None and list(store.iter_elems(b"h2")) == []
+    assert store.get_key(0, b"h2") is None and list(store.iter_elems(0, b"h2")) == []
 
 
 async def test_sorted_set_scores_and_list_positions(store: Store) -> None:
     w = Writer(store)
     await w.flush([(OP_UPDATE, b"z", T_ZSET, True, None, 2, 0, 0, [(b"m1", 1.5), (b"m2", -2.0)])])
-    assert store.get_elem(b"z", b"m1") == 1.5
-    assert dict(store.iter_elems(b"z")) == {b"m1": 1.5, b"m2": -2.0}
+    assert store.get_elem(0, b"z", b"m1") == 1.5
+    assert dict(store.iter_elems(0, b"z")) == {b"m1": 1.5, b"m2": -2.0}
     items = [(list_sub(i), f"e{i}".encode()) for i in range(5)]
     await w.flush([(OP_UPDATE, b"l", T_LIST, True, None, 5, 0, 5, items)])
-    assert [v for _, v in store.iter_elems(b"l")] == [b"e0", b"e1", b"e2", b"e3", b"e4"]
+    assert [v for _, v in store.iter_elems(0, b"l")] == [b"e0", b"e1", b"e2", b"e3", b"e4"]
     await w.flush([(OP_UPDATE, b"l", T_LIST, False, None, 3, 1, 4, [])])  # LTRIM 1 3: bounds only
-    assert store.get_key(b"l") == (T_LIST, None, None, 3, 1, 4)
-    assert [v for _, v in store.iter_elems(b"l")] == [b"e1", b"e2", b"e3"]
+    assert store.get_key(0, b"l") == (T_LIST, None, None, 3, 1, 4)
+    assert [v for _, v in store.iter_elems(0, b"l")] == [b"e1", b"e2", b"e3"]
     assert list_sub(-1) < list_sub(0) < list_sub(1)  # LPUSH goes below 0 and sorts first
 
 
 async def test_scan_pages_in_key_order_and_counts_live_keys(store: Store) -> None:
     w = Writer(store)
     await w.flush([(OP_SET, bytes([c]), b"v", T0 - 1 if c == ord("c") else None) for c in b"edcba"])
-    assert [k for k, _, _ in store.scan_keys(None, 2)] == [b"a", b"b"]
-    assert [k for k, _, _ in store.scan_keys(b"b", 10)] == [b"c", b"d", b"e"]
-    assert store.scan_keys(b"c", 1) == [(b"d", T_STRING, None)]
-    assert store.count_live_keys(T0) == 4  # c expired
+    assert [k for k, _, _ in store.scan_keys(0, None, 2)] == [b"a", b"b"]
+    assert [k for k, _, _ in store.scan_keys(0, b"b", 10)] == [b"c", b"d", b"e"]
+    assert store.scan_keys(0, b"c", 1) == [(b"d", T_STRING, None)]
+    assert store.count_live_keys(0, T0) == 4  # c expired
     with store.snapshot():
-        assert store.count_live_keys(T0) == 4
-    assert store.expired_keys(T0, 10) == [b"c"]
+        assert store.count_live_keys(0, T0) == 4
+    assert store.expired_keys(T0, 10) == [(0, b"c")]
 
 
 async def test_flushall_wipes_the_keyspace_but_not_memories(store: Store) -> None:
     w = Writer(store)
     await w.flush([(OP_SET, b"a", b"1", None), h(b"h", True, 1, [(b"f", b"v")]), put("n", "k", '{"a": 1}', 1, T0)])
     await w.flush([(OP_FLUSHALL,), (OP_SET, b"after", b"x", None)])
-    assert store.get_key(b"a") is None and list(store.iter_elems(b"h")) == []
-    assert store.get_key(b"after") is not None
+    assert store.get_key(0, b"a") is None and list(store.iter_elems(0, b"h")) == []
+    assert store.get_key(0, b"after") is not None
     assert store.get_mem("n", "k") is not None
 
 
@@ -231,10 +231,11 @@ async def test_compaction_purges_expired_keys_and_memories(store: Store) -> None
                    put("n", "m", '{"text": "ephemeral"}', 1, T0, expires=T0 + 1)])
     now = T0 + 10
     keys, mems = store.expired_keys(now, 100), store.expired_memories(now, 100)
-    assert sorted(keys) == [b"hh", b"short"] and mems == [("n", "m")]
+    assert sorted(keys) == [(0, b"hh"), (0, b"short")] and mems == [("n", "m")]
     await store.purge(keys, mems)
-    assert store.get_key(b"short") is None and store.get_key(b"hh") is None and list(store.iter_elems(b"hh")) == []
-    assert store.get_key(b"long") is not None
+    assert store.get_key(0, b"short") is None and store.get_key(0, b"hh") is None
+    assert list(store.iter_elems(0, b"hh")) == []
+    assert store.get_key(0, b"long") is not None
     row = store.get_mem("n", "m")
     assert row is not None and row[0] is None and row[1] == 1  # a tombstone keeps the version count
     assert [(v, ended) for v, _, _, _, ended, _ in store.mem_history("n", "m", 10, 0, None)] == [(1, T0 + 1)]
@@ -257,7 +258,7 @@ async def test_copy_is_a_store_as_of_one_commit(store: Store, factory: Factory, 
     await copy.open()
     try:
         assert copy.flushed_lsn == 1
-        assert copy.get_key(b"a") == (T_STRING, b"1", None, 0, 0, 0)
+        assert copy.get_key(0, b"a") == (T_STRING, b"1", None, 0, 0, 0)
         assert copy.get_mem("n", "k") is not None
     finally:
         await copy.close()
@@ -274,15 +275,15 @@ async def test_a_cancelled_flush_still_commits_whole(store: Store) -> None:
             await anyio.sleep(0)
             scope.cancel()
     assert store.flushed_lsn == 1
-    assert store.count_live_keys(T0) == 20_000
+    assert store.count_live_keys(0, T0) == 20_000
     await Writer(store).flush([(OP_SET, b"next", b"v", None)])
-    assert store.get_key(b"next") is not None
+    assert store.get_key(0, b"next") is not None
 
 
 async def test_reads_after_close_fail_clearly(store: Store) -> None:
     await store.close()
     with pytest.raises(Exception, match="closed"):
-        store.get_key(b"a")
+        store.get_key(0, b"a")
     with pytest.raises(Exception, match="closed"):
         await Writer(store).flush([(OP_SET, b"a", b"1", None)])
 

@@ -45,7 +45,7 @@ async def test_counts_ranks_and_offsets_through_fences(tmp_path: Path, monkeypat
             for m in gone:
                 model.pop(m, None)
             await engine.flush()  # every round: a new LSN, the fences rebuilt from the new state
-            assert engine.store._fences(b"z") is not None, "the set is big enough for fences"
+            assert engine.store._fences(0, b"z") is not None, "the set is big enough for fences"
             items = sorted(model.items(), key=lambda it: (it[1], it[0]))
             n = len(items)
             assert ks.zcard(b"z") == n

@@ -195,15 +195,15 @@ class ZsetIndexVsModel(EngineHarness, RuleBasedStateMachine):
                     if after is None:
                         break
                 check("zscan", scanned, z)
-                if not any(key in layer.entries for layer in self.engine.layers()):
+                if not any(key in layer.entries for layer in self.engine.db_layers[0]):
                     store = self.engine.store
-                    stored = [(m, s) for s, m in store.zset_range(key, None, None, False, -1)]
+                    stored = [(m, s) for s, m in store.zset_range(0, key, None, None, False, -1)]
                     check("store index", stored, items)
-                    check("store count", store.zset_count(key, None, None), len(items))
+                    check("store count", store.zset_count(0, key, None, None), len(items))
                     for lo, hi in ((BOUNDS[2], BOUNDS[6]), (BOUNDS[3], BOUNDS[8])):
                         bounds = key_range(lo[0], lo[1], hi[0], hi[1])
                         if bounds is not None:
-                            check(f"store count {lo} {hi}", store.zset_count(key, *bounds),
+                            check(f"store count {lo} {hi}", store.zset_count(0, key, *bounds),
                                   sum(1 for it in items if in_range(it[1], lo, hi)))
             return bad
 
