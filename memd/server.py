@@ -425,6 +425,9 @@ class Connection(PushOutput, asyncio.Protocol):
         """
         self.parked = None
         out = bytearray()
+        if self.pushes and not self.busy:  # messages that came while it was parked go before its reply
+            out, self.pushes = self.pushes, out
+        start = len(out)
         if isinstance(reply, CommandError):
             self.server.count_error(reply.prefix)
         if not quiet:
@@ -433,7 +436,7 @@ class Connection(PushOutput, asyncio.Protocol):
         writes: list[tuple[int, int]] = []
         if wrote:
             self.server.stats_writes += 1
-            writes.append((0, len(out)))
+            writes.append((start, len(out)))
         lsn = self.server.engine.last_lsn
         if self.busy:  # the replies before the blocking command still wait for their ack
             self.wake_held.append((out, writes, lsn))

@@ -394,6 +394,27 @@ def test_reply_modes_and_kill(redis_socket: str, memd_socket: str, protocol: int
     assert got["memd"] == got["redis"], got
 
 
+def test_pushes_to_a_parked_resp3_client(redis_socket: str, memd_socket: str) -> None:  # noqa: F811
+    """A RESP3 subscriber parked by BLPOP gets its pub/sub messages while it waits, in order with the
+    reply that wakes it (a PUBLISH just before the push that wakes it comes first)."""
+    got: dict[str, list[bytes]] = {}
+    for name, path in (("redis", redis_socket), ("memd", memd_socket)):
+        control, a = Client(path), Client(path, 3)
+        try:
+            control.call(cmd("FLUSHALL"))
+            out = [a.call(cmd("SUBSCRIBE ch"))]
+            a.send([cmd("BLPOP k 0"), cmd("PING")])
+            _wait_parked(control, 1)
+            out += [control.call(cmd("PUBLISH ch one")), a.read()]
+            control.send([cmd("PUBLISH ch two"), cmd("RPUSH k x"), cmd("PUBLISH ch three")])
+            out += [control.read(), control.read(), control.read(), a.read(), a.read(), a.read(), a.read()]
+            got[name] = out
+        finally:
+            control.close()
+            a.close()
+    assert got["memd"] == got["redis"], got
+
+
 # ---- seeded random multi-client sequences ---------------------------------------------------------
 
 LISTS = ["l0", "l1", "l2"]
