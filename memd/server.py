@@ -112,7 +112,7 @@ class Connection(PushOutput, asyncio.Protocol):
         limits = server.limits
         self.parser = RequestParser(limits.max_bulk_bytes, limits.max_args, limits.max_inline_bytes)
         self.encoder = ReplyEncoder(2)
-        self.ctx = Context(engine=server.engine, server=server)
+        self.ctx = Context(engine=server.engine, server=server, may_block=True)
         self.backlog: list[list[bytes]] = []
         self.busy = False
         self.paused = False

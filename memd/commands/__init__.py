@@ -120,9 +120,11 @@ class Context:
     db: int = 0  # the database SELECTed (Redis's logical number)
     subscriptions: Subscriptions | None = None  # its pub/sub channels and patterns; the server sets it
     pushed: bytearray | None = None  # pushes to this client while its EXEC runs: they go between EXEC's elements
-    # Redis's CLIENT_DENY_BLOCKING: a blocking command answers as if it timed out instead of
-    # blocking. EXEC needs no flag (ctx.multi is set while it runs); a script runner sets this.
-    deny_blocking: bool = False
+    # Whether a blocking command may park this client (the opposite of Redis's CLIENT_DENY_BLOCKING):
+    # only a connection's own context, which the server marks. Any other context (a script's, a
+    # unit test's) gets the timeout reply at once, as Redis answers inside a script; inside EXEC
+    # (ctx.multi set) too. A runner that lends a connection's own context must clear it meanwhile.
+    may_block: bool = False
     blocked: bool = False  # parked by a blocking command (CLIENT LIST flags=b); the server sets it
 
     @property

@@ -12,9 +12,11 @@ server parks the connection (:mod:`memd.blocking`). Handlers never await,
 so the decision "empty now, block" is atomic like any command.
 
 Where blocking is not allowed (inside EXEC, in a script: Redis's
-CLIENT_DENY_BLOCKING, here ``ctx.multi`` / ``ctx.deny_blocking``, and in unit
-tests without a server) the command answers its timeout reply at once: a
-null array, or a null bulk for BLMOVE / BRPOPLPUSH, as Redis does.
+CLIENT_DENY_BLOCKING) the command answers its timeout reply at once: a null
+array, or a null bulk for BLMOVE / BRPOPLPUSH, as Redis does. Only a
+connection's own context may park (``ctx.may_block``, which the server sets),
+and not while its EXEC runs (``ctx.multi``): a context a script runner or a
+test builds cannot, whoever builds it.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def parse_timeout(raw: bytes) -> float:
 
 
 def may_block(ctx: Context) -> bool:
-    return ctx.multi is None and not ctx.deny_blocking and ctx.server is not None
+    return ctx.may_block and ctx.multi is None
 
 
 def _block(ctx: Context, keys: list[bytes], type_: int, timeout: float, serve: Serve, instead: Any) -> Any:

@@ -128,7 +128,9 @@ class Side:
             if client.ready(0.002):
                 return client.read()
             if n in self.parked():
-                return None
+                # parked by a later command of its pipeline: the replies before it were written before
+                # the server answered the control connection, so they are readable now
+                return client.read() if client.ready(0.0) else None
         raise TimeoutError(f"client {n}: neither a reply nor parked after {TIMEOUT} s")
 
     def substitute(self, args: list[bytes]) -> list[bytes]:

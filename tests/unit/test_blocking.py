@@ -46,7 +46,8 @@ class Conn:
     """A parked client as the registry sees it: what it was woken with."""
 
     def __init__(self, engine: Engine, client_id: int) -> None:
-        self.ctx = Context(engine=engine, server=FakeServer(), client_id=client_id)  # type: ignore[arg-type]
+        self.ctx = Context(engine=engine, server=FakeServer(), client_id=client_id,  # type: ignore[arg-type]
+                           may_block=True)
         self.woken: list[tuple[Any, bool]] = []
 
     def wake(self, reply: Any, wrote: bool, quiet: bool) -> None:
@@ -145,8 +146,10 @@ async def test_no_blocking_without_a_server_or_inside_exec(tmp_path: Path) -> No
         ctx = Context(engine=engine)
         assert run(ctx, "BLPOP k 0") is NullArray
         assert run(ctx, "BLMOVE k d LEFT LEFT 0") is None
-        ctx = Context(engine=engine, server=FakeServer(), deny_blocking=True)  # type: ignore[arg-type]
+        ctx = Context(engine=engine, server=FakeServer())  # type: ignore[arg-type]  # (a script's context)
         assert run(ctx, "BZMPOP 0 1 z MIN") is NullArray
+        ctx.may_block, ctx.multi = True, []  # a connection's own, while its EXEC runs
+        assert run(ctx, "BRPOPLPUSH k d 0") is None
 
 
 # ---- durability -----------------------------------------------------------------------------------
