@@ -73,8 +73,6 @@ class Blocking:
         self.queues: dict[tuple[int, bytes], dict[int, Waiter]] = {}  # insertion order = FIFO
         self.dbs: dict[bytes, set[int]] = {}  # key -> databases with a queue for it
         self.waiters: dict[int, Waiter] = {}  # by client id
-        self.served = 0  # clients served from a ready key (INFO memd_blocked_served)
-        self.timeouts = 0  # ... answered by their timeout
         # the engine marks writes to these keys; the registry owns the dict, the engine reads it
         self.wake = engine.wake_keys
 
@@ -135,7 +133,6 @@ class Blocking:
 
     def _timed_out(self, waiter: Waiter) -> None:
         if self.waiters.get(waiter.conn.ctx.client_id) is waiter:
-            self.timeouts += 1
             self._finish(waiter, NullArray, False)
 
     def unblock(self, client_id: int, error: bool) -> bool:
@@ -181,5 +178,4 @@ class Blocking:
                 reply = waiter.block.serve(ctx, key)
             except (CommandError, MemdError) as exc:  # WRONGTYPE destination; the WAL refusing a write
                 reply = exc if isinstance(exc, CommandError) else CommandError(str(exc))
-            self.served += 1
             self._finish(waiter, reply, engine.last_lsn != before)
