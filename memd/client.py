@@ -41,6 +41,8 @@ Namespace = tuple[str, ...]
 
 POOL_TIMEOUT = 20.0
 """Seconds a call waits for a free pooled connection before ``redis.ConnectionError``."""
+MAX_CONNECTIONS = 100
+"""Connections a client's pool opens at most (redis-py 6+'s default); more concurrent calls wait for one."""
 
 
 def _blocking_pool(client: redis.Redis | redis.asyncio.Redis, pool_timeout: float | None,
@@ -58,9 +60,11 @@ def _blocking_pool(client: redis.Redis | redis.asyncio.Redis, pool_timeout: floa
     if not client.auto_close_connection_pool or getattr(client, "connection", None) is not None:
         return
     default = client.connection_pool
+    # redis-py 5's default is 2**31 connections, which a blocking pool preallocates as a queue of
+    # that many slots (a start that never ends); 6+ defaults to 100
     client.connection_pool = pool_class(connection_class=default.connection_class,
-                                        max_connections=default.max_connections, timeout=pool_timeout,
-                                        **default.connection_kwargs)
+                                        max_connections=min(default.max_connections, MAX_CONNECTIONS),
+                                        timeout=pool_timeout, **default.connection_kwargs)
 
 
 def _stats(raw: Any) -> dict[str, Any]:

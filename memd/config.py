@@ -636,11 +636,21 @@ def to_dict(config: Config) -> dict[str, str]:
 
 
 def to_toml(config: Config) -> str:
-    """The effective configuration as TOML (``memd config show``); load() reads it back."""
+    """The effective configuration as TOML (``memd config show``); load() reads it back.
+
+    A secret that is set (``[server] password``) is never printed: its line is a comment
+    saying so, and what is read back has none (the terminal, a pasted bug report and the
+    shell's scrollback are not the 0640 config file).
+    """
     lines: list[str] = []
     for section, keys in _SECTIONS.items():
         lines.append(f"{chr(10) if lines else ''}[{section}]")
-        lines += [f"{k} = {kind.toml(getattr(getattr(config, section), k))}" for k, kind in keys.items()]
+        for k, kind in keys.items():
+            value = getattr(getattr(config, section), k)
+            if kind.name == "secret" and value:
+                lines.append(f"# {k} is set in the config file (memd never prints it)")
+            else:
+                lines.append(f"{k} = {kind.toml(value)}")
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,22 @@ log = logging.getLogger("memd.daemon")
 # collections stay small (2,000 objects: ~1 ms pauses; 50,000 gave 20-40 ms pauses and a worse
 # p99); the memory watchdog still collects in full when memory grows.
 GC_THRESHOLDS = (2_000, 10, 50)
+
+
+def freeze_long_lived() -> None:
+    """Move every object alive now out of the cyclic GC's reach (``gc.freeze``), after a flush and at start.
+
+    What is alive then is mostly the buffer (one object per key, no cycles) and memd's own
+    long-lived state; a full collection would re-walk all of it for nothing, and it runs on the
+    event loop: 600 ms with 1,000,000 keys buffered (2026-12-07, in-process ``gc.collect()``),
+    ~0 ms once frozen. Frozen objects are still freed by reference counting (a flushed buffer
+    goes as before); what the collector no longer sees is a reference cycle among them that
+    becomes garbage later. memd's long-lived objects do not form such cycles (asyncio breaks the
+    transport-protocol one when a connection closes), and the young generations, where the
+    short-lived cycles (an exception and its traceback) die, are collected first.
+    """
+    gc.collect(1)
+    gc.freeze()
 RECOVERY_EXTEND_USEC = 60_000_000  # per progress report (~1 s): room for a flush-as-you-go of a full buffer
 # per schema-migration report (~1 s): room for the steps SQLite's progress handler does not see. DROP
 # TABLE of the old keys table frees its every page in one VM instruction, as does the COMMIT's
@@ -133,6 +149,8 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
                       write_timeout=cfg.backpressure.write_timeout_seconds,
                       recovery_progress=_recovery_progress, migration_progress=_migration_progress,
                       databases=s.databases) as engine:
+        freeze_long_lived()  # what recovery loaded
+        engine.after_flush.append(freeze_long_lived)
         configure_memories(engine.memories, cfg.memory)
         server = Server(engine, s.socket, socket_mode=s.socket_mode, socket_group=group)
         configure_server(server, cfg, group)

@@ -263,6 +263,8 @@ HISTOGRAMS: dict[str, tuple[str, str]] = {
     "fsync": ("memd_fsync_duration_seconds",
               "WAL sync passes: write() of pending records and fdatasync, one per group commit."),
     "flush": ("memd_flush_duration_seconds", "Flushes of a frozen buffer to SQLite, one transaction each."),
+    "loop_lag": ("memd_loop_lag_seconds", "How late the event loop ran a 50 ms timer: every client waited as "
+                 "long (a stall of the loop)."),
 }
 
 _MAINTENANCE: tuple[tuple[str, str, str, str, Callable[[Any], float | None]], ...] = (

@@ -102,6 +102,7 @@ def config_command(ctx: Context, args: list[bytes]) -> Any:
     if sub == b"resetstat":
         if ctx.server is not None:
             ctx.server.reset_stats()
+        ctx.engine.loop_lag.reset()
         return OK
     if sub == b"rewrite":
         raise CommandError("memd's configuration is a TOML file (memd --config PATH; `memd config show` prints "

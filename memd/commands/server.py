@@ -81,6 +81,7 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
             "pubsubshard_channels": len(pubsub.shard_channels),
             "total_error_replies": sum(errors.values()),
             "memd_write_commands": writes,
+            **engine.loop_lag.status(),
             "memd_pubsub_messages": pubsub.messages,
             "memd_pubsub_output_limit_disconnections": server.stats_output_limit_disconnects if server else 0,
         },
@@ -137,7 +138,8 @@ def metrics_text(ctx: Context) -> str:
     """
     engine = ctx.engine
     families = metrics.collect(info_sections(ctx, keyspace=False),
-                               {"fsync": engine.wal.fsync_latency, "flush": engine.flush_latency})
+                               {"fsync": engine.wal.fsync_latency, "flush": engine.flush_latency,
+                                "loop_lag": engine.loop_lag.histogram})
     return metrics.render(families)
 
 

@@ -61,6 +61,7 @@ from memd.store.base import Store
 from memd.store.schema import MigrationProgress
 from memd.store.sqlite import SqliteStore
 from memd.histogram import Histogram, latency_buckets
+from memd.looplag import LoopLag
 
 log = logging.getLogger("memd.engine")
 _KEYED_OPS = (OP_SET, OP_DEL, OP_UPDATE)
@@ -155,6 +156,8 @@ class Engine:
         self.last_flush_seconds = 0.0
         self.last_flush_rows = 0
         self.flush_latency = Histogram(FLUSH_BUCKETS)  # one observation per flush_count (metrics)
+        self.after_flush: list[Callable[[], None]] = []  # called on the loop after each flush (the daemon's GC policy)
+        self.loop_lag = LoopLag()  # how late the event loop runs: every command (the engine's reads too) waits that
         self.flush_failures = 0  # failed flush attempts (each retried; the WAL keeps every write)
         self.flush_started: float | None = None  # monotonic; set until a flush succeeds (retries keep it)
         self._batch: list[Op] | None = None
@@ -189,6 +192,7 @@ class Engine:
             await self._tg.__aenter__()
             await self._tg.start(self.wal.run_syncer)
             self._tg.start_soon(self._flush_loop)
+            self._tg.start_soon(self.loop_lag.run)
         except BaseException:
             await self.store.close()
             os.close(self._lock_fd)
@@ -594,6 +598,8 @@ class Engine:
         self.flush_started = None
         flushed, self._flushed = self._flushed, anyio.Event()
         flushed.set()
+        for hook in self.after_flush:
+            hook()
         log.info("flush_done rows=%d lsn=%d seconds=%.3f", rows, table.max_lsn, self.last_flush_seconds)
 
     def flush_stalled(self, seconds: float) -> bool:

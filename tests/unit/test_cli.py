@@ -263,6 +263,17 @@ def test_config_show_round_trips_file_and_flags(tmp_path: Path) -> None:
     assert shown.flush.max_bytes == 32 * 2**20 and shown.memory.history_versions == 3
 
 
+def test_config_show_never_prints_the_password(tmp_path: Path) -> None:
+    src = tmp_path / "memd.toml"
+    src.write_text('[server]\npassword = "pw-Zq81-never-shown"\n')
+    run = memd("config", "show", "--config", str(src))
+    assert run.returncode == 0, run.stderr
+    assert "pw-Zq81" not in run.stdout and "# password is set" in run.stdout
+    out = tmp_path / "shown.toml"
+    out.write_text(run.stdout)
+    assert _load_in(ENV, out).server.password == ""  # what is read back holds no secret
+
+
 def test_config_show_bad_config_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[backup]\nkeep_last = 0\n")
