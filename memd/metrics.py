@@ -42,7 +42,7 @@ _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 # Error prefixes memd replies with, exported at 0 before the first one happens: a counter that
 # appears only at its first increment hides that increment from rate() and increase().
 KNOWN_ERROR_PREFIXES = ("ERR", "WRONGTYPE", "OOM", "BUSY", "NOPERM", "MISCONF", "EXECABORT", "NOPROTO",
-                        "NOAUTH", "WRONGPASS", "NOSCRIPT", "NOTBUSY", "UNKILLABLE")
+                        "NOAUTH", "WRONGPASS", "NOSCRIPT", "NOTBUSY", "UNKILLABLE", "UNBLOCKED")
 # The memory watchdog's states (memd.maintenance.watchdog: OK, SOFT, REFUSING, STUCK); a unit test
 # pins them, since importing the watchdog here would tie the command layer to maintenance.
 WATCHDOG_STATES = ("ok", "soft", "refusing", "stuck")

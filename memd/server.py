@@ -31,12 +31,15 @@ import logging
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from memd.blocking import Blocking, Waiter
 from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, arity_ok, load_all
+from memd.commands.blocking import Block
 from memd.commands.connection import execute, release_watches
 from memd.commands.scripting import allowed_while_busy, busy_error
 from memd.commands.serverview import InfoProvider, JobRunner
@@ -113,7 +116,7 @@ class Connection(PushOutput, asyncio.Protocol):
         limits = server.limits
         self.parser = RequestParser(limits.max_bulk_bytes, limits.max_args, limits.max_inline_bytes)
         self.encoder = ReplyEncoder(2)
-        self.ctx = Context(engine=server.engine, server=server)
+        self.ctx = Context(engine=server.engine, server=server, may_block=True)
         self.backlog: list[list[bytes]] = []
         self.busy = False
         self.paused = False
@@ -128,6 +131,8 @@ class Connection(PushOutput, asyncio.Protocol):
         self.soft_since = 0.0  # when its output reached the soft limit (0: it is below)
         self.unsent = 0  # the transport's unsent bytes when last looked at (see push)
         self._out: bytearray | None = None
+        self.parked: Waiter | None = None  # a blocking command waits: run nothing more until woken
+        self.wake_held: list[tuple[bytearray, list[tuple[int, int]], int]] = []  # wake-up replies behind an ack
 
     # ---- asyncio callbacks ------------------------------------------------------------
 
@@ -166,6 +171,9 @@ class Connection(PushOutput, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         release_watches(self.ctx)
+        if self.parked is not None:
+            self.server.blocking.forget(self)
+            self.parked = None
         if self.subscriptions.total:
             self.server.pubsub.drop(self.subscriptions)
         self.pushes = bytearray()
@@ -176,7 +184,7 @@ class Connection(PushOutput, asyncio.Protocol):
         if self.closing:
             return
         self.parser.feed(data)
-        if self.busy:
+        if self.busy or self.parked is not None:
             if self.parser.buffered_bytes > self.server.limits.max_pending_bytes and not self.paused:
                 assert self.transport is not None
                 self.transport.pause_reading()
@@ -215,7 +223,7 @@ class Connection(PushOutput, asyncio.Protocol):
     def _run(self) -> None:
         """Run every complete command; stop when one needs an await (then resume later)."""
         engine = self.server.engine
-        while not self.busy and not self.closing and not self.write_paused:
+        while not self.busy and self.parked is None and not self.closing and not self.write_paused:
             cmds = self._take()
             if not cmds:
                 break
@@ -275,6 +283,14 @@ class Connection(PushOutput, asyncio.Protocol):
                 before = engine.last_lsn
                 reply = execute(self.ctx, argv)
                 self.server.stats_commands += 1
+                wrote = engine.last_lsn != before
+                if engine.ready_keys:  # the command made a key some client waits on ready: serve them now
+                    self.server.blocking.serve_ready()
+                if isinstance(reply, Block):
+                    self.backlog = cmds[i + 1:] + self.backlog
+                    self._park(reply)
+                    self._send(out, writes, lsn_before)  # what came before it is answered meanwhile
+                    return
                 if isinstance(reply, Deferred):
                     self.backlog = cmds[i + 1:] + self.backlog
                     self._suspend(out, writes, lsn_before, reply.fn)
@@ -285,7 +301,7 @@ class Connection(PushOutput, asyncio.Protocol):
                     mode = ctx.reply
                     ctx.reply = "on" if mode == "skip" else "skip" if mode == "skip_next" else mode
                     if reply is NO_REPLY or mode in ("off", "skip") and type(reply) is not Frames:
-                        if engine.last_lsn != before:
+                        if wrote:
                             self.server.stats_writes += 1
                         if ctx.quit:
                             if self._send(out, writes, lsn_before):
@@ -295,7 +311,7 @@ class Connection(PushOutput, asyncio.Protocol):
                 start = len(out)
                 self.encoder.protocol = self.ctx.protocol  # HELLO 3 is itself answered in RESP3
                 self.encoder.encode_into(out, reply)
-                if engine.last_lsn != before:
+                if wrote:
                     writes.append((start, len(out)))
                     self.server.stats_writes += 1
                 if self.ctx.quit:
@@ -402,7 +418,58 @@ class Connection(PushOutput, asyncio.Protocol):
         if self.ctx.quit:
             self._close()
             return
-        self._run_safely()
+        while self.wake_held and not self.busy:  # a wake-up reply that came while this batch waited
+            out, writes, lsn = self.wake_held.pop(0)
+            self._deliver(out, writes, lsn)
+        if not self.busy:
+            self._run_safely()
+
+    # ---- blocking commands (see memd.blocking) ------------------------------------------
+
+    def _park(self, block: Block) -> None:
+        """Park this client on the block's keys; its reply (and its next commands) wait for the wake."""
+        ctx = self.ctx
+        mode = ctx.reply  # CLIENT REPLY OFF / SKIP apply to the reply it will get, as to any other
+        if mode != "on":
+            ctx.reply = "on" if mode == "skip" else "skip" if mode == "skip_next" else mode
+        self.parked = self.server.blocking.park(self, block, quiet=mode in ("off", "skip"))
+
+    def wake(self, reply: Any, wrote: bool, quiet: bool) -> None:
+        """Unparked (served, timed out, CLIENT UNBLOCK): reply, after the pop's durability when it
+        popped, then run what the client pipelined behind the blocking command.
+
+        Called from inside another connection's command loop (or a timer): the rest of this
+        connection's pipeline runs on a later turn of the event loop, never nested in that one.
+        """
+        self.parked = None
+        out = bytearray()
+        if self.pushes and not self.busy:  # messages that came while it was parked go before its reply
+            out, self.pushes = self.pushes, out
+        start = len(out)
+        if isinstance(reply, CommandError):
+            self.server.count_error(reply.prefix)
+        if not quiet:
+            self.encoder.protocol = self.ctx.protocol
+            self.encoder.encode_into(out, reply)
+        writes: list[tuple[int, int]] = []
+        if wrote:
+            self.server.stats_writes += 1
+            writes.append((start, len(out)))
+        lsn = self.server.engine.last_lsn
+        if self.busy:  # the replies before the blocking command still wait for their ack
+            self.wake_held.append((out, writes, lsn))
+            return
+        self._deliver(out, writes, lsn)
+        if not self.busy:
+            asyncio.get_running_loop().call_soon(self._run_safely)
+
+    def _deliver(self, out: bytearray, writes: list[tuple[int, int]], lsn: int) -> None:
+        """Send ``out`` now, or (``writes`` in it) after ``lsn`` is durable through the group ack."""
+        if not writes:
+            self._write(out)
+            return
+        self.busy = self.held = True  # pub/sub pushes wait behind it (memd.pushes)
+        self.server.queue_ack(Ack(self, out, writes, lsn))
 
     def pause_writing(self) -> None:
         """The transport's buffer passed max_pending_bytes: read and run nothing more for now."""
@@ -440,6 +507,8 @@ class Connection(PushOutput, asyncio.Protocol):
                     reply = await fn()
                 except (CommandError, MemdError) as exc:
                     reply = exc if isinstance(exc, CommandError) else CommandError(str(exc))
+                if engine.ready_keys:  # what it awaited wrote to a key some client waits on
+                    self.server.blocking.serve_ready()
                 if isinstance(reply, CommandError):
                     self.server.count_error(reply.prefix)
                 if reply is not NO_REPLY:
@@ -514,6 +583,9 @@ class Connection(PushOutput, asyncio.Protocol):
 
     def _close(self) -> None:
         self.closing = True
+        if self.parked is not None:  # at once (CLIENT KILL): a push later in this pass must not pop for it
+            self.server.blocking.forget(self)
+            self.parked = None
         if self.transport is not None:
             self.transport.close()
 
@@ -549,6 +621,7 @@ class Server:
         # the fewest arguments (name included) a call of them has: shorter commands (GET...) skip the lookup
         self.run_min_argv = min((abs(COMMANDS[name].arity) for name in self.run_commands), default=1 << 30)
         self.engine = engine
+        self.blocking = Blocking(engine)  # clients parked by BLPOP & co.
         self.socket_path = socket_path
         self.pubsub_check_bytes = 0
         self.limits = limits or Limits()
@@ -580,6 +653,8 @@ class Server:
         self.lua_time_limit_ms = 5000  # [server] lua_time_limit_ms; CONFIG SET lua-time-limit
         self.password = ""  # [server] password: "" = peer credentials alone admit a client; the daemon sets it
         self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._lock_fd = -1
         self._owns_socket_file = True  # False for a socket systemd passed (memd.socket keeps its file)
 
@@ -661,6 +736,26 @@ class Server:
     def contexts(self) -> list[Context]:
         return [c.ctx for c in self.connections]
 
+    @property
+    def blocked_clients(self) -> int:
+        """Clients parked by a blocking command (INFO blocked_clients)."""
+        return len(self.blocking)
+
+    def unblock_client(self, client_id: int, error: bool) -> bool:
+        """CLIENT UNBLOCK: wake that client if a blocking command parked it."""
+        return self.blocking.unblock(client_id, error)
+
+    def _ready_soon(self) -> None:
+        """Keys became ready outside a command the connections ran (the engine's on_ready):
+        serve their clients on the loop's next turn (a no-op when a command loop did already)."""
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            loop.call_soon(self.blocking.serve_ready)
+        else:
+            loop.call_soon_threadsafe(self.blocking.serve_ready)
+
     def kill_client(self, ctx: Context) -> None:
         """CLIENT KILL: close that connection now (what it has not been answered is dropped, as in Redis)."""
         for conn in self.connections:
@@ -704,6 +799,8 @@ class Server:
             sock = activated
             sock.setblocking(False)
         loop = asyncio.get_running_loop()
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        self.engine.on_ready = self._ready_soon
         self._server = await loop.create_unix_server(lambda: Connection(self), sock=sock, backlog=1024)
         log.info("listening socket=%s mode=%o activated=%s", self.socket_path, os.stat(self.socket_path).st_mode
                  & 0o7777, "no" if activated is None else "systemd")

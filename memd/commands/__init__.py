@@ -120,6 +120,12 @@ class Context:
     db: int = 0  # the database SELECTed (Redis's logical number)
     subscriptions: Subscriptions | None = None  # its pub/sub channels and patterns; the server sets it
     pushed: bytearray | None = None  # pushes to this client while its EXEC runs: they go between EXEC's elements
+    # Whether a blocking command may park this client (the opposite of Redis's CLIENT_DENY_BLOCKING):
+    # only a connection's own context, which the server marks. Any other context (a script's, a
+    # unit test's) gets the timeout reply at once, as Redis answers inside a script; inside EXEC
+    # (ctx.multi set) too. A runner that lends a connection's own context must clear it meanwhile.
+    may_block: bool = False
+    blocked: bool = False  # parked by a blocking command (CLIENT LIST flags=b); the server sets it
 
     @property
     def keyspace(self) -> Keyspace:
@@ -166,7 +172,7 @@ def parse_int(raw: bytes, what: str = "value is not an integer or out of range")
 
 
 MODULES = ("connection", "strings", "bits", "bitfield", "lcs", "keys", "keyops", "sort", "hashes", "lists", "sets",
-           "zsets", "zsetops", "streams", "streamgroups", "streamclaim", "server", "memory", "introspect", "clients",
+           "zsets", "zsetops", "blocking", "streams", "streamgroups", "streamclaim", "server", "memory", "introspect", "clients",
            "auth", "pubsub", "scripting")
 
 

@@ -1,4 +1,4 @@
-"""CLIENT: ID SETNAME GETNAME SETINFO INFO LIST KILL REPLY NO-EVICT NO-TOUCH PAUSE UNPAUSE HELP, as Redis 7.0.
+"""CLIENT: ID SETNAME GETNAME SETINFO INFO LIST KILL REPLY NO-EVICT NO-TOUCH PAUSE UNPAUSE UNBLOCK HELP, as Redis 7.0.
 
 CLIENT LIST / INFO lines carry Redis 7.0's fields in its order (then
 7.2's lib-name and lib-ver, which memd records with CLIENT SETINFO), so
@@ -26,7 +26,8 @@ from memd.resp import SimpleString, Verbatim
 
 OK = SimpleString("OK")
 _ARITY = {b"id": 2, b"info": 2, b"list": -2, b"setname": 3, b"getname": 2, b"setinfo": 4, b"kill": -3,
-          b"reply": 3, b"no-evict": 3, b"no-touch": 3, b"pause": -3, b"unpause": 2, b"help": 2}
+          b"reply": 3, b"no-evict": 3, b"no-touch": 3, b"pause": -3, b"unpause": 2, b"unblock": -3,
+          b"help": 2}
 declare_subcommands("client", [s.decode() for s in _ARITY])
 _TYPES = {b"normal", b"master", b"slave", b"replica", b"pubsub"}
 _HELP = (
@@ -63,6 +64,8 @@ _HELP = (
     "    Set client meta attr.",
     "UNPAUSE",
     "    Stop the current client pause, resuming traffic.",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+    "    Unblock the specified blocked client.",
     "PAUSE <timeout> [WRITE|ALL]",
     "    Suspend all, or just write, clients for <timeout> milliseconds.",
     "NO-EVICT (ON|OFF)",
@@ -103,8 +106,8 @@ def client_line(c: Context) -> str:
     subs = c.subscriptions
     sub, psub, ssub = (len(subs.channels), len(subs.patterns), len(subs.shard_channels)) if subs is not None \
         else (0, 0, 0)
-    flags = ("P" if sub or psub or ssub else "") + ("x" if c.multi is not None else "") + "U" + \
-        ("e" if c.no_evict else "") + ("T" if c.no_touch else "")
+    flags = ("P" if sub or psub or ssub else "") + ("x" if c.multi is not None else "") + \
+        ("b" if c.blocked else "") + "U" + ("e" if c.no_evict else "") + ("T" if c.no_touch else "")
     multi_mem = sum(sum(len(a) for a in args) for _, args in c.multi) if c.multi is not None else 0
     addr = _addr(c)
     return (f"id={c.client_id} addr={addr} laddr={addr} fd={c.fd} name={(c.name or b'').decode(errors='replace')} "
@@ -172,6 +175,8 @@ def client(ctx: Context, args: list[bytes]) -> Any:
         if ctx.server is not None:
             ctx.server.unpause()
         return OK
+    if sub == b"unblock":
+        return _unblock(ctx, args[0], args[1:])
     return [SimpleString(line) for line in _HELP]
 
 
@@ -191,6 +196,22 @@ def _pause(ctx: Context, opts: list[bytes]) -> Any:
     if ctx.server is not None:
         ctx.server.pause(milliseconds, all_commands)
     return OK
+
+
+def _unblock(ctx: Context, sub: bytes, opts: list[bytes]) -> Any:
+    """CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 if that client was parked by a blocking command (it gets
+    its timeout reply, or -UNBLOCKED), else 0. Redis checks the reason before the id."""
+    if len(opts) > 2:
+        raise CommandError(f"unknown subcommand or wrong number of arguments for '{sub.decode(errors='replace')}'. "
+                           "Try CLIENT HELP.")
+    error = False
+    if len(opts) == 2:
+        reason = opts[1].lower()
+        if reason not in (b"timeout", b"error"):
+            raise CommandError("CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+        error = reason == b"error"
+    client_id = parse_int(opts[0])
+    return int(ctx.server is not None and ctx.server.unblock_client(client_id, error))
 
 
 def _setinfo(ctx: Context, attr: bytes, value: bytes) -> Any:

@@ -43,8 +43,10 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
     providers: Sequence[InfoProvider] = ()
     pubsub = server.pubsub if server is not None else PubSub()
     socket_path, clients, max_clients, received, processed, writes = "", 1, 0, 0, 0, 0
+    blocked = 0
     if server is not None:  # None: handlers run without a server (unit tests)
         errors, providers = server.stats_errors, server.info_providers
+        blocked = server.blocked_clients
         socket_path, clients, max_clients = server.socket_path, len(server.connections), server.limits.max_clients
         received, processed, writes = server.stats_connections, server.stats_commands, server.stats_writes
     uname = os.uname()
@@ -58,7 +60,7 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
             "tcp_port": 0, "uptime_in_seconds": uptime, "uptime_in_days": uptime // 86400, "hz": 10,
             "configured_hz": 10, "executable": sys.executable, "unix_socket": socket_path,
         },
-        "clients": {"connected_clients": clients, "blocked_clients": 0, "maxclients": max_clients},
+        "clients": {"connected_clients": clients, "blocked_clients": blocked, "maxclients": max_clients},
         "memory": {"used_memory": rss, "used_memory_human": _human(rss), "used_memory_rss": rss,
                    "used_memory_rss_human": _human(rss), "used_memory_peak": peak, "used_memory_peak_human":
                    _human(peak), "maxmemory": 0, "maxmemory_human": "0B", "maxmemory_policy": "noeviction",

@@ -121,6 +121,13 @@ class ServerView(Protocol):
     script: Any
     lua_time_limit_ms: int
 
+    @property
+    def blocked_clients(self) -> int:
+        """Clients parked by a blocking command (INFO blocked_clients)."""
+
+    def unblock_client(self, client_id: int, error: bool) -> bool:
+        """CLIENT UNBLOCK: wake that client (timeout reply, or -UNBLOCKED with ``error``) if parked."""
+
     def kill_client(self, ctx: Context) -> None:
         """Close the connection whose context is ``ctx`` (CLIENT KILL)."""
 

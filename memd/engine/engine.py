@@ -54,7 +54,7 @@ from memd.engine.memories import Memories
 from memd.engine.memtable import Memtable
 from memd.engine.memtable import DbTable
 from memd.engine.records import (
-    DEFAULT_DATABASES, OP_DEL, OP_FLUSHALL, OP_FLUSHDB, OP_SELECT, OP_SET, OP_SWAPDB, OP_UPDATE, Op)
+    DEFAULT_DATABASES, OP_DEL, OP_FLUSHALL, OP_FLUSHDB, OP_SELECT, OP_SET, OP_SWAPDB, OP_UPDATE, T_LIST, T_ZSET, Op)
 from memd.engine.wal import WAL, RecoveryReport
 from memd.errors import DataDirLockedError, DurabilityError, OverloadError, StoreDamagedError, StoreError
 from memd.store.base import Store
@@ -65,6 +65,7 @@ from memd.looplag import LoopLag
 
 log = logging.getLogger("memd.engine")
 _KEYED_OPS = (OP_SET, OP_DEL, OP_UPDATE)
+_WAKING_TYPES = (T_LIST, T_ZSET)  # the types a blocked client waits for (BLPOP..., BZPOPMIN...)
 
 DEFAULT_FLUSH_MAX_RECORDS = 100_000
 DEFAULT_FLUSH_MAX_BYTES = 64 * 1024 * 1024
@@ -168,6 +169,14 @@ class Engine:
         self._flush_stamps = [0] * databases  # WATCH: last LSN that flushed (or swapped) each physical database
         self._batch_db = 0  # inside batch(): the database the batch's ops so far leave selected
         self.watching = 0  # connections with a WATCH: stamps are kept only while this is non-zero
+        # Blocking commands (see memd.blocking): the keys some client waits on (the server's registry
+        # fills it; empty = nobody waits, and apply() pays one truth test), and the keys among them
+        # that a write has left holding a list or a sorted set since the server last looked, in the
+        # order they became so. ``on_ready`` is called when that set stops being empty (from the
+        # thread that applied the write): the server's way to be told of writes it did not run itself.
+        self.wake_keys: dict[bytes, int] = {}  # key -> how many databases have clients waiting on it
+        self.ready_keys: dict[bytes, None] = {}
+        self.on_ready: Callable[[], None] | None = None
         self._lock_fd = -1
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -339,6 +348,8 @@ class Engine:
         lsn = self.last_lsn + 1
         if self.watching:
             self._stamp(lsn, ops)
+        if self.wake_keys:
+            self._signal_ready(ops)
         if self._batch is not None:
             self.active.apply(lsn, ops)  # visible to the rest of the transaction
             self._batch_extend(ops)
@@ -348,6 +359,24 @@ class Engine:
         self.last_lsn = lsn
         self.active.apply(lsn, ops)
         self._maybe_flush()
+
+    def _signal_ready(self, ops: list[Op]) -> None:
+        """Note the waited-on keys these ops leave holding elements of a list or a sorted set
+        (Redis's signalKeyAsReady): whether the key still has the right type for each waiting
+        client, and still has elements, is for the server to check when it serves them. Keys
+        only, never databases: a key written in one database is looked at in every database
+        where a client waits on it, where the type check rejects the ones that did not change."""
+        wake, ready = self.wake_keys, self.ready_keys
+        for op in ops:
+            if op[0] == OP_SWAPDB:  # every waited-on key may now hold something else (scanDatabaseForReadyKeys)
+                if not ready and self.on_ready is not None:
+                    self.on_ready()
+                ready.update(dict.fromkeys(wake))
+            elif op[0] == OP_UPDATE and op[5] > 0 and op[2] in _WAKING_TYPES and op[1] in wake \
+                    and op[1] not in ready:
+                if not ready and self.on_ready is not None:
+                    self.on_ready()
+                ready[op[1]] = None
 
     def _batch_extend(self, ops: list[Op]) -> None:
         """Add one apply()'s ops to the batch's record, keeping each op in its database.
