@@ -327,6 +327,11 @@ class Connection(PushOutput, asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
 
+    def _subscribed(self) -> bool:
+        """Subscriptions.total, inlined (the fast path asks at each run)."""
+        subs = self.subscriptions
+        return bool(subs.channels or subs.patterns or subs.shard_channels)
+
     def _run_ok(self) -> bool:
         """Whether a run may start here, on the fast path: plain ``SET key value``s, or the
         calls of a command with a run handler (MEM.PUT, see memd.commands.batched).
@@ -344,7 +349,7 @@ class Connection(PushOutput, asyncio.Protocol):
         """
         ctx = self.ctx
         if ctx.multi is not None or not ctx.authenticated or ctx.reply != "on" or self.server.pause_until \
-                or self.server.engine.over_capacity() or ctx.protocol == 2 and self.subscriptions.total:
+                or self.server.engine.over_capacity() or ctx.protocol == 2 and self._subscribed():
             return False
         try:
             self.server.engine.check_writable()

@@ -70,8 +70,9 @@ def execute(ctx: Context, argv: list[bytes]) -> Any:
             raise CommandError(NOAUTH, prefix="NOAUTH")  # after the name and arity checks, as Redis orders them
         if cmd.write:
             ctx.engine.check_writable()
-        subs = ctx.subscriptions
-        if subs is not None and ctx.protocol == 2 and subs.total and name not in SUBSCRIBER_COMMANDS:
+        subs = ctx.subscriptions  # (Subscriptions.total inlined: every command of a RESP2 client asks)
+        if ctx.protocol == 2 and subs is not None and (subs.channels or subs.patterns or subs.shard_channels) \
+                and name not in SUBSCRIBER_COMMANDS:
             refused = refusal(argv)  # RESP2 subscriber mode
             if name == b"exec":  # Redis's rejectCommand turns any refusal of EXEC into an abort
                 release_watches(ctx)

@@ -360,7 +360,12 @@ class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMi
     def mset(self, pairs: list[tuple[bytes, bytes]]) -> None:
         self._apply([(OP_SET, k, v, None) for k, v in pairs])
         access = self.access
-        access.update(zip(map(_FIRST, pairs), repeat(self._clock())))  # (a loop in C: the SET runs' path)
+        if len(pairs) > 4:
+            access.update(zip(map(_FIRST, pairs), repeat(self._clock())))  # (a loop in C: the SET runs' path)
+        else:
+            now = self._clock()
+            for k, _ in pairs:
+                access[k] = now
         if len(access) > ACCESS_MAX:
             self._forget_access()
 
