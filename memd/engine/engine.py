@@ -141,7 +141,7 @@ class Engine:
         # Redis database number (SELECT) -> the physical one its data is kept under; SWAPDB swaps two
         # entries (see OP_SWAPDB). Shared with every memtable, which applies the swaps.
         self.dbmap: list[int] = list(range(databases))
-        self.active = Memtable(self.dbmap)
+        self.active = Memtable(self.dbmap, self.clock)
         self.frozen: Memtable | None = None
         self.keyspaces = [Keyspace(self, db) for db in range(databases)]  # by physical database
         # each physical database's buffer layers, newest first (what its reads merge over SQLite)
@@ -609,7 +609,7 @@ class Engine:
         table = self.active
         table.frozen = True
         self.frozen = table
-        self.active = Memtable(self.dbmap)
+        self.active = Memtable(self.dbmap, self.clock)
         self._refresh_layers()
         if rotate:
             self.wal.rotate()
@@ -622,6 +622,7 @@ class Engine:
         rows = len(table)
         if table.records:
             await self.store.flush(table)
+            await anyio.to_thread.run_sync(self._carry_access_times, table)
         if self.frozen is table:
             self.frozen = None
             self._refresh_layers()
@@ -644,6 +645,12 @@ class Engine:
             await self.store.maintain_keyfilter()
         except Exception as exc:  # noqa: BLE001 - without the filter every read goes to the store: slower, not wrong
             log.warning("key_filter_build_failed error=%r (reads of absent keys go to SQLite meanwhile)", str(exc))
+
+    def _carry_access_times(self, table: Memtable) -> None:
+        """OBJECT IDLETIME: a flushed layer's access times go to the keyspaces' maps (a worker thread)."""
+        for db, t in enumerate(table.dbs):
+            if t.entries:
+                self.keyspaces[db].carry_access_times(t.entries)
 
     def flush_stalled(self, seconds: float) -> bool:
         """True when flushing has made no progress for ``seconds`` past when it was due (systemd watchdog).

@@ -18,14 +18,17 @@ Mixed into :class:`memd.engine.keyspace.Keyspace`. Every write is one
   ``OP_DEL`` when it is empty), which drops the destination's TTL as Redis's
   ``setKey`` does.
 
-Access times (OBJECT IDLETIME): :meth:`Keyspace.meta` and the string read
-and write paths record the engine clock in ``Keyspace.access``, a plain dict
-of at most :data:`ACCESS_MAX` keys. Past that, the half inserted first is
-forgotten and ``access_floor`` moves to now: a key absent from the map was
-last touched before the floor, so its idle time is reported as the time
-since the floor (a lower bound; exact for every key touched since). After a
-restart every key counts from the start, as Redis's keys do after loading a
-snapshot. Commands that Redis runs with ``LOOKUP_NOTOUCH`` (TYPE, EXISTS,
+Access times (OBJECT IDLETIME): a buffered key's is its entry's
+(``Entry.atime``: set by the write, from the engine clock read once per WAL
+record, and by every read since), so writes cost nothing more; a key read
+from SQLite is recorded in ``Keyspace.access``, a plain dict of at most
+:data:`ACCESS_MAX` keys, where a flush also carries the access times of the
+entries it writes (in its worker thread). Past the cap, the half inserted
+first is forgotten and ``access_floor`` moves to now: a key absent from the
+map was last touched before the floor, so its idle time is reported as the
+time since the floor (a lower bound; exact for every key touched since).
+After a restart every key counts from the start, as Redis's keys do after
+loading a snapshot. Commands that Redis runs with ``LOOKUP_NOTOUCH`` (TYPE, EXISTS,
 TTL, OBJECT, SCAN, KEYS, RANDOMKEY) read through :meth:`Keyspace.peek`.
 """
 
@@ -37,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, M_HI, M_LO, M_TYPE, Meta
 from memd.engine.records import (
-    OP_DEL, OP_SELECT, OP_SET, OP_UPDATE, T_HASH, T_LIST, T_SET, T_STREAM, T_STRING, T_ZSET, Op,
+    OP_DEL, OP_SELECT, OP_SET, OP_UPDATE, T_HASH, T_LIST, T_NONE, T_SET, T_STREAM, T_STRING, T_ZSET, Op,
 )
+from memd.engine.memtable import Entry
 from memd.errors import WrongTypeError
 from memd.int64 import parse_int64
 from memd.store.base import list_sub
@@ -86,8 +90,23 @@ class KeyOpsMixin:
         Counted as Redis's LRU clock counts, in whole seconds of the clock: an
         access at 10.9 s read at 11.1 s is 1 second old.
         """
-        last = self.access.get(key, self.access_floor)
+        for layer in self._layers():
+            e = layer.entries.get(key)
+            if e is not None:
+                last = e.atime
+                break
+        else:
+            last = self.access.get(key, self.access_floor)
         return max(0, int(self.engine.clock()) - int(last))
+
+    def carry_access_times(self: Keyspace, entries: dict[bytes, Entry]) -> None:
+        """A flushed buffer layer's access times into the map (its entries are about to go).
+
+        In a worker thread: one ``dict.update`` (atomic under the GIL), of the
+        ACCESS_MAX entries written or read last.
+        """
+        recent = {k: e.atime for k, e in itertools.islice(reversed(entries.items()), ACCESS_MAX) if e.type != T_NONE}
+        self.access.update(recent)
 
     # ---- copying a key ------------------------------------------------------------------
 

@@ -13,8 +13,6 @@ Times are absolute milliseconds since the epoch from the engine's clock.
 from __future__ import annotations
 
 import bisect
-import operator
-from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, M_HI, M_LO, M_TYPE, CollectionsMixin, Meta
@@ -48,7 +46,6 @@ if TYPE_CHECKING:
     from memd.engine.engine import Engine
 
 _MISSING: Any = object()
-_FIRST = operator.itemgetter(0)
 
 
 class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMixin, RandomPickMixin, KeyOpsMixin,
@@ -83,27 +80,34 @@ class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMi
     def meta(self, key: bytes) -> Meta | None:
         """The key's metadata if it exists and has not expired; records an access to ``key``.
 
-        Recorded whether or not the key exists: a command that reads a missing
-        key and then creates it (INCR, HSET...) leaves its creation time. The
-        map's bound is checked where a key may come from outside the buffer
-        (the SQLite read below, and the writes): a key found in a buffer layer
-        is one of the buffer's, so the map cannot outgrow the cap by more than
-        the buffer. :meth:`peek`'s body is repeated here: this is every read's
-        path, and a second call costs ~0.1 µs of a buffered GET's ~1 µs.
+        A buffered key's access time is its entry's (``Entry.atime``, which its
+        write set); a key read from SQLite goes into the access map (see
+        :mod:`memd.engine.keyops`). A missing key records nothing: a command
+        that then creates it (INCR, HSET...) writes an entry that carries its
+        time. :meth:`peek`'s body is repeated here: this is every read's path,
+        and a second call costs ~0.1 µs of a buffered GET's ~1 µs.
         """
-        self.access[key] = self._clock()
         for layer in self._layers():
             e = layer.entries.get(key)
             if e is not None:
                 if e.type == T_NONE or (e.expires_at is not None and e.expires_at <= self.now_ms()):
                     return None
+                e.atime = self._clock()
                 return (e.type, e.expires_at, e.count, e.lo, e.hi)
             if layer.flushall:
                 return None
-        if len(self.access) > ACCESS_MAX:
-            self._forget_access()
         row = self._live_row(key)
-        return None if row is None else (row[0], row[2], row[3], row[4], row[5])
+        if row is None:
+            return None
+        self._accessed(key)
+        return (row[0], row[2], row[3], row[4], row[5])
+
+    def _accessed(self, key: bytes) -> None:
+        """Record an access to a key read from SQLite (the map is bounded: see memd.engine.keyops)."""
+        access = self.access
+        access[key] = self._clock()
+        if len(access) > ACCESS_MAX:
+            self._forget_access()
 
     def peek(self, key: bytes) -> Meta | None:
         """:meth:`meta` without recording an access (Redis's LOOKUP_NOTOUCH: TYPE, TTL, SCAN...)."""
@@ -321,10 +325,7 @@ class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMi
             return None
         if row[0] != T_STRING:
             raise WrongTypeError()
-        access = self.access
-        access[key] = self._clock()
-        if len(access) > ACCESS_MAX:
-            self._forget_access()
+        self._accessed(key)
         return row[1]
 
     def set(self, key: bytes, value: bytes, *, expires_at: int | None = None, keepttl: bool = False,
@@ -332,11 +333,7 @@ class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMi
         """SET with every option; returns (was set, old value when ``get``)."""
         if not (nx or xx or get or keepttl):
             # a plain SET overwrites whatever was there: no read at all (the hot path)
-            self._apply([(OP_SET, key, value, expires_at)])
-            access = self.access
-            access[key] = self._clock()
-            if len(access) > ACCESS_MAX:
-                self._forget_access()
+            self._apply([(OP_SET, key, value, expires_at)])  # (its entry carries the access time)
             return True, None
         m = self.meta(key)
         old = None
@@ -358,16 +355,7 @@ class Keyspace(CollectionsMixin, StringsMixin, ListsMixin, SetsMixin, ElemScanMi
         return value
 
     def mset(self, pairs: list[tuple[bytes, bytes]]) -> None:
-        self._apply([(OP_SET, k, v, None) for k, v in pairs])
-        access = self.access
-        if len(pairs) > 4:
-            access.update(zip(map(_FIRST, pairs), repeat(self._clock())))  # (a loop in C: the SET runs' path)
-        else:
-            now = self._clock()
-            for k, _ in pairs:
-                access[k] = now
-        if len(access) > ACCESS_MAX:
-            self._forget_access()
+        self._apply([(OP_SET, k, v, None) for k, v in pairs])  # (the entries carry the access time)
 
     def incrby(self, key: bytes, delta: int) -> int:
         m = self.typed_meta(key, T_STRING)

@@ -28,6 +28,7 @@ runs live and during WAL replay.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from memd.engine.records import (
@@ -61,7 +62,7 @@ DELETED: Any = _Deleted()
 class Entry:
     """One key's change in one memtable (see the module docstring)."""
 
-    __slots__ = ("type", "reset", "value", "expires_at", "count", "lo", "hi", "elems", "size", "order")
+    __slots__ = ("type", "reset", "value", "expires_at", "count", "lo", "hi", "elems", "size", "order", "atime")
 
     def __init__(self, type_: int, reset: bool, value: bytes | None = None,
                  expires_at: int | None = None, count: int = 0, lo: int = 0, hi: int = 0) -> None:
@@ -75,6 +76,7 @@ class Entry:
         self.elems: dict[bytes, Any] | None = None
         self.size = 0
         self.order: Any = None  # a sortedcontainers.SortedList of (score, member) (see the module docstring)
+        self.atime = 0.0  # the key's last access (OBJECT IDLETIME), engine-clock seconds: its write, or a read since
 
     def __repr__(self) -> str:
         return (f"Entry(type={self.type}, reset={self.reset}, value={self.value!r}, exp={self.expires_at}, "
@@ -168,9 +170,10 @@ class Memtable:
     """
 
     __slots__ = ("dbs", "dbmap", "swapped", "mem", "indexes", "index_drops", "vector_bytes", "bytes", "records",
-                 "writes", "first_lsn", "max_lsn", "created", "frozen")
+                 "writes", "first_lsn", "max_lsn", "created", "frozen", "clock")
 
-    def __init__(self, dbmap: list[int] | None = None) -> None:
+    def __init__(self, dbmap: list[int] | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # what an entry's access time is read from (the engine's clock): once per record
         self.dbmap = list(range(DEFAULT_DATABASES)) if dbmap is None else dbmap
         self.dbs = [DbTable() for _ in self.dbmap]
         self.swapped: list[int] | None = None
@@ -214,11 +217,13 @@ class Memtable:
         assert not self.frozen, "a frozen memtable is read-only"
         table = self.dbs[0]
         entries = table.entries
+        now = self.clock()
         for op in ops:
             code = op[0]
             if code == OP_SET:  # most ops: _replace inlined
                 _, key, value, exp = op
                 entry = Entry(T_STRING, True, value, exp)
+                entry.atime = now
                 entry.size = size = len(key) + len(value)
                 old = entries.get(key)
                 if old is not None:
@@ -228,7 +233,7 @@ class Memtable:
                     table._sorted = None
                 entries[key] = entry
             elif code == OP_UPDATE:
-                self._update(table, op)
+                self._update(table, op).atime = now
             elif code == OP_DEL:
                 entry = Entry(T_NONE, True)
                 entry.size = len(op[1])
@@ -303,7 +308,7 @@ class Memtable:
         self.bytes += item.size(ident)
         self.vector_bytes += _blob_bytes(item.vectors)
 
-    def _update(self, table: DbTable, op: Op) -> None:
+    def _update(self, table: DbTable, op: Op) -> Entry:
         _, key, type_, create, exp, count, lo, hi, changes = op
         entry = table.entries.get(key)
         if create or entry is None or entry.type != type_:
@@ -340,3 +345,4 @@ class Memtable:
                 delta += _elem_size(sub, value)
             entry.size += delta
             self.bytes += delta
+        return entry
