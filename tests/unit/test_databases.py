@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 
-from memd.commands import Context, load_all
-from memd.commands.connection import execute
+from memd.commands import load_all
 from memd.config import CompactionConfig
 from memd.engine.engine import Engine
 from memd.engine.records import OP_SELECT
 from memd.errors import CommandError, StoreError
 from memd.maintenance.compaction import run_compaction
 from memd.resp import NullArray, SimpleString
+from tests.unit.test_keyspace import DB
+from tests.unit.test_transactions import Conn
 
 pytestmark = pytest.mark.anyio
 load_all()
@@ -30,23 +31,12 @@ load_all()
 OK = SimpleString("OK")
 
 
-class Conn:
-    def __init__(self, engine: Engine) -> None:
-        self.ctx = Context(engine=engine)
-
-    def __call__(self, *argv: str | bytes) -> Any:
-        reply = execute(self.ctx, [a if isinstance(a, bytes) else a.encode() for a in argv])
-        if isinstance(reply, CommandError):
-            raise reply
-        return reply
-
-
-class Data:
-    """One data directory; its engine restarted cleanly or crash-like."""
+class Data(DB):
+    """test_keyspace's data directory, with a number of databases and connections to them."""
 
     def __init__(self, path: str, clock: Any, databases: int = 16) -> None:
-        self.path, self.clock, self.databases = path, clock, databases
-        self.engine: Engine
+        super().__init__(path, clock)
+        self.databases = databases
 
     async def open(self) -> None:
         self.engine = Engine(self.path, clock=self.clock, flush_max_age=3600.0, databases=self.databases)
@@ -57,14 +47,6 @@ class Data:
         if db:
             assert c("SELECT", str(db)) == OK
         return c
-
-    async def restart(self, *, crash: bool = False) -> None:
-        if crash:
-            async def no_final_flush() -> None:
-                pass
-            self.engine._flush_all = no_final_flush  # type: ignore[method-assign]
-        await self.engine.close()
-        await self.open()
 
 
 @pytest.fixture
