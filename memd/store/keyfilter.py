@@ -123,13 +123,14 @@ class KeyFilter:
         with self._lock:
             pending, self._pending = self._pending or [], None
             capacity = {db: max(MIN_CAPACITY, int(counts.get(db, 0) * HEADROOM)) for db in filters}
+            added = dict(counts)
             for db, key in [*pending, *(k for keys in self._inflight for k in keys)]:
                 if db not in filters:
                     filters[db] = Bloom(MIN_CAPACITY, FP_RATE)
                     capacity[db] = MIN_CAPACITY
                 filters[db].add(key)
-            self._filters, self._capacity = filters, capacity
-            self._added = {db: counts.get(db, 0) for db in filters}
+                added[db] = added.get(db, 0) + 1  # (counted: past its capacity, the filter is rebuilt)
+            self._filters, self._capacity, self._added = filters, capacity, added
             self.rejected = self.maybes = self.false = 0
             self.ready = True
         self.builds += 1

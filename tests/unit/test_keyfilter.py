@@ -109,3 +109,22 @@ def test_a_flush_racing_a_build_never_loses_a_key(tmp_path: Path, order: tuple[s
     assert kf.might_hold(0, b"old") and kf.might_hold(0, b"new") and kf.might_hold(3, b"other")
     writer.close()
     held.conn.close()
+
+
+def test_keys_a_build_takes_from_flushes_count_toward_its_capacity(tmp_path: Path) -> None:
+    """A flush of many keys racing the first build: the filter it swaps in is over capacity, so rebuilt."""
+    path = str(tmp_path / "store.sqlite3")
+    migrate(path)
+    kf, held = KeyFilter(), Held(path)
+    thread = threading.Thread(target=kf.build, args=(held,))
+    thread.start()
+    assert held.at_snapshot.wait(10)
+    keys = [(0, b"k%d" % i) for i in range(5000)]
+    kf.add(keys)  # (never committed: the build's snapshot holds none of them)
+    kf.committed(keys)
+    held.go_snapshot.set()
+    held.go_swap.set()
+    thread.join(10)
+    assert kf.ready and kf.might_hold(0, b"k4999")
+    assert kf.needs_rebuild(), "5,000 keys in a filter sized for none"
+    held.conn.close()
