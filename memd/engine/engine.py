@@ -412,7 +412,7 @@ class Engine:
                 self._flush_stamps[self.dbmap[op[1]]] = lsn
                 self._flush_stamps[self.dbmap[op[2]]] = lsn
 
-    def key_stamp(self, key: bytes, db: int = 0) -> int:
+    def key_stamp(self, key: bytes, db: int) -> int:
         """A value that changes whenever ``key`` of physical database ``db`` may have been written while
         ``watching`` (WATCH).
 
@@ -460,7 +460,7 @@ class Engine:
     @property
     def keyspace(self) -> Keyspace:
         """Redis database 0's keyspace."""
-        return self.keyspaces[self.dbmap[0]]
+        return self.keyspace_of(0)
 
     def keyspace_of(self, db: int) -> Keyspace:
         """Redis database ``db``'s keyspace (0 <= db < databases: SELECT checks)."""
