@@ -47,6 +47,16 @@ _NEVER_SECONDS = 1 << 40
 Serve = Callable[[Context, bytes], Any]
 
 
+class _Stay:
+    """The type of :data:`STAY`."""
+
+    def __repr__(self) -> str:
+        return "STAY"
+
+
+STAY = _Stay()  # a stream reader's serve found nothing for it: it stays parked
+
+
 @dataclass(eq=False, slots=True)
 class Block:
     """A blocking command found nothing to pop: what the server needs to park its client.
@@ -55,10 +65,14 @@ class Block:
     ``type``: it pops (one ``engine.apply``, one WAL record) and returns the reply. It may
     raise a CommandError (BLMOVE whose destination has become another type), which is then
     the client's reply: it is unblocked either way, as in Redis.
+
+    A stream reader (``type`` T_STREAM, :mod:`memd.commands.streamblocking`) is asked
+    whenever its key is signalled, whatever the key holds then: its ``serve`` checks for
+    itself and returns :data:`STAY` to stay parked, or a reply (an error included).
     """
 
     keys: tuple[bytes, ...]  # each once, in argument order
-    type: int  # T_LIST or T_ZSET
+    type: int  # T_LIST, T_ZSET or T_STREAM
     timeout: float  # seconds; 0 = forever
     serve: Serve
 
