@@ -79,6 +79,9 @@ class Block:
 
 def parse_timeout(raw: bytes) -> float:
     """Redis's ``getTimeoutFromObjectOrReply`` in seconds: ceil to the millisecond; 0 = forever."""
+    if raw.isdigit() and len(raw) < 12:  # whole seconds, what clients send (BLPOP q 0): exact, and 15x cheaper
+        seconds = int(raw)
+        return 0.0 if seconds > _NEVER_SECONDS else float(seconds)
     value = parse_long_double(raw)
     if value is None:
         raise CommandError(NOT_FLOAT)
