@@ -16,7 +16,7 @@ from memd.commands.streamblocking import block_group, delivered_reply
 from memd.commands.streams import OK, end_bound, may_park, parse_read, read_reply, start_bound
 from memd.commands.strings import SYNTAX, ll
 from memd.engine.streamcodec import INVALID_ENTRIES_READ, MAX_ID, MIN_ID, StreamId, format_id, parse_id, strict_id
-from memd.engine.streamgroups import Delivered, Group
+from memd.engine.streamgroups import Group
 from memd.engine.streams import StreamEdit
 from memd.errors import CommandError
 from memd.resp import NullArray, SimpleString
