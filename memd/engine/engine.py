@@ -173,8 +173,8 @@ class Engine:
         self.watching = 0  # connections with a WATCH: stamps are kept only while this is non-zero
         # Blocking commands (see memd.blocking): the keys some client waits on (the server's registry
         # fills it; empty = nobody waits, and apply() pays one truth test), and the keys among them
-        # that a write has left holding a list or a sorted set since the server last looked, in the
-        # order they became so. ``on_ready`` is called when that set stops being empty (from the
+        # that a write may have changed for a waiting client since the server last looked (see
+        # _signal_ready), in the order they became so. ``on_ready`` is called when that set stops being empty (from the
         # thread that applied the write): the server's way to be told of writes it did not run itself.
         self.wake_keys: dict[bytes, int] = {}  # key -> how many databases have clients waiting on it
         self.ready_keys: dict[bytes, None] = {}
