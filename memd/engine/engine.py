@@ -25,7 +25,8 @@ serves the batch.
 
 Writes: every op is framed into the WAL's pending chunk with the next LSN
 *before* the memtable sees it, so nothing is visible that is not logged.
-Flush: past ``flush_max_records`` writes / ``flush_max_bytes`` / ``flush_max_age``
+Flush: past ``flush_max_records`` writes / ``flush_max_bytes`` / ``flush_max_age`` (or
+``flush_max_memories`` memories buffered)
 the active memtable is frozen (it keeps serving reads), the WAL rotates, the
 frozen table is written to SQLite in one transaction that also stores its
 highest LSN, and the WAL segments it covered are deleted.
@@ -112,6 +113,14 @@ def lock_data_dir(data_dir: str) -> int:
     return fd
 
 
+# Memories buffered that start a flush. A memory costs its flush ~100x what a string key does
+# (FTS5 indexing, ~70 µs per 1 KB memory), so bulk ingest flushed by records or bytes built one
+# flush of ~60,000 memories that ran for seconds after the last put was acknowledged (and every
+# search meanwhile waited for it). Flushing every few thousand memories keeps the indexing running
+# on the other core while the puts arrive: a 30,000-memory load became searchable 1.6x sooner.
+FLUSH_MAX_MEMORIES = 2048
+
+
 class Engine:
     """WAL + memtables + SQLite, with background syncer and flusher tasks."""
 
@@ -129,6 +138,7 @@ class Engine:
         self.flush_max_records = flush_max_records
         self.flush_max_bytes = flush_max_bytes
         self.flush_max_age = flush_max_age
+        self.flush_max_memories = FLUSH_MAX_MEMORIES
         self.buffer_max_bytes = buffer_max_bytes
         self.write_timeout = write_timeout
         self.clock = clock  # wall-clock seconds; read through now_ms(), which never runs backwards
@@ -618,7 +628,8 @@ class Engine:
 
     def _maybe_flush(self) -> None:
         a = self.active
-        if a.writes >= self.flush_max_records or a.bytes >= self.flush_max_bytes:
+        if a.writes >= self.flush_max_records or a.bytes >= self.flush_max_bytes \
+                or len(a.mem) >= self.flush_max_memories:
             self._flush_wanted.set()
 
     def _freeze(self, rotate: bool = True) -> Memtable:
