@@ -31,11 +31,11 @@ waits for the durability the fsync policy promises.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, arity_ok, command, parse_int
@@ -43,7 +43,7 @@ from memd.commands.commandtable import DATA_FILE, declare_subcommands, subcomman
 from memd.errors import CommandError, DurabilityError
 from memd.resp import SimpleString
 from memd.scripting.convert import error_text
-from memd.scripting.runtime import Invocation, LuaState, Migrate, Script
+from memd.scripting.runtime import Invocation, LuaState, Script
 from memd.scripting.worker import INLINE_SECONDS, Job, Worker
 
 if TYPE_CHECKING:
@@ -276,39 +276,45 @@ def _execute(ctx: Context, state: Scripting, script: Script, invocation: Invocat
             return lua.run(invocation, script, keys, argv)
         finally:
             engine.end_batch()
-    if script.sha not in state.long_running:
-        # on the event loop first (no thread hop: most scripts take microseconds); past INLINE_BUDGET
-        # a run that has written nothing stops and runs again from the start in the worker
-        invocation.budget_at = invocation.started + INLINE_BUDGET
+    if script.sha in state.long_running:  # known to run long: in the worker from the start
         engine.begin_batch()
-        try:
-            reply = lua.run(invocation, script, keys, argv)
-        except Migrate:
-            pass
-        else:
-            if time.monotonic() >= invocation.budget_at:  # it wrote, then ran long (or the process stalled)
-                state.overran(script.sha, time.monotonic() - invocation.started)
-            elif state.strikes:
-                state.strikes.pop(script.sha, None)  # only overruns in a row count
-            return reply
-        finally:
-            engine.end_batch()
-        log.info("script_to_worker sha=%s ms=%.1f (past the event loop's budget, nothing written: run again "
-                 "in the worker thread)", script.sha.decode(), (time.monotonic() - invocation.started) * 1000)
-        state.overran(script.sha, time.monotonic() - invocation.started)
-        invocation = dataclasses.replace(invocation, resp=2, budget_at=0.0, migrate=False,
-                                         started=time.monotonic())
-        invocation.ctx.protocol = 2
-    return _in_worker(ctx, server, state, script, invocation, keys, argv)
+        return _in_worker(ctx, server, state, invocation, lambda: lua.start(invocation, script, keys, argv))
+    # on the event loop first (no thread hop: most scripts take microseconds); past INLINE_BUDGET the
+    # script pauses, written or not, and goes on in the worker thread from where it is
+    invocation.budget_at = invocation.started + INLINE_BUDGET
+    engine.begin_batch()
+    try:
+        done, reply = lua.start(invocation, script, keys, argv)
+    except BaseException:
+        engine.end_batch()
+        raise
+    if done:
+        engine.end_batch()
+        if state.strikes:
+            state.strikes.pop(script.sha, None)  # only overruns in a row count
+        return reply
+    seconds = time.monotonic() - invocation.started
+    log.info("script_to_worker sha=%s ms=%.1f dirty=%s (past the event loop's budget: it goes on in the worker "
+             "thread)", script.sha.decode(), seconds * 1000, invocation.dirty)
+    state.overran(script.sha, seconds)
+    return _in_worker(ctx, server, state, invocation, lambda: lua.resume(invocation))
 
 
-def _in_worker(ctx: Context, server: Any, state: Scripting, script: Script, invocation: Invocation,
-               keys: list[bytes], argv: list[bytes]) -> Any:
-    """Run the script in the worker thread; past a few milliseconds free the loop (see the module doc)."""
+def _in_worker(ctx: Context, server: Any, state: Scripting, invocation: Invocation,
+               step: Callable[[], tuple[bool, Any]]) -> Any:
+    """Run (or go on with) the script in the worker thread, inside the batch the caller began; past a few
+    milliseconds free the loop (see the module doc)."""
     engine = ctx.engine
     invocation.in_worker = True
-    engine.begin_batch()
-    job = Job(lambda: state.lua.run(invocation, script, keys, argv))
+    lua = state.lua
+
+    def to_the_end() -> Any:
+        done, reply = step()
+        while not done:  # (no budget in the worker: only a pause asked before it got here)
+            done, reply = lua.resume(invocation)
+        return reply
+
+    job = Job(to_the_end)
     state.worker.submit(job)
     try:
         finished = job.wait_inline(INLINE_SECONDS)
