@@ -9,24 +9,25 @@ context of the script's own (the caller's database, the protocol
 EVALSHA_RO or a ``no-writes`` shebang.
 
 Where a script runs. First on the event loop itself, inside the batch, with
-the kill hook also watching a budget (INLINE_BUDGET, 5 ms): most scripts
-(locks, rate limiters, INCR+EXPIRE) end in microseconds, and a thread hop
-would cost more than the script. A run past the budget that has written
-nothing is stopped and run again from the start in the scripting worker
-thread (memd.scripting.worker): nothing it did is visible, no other command
-ran in between. Such a script (and one that wrote, then ran past the budget)
-is remembered and runs in the worker from then on. In the worker, the loop
-waits in place for a couple of milliseconds, then the script is escalated:
-the server holds every other client's commands (``Server.script``), answers
-them ``-BUSY`` once the script has run past ``lua-time-limit``, and lets
-SCRIPT KILL through. The engine is held meanwhile (``Engine.hold``): no flush
-freezes the memtable the script writes. What is not as in Redis: a script
-whose first run writes within 5 ms and then runs on keeps the loop (other
-clients wait rather than get -BUSY; it is unkillable in Redis too) until it
-ends; its later runs are in the worker. Inside MULTI/EXEC (already one
-synchronous step in one batch) and without a server (unit tests) the script
-runs on the calling thread to its end. A script's reply, like any write's,
-waits for the durability the fsync policy promises.
+a budget (INLINE_BUDGET, 5 ms): most scripts (locks, rate limiters,
+INCR+EXPIRE) end in microseconds, and a thread hop would cost more than the
+script. Scripts run in a Lua coroutine; past the budget, whether it has written
+or not, the count hook pauses it (memd.scripting.pause) and the scripting
+worker thread (memd.scripting.worker) goes on with it from where it is, inside
+the same batch: no other command ran in between. A script that passes the
+budget three times in a row runs in the worker from the start. In the worker,
+the loop waits in place for a couple of milliseconds, then the script is
+escalated: the server holds every other client's commands
+(``Server.script``), answers them ``-BUSY`` once the script has run past
+``lua-time-limit``, and lets SCRIPT KILL through (``-UNKILLABLE`` once it
+wrote; SHUTDOWN NOSAVE stops the daemon). The engine is held meanwhile
+(``Engine.hold``): no flush freezes the memtable the script writes. What is
+not as in Redis: Lua 5.1 cannot yield across a C call, so a script looping
+inside a ``pcall`` (or a metamethod) when its budget runs out pauses only once
+back in its own frames; until then it keeps the loop. Inside MULTI/EXEC
+(already one synchronous step in one batch) and without a server (unit
+tests) the script runs on the calling thread to its end. A script's reply,
+like any write's, waits for the durability the fsync policy promises.
 """
 
 from __future__ import annotations
