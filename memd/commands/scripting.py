@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, arity_ok, command, parse_int
+from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, command, parse_int
 from memd.commands.commandtable import DATA_FILE, declare_subcommands, subcommand, table
 from memd.errors import CommandError, DurabilityError
 from memd.resp import SimpleString
@@ -158,8 +158,9 @@ def _known(name: bytes) -> bool:
     return name.lower() in COMMANDS
 
 
-_noscript: frozenset[bytes] | None = None
-_noscript_for = 0  # the size of the command table _noscript was built from
+_noscript: frozenset[bytes] = frozenset()
+_noscript_containers: frozenset[bytes] = frozenset()  # commands with a noscript subcommand (script, client...)
+_noscript_for = -1  # the size of the command table _noscript was built from
 # commands that act on the server's connections or the WAL's settings, which belong to the event
 # loop's thread: refused to a script running in the worker thread (on the loop they run as usual)
 _LOOP_ONLY = frozenset({b"client", b"config", b"publish", b"spublish"})
@@ -169,8 +170,8 @@ _MAY_REPLICATE = frozenset({b"publish", b"spublish"})
 
 def _noscript_names() -> frozenset[bytes]:
     """Commands Redis (or memd's own table) flags ``noscript``, and subcommands (``script|flush``)."""
-    global _noscript, _noscript_for
-    if _noscript is None or _noscript_for != len(COMMANDS):  # (again if a module registered more since)
+    global _noscript, _noscript_containers, _noscript_for
+    if _noscript_for != len(COMMANDS):  # (again if a module registered more since)
         _noscript_for = len(COMMANDS)
         names = {name.encode() for name, meta in table().items() if "noscript" in meta.flags}
         with open(DATA_FILE) as f:
@@ -180,6 +181,7 @@ def _noscript_names() -> frozenset[bytes]:
                     if any(flag.get("+") == "noscript" for flag in sub[2]["~"]):
                         names.add(sub[0].encode())
         _noscript = frozenset(names)
+        _noscript_containers = frozenset(name.partition(b"|")[0] for name in names if b"|" in name)
     return _noscript
 
 
@@ -189,16 +191,17 @@ def dispatch(invocation: Invocation, argv: list[bytes]) -> tuple[Any, bool]:
     cmd = COMMANDS.get(name)
     if cmd is None:
         return b"Unknown Redis command called from script", True
-    if not arity_ok(cmd, len(argv) - 1):
+    n = len(argv)  # (arity_ok, inline: every redis.call's path)
+    if n != cmd.arity if cmd.arity >= 0 else n < -cmd.arity:
         return b"Wrong number of args calling Redis command from script", True
-    noscript = _noscript_names()
-    if name in noscript or (len(argv) > 1 and name + b"|" + argv[1].lower() in noscript):
+    noscript = _noscript if _noscript_for == len(COMMANDS) else _noscript_names()
+    if name in noscript or (n > 1 and name in _noscript_containers and name + b"|" + argv[1].lower() in noscript):
         return b"This Redis command is not allowed from script", True
     if invocation.in_worker and name in _LOOP_ONLY:
         return b"This Redis command is not allowed from script", True
-    ctx = invocation.ctx
     if invocation.read_only and name in _MAY_REPLICATE:
         return b"Write commands are not allowed from read-only scripts.", True
+    ctx = invocation.ctx
     if cmd.write:
         if invocation.read_only:
             return b"Write commands are not allowed from read-only scripts.", True
@@ -212,7 +215,7 @@ def dispatch(invocation: Invocation, argv: list[bytes]) -> tuple[Any, bool]:
         reply = cmd.handler(ctx, argv[1:])
     except CommandError as exc:
         return exc, False
-    if isinstance(reply, Deferred) or reply is NO_REPLY:
+    if reply is NO_REPLY or isinstance(reply, Deferred):
         return b"This Redis command is not allowed from script", True
     return reply, False
 

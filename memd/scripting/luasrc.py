@@ -271,7 +271,17 @@ local function new_runner()
   return tostring(runner)
 end
 
-local function start(f, keys, argv)
+-- start(f, numkeys, keys..., args...): KEYS and ARGV are built here (cheaper than two tables from
+-- Python); start(f, keys, argv) for many (a C call takes a few thousand arguments at most)
+local function start(f, n, ...)
+  local keys, argv
+  if type(n) == 'table' then
+    keys, argv = n, ...
+  else
+    keys, argv = {}, {}
+    for i = 1, n do keys[i] = (select(i, ...)) end
+    for i = n + 1, select('#', ...) do argv[i - n] = (select(i, ...)) end
+  end
   rawset(env, 'KEYS', keys)
   rawset(env, 'ARGV', argv)
   return outcome(co_resume(runner, f))

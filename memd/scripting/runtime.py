@@ -40,6 +40,7 @@ log = logging.getLogger("memd.script")
 REDIS_VERSION = b"7.0.15"
 REDIS_VERSION_NUM = 0x07000F
 SHEBANG_FLAGS = ("no-writes", "allow-oom", "allow-stale", "no-cluster", "allow-cross-slot-keys")
+MANY_ARGS = 64  # more keys and arguments than this go to Lua as two tables (see luasrc's start)
 _LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.INFO, logging.WARNING)  # redis.LOG_DEBUG .. LOG_WARNING
 
 
@@ -53,7 +54,7 @@ class Script:
     flags: frozenset[str] | None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Invocation:
     """One run of a script: what ``redis.call`` needs and what SCRIPT KILL looks at."""
 
@@ -126,7 +127,7 @@ class LuaState:
         api = _raising(table_error=True)
         libs = _raising(table_error=False)
         py = lua.table_from({
-            b"call": _contained(self._call_raising), b"pcall": _contained(self._pcall),
+            b"call": self._call_raising, b"pcall": _contained(self._pcall),
             b"unwrap": _contained(self._unwrap), b"kill_check": _contained(self._kill_check), b"sha1hex": api(self._sha1hex), b"log": api(self._log),
             b"setresp": api(self._setresp), b"set_repl": api(self._set_repl),
             b"acl_check_cmd": api(self._acl_check_cmd),
@@ -183,10 +184,12 @@ class LuaState:
         ``invocation.budget_at`` (then :meth:`resume` goes on with it, from any thread)."""
         if self._runner is None:
             self._runner = self.pauser.install(self._new_runner())
-        lua = self.lua
         self.current = invocation
         try:
-            ok, result = self._start(script.function, lua.table_from(keys), lua.table_from(args))
+            if len(keys) + len(args) <= MANY_ARGS:
+                ok, result = self._start(script.function, len(keys), *keys, *args)
+            else:
+                ok, result = self._start(script.function, self.lua.table_from(keys), self.lua.table_from(args))
         except BaseException:
             self._end()
             raise
@@ -235,12 +238,19 @@ class LuaState:
     def _call_raising(self, *args: Any) -> Any:
         """redis.call: an error reply raises (as a Python exception the error handler unwraps).
 
-        The exception carries the error's text, never a Lua object, and no traceback (see _contained)."""
-        value, failed = self._call(*args)
-        if failed:
-            del args
-            raise ScriptRaise(value)
-        return value
+        The exception carries the error's text, never a Lua object, and no traceback (see _contained,
+        inlined here: this is every redis.call's path)."""
+        try:
+            value, failed = self._call(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised, stripped (as _contained does)
+            error: BaseException = exc
+            error.__traceback__ = error.__context__ = error.__cause__ = None
+        else:
+            if not failed:
+                return value
+            error = ScriptRaise(value)
+        del args
+        raise error
 
     def _pcall(self, *args: Any) -> Any:
         """redis.pcall: an error reply is returned as its error table."""
