@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 Entry = tuple[StreamId, list[bytes]]  # an entry's id and its fields and values, alternating
 _ENTRIES_END = prefix_end(P_ENTRY)
+_U64 = 2**64 - 1
 
 
 class Trim(NamedTuple):
@@ -287,6 +288,32 @@ class StreamsMixin:
         changes[P_STATE] = b""  # (edit.touch_state(), inline: a pipelined run's hot path)
         if trim is not None:
             self._trim(edit, trim)
+        return sid
+
+    def xadd_auto_into(self: Keyspace, edit: StreamEdit, pairs: list[bytes]) -> StreamId:
+        """``xadd_into(edit, pairs, None, True, None)`` (XADD key * field value...: an id from the clock,
+        no trim), without its branches: the form a pipelined run of XADDs is made of."""
+        state = edit._state
+        if state is None:
+            state = edit.state
+        last = state.last
+        now = self.engine.now_ms()
+        if now > last[0]:
+            sid: StreamId = (now, 0)
+        elif last[1] < _U64:
+            sid = (last[0], last[1] + 1)
+        elif last[0] < _U64:
+            sid = (last[0] + 1, 0)
+        else:
+            raise CommandError("The stream has exhausted the last possible ID, unable to add more items")
+        sub = entry_sub(sid)
+        changes = edit.changes
+        changes[sub] = pack_fields(pairs)
+        edit.added.append(sub)
+        edit.length += 1
+        state.last = sid
+        state.entries_added += 1
+        changes[P_STATE] = b""  # (edit.touch_state(), inline)
         return sid
 
     def xtrim(self: Keyspace, key: bytes, trim: Trim) -> int:
