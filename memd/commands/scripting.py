@@ -389,14 +389,29 @@ def kill(state: Scripting) -> Any:
     return OK
 
 
+def stop_script(ctx: Context, nosave: bool) -> None:
+    """SHUTDOWN while a script runs past its limit: Redis answers -BUSY unless NOSAVE; with it the script
+    is stopped, and one that wrote is abandoned (Engine.abandon: none of its writes survive the exit)."""
+    running = scripting(ctx).running
+    if running is None:
+        return
+    if not nosave:
+        raise busy_error()
+    invocation = running.invocation
+    if invocation.dirty:
+        log.warning("script_abandoned sha=%s (SHUTDOWN NOSAVE: its writes are dropped)", invocation.sha.decode())
+        ctx.engine.abandon()
+    invocation.killed = True
+
+
 def busy_error() -> CommandError:
     return CommandError(BUSY, prefix="BUSY")
 
 
 def allowed_while_busy(argv: list[bytes]) -> bool:
-    """What a client may run while a script is past its limit: SCRIPT KILL and the connection-level
-    commands Redis flags allow_busy (none of which touches the engine)."""
+    """What a client may run while a script is past its limit: SCRIPT KILL, SHUTDOWN (see stop_script)
+    and the connection-level commands Redis flags allow_busy (none of which touches the engine)."""
     name = argv[0].lower()
     if name == b"script":
         return len(argv) == 2 and argv[1].lower() == b"kill"
-    return name in (b"auth", b"hello", b"multi", b"discard", b"quit", b"reset", b"unwatch")
+    return name in (b"auth", b"hello", b"multi", b"discard", b"quit", b"reset", b"unwatch", b"shutdown")

@@ -168,6 +168,28 @@ def test_script_that_wrote_then_runs_long_leaves_the_event_loop(daemon: Daemon) 
     other.close()
 
 
+def test_shutdown_nosave_stops_a_script_that_wrote(daemon: Daemon) -> None:
+    """Redis's way out of an unkillable script: SHUTDOWN answers -BUSY, SHUTDOWN NOSAVE stops the daemon,
+    and none of the script's writes survive (its batch was never logged); what came before it does."""
+    runner, other = Raw(daemon.socket), Raw(daemon.socket)
+    assert other.call(b"CONFIG", b"SET", b"lua-time-limit", b"100") == b"+OK\r\n"
+    assert other.call(b"SET", b"before", b"1") == b"+OK\r\n"
+    runner.send(b"EVAL", b"redis.call('set', 'w', '1') redis.call('incr', 'before') while true do end", b"0")
+    wait_busy(other)
+    assert other.call(b"SCRIPT", b"KILL").startswith(b"-UNKILLABLE ")
+    assert other.call(b"SHUTDOWN") == BUSY
+    other.send(b"SHUTDOWN", b"NOSAVE")
+    assert other.f.readline() == b""  # the connection closes without a reply, as in Redis
+    assert daemon.stop(timeout=30) == 0  # (it has exited by itself: no signal needed)
+    assert "script_abandoned" in daemon.log()
+    daemon.start()
+    r = redis.Redis(unix_socket_path=daemon.socket)
+    assert r.get("before") == b"1" and r.get("w") is None
+    r.close()
+    runner.close()
+    other.close()
+
+
 def test_busy_inside_multi_fails_the_transaction(daemon: Daemon) -> None:
     runner, other = Raw(daemon.socket), Raw(daemon.socket)
     assert other.call(b"CONFIG", b"SET", b"lua-time-limit", b"100") == b"+OK\r\n"
