@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, Meta
 from memd.engine.memtable import DELETED
+from memd.engine import streamcodec
 from memd.engine.records import OP_UPDATE, T_STREAM, Op
 from memd.engine.streamorder import StreamOrder
 from memd.engine.streamcodec import (
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 Entry = tuple[StreamId, list[bytes]]  # an entry's id and its fields and values, alternating
 _ENTRIES_END = prefix_end(P_ENTRY)
 _U64 = 2**64 - 1
+_pack_id = streamcodec._ID.pack  # (the codec's id and length layouts, for xadd_auto_into's inline packing)
+_pack_len = streamcodec._LEN.pack
 
 
 class Trim(NamedTuple):
@@ -306,9 +309,14 @@ class StreamsMixin:
             sid = (last[0] + 1, 0)
         else:
             raise CommandError("The stream has exhausted the last possible ID, unable to add more items")
-        sub = entry_sub(sid)
+        sub = P_ENTRY + _pack_id(*sid)  # (entry_sub and pack_fields' one-field case, inline)
+        if len(pairs) == 2:
+            f, v = pairs
+            value = _pack_len(len(f)) + f + _pack_len(len(v)) + v
+        else:
+            value = pack_fields(pairs)
         changes = edit.changes
-        changes[sub] = pack_fields(pairs)
+        changes[sub] = value
         edit.added.append(sub)
         edit.length += 1
         state.last = sid
