@@ -97,11 +97,19 @@ def test_held_command_sees_the_whole_script(daemon: Daemon) -> None:
               b"while i < 3000000 do i = i + 1 end redis.call('set', 'b', '2') return i")
     assert other.call(b"CONFIG", b"SET", b"lua-time-limit", b"20000") == b"+OK\r\n"
     runner.send(b"EVAL", script, b"0")
-    time.sleep(0.02)
+    wait_log(daemon, "script_to_worker", 1)  # it runs (and has passed its budget on the loop)
     assert other.call(b"MGET", b"a", b"b") == b"*2\r\n$1\r\n1\r\n$1\r\n2\r\n"
     assert runner.reply() == b":3000000\r\n"
     runner.close()
     other.close()
+
+
+def wait_log(daemon: Daemon, text: str, count: int) -> None:
+    """Until the daemon's log holds ``text`` ``count`` times (what it logs is flushed line by line)."""
+    deadline = time.monotonic() + 20
+    while daemon.log().count(text) < count:
+        assert time.monotonic() < deadline, f"no {text!r} in the log"
+        time.sleep(0.002)
 
 
 def wait_busy(conn: Raw) -> None:
@@ -141,7 +149,7 @@ def test_script_that_wrote_then_runs_long_leaves_the_event_loop(daemon: Daemon) 
             b"return redis.call('incr', 'w')")
     t0 = time.monotonic()
     runner.send(b"EVAL", body, b"0")
-    time.sleep(0.02)  # (the EVAL is read first)
+    wait_log(daemon, "script_to_worker", 1)  # it runs, has written, and left the event loop
     assert other.call(b"PING") == BUSY  # held until the limit, then -BUSY
     first = time.monotonic() - t0
     assert first < 0.8, first  # long before the script ends
