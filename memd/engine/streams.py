@@ -328,6 +328,7 @@ class StreamsMixin:
         changes = edit.changes
         changes[sub] = value
         edit.added.append(sub)
+        edit.wakes = True
         edit.length += 1
         state.last = sid
         state.entries_added += 1
