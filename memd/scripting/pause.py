@@ -17,6 +17,11 @@ a C boundary. Lua 5.1 cannot yield across a C call either (a ``pcall`` in the
 script, a metamethod): the hook then lets the script run on and asks again at
 the next count, yielding once the script is back in its own frames.
 
+Coroutines a script makes itself inherit the hook (Lua 5.1 copies it to new
+threads); the hook leaves them alone: yielding one would return early from the
+script's own ``coroutine.resume``. A script is paused, or killed, once back in
+memd's coroutine.
+
 SCRIPT KILL: the hook hands over to the Lua kill hook that ``debug.sethook``
 registered for the coroutine (``lua_gethook`` gives its C trampoline), on
 every line, which raises the kill error as Redis's luaMaskCountHook does (a
@@ -70,12 +75,14 @@ class Pauser:
         self.paused = False
         self.enabled = True
         self._lua_hook: int | None = None  # the C trampoline debug.sethook installed (it calls the Lua kill hook)
+        self._runner = 0  # the coroutine scripts run in (coroutines a script makes inherit the hook: left alone)
         self._hook = _HOOK_T(self._on_count)  # (kept alive: Lua holds only its address)
         self._hook_address = ctypes.cast(self._hook, ctypes.c_void_p).value
 
     def install(self, runner: bytes) -> int:
         """Install the hook on the coroutine ``runner`` (Lua's ``tostring``: "thread: 0x..."); its address."""
         address = int(runner.rpartition(b"0x")[2], 16)
+        self._runner = address
         self._lua_hook = _lib.lua_gethook(address)
         if not self.enabled:
             return address
@@ -92,7 +99,7 @@ class Pauser:
     def _on_count(self, state: int, _ar: int) -> None:
         """The hook (called from Lua, on whichever thread runs it; it must never raise)."""
         invocation = self.current()
-        if invocation is None:
+        if invocation is None or state != self._runner:  # (a script's own coroutine: it runs on, unpaused)
             return
         if invocation.killed:  # the Lua kill hook raises from the next line on (and logs the kill)
             _lib.lua_sethook(state, self._lua_hook, LUA_MASKLINE, 0)

@@ -87,3 +87,18 @@ def test_failing_scripts_free_their_coroutines_safely() -> None:
             gc.collect()
             state.lua.eval("collectgarbage()")
         assert state.run(invocation(good, 0), good, [b"k"], []) == b"v"
+
+
+def test_a_scripts_own_coroutines_are_never_paused() -> None:
+    """Coroutines a script makes inherit the count hook (Lua 5.1 copies it): only the coroutine memd runs
+    scripts in may be yielded, or the script's own resume would return early."""
+    state = LuaState(dispatch, lambda name: True)
+    script = state.load(b"local co = coroutine.create(function() local i = 0 while i < 3000000 do i = i + 1 end "
+                        b"coroutine.yield(i) return 'done' end) "
+                        b"local _, a = coroutine.resume(co) local _, b = coroutine.resume(co) "
+                        b"local j = 0 while j < 3000000 do j = j + 1 end return {a, b}")
+    inv = invocation(script, 0.0001)
+    done, reply = state.start(inv, script, [], [])
+    while not done:
+        done, reply = state.resume(inv)
+    assert reply == [3000000, b"done"]
