@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memd.blocking import Blocking, Waiter
-from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, arity_ok, load_all
+from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, load_all
 from memd.commands.blocking import Block
 from memd.commands.connection import execute, release_watches
 from memd.commands.scripting import allowed_while_busy, busy_error
@@ -365,12 +365,17 @@ class Connection(PushOutput, asyncio.Protocol):
         it) or RUN_MAX_BYTES of arguments (the next run checks the buffer's cap again). The
         caller has checked what _run_ok checks, which no call in the run can change.
         """
-        name = cmds[i][0].lower()
+        first = cmds[i][0]
+        name = first.lower()
         cmd = COMMANDS[name]
+        arity, n = cmd.arity, len(cmds)
         end, size = i, 0
-        while end < len(cmds) and size < RUN_MAX_BYTES:
+        while end < n and size < RUN_MAX_BYTES:
             argv = cmds[end]
-            if argv[0].lower() != name or not arity_ok(cmd, len(argv) - 1):
+            if argv[0] != first and argv[0].lower() != name:
+                break
+            k = len(argv)  # (arity_ok, inline: every call of a run)
+            if k != arity if arity >= 0 else k < -arity:
                 break
             size += sum(map(len, argv))
             end += 1
@@ -384,14 +389,19 @@ class Connection(PushOutput, asyncio.Protocol):
         replies = cmd.run(self.ctx, [argv[1:] for argv in cmds[i:end]])
         encoder = self.encoder
         encoder.protocol = self.ctx.protocol
+        written = 0
         for reply in replies:
             start = len(out)
-            encoder.encode_into(out, reply)
-            if isinstance(reply, CommandError):
-                self.server.count_error(reply.prefix)
+            if type(reply) is bytes:  # (a bulk reply, inline: XADD's ids)
+                out += b"$%d\r\n%b\r\n" % (len(reply), reply)
             else:
-                writes.append((start, len(out)))
-                self.server.stats_writes += 1
+                encoder.encode_into(out, reply)
+                if isinstance(reply, CommandError):
+                    self.server.count_error(reply.prefix)
+                    continue
+            writes.append((start, len(out)))
+            written += 1
+        self.server.stats_writes += written
         self.server.stats_commands += end - i
         return end
 
