@@ -740,6 +740,7 @@ class Engine:
             "recovered_records": self.recovery_report.records,
             "recovery_seconds": round(self.recovery_report.seconds, 3),
             **self.store.keyfilter_stats(),
+            **self.store.readcache.stats(),
         }
 
 

@@ -1,0 +1,513 @@
+"""A bounded read cache of stored rows, under the buffer: a hit answers in well under a microsecond.
+
+A read of a key no buffer layer holds is a point read of SQLite on the event loop, 4-7 µs. This
+cache answers it from a dict instead. It is store-agnostic: it holds rows in the shapes of
+:mod:`memd.store.base` (a key's row, a collection's elements, a memory's row) under the keys the
+store reads them by, ``(physical db, key)`` or ``(ns, key)``, and it learns what a flush wrote from
+the store-agnostic :class:`memd.store.rows.FlushRows`.
+
+**What fills it.** Only the store itself: a read that missed (the row SQLite returned), and the
+flush (what it just wrote, up to a budget: keys written a moment ago stay hot). Command handlers
+never touch it, so its correctness does not depend on each new command: it can only ever hold what
+SQLite holds.
+
+**Invalidation.** Whatever changes stored rows tells it, after its transaction commits: the flush
+(updates rows in place, drops deleted keys, drops a database's entries on FLUSHDB/FLUSHALL),
+compaction's purge (drops the purged keys and memories), a raw statement (clears it). History
+(``mem_history``) is never cached, so pruning it changes nothing here; SWAPDB moves no rows (it
+changes the map from Redis's numbers to physical ones, above the store). A restore replaces the
+file while memd is stopped: the cache starts empty. A cached row carries its expiry and is checked
+at every hit: an expired row is not served (SQLite answers until compaction purges it).
+
+**Why a hit is never older than SQLite.** The flush's thread updates the cache after its commit,
+and the engine drops the frozen buffer layer only after the flush has returned, so the update is
+done first. Between the commit and the update the cache may still hold a key's previous row, but
+every key the flush changed is in the frozen layer, which every layered read consults first: no
+read that falls through the buffer can see that row (a database the flush wiped is marked
+``flushall`` in the layer, which stops the read too). Reads that do not go through the layers
+(DBSIZE asking about buffered keys, RANDOMKEY) run inside :meth:`Store.snapshot`, where the store
+bypasses the cache altogether: a snapshot sees SQLite at one commit, which the cache may be ahead
+of or behind.
+
+**Why a fill from a read never installs a stale row.** A read on the loop takes :attr:`epoch`
+before asking SQLite, and its fill is accepted only if the epoch has not moved. Every writer bumps
+the epoch after its commit, under :attr:`lock`, in the same locked section that updates the rows.
+So a read of the row before a commit either fills before that section (which then overwrites or
+drops it) or is refused after it. A fill from the loop only *tries* the lock: if the flush's
+thread holds it, the fill is skipped (a lost fill, never a stall).
+
+**Threads.** Hits are lock-free: a dict lookup and a counter bump under the GIL; entries are
+updated in place by attribute assignment, which a reader sees whole, old or new. Every change of
+the queues and the map happens under :attr:`lock`. The flush's updates run in its worker thread
+in chunks of :data:`CHUNK` rows, the lock released between chunks.
+
+**Eviction: S3-FIFO** (Yang et al., SOSP 2023), which resists scans: a new entry enters a small
+FIFO (:data:`SMALL_SHARE` of the bytes); a hit only bumps its frequency (capped at 3). When the small
+queue is over its share, its oldest entry moves to the main FIFO if it was read at least
+:data:`PROMOTE_AT` times, else it leaves and its key's hash goes to a ghost queue; a key missed
+while its hash is a ghost enters the main queue directly. The main queue's oldest entry is
+re-queued with its frequency decremented while that is above zero, else it leaves. A sweep over
+the whole keyspace (SCAN, then a GET of each key) passes through the small queue and out, while
+the hot set keeps its place in the main one.
+
+**Bounds.** ``max_bytes`` counts what entries really cost in Python: each object's
+``sys.getsizeof`` (key tuple and bytes, row tuple, value, ints outside the small-int cache,
+element dicts), the entry object, its share of the map's and queue's slots, and the ghost queue.
+A test checks the figure against tracemalloc.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from memd.store.rows import FlushRows
+
+SMALL_SHARE = 0.1  # of max_bytes: the small FIFO new entries go through
+PROMOTE_AT = 2  # hits while in the small FIFO that earn a place in the main one
+MAX_FREQ = 3
+ELEMS_MAX = 128  # a collection with more elements never has them cached whole (nor more than this many)
+CHUNK = 1024  # flush rows applied per hold of the lock
+DEFAULT_MAX_BYTES = 64 << 20
+
+_ABSENT: Any = object()  # an element known not to be stored (partial element caches only)
+MISSING: Any = object()
+_SMALL, _MAIN = 0, 1
+
+
+class Entry:
+    """One cached row: a key's (with, for a small collection, some or all of its elements) or a memory's."""
+
+    __slots__ = ("key", "row", "elems", "complete", "freq", "cost", "queue", "live")
+
+    def __init__(self, key: tuple[Any, Any], row: tuple[Any, ...], queue: int) -> None:
+        self.key = key
+        self.row = row
+        self.elems: dict[bytes, Any] | None = None  # sub -> value (score in a zset), or _ABSENT
+        self.complete = False  # elems holds every element the store holds
+        self.freq = 0
+        self.cost = 0
+        self.queue = queue
+        self.live = True
+
+
+# ---- what an entry costs ---------------------------------------------------------------------
+
+_getsizeof = sys.getsizeof
+# the entry object, its map slot (a dict entry of 3 words, at dict's 2/3 load plus its index byte-array),
+# its queue slot (a deque holds 8-byte pointers in 64-slot blocks)
+ENTRY_OVERHEAD = _getsizeof(Entry((0, b""), (), 0)) + 3 * 8 * 3 // 2 + 8 + 8
+GHOST_COST = 104  # an OrderedDict item (dict slot + linked node) and its int hash (measured with tracemalloc)
+
+
+def _obj_cost(x: Any) -> int:
+    """The bytes an item of a row adds: None and small ints are shared singletons."""
+    if x is None or x.__class__ is int and -5 <= x <= 256:
+        return 0
+    return _getsizeof(x)
+
+
+def _row_cost(row: tuple[Any, ...]) -> int:
+    n = _getsizeof(row)
+    for x in row:
+        n += _obj_cost(x)
+    return n
+
+
+def _elems_cost(elems: dict[bytes, Any]) -> int:
+    n = _getsizeof(elems)
+    for sub, v in elems.items():
+        n += _getsizeof(sub) + (0 if v is _ABSENT else _obj_cost(v))
+    return n
+
+
+def _cost(e: Entry) -> int:
+    key = e.key
+    n = ENTRY_OVERHEAD + _getsizeof(key) + _obj_cost(key[0]) + _getsizeof(key[1]) + _row_cost(e.row)
+    if e.elems is not None:
+        n += _elems_cost(e.elems)
+    return n
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ReadCache:
+    """The cache (see the module docstring). ``max_bytes`` 0: disabled (nothing is kept)."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.map: dict[tuple[Any, Any], Entry] = {}
+        self.lock = threading.Lock()
+        self.epoch = 0
+        self.max_bytes = max_bytes  # as configured
+        self.limit = max_bytes  # in force: lower while the memory watchdog sheds
+        self.bytes = 0  # every entry's cost plus the ghost queue's
+        self._small: deque[Entry] = deque()
+        self._main: deque[Entry] = deque()
+        self._small_bytes = 0
+        self._dead = 0  # entries dropped but still in a queue (skipped when reached)
+        self._ghost: OrderedDict[int, None] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        self.sheds = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.limit > 0
+
+    # ---- the read path (the event loop) ---------------------------------------------------
+
+    def row(self, key: tuple[Any, Any], exp_at: int) -> tuple[Any, ...] | None:
+        """The cached row for ``key`` unless it is absent or expired (its expiry is item ``exp_at``)."""
+        e = self.map.get(key)
+        if e is not None:
+            row = e.row
+            exp = row[exp_at]
+            if exp is None or exp > _now_ms():
+                if e.freq < MAX_FREQ:
+                    e.freq += 1
+                self.hits += 1
+                return row
+        self.misses += 1
+        return None
+
+    def fill(self, key: tuple[Any, Any], row: tuple[Any, ...], epoch: int, exp_at: int) -> None:
+        """A row the store just read for ``key`` (``epoch``: :attr:`epoch` before that read)."""
+        exp = row[exp_at]
+        if exp is not None and exp <= _now_ms() or not self.lock.acquire(blocking=False):
+            return
+        try:
+            if epoch == self.epoch and self.limit > 0:
+                e = self.map.get(key)
+                if e is None:
+                    self._insert(key, row)
+                elif e.row != row:
+                    self._set_row(e, row, keep_elems=False)
+                self._evict()
+        finally:
+            self.lock.release()
+
+    def elem(self, key: tuple[Any, Any], sub: bytes) -> Any:
+        """A cached element: its value, None when known absent, or :data:`MISSING` when unknown."""
+        e = self.map.get(key)
+        if e is not None:
+            elems = e.elems
+            if elems is not None:
+                v = elems.get(sub, MISSING)
+                if v is not MISSING:
+                    self.hits += 1
+                    return None if v is _ABSENT else v
+                if e.complete:
+                    self.hits += 1
+                    return None
+        self.misses += 1
+        return MISSING
+
+    def fill_elem(self, key: tuple[Any, Any], sub: bytes, value: Any, epoch: int) -> None:
+        """An element the store just read (None: not stored), kept only under a cached small collection."""
+        if not self.lock.acquire(blocking=False):
+            return
+        try:
+            e = self.map.get(key)
+            if epoch != self.epoch or e is None or e.complete or e.row[3] > ELEMS_MAX:
+                return
+            if e.elems is None:
+                e.elems = {}
+            elif len(e.elems) >= ELEMS_MAX:
+                return
+            e.elems[sub] = _ABSENT if value is None else value
+            self._recost(e)
+            self._evict()
+        finally:
+            self.lock.release()
+
+    def all_elems(self, key: tuple[Any, Any]) -> dict[bytes, Any] | None:
+        """Every element of a collection when the cache holds them all (do not modify), else None."""
+        e = self.map.get(key)
+        if e is not None and e.complete:
+            self.hits += 1
+            return e.elems
+        self.misses += 1
+        return None
+
+    def wants_elems(self, key: tuple[Any, Any]) -> bool:
+        """Whether a whole read of this collection's elements should be kept (its row is cached and small)."""
+        e = self.map.get(key)
+        return e is not None and not e.complete and e.row[3] <= ELEMS_MAX
+
+    def fill_elems(self, key: tuple[Any, Any], items: list[tuple[bytes, Any]], epoch: int) -> None:
+        """Every element of a collection, just read whole."""
+        if len(items) > ELEMS_MAX or not self.lock.acquire(blocking=False):
+            return
+        try:
+            e = self.map.get(key)
+            if epoch == self.epoch and e is not None:
+                e.elems, e.complete = dict(items), True
+                self._recost(e)
+                self._evict()
+        finally:
+            self.lock.release()
+
+    # ---- writers (after their commit; any thread) -----------------------------------------
+
+    def apply_flush(self, rows: FlushRows) -> None:
+        """Bring the cache to what a flush just committed; keep new rows while the fill budget lasts.
+
+        The budget is the small FIFO's share: rows beyond it would only push each other out of it.
+        """
+        if self.limit <= 0:
+            return
+        budget = [int(self.limit * SMALL_SHARE)]
+        for (db,) in rows.wipe_keys:
+            with self.lock:
+                self.epoch += 1
+                for key in [k for k in self.map if k[0] == db and k[0].__class__ is int]:
+                    self._drop(key)
+        self._chunked(rows.deletes, self._apply_delete, budget)
+        self._chunked(rows.upserts, self._apply_upsert, budget)
+        self._chunked(rows.metas, self._apply_meta, budget)
+        self._chunked(rows.elems, self._apply_elem, budget)
+        self._chunked(rows.elem_deletes, self._apply_elem_delete, budget)
+        self._chunked(rows.trims, self._apply_trim, budget)
+        self._chunked(rows.mems, self._apply_mem, budget)
+
+    def _chunked(self, rows: list[tuple[Any, ...]], fn: Any, budget: list[int]) -> None:
+        for i in range(0, len(rows), CHUNK):
+            with self.lock:
+                self.epoch += 1
+                touched: dict[int, Entry] = {}
+                for row in rows[i:i + CHUNK]:
+                    fn(row, budget, touched)
+                for e in touched.values():
+                    if e.live:
+                        self._recost(e)
+                self._evict()
+
+    def _apply_delete(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
+        self._drop((row[0], row[1]))
+
+    def _apply_upsert(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
+        key = (row[0], row[1])
+        new = (row[2], row[3], row[4], row[5], row[6], row[7])
+        e = self.map.get(key)
+        if e is None:
+            if budget[0] <= 0:
+                return
+            e = self._insert(key, new)
+            budget[0] -= e.cost
+        else:
+            self._set_row(e, new, keep_elems=False)
+        if new[3] and new[3] <= ELEMS_MAX:  # a collection written whole: its elements follow in this flush
+            e.elems, e.complete = {}, True
+            touched[id(e)] = e
+
+    def _apply_meta(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
+        e = self.map.get((row[0], row[1]))
+        if e is not None:
+            old = e.row
+            e.row = (old[0], old[1], row[2], row[3], row[4], row[5])
+            if row[3] > ELEMS_MAX:
+                e.elems, e.complete = None, False
+            touched[id(e)] = e
+
+    def _apply_elem(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
+        e = self.map.get((row[0], row[1]))
+        if e is not None and e.elems is not None:
+            e.elems[row[2]] = row[3] if row[4] is None else row[4]
+            if len(e.elems) > ELEMS_MAX:
+                e.elems, e.complete = None, False
+            touched[id(e)] = e
+
+    def _apply_elem_delete(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
+        e = self.map.get((row[0], row[1]))
+        if e is not None and e.elems is not None:
+            if e.complete:
+                e.elems.pop(row[2], None)
+            else:
+                e.elems[row[2]] = _ABSENT
+            touched[id(e)] = e
+
+    def _apply_trim(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
+        e = self.map.get((row[0], row[1]))
+        if e is not None and e.elems is not None:
+            lo, hi = row[2], row[3]
+            e.elems = {sub: v for sub, v in e.elems.items() if lo <= sub < hi}
+            touched[id(e)] = e
+
+    def _apply_mem(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
+        key = (row[0], row[1])
+        new = (row[2], row[3], row[4], row[5], row[6], row[7])
+        e = self.map.get(key)
+        if e is not None:
+            self._set_row(e, new, keep_elems=False)
+        elif budget[0] > 0:
+            budget[0] -= self._insert(key, new).cost
+
+    def invalidate(self, keys: Iterable[tuple[Any, Any]]) -> None:
+        """Drop these keys (rows a writer other than the flush changed), after its commit."""
+        with self.lock:
+            self.epoch += 1
+            for key in keys:
+                self._drop(key)
+
+    def clear(self) -> None:
+        """Drop everything (a raw statement changed who knows what)."""
+        with self.lock:
+            self.epoch += 1
+            self._clear()
+
+    # ---- bounds ----------------------------------------------------------------------------
+
+    def resize(self, max_bytes: int) -> None:
+        """A new configured bound (config reload); 0 disables and empties the cache."""
+        with self.lock:
+            self.epoch += 1
+            self.max_bytes = self.limit = max_bytes
+            if max_bytes <= 0:
+                self._clear()
+            self._evict()
+
+    def shed(self) -> int:
+        """The memory watchdog's first resort: halve what the cache holds (all of it under 1 MiB) and
+        keep it there until :meth:`unshed`; returns the tracked bytes freed."""
+        with self.lock:
+            self.epoch += 1
+            before = self.bytes
+            self.sheds += 1
+            if self.bytes < 1 << 20:
+                self._clear()
+                self.limit = min(self.limit, 1 << 20) if self.max_bytes > 0 else 0
+            else:
+                self.limit = self.bytes // 2
+                self._evict()
+            return before - self.bytes
+
+    def unshed(self) -> None:
+        """Memory is back under the watchdog's soft limit: the configured bound again."""
+        self.limit = self.max_bytes
+
+    # ---- internals (the lock held) ----------------------------------------------------------
+
+    def _insert(self, key: tuple[Any, Any], row: tuple[Any, ...]) -> Entry:
+        h = hash(key)
+        ghost = self._ghost
+        if h in ghost:
+            del ghost[h]
+            self.bytes -= GHOST_COST
+            e = Entry(key, row, _MAIN)
+            self._main.append(e)
+        else:
+            e = Entry(key, row, _SMALL)
+            self._small.append(e)
+        e.cost = _cost(e)
+        self.bytes += e.cost
+        if e.queue == _SMALL:
+            self._small_bytes += e.cost
+        self.map[key] = e
+        return e
+
+    def _set_row(self, e: Entry, row: tuple[Any, ...], keep_elems: bool) -> None:
+        e.row = row
+        if not keep_elems:
+            e.elems, e.complete = None, False
+        self._recost(e)
+
+    def _recost(self, e: Entry) -> None:
+        cost = _cost(e)
+        delta = cost - e.cost
+        e.cost = cost
+        self.bytes += delta
+        if e.queue == _SMALL:
+            self._small_bytes += delta
+
+    def _drop(self, key: tuple[Any, Any]) -> None:
+        e = self.map.pop(key, None)
+        if e is not None:
+            self._forget(e)
+            self._dead += 1
+            if self._dead > 1024 and self._dead > len(self.map):
+                self._compact()
+
+    def _forget(self, e: Entry) -> None:
+        e.live = False
+        self.bytes -= e.cost
+        if e.queue == _SMALL:
+            self._small_bytes -= e.cost
+
+    def _compact(self) -> None:
+        """Rebuild the queues without the entries already dropped (invalidations leave them behind)."""
+        self._small = deque(e for e in self._small if e.live)
+        self._main = deque(e for e in self._main if e.live)
+        self._dead = 0
+
+    def _clear(self) -> None:
+        self.map.clear()
+        self._small.clear()
+        self._main.clear()
+        self._ghost.clear()
+        self.bytes = self._small_bytes = self._dead = 0
+
+    def _evict(self) -> None:
+        small, main, limit = self._small, self._main, self.limit
+        while self.bytes > limit and (small or main):
+            if main and self._small_bytes <= limit * SMALL_SHARE or not small:
+                e = main.popleft()
+                if not e.live:
+                    self._dead -= 1
+                elif e.freq > 0:
+                    e.freq -= 1
+                    main.append(e)
+                else:
+                    self._evict_entry(e)
+            else:
+                e = small.popleft()
+                if not e.live:
+                    self._dead -= 1
+                elif e.freq >= PROMOTE_AT:
+                    self._small_bytes -= e.cost
+                    e.queue, e.freq = _MAIN, 0
+                    main.append(e)
+                else:
+                    self._evict_entry(e)
+                    self._ghost[hash(e.key)] = None
+                    self.bytes += GHOST_COST
+                    while len(self._ghost) > max(len(main), 1):
+                        self._ghost.popitem(last=False)
+                        self.bytes -= GHOST_COST
+        if self.bytes > limit and not (small or main):  # only ghosts left: they go too
+            self.bytes -= GHOST_COST * len(self._ghost)
+            self._ghost.clear()
+
+    def _evict_entry(self, e: Entry) -> None:
+        del self.map[e.key]
+        self._forget(e)
+        self.evictions += 1
+
+    # ---- figures ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int | float]:
+        """INFO's figures (persistence section, as ``memd_readcache_*``)."""
+        looked = self.hits + self.misses
+        return {"readcache_max_bytes": self.max_bytes, "readcache_limit_bytes": self.limit,
+                "readcache_bytes": self.bytes, "readcache_entries": len(self.map), "readcache_hits": self.hits,
+                "readcache_misses": self.misses, "readcache_hit_rate": round(self.hits / looked, 4) if looked else 0.0,
+                "readcache_evictions": self.evictions, "readcache_sheds": self.sheds}
+
+
+def sorted_elems(elems: dict[bytes, Any], sub_from: bytes | None, sub_to: bytes | None,
+                 rev: bool) -> Iterator[tuple[bytes, Any]]:
+    """A complete element cache read like the store's ``iter_elems`` (sub order, optional range)."""
+    items = sorted(elems.items(), reverse=rev)
+    for sub, v in items:
+        if v is _ABSENT or sub_from is not None and sub < sub_from or sub_to is not None and sub >= sub_to:
+            continue
+        yield sub, v
+
+
+__all__ = ["DEFAULT_MAX_BYTES", "ELEMS_MAX", "MISSING", "ReadCache", "sorted_elems"]
