@@ -138,6 +138,7 @@ class Engine:
                        compress_min=wal_compress_min, fileops=fileops)
         self.store: Store = store if store is not None else SqliteStore(os.path.join(data_dir, DB_NAME),
                                                                         migration_progress)
+        self.store.readcache.now_ms = self.now_ms  # the cache judges expiry by the keyspace's clock
         # Redis database number (SELECT) -> the physical one its data is kept under; SWAPDB swaps two
         # entries (see OP_SWAPDB). Shared with every memtable, which applies the swaps.
         self.dbmap: list[int] = list(range(databases))

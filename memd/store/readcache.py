@@ -62,7 +62,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from memd.store.rows import FlushRows
@@ -156,6 +156,9 @@ class ReadCache:
         self.misses = 0
         self.evictions = 0
         self.sheds = 0
+        # the clock expiries are judged by: the engine sets its own (which never runs backwards), so a row
+        # the keyspace would find expired is never served
+        self.now_ms: Callable[[], int] = _now_ms
 
     @property
     def enabled(self) -> bool:
@@ -169,7 +172,7 @@ class ReadCache:
         if e is not None:
             row = e.row
             exp = row[exp_at]
-            if exp is None or exp > _now_ms():
+            if exp is None or exp > self.now_ms():
                 if e.freq < MAX_FREQ:
                     e.freq += 1
                 self.hits += 1
@@ -180,7 +183,7 @@ class ReadCache:
     def fill(self, key: tuple[Any, Any], row: tuple[Any, ...], epoch: int, exp_at: int) -> None:
         """A row the store just read for ``key`` (``epoch``: :attr:`epoch` before that read)."""
         exp = row[exp_at]
-        if exp is not None and exp <= _now_ms() or not self.lock.acquire(blocking=False):
+        if exp is not None and exp <= self.now_ms() or not self.lock.acquire(blocking=False):
             return
         try:
             if epoch == self.epoch and self.limit > 0:
