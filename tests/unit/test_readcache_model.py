@@ -82,6 +82,8 @@ class Twins:
                              ["SMEMBERS", key], ["ZRANGE", key, "0", "-1", "WITHSCORES"], ["PTTL", key]):
                     self.run(read, where)  # (set order agrees too: the same rows in the same layers)
         self.run(["SELECT", "0"], where)
+        for k in range(4):
+            self.run(["MEM.GET", "agent", f"m{k}"], where)
 
 
 def _special(rng: random.Random, twins: Twins, where: str) -> list[str] | None:
@@ -107,6 +109,10 @@ def _special(rng: random.Random, twins: Twins, where: str) -> list[str] | None:
         return ["HGET", "big", f"f{rng.randrange(ELEMS_MAX + 5)}"]
     if x < 0.09:
         return ["LINDEX", "big", str(rng.randrange(-3, ELEMS_MAX + 5))]
+    if x < 0.13:  # memories (MEM.*): rows cached by (namespace, key)
+        k, v = f"m{rng.randrange(4)}", f'{{"n": {rng.randrange(100)}}}'
+        return rng.choice([["MEM.PUT", "agent", k, v], ["MEM.PUT", "agent", k, v, "TTL", str(rng.choice([1, 600]))],
+                           ["MEM.GET", "agent", k], ["MEM.GET", "agent", k, "REFRESHTTL"], ["MEM.DEL", "agent", k]])
     if x < 0.25:  # small collections of one type each, written and read whole across flushes
         f, n = f"f{rng.randrange(6)}", str(rng.randrange(-3, 8))
         return rng.choice([["HSET", "h", f, n], ["HDEL", "h", f], ["HGETALL", "h"], ["HGET", "h", f],
