@@ -111,15 +111,18 @@ def _special(rng: random.Random, twins: Twins, where: str) -> list[str] | None:
         return ["LINDEX", "big", str(rng.randrange(-3, ELEMS_MAX + 5))]
     if x < 0.13:  # memories (MEM.*): rows cached by (namespace, key)
         k, v = f"m{rng.randrange(4)}", f'{{"n": {rng.randrange(100)}}}'
-        return rng.choice([["MEM.PUT", "agent", k, v], ["MEM.PUT", "agent", k, v, "TTL", str(rng.choice([1, 600]))],
-                           ["MEM.GET", "agent", k], ["MEM.GET", "agent", k, "REFRESHTTL"], ["MEM.DEL", "agent", k]])
+        mems: list[list[str]] = [
+            ["MEM.PUT", "agent", k, v], ["MEM.PUT", "agent", k, v, "TTL", str(rng.choice([1, 600]))],
+            ["MEM.GET", "agent", k], ["MEM.GET", "agent", k, "REFRESHTTL"], ["MEM.DEL", "agent", k]]
+        return rng.choice(mems)
     if x < 0.25:  # small collections of one type each, written and read whole across flushes
-        f, n = f"f{rng.randrange(6)}", str(rng.randrange(-3, 8))
-        return rng.choice([["HSET", "h", f, n], ["HDEL", "h", f], ["HGETALL", "h"], ["HGET", "h", f],
-                           ["RPUSH", "l", f], ["LPOP", "l"], ["LTRIM", "l", n, "-1"], ["LRANGE", "l", "0", "-1"],
-                           ["LINDEX", "l", n], ["ZADD", "z", n, f], ["ZREM", "z", f], ["ZSCORE", "z", f],
-                           ["ZRANGE", "z", "0", "-1", "WITHSCORES"], ["SADD", "s", f], ["SREM", "s", f],
-                           ["SISMEMBER", "s", f], ["SMEMBERS", "s"]])
+        f, i = f"f{rng.randrange(6)}", str(rng.randrange(-3, 8))
+        steps: list[list[str]] = [
+            ["HSET", "h", f, i], ["HDEL", "h", f], ["HGETALL", "h"], ["HGET", "h", f], ["RPUSH", "l", f], ["LPOP", "l"],
+            ["LTRIM", "l", i, "-1"], ["LRANGE", "l", "0", "-1"], ["LINDEX", "l", i], ["ZADD", "z", i, f],
+            ["ZREM", "z", f], ["ZSCORE", "z", f], ["ZRANGE", "z", "0", "-1", "WITHSCORES"], ["SADD", "s", f],
+            ["SREM", "s", f], ["SISMEMBER", "s", f], ["SMEMBERS", "s"]]
+        return rng.choice(steps)
     return None
 
 
