@@ -11,7 +11,11 @@ Run: ``python3 benchmarks/bench_readcache.py`` (from the repo root; ``--keys``, 
    of ``--rounds`` alternating runs, and the cache's hit rate over the timed part.
 2. **The store's point read alone**: ``store.get_key`` of the same keys, a cache hit vs SQLite
    (cache off), µs per call.
-3. **Zipf 0.99 over many keys**: ``--zipf-keys`` keys SET and flushed, then GETs drawn with
+3. **What the flush's fill costs**: a flush of ``--keys`` overwritten keys (all cached) and as many
+   new ones, the thread CPU of ``ReadCache.apply_flush`` (its thread holds the GIL for most of
+   it: time the event loop may wait) against the flush's wall time, cache on; and the same
+   flush with the cache off.
+4. **Zipf 0.99 over many keys**: ``--zipf-keys`` keys SET and flushed, then GETs drawn with
    probability ~ 1/rank^0.99 (ranks shuffled over the keys), a 64 MiB cache: its hit rate
    after a warm-up as long as the measured part, and µs per GET (``Keyspace.get`` called
    directly, thread_time).
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -156,6 +161,40 @@ async def zipf(keys: int, n: int) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+async def flush_cost(keys: int) -> None:
+    d = tempfile.mkdtemp(prefix="memd-rcf-")
+    try:
+        async with Engine(d, fsync="everysec", flush_max_records=BIG, flush_max_bytes=BIG, flush_max_age=3600,
+                          buffer_max_bytes=BIG) as engine:
+            await _fill(engine, keys)
+            store, ks = engine.store, engine.keyspace
+            cache = store.readcache
+            spent = [0.0]
+            apply = cache.apply_flush
+
+            def timed(rows: Any) -> None:
+                t0 = time.thread_time()
+                apply(rows)
+                spent[0] += time.thread_time() - t0
+            cache.apply_flush = timed  # type: ignore[method-assign]
+            print(f"A flush of {keys:,} overwritten keys and {keys:,} new ones (200-byte values)")
+            for mode, n in (("on", 0), ("off", 1), ("on", 2)):
+                store.configure_readcache(CACHE_BYTES if mode == "on" else 0)
+                for i in range(keys):
+                    if mode == "on":
+                        ks.get(_key(i))  # cached: the flush updates these rows in place
+                    ks.set(_key(i), VALUE)
+                    ks.set(_key((n + 1) * keys + i), VALUE)
+                spent[0] = 0.0
+                t0 = time.perf_counter()
+                await engine.flush()
+                wall = time.perf_counter() - t0
+                print(f"  cache {mode:<3}  flush {wall * 1e3:7.1f} ms   apply_flush {spent[0] * 1e3:6.1f} ms thread CPU "
+                      f"({spent[0] / wall:.1%} of the flush)")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=100_000, help="keys for the GET-after-SET runs (default 100,000)")
@@ -166,6 +205,7 @@ async def main() -> None:
     args = ap.parse_args()
     server_mod.peer_credentials = lambda sock: (os.getpid(), os.geteuid(), os.getegid(), [])
     await get_after_set(args.keys, args.n, args.rounds)
+    await flush_cost(args.keys)
     if args.zipf_keys:
         await zipf(args.zipf_keys, args.zipf_n)
 

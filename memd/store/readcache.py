@@ -65,6 +65,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from memd.engine.records import T_STRING
 from memd.store.rows import FlushRows
 
 SMALL_SHARE = 0.1  # of max_bytes: the small FIFO new entries go through
@@ -82,7 +83,7 @@ _SMALL, _MAIN = 0, 1
 class Entry:
     """One cached row: a key's (with, for a small collection, some or all of its elements) or a memory's."""
 
-    __slots__ = ("key", "row", "elems", "complete", "freq", "cost", "queue", "live")
+    __slots__ = ("key", "row", "elems", "complete", "freq", "cost", "kcost", "queue", "live")
 
     def __init__(self, key: tuple[Any, Any], row: tuple[Any, ...], queue: int) -> None:
         self.key = key
@@ -91,6 +92,7 @@ class Entry:
         self.complete = False  # elems holds every element the store holds
         self.freq = 0
         self.cost = 0
+        self.kcost = 0  # the part of ``cost`` that never changes: the entry's own and its key's
         self.queue = queue
         self.live = True
 
@@ -101,6 +103,7 @@ _getsizeof = sys.getsizeof
 # the entry object, its map slot (a dict entry of 3 words, at dict's 2/3 load plus its index byte-array),
 # its queue slot (a deque holds 8-byte pointers in 64-slot blocks)
 ENTRY_OVERHEAD = _getsizeof(Entry((0, b""), (), 0)) + 3 * 8 * 3 // 2 + 8 + 8
+_ROW6 = _getsizeof((0, 0, 0, 0, 0, 0))  # a key's row tuple
 GHOST_COST = 104  # an OrderedDict item (dict slot + linked node) and its int hash (measured with tracemalloc)
 
 
@@ -113,8 +116,10 @@ def _obj_cost(x: Any) -> int:
 
 def _row_cost(row: tuple[Any, ...]) -> int:
     n = _getsizeof(row)
-    for x in row:
-        n += _obj_cost(x)
+    for x in row:  # (_obj_cost inlined: the flush's thread runs this for every row it updates)
+        if x is None or x.__class__ is int and -5 <= x <= 256:
+            continue
+        n += _getsizeof(x)
     return n
 
 
@@ -125,9 +130,12 @@ def _elems_cost(elems: dict[bytes, Any]) -> int:
     return n
 
 
+def _key_cost(key: tuple[Any, Any]) -> int:
+    return ENTRY_OVERHEAD + _getsizeof(key) + _obj_cost(key[0]) + _getsizeof(key[1])
+
+
 def _cost(e: Entry) -> int:
-    key = e.key
-    n = ENTRY_OVERHEAD + _getsizeof(key) + _obj_cost(key[0]) + _getsizeof(key[1]) + _row_cost(e.row)
+    n = e.kcost + _row_cost(e.row)
     if e.elems is not None:
         n += _elems_cost(e.elems)
     return n
@@ -285,28 +293,58 @@ class ReadCache:
             with self.lock:
                 self.epoch += 1
                 touched: dict[int, Entry] = {}
-                for row in rows[i:i + CHUNK]:
-                    fn(row, budget, touched)
+                if fn == self._apply_upsert:
+                    self._upserts(rows[i:i + CHUNK], budget, touched)
+                else:
+                    for row in rows[i:i + CHUNK]:
+                        fn(row, budget, touched)
                 for e in touched.values():
                     if e.live:
                         self._recost(e)
                 self._evict()
 
+    def _upserts(self, rows: list[tuple[Any, ...]], budget: list[int], touched: dict[int, Entry]) -> None:
+        """:meth:`_apply_upsert` over a chunk, the common case (a string already cached, or a key past the
+        budget) inlined: a busy flush's rows are mostly these, and its thread holds the GIL meanwhile."""
+        get, getsize, upsert = self.map.get, _getsizeof, self._apply_upsert
+        for row in rows:
+            e = get((row[0], row[1]))
+            if e is None:
+                if budget[0] > 0:
+                    upsert(row, budget, touched)
+            elif row[2] == T_STRING and e.elems is None:
+                value, exp = row[3], row[4]
+                cost = e.kcost + _ROW6 + (0 if value is None else getsize(value)) + (0 if exp is None else getsize(exp))
+                e.row = row[2:8]
+                delta = cost - e.cost
+                e.cost = cost
+                self.bytes += delta
+                if e.queue == _SMALL:
+                    self._small_bytes += delta
+            else:
+                upsert(row, budget, touched)
+
     def _apply_delete(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
         self._drop((row[0], row[1]))
 
     def _apply_upsert(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
-        key = (row[0], row[1])
-        new = (row[2], row[3], row[4], row[5], row[6], row[7])
-        e = self.map.get(key)
+        e = self.map.get((row[0], row[1]))
         if e is None:
             if budget[0] <= 0:
                 return
-            e = self._insert(key, new)
+            e = self._insert((row[0], row[1]), row[2:8])
             budget[0] -= e.cost
-        else:
-            self._set_row(e, new, keep_elems=False)
-        if new[3] and new[3] <= ELEMS_MAX:  # a collection written whole: its elements follow in this flush
+        else:  # (_set_row inlined: most rows of a busy flush land here)
+            new = row[2:8]
+            e.row = new
+            e.elems, e.complete = None, False
+            cost = e.kcost + _row_cost(new)
+            delta = cost - e.cost
+            e.cost = cost
+            self.bytes += delta
+            if e.queue == _SMALL:
+                self._small_bytes += delta
+        if row[5] and row[5] <= ELEMS_MAX:  # a collection written whole: its elements follow in this flush
             e.elems, e.complete = {}, True
             touched[id(e)] = e
 
@@ -345,7 +383,7 @@ class ReadCache:
 
     def _apply_mem(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
         key = (row[0], row[1])
-        new = (row[2], row[3], row[4], row[5], row[6], row[7])
+        new = row[2:8]
         e = self.map.get(key)
         if e is not None:
             self._set_row(e, new, keep_elems=False)
@@ -408,6 +446,7 @@ class ReadCache:
         else:
             e = Entry(key, row, _SMALL)
             self._small.append(e)
+        e.kcost = _key_cost(key)
         e.cost = _cost(e)
         self.bytes += e.cost
         if e.queue == _SMALL:
