@@ -58,94 +58,26 @@ A test checks the figure against tracemalloc.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from memd.engine.records import T_STRING
-from memd.store.rows import FlushRows
+from memd.store.cacheentry import (
+    ABSENT, ELEMS_MAX, GHOST_COST, MAIN, MISSING, SMALL, Entry, _cost, _key_cost)
+from memd.store.cacheflush import CHUNK, SMALL_SHARE, FlushUpdates
 
-SMALL_SHARE = 0.1  # of max_bytes: the small FIFO new entries go through
 PROMOTE_AT = 2  # hits while in the small FIFO that earn a place in the main one
 MAX_FREQ = 3
-ELEMS_MAX = 128  # a collection with more elements never has them cached whole (nor more than this many)
-CHUNK = 1024  # flush rows applied per hold of the lock
 DEFAULT_MAX_BYTES = 64 << 20
-
-_ABSENT: Any = object()  # an element known not to be stored (partial element caches only)
-MISSING: Any = object()
-_SMALL, _MAIN = 0, 1
-
-
-class Entry:
-    """One cached row: a key's (with, for a small collection, some or all of its elements) or a memory's."""
-
-    __slots__ = ("key", "row", "elems", "complete", "freq", "cost", "kcost", "queue", "live")
-
-    def __init__(self, key: tuple[Any, Any], row: tuple[Any, ...], queue: int) -> None:
-        self.key = key
-        self.row = row
-        self.elems: dict[bytes, Any] | None = None  # sub -> value (score in a zset), or _ABSENT
-        self.complete = False  # elems holds every element the store holds
-        self.freq = 0
-        self.cost = 0
-        self.kcost = 0  # the part of ``cost`` that never changes: the entry's own and its key's
-        self.queue = queue
-        self.live = True
-
-
-# ---- what an entry costs ---------------------------------------------------------------------
-
-_getsizeof = sys.getsizeof
-# the entry object, its map slot (a dict entry of 3 words, at dict's 2/3 load plus its index byte-array),
-# its queue slot (a deque holds 8-byte pointers in 64-slot blocks)
-ENTRY_OVERHEAD = _getsizeof(Entry((0, b""), (), 0)) + 3 * 8 * 3 // 2 + 8 + 8
-_ROW6 = _getsizeof((0, 0, 0, 0, 0, 0))  # a key's row tuple
-GHOST_COST = 104  # an OrderedDict item (dict slot + linked node) and its int hash (measured with tracemalloc)
-
-
-def _obj_cost(x: Any) -> int:
-    """The bytes an item of a row adds: None and small ints are shared singletons."""
-    if x is None or x.__class__ is int and -5 <= x <= 256:
-        return 0
-    return _getsizeof(x)
-
-
-def _row_cost(row: tuple[Any, ...]) -> int:
-    n = _getsizeof(row)
-    for x in row:  # (_obj_cost inlined: the flush's thread runs this for every row it updates)
-        if x is None or x.__class__ is int and -5 <= x <= 256:
-            continue
-        n += _getsizeof(x)
-    return n
-
-
-def _elems_cost(elems: dict[bytes, Any]) -> int:
-    n = _getsizeof(elems)
-    for sub, v in elems.items():
-        n += _getsizeof(sub) + (0 if v is _ABSENT else _obj_cost(v))
-    return n
-
-
-def _key_cost(key: tuple[Any, Any]) -> int:
-    return ENTRY_OVERHEAD + _getsizeof(key) + _obj_cost(key[0]) + _getsizeof(key[1])
-
-
-def _cost(e: Entry) -> int:
-    n = e.kcost + _row_cost(e.row)
-    if e.elems is not None:
-        n += _elems_cost(e.elems)
-    return n
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class ReadCache:
+class ReadCache(FlushUpdates):
     """The cache (see the module docstring). ``max_bytes`` 0: disabled (nothing is kept)."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
@@ -213,7 +145,7 @@ class ReadCache:
                 v = elems.get(sub, MISSING)
                 if v is not MISSING:
                     self.hits += 1
-                    return None if v is _ABSENT else v
+                    return None if v is ABSENT else v
                 if e.complete:
                     self.hits += 1
                     return None
@@ -232,7 +164,7 @@ class ReadCache:
                 e.elems = {}
             elif len(e.elems) >= ELEMS_MAX:
                 return
-            e.elems[sub] = _ABSENT if value is None else value
+            e.elems[sub] = ABSENT if value is None else value
             self._recost(e)
             self._evict()
         finally:
@@ -265,130 +197,6 @@ class ReadCache:
         finally:
             self.lock.release()
 
-    # ---- writers (after their commit; any thread) -----------------------------------------
-
-    def apply_flush(self, rows: FlushRows) -> None:
-        """Bring the cache to what a flush just committed; keep new rows while the fill budget lasts.
-
-        The budget is the small FIFO's share: rows beyond it would only push each other out of it.
-        """
-        if self.limit <= 0:
-            return
-        budget = [int(self.limit * SMALL_SHARE)]
-        for (db,) in rows.wipe_keys:
-            with self.lock:
-                self.epoch += 1
-                for key in [k for k in self.map if k[0] == db and k[0].__class__ is int]:
-                    self._drop(key)
-        self._chunked(rows.deletes, self._apply_delete, budget)
-        self._chunked(rows.upserts, self._apply_upsert, budget)
-        self._chunked(rows.metas, self._apply_meta, budget)
-        self._chunked(rows.elems, self._apply_elem, budget)
-        self._chunked(rows.elem_deletes, self._apply_elem_delete, budget)
-        self._chunked(rows.trims, self._apply_trim, budget)
-        self._chunked(rows.mems, self._apply_mem, budget)
-
-    def _chunked(self, rows: list[tuple[Any, ...]], fn: Any, budget: list[int]) -> None:
-        for i in range(0, len(rows), CHUNK):
-            with self.lock:
-                self.epoch += 1
-                touched: dict[int, Entry] = {}
-                if fn == self._apply_upsert:
-                    self._upserts(rows[i:i + CHUNK], budget, touched)
-                else:
-                    for row in rows[i:i + CHUNK]:
-                        fn(row, budget, touched)
-                for e in touched.values():
-                    if e.live:
-                        self._recost(e)
-                self._evict()
-
-    def _upserts(self, rows: list[tuple[Any, ...]], budget: list[int], touched: dict[int, Entry]) -> None:
-        """:meth:`_apply_upsert` over a chunk, the common case (a string already cached, or a key past the
-        budget) inlined: a busy flush's rows are mostly these, and its thread holds the GIL meanwhile."""
-        get, getsize, upsert = self.map.get, _getsizeof, self._apply_upsert
-        for row in rows:
-            e = get((row[0], row[1]))
-            if e is None:
-                if budget[0] > 0:
-                    upsert(row, budget, touched)
-            elif row[2] == T_STRING and e.elems is None:
-                value, exp = row[3], row[4]
-                cost = e.kcost + _ROW6 + (0 if value is None else getsize(value)) + (0 if exp is None else getsize(exp))
-                e.row = row[2:8]
-                delta = cost - e.cost
-                e.cost = cost
-                self.bytes += delta
-                if e.queue == _SMALL:
-                    self._small_bytes += delta
-            else:
-                upsert(row, budget, touched)
-
-    def _apply_delete(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
-        self._drop((row[0], row[1]))
-
-    def _apply_upsert(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
-        e = self.map.get((row[0], row[1]))
-        if e is None:
-            if budget[0] <= 0:
-                return
-            e = self._insert((row[0], row[1]), row[2:8])
-            budget[0] -= e.cost
-        else:  # (_set_row inlined: most rows of a busy flush land here)
-            new = row[2:8]
-            e.row = new
-            e.elems, e.complete = None, False
-            cost = e.kcost + _row_cost(new)
-            delta = cost - e.cost
-            e.cost = cost
-            self.bytes += delta
-            if e.queue == _SMALL:
-                self._small_bytes += delta
-        if row[5] and row[5] <= ELEMS_MAX:  # a collection written whole: its elements follow in this flush
-            e.elems, e.complete = {}, True
-            touched[id(e)] = e
-
-    def _apply_meta(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
-        e = self.map.get((row[0], row[1]))
-        if e is not None:
-            old = e.row
-            e.row = (old[0], old[1], row[2], row[3], row[4], row[5])
-            if row[3] > ELEMS_MAX:
-                e.elems, e.complete = None, False
-            touched[id(e)] = e
-
-    def _apply_elem(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
-        e = self.map.get((row[0], row[1]))
-        if e is not None and e.elems is not None:
-            e.elems[row[2]] = row[3] if row[4] is None else row[4]
-            if len(e.elems) > ELEMS_MAX:
-                e.elems, e.complete = None, False
-            touched[id(e)] = e
-
-    def _apply_elem_delete(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
-        e = self.map.get((row[0], row[1]))
-        if e is not None and e.elems is not None:
-            if e.complete:
-                e.elems.pop(row[2], None)
-            else:
-                e.elems[row[2]] = _ABSENT
-            touched[id(e)] = e
-
-    def _apply_trim(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
-        e = self.map.get((row[0], row[1]))
-        if e is not None and e.elems is not None:
-            lo, hi = row[2], row[3]
-            e.elems = {sub: v for sub, v in e.elems.items() if lo <= sub < hi}
-            touched[id(e)] = e
-
-    def _apply_mem(self, row: tuple[Any, ...], budget: list[int], touched: dict[int, Entry]) -> None:
-        key = (row[0], row[1])
-        new = row[2:8]
-        e = self.map.get(key)
-        if e is not None:
-            self._set_row(e, new, keep_elems=False)
-        elif budget[0] > 0:
-            budget[0] -= self._insert(key, new).cost
 
     def invalidate(self, keys: Iterable[tuple[Any, Any]]) -> None:
         """Drop these keys (rows a writer other than the flush changed), after its commit."""
@@ -441,15 +249,15 @@ class ReadCache:
         if h in ghost:
             del ghost[h]
             self.bytes -= GHOST_COST
-            e = Entry(key, row, _MAIN)
+            e = Entry(key, row, MAIN)
             self._main.append(e)
         else:
-            e = Entry(key, row, _SMALL)
+            e = Entry(key, row, SMALL)
             self._small.append(e)
         e.kcost = _key_cost(key)
         e.cost = _cost(e)
         self.bytes += e.cost
-        if e.queue == _SMALL:
+        if e.queue == SMALL:
             self._small_bytes += e.cost
         self.map[key] = e
         return e
@@ -465,7 +273,7 @@ class ReadCache:
         delta = cost - e.cost
         e.cost = cost
         self.bytes += delta
-        if e.queue == _SMALL:
+        if e.queue == SMALL:
             self._small_bytes += delta
 
     def _drop(self, key: tuple[Any, Any]) -> None:
@@ -479,7 +287,7 @@ class ReadCache:
     def _forget(self, e: Entry) -> None:
         e.live = False
         self.bytes -= e.cost
-        if e.queue == _SMALL:
+        if e.queue == SMALL:
             self._small_bytes -= e.cost
 
     def _compact(self) -> None:
@@ -513,7 +321,7 @@ class ReadCache:
                     self._dead -= 1
                 elif e.freq >= PROMOTE_AT:
                     self._small_bytes -= e.cost
-                    e.queue, e.freq = _MAIN, 0
+                    e.queue, e.freq = MAIN, 0
                     main.append(e)
                 else:
                     self._evict_entry(e)
@@ -547,9 +355,9 @@ def sorted_elems(elems: dict[bytes, Any], sub_from: bytes | None, sub_to: bytes 
     """A complete element cache read like the store's ``iter_elems`` (sub order, optional range)."""
     items = sorted(elems.items(), reverse=rev)
     for sub, v in items:
-        if v is _ABSENT or sub_from is not None and sub < sub_from or sub_to is not None and sub >= sub_to:
+        if v is ABSENT or sub_from is not None and sub < sub_from or sub_to is not None and sub >= sub_to:
             continue
         yield sub, v
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "ELEMS_MAX", "MISSING", "ReadCache", "sorted_elems"]
+__all__ = ["CHUNK", "DEFAULT_MAX_BYTES", "ELEMS_MAX", "MISSING", "ReadCache", "sorted_elems"]
