@@ -149,6 +149,7 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
                       write_timeout=cfg.backpressure.write_timeout_seconds,
                       recovery_progress=_recovery_progress, migration_progress=_migration_progress,
                       databases=s.databases) as engine:
+        engine.store.configure_readcache(cfg.cache.max_bytes)
         freeze_long_lived()  # what recovery loaded
         engine.after_flush.append(freeze_long_lived)
         configure_memories(engine.memories, cfg.memory)
@@ -281,6 +282,8 @@ def _apply(live: Live, engine: Engine, server: Server, maintenance: Maintenance,
     maintenance.reschedule("compact", cfg.compaction.schedule)
     maintenance.reschedule("backup", cfg.backup.schedule)
     watchdog.configure(cfg.watchdog)
+    if "cache.max_bytes" in changed:
+        engine.store.configure_readcache(cfg.cache.max_bytes)
     maintenance.reschedule("watchdog", _every(cfg.watchdog.sample_seconds))
     maintenance.reschedule("metrics", _metrics_schedule(cfg))
 

@@ -150,6 +150,7 @@ class Engine:
                        compress_min=wal_compress_min, fileops=fileops)
         self.store: Store = store if store is not None else SqliteStore(os.path.join(data_dir, DB_NAME),
                                                                         migration_progress)
+        self.store.readcache.now_ms = self.now_ms  # the cache judges expiry by the keyspace's clock
         # Redis database number (SELECT) -> the physical one its data is kept under; SWAPDB swaps two
         # entries (see OP_SWAPDB). Shared with every memtable, which applies the swaps.
         self.dbmap: list[int] = list(range(databases))
@@ -779,6 +780,7 @@ class Engine:
             "recovered_records": self.recovery_report.records,
             "recovery_seconds": round(self.recovery_report.seconds, 3),
             **self.store.keyfilter_stats(),
+            **self.store.readcache.stats(),
         }
 
 
