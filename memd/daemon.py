@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from memd import __version__, config as config_mod, systemd
+from memd import __version__, config as config_mod, gcpolicy, systemd
 from memd.commands import Context
 from memd.commands.server import metrics_text
 from memd.config import Config
@@ -167,7 +167,7 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
             ("persistence", lambda: _backup_age(live))]
         reloader = Reloader(live.config_path, live.overrides, lambda: live.cfg,
                             functools.partial(_apply, live, engine, server, maintenance, watchdog, group))
-        server.info_providers.append(("server", reloader.status))
+        server.info_providers += [("server", reloader.status), ("stats", gcpolicy.POLICY.status)]
         async with anyio.create_task_group() as tg:
             await tg.start(maintenance.run)
             await tg.start(reloader.run)
@@ -320,6 +320,7 @@ async def _watch_signals(stop: asyncio.Event, live: Live) -> None:
 def serve(cfg: Config, config_path: str | None = None, overrides: Mapping[str, object] | None = None) -> int:
     setup_logging(cfg.log.level)
     gc.set_threshold(*GC_THRESHOLDS)
+    gcpolicy.POLICY.install()
     options: dict[str, Any] = {}
     try:
         import uvloop  # noqa: F401, PLC0415 - optional speed-up

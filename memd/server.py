@@ -180,6 +180,10 @@ class Connection(PushOutput, asyncio.Protocol):
         self.pushes = bytearray()
         self.server.connections.discard(self)
         self.server.idle.set()
+        # no reference cycle outlives the connection: reference counting frees it, also once the
+        # cyclic GC no longer walks it (memd.gcpolicy freezes what lives through young collections)
+        self.subscriptions.sink = _closed_sink
+        self.transport = None
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -618,6 +622,10 @@ class Connection(PushOutput, asyncio.Protocol):
             self.parked = None
         if self.transport is not None:
             self.transport.close()
+
+
+def _closed_sink(resp2: bytes, resp3: bytes) -> None:
+    """Where a closed connection's pub/sub frames go (nowhere): its Subscriptions no longer points back at it."""
 
 
 @dataclass(slots=True)

@@ -126,7 +126,8 @@ def info(ctx: Context, args: list[bytes]) -> Any:
     wanted = [a.decode(errors="replace").lower() for a in args]
     if any(w in ("all", "everything", "default") for w in wanted):
         wanted = []
-    text = _render(info_sections(ctx), wanted)
+    # the key counts cost O(buffered keys) on the event loop (DBSIZE's merge): only when shown
+    text = _render(info_sections(ctx, keyspace=not wanted or "keyspace" in wanted), wanted)
     return Verbatim(text) if ctx.protocol == 3 else text.encode()
 
 
