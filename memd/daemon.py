@@ -45,7 +45,7 @@ log = logging.getLogger("memd.daemon")
 # full collection re-walks all of them. 1M pipelined SETs in-process (the buffer growing to 630,000
 # keys): 7 full collections and 2.4 s of GC under the defaults; 1 and 1.2 s with these. Young
 # collections stay small (2,000 objects: ~1 ms pauses; 50,000 gave 20-40 ms pauses and a worse
-# p99); the memory watchdog still collects in full when memory grows.
+# p99). What survives a generation-1 collection is frozen at once (memd.gcpolicy).
 GC_THRESHOLDS = (2_000, 10, 50)
 # How long a thread running Python keeps the GIL while another waits for it (Python's default: 5 ms).
 # The event loop gives the GIL up at every SQLite read and socket write; while a flush thread runs
