@@ -43,6 +43,7 @@ class GcPolicy:
         self.freezes = 0
         self.collections = 0
         self._started = 0.0
+        self._started_cpu = 0.0
         self._installed = False
 
     def install(self) -> None:
@@ -58,6 +59,7 @@ class GcPolicy:
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
+            self._started_cpu = time.thread_time()
             return
         seconds = time.perf_counter() - self._started
         self.collections += 1
@@ -65,7 +67,9 @@ class GcPolicy:
             self.pause_max = seconds
         generation = info.get("generation", 0)
         if seconds >= SLOW_SECONDS:
-            log.info("gc_slow generation=%d seconds=%.3f collected=%d", generation, seconds, info.get("collected", 0))
+            # cpu_seconds well under seconds: the thread was off the CPU (a busy machine), not collecting
+            log.info("gc_slow generation=%d seconds=%.3f cpu_seconds=%.3f collected=%d", generation, seconds,
+                     time.thread_time() - self._started_cpu, info.get("collected", 0))
         if generation >= 1:  # the survivors are in generation 2 now: out of the next full collection's walk
             gc.freeze()
             self.freezes += 1

@@ -183,6 +183,10 @@ class Connection(PushOutput, asyncio.Protocol):
         # no reference cycle outlives the connection: reference counting frees it, also once the
         # cyclic GC no longer walks it (memd.gcpolicy freezes what lives through young collections)
         self.subscriptions.sink = _closed_sink
+        if getattr(self.transport, "_read_ready_cb", None) is not None:
+            # asyncio's socket transport keeps a bound method of itself (its read callback), a cycle
+            # that outlives the connection; nothing reads any more once the connection is lost
+            self.transport._read_ready_cb = None  # type: ignore[union-attr]
         self.transport = None
 
     def data_received(self, data: bytes) -> None:

@@ -13,10 +13,12 @@ import gc
 import operator
 import os
 import random
+import socket
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 import memd.server as server_mod
@@ -103,3 +105,37 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_gc(tmp_path: Path
         finally:
             if was_enabled:
                 gc.enable()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_closed_socket_connection_leaves_no_cycle(tmp_path: Path) -> None:
+    """Over a real socket: the connection and asyncio's transport are freed by reference counting
+    once the client goes (frozen, a cycle among them would never be reclaimed)."""
+    async with Engine(str(tmp_path / "data"), fsync="everysec") as engine:
+        server = Server(engine, str(tmp_path / "s.sock"))
+        await server.start()
+        try:
+            refs: list[weakref.ref[object]] = []
+            was_enabled = gc.isenabled()
+            gc.collect()
+            gc.disable()
+            try:
+                def client() -> None:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                        s.connect(str(tmp_path / "s.sock"))
+                        s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                        assert s.recv(100) == b"+PONG\r\n"
+                        conn = next(iter(server.connections))
+                        refs.extend([weakref.ref(conn), weakref.ref(conn.transport)])
+                await anyio.to_thread.run_sync(client)
+                for _ in range(100):
+                    if all(r() is None for r in refs):
+                        break
+                    await anyio.sleep(0.01)
+                assert refs and all(r() is None for r in refs), [r() for r in refs]
+            finally:
+                if was_enabled:
+                    gc.enable()
+        finally:
+            await server.close()
