@@ -19,6 +19,10 @@ Redis's model (``blocked.c``), which this follows:
   that record has the durability of the fsync policy, like any write. A
   served BLMOVE may make its destination ready: it is served in a later
   round of the same call.
+- Stream readers (XREAD / XREADGROUP BLOCK) on a ready key are each asked in
+  turn, whatever the key holds; each serves itself or stays parked (see
+  :mod:`memd.commands.streamblocking`): every XREAD reader gets a new entry,
+  the consumers of one group compete for it.
 - A timeout is a timer per parked client (``loop.call_later``), not a
   periodic scan; CLIENT UNBLOCK and a disconnect unpark too.
 
@@ -36,9 +40,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from memd.commands import Context
-from memd.commands.blocking import Block
+from memd.commands.blocking import STAY, Block
 from memd.engine.engine import Engine
 from memd.engine.collections import M_TYPE
+from memd.engine.records import T_STREAM
 from memd.errors import CommandError, MemdError
 from memd.resp import NullArray
 
@@ -164,18 +169,26 @@ class Blocking:
         if not queue:
             return
         engine = self.engine
+        empty = False  # the key has nothing to pop: the remaining pop waiters stay parked
         for waiter in list(queue.values()):
             if self.waiters.get(waiter.conn.ctx.client_id) is not waiter:
                 continue  # served or gone meanwhile
             ctx = waiter.conn.ctx
-            meta = ctx.keyspace.peek(key)
-            if meta is None:
-                return  # empty (empty lists and sorted sets do not exist): the rest keep waiting
-            if meta[M_TYPE] != waiter.block.type:
-                continue  # waits for the other type: stays parked
+            block = waiter.block
+            if block.type != T_STREAM:
+                if empty:
+                    continue
+                meta = ctx.keyspace.peek(key)
+                if meta is None:
+                    empty = True  # (empty lists and sorted sets do not exist; stream readers are still asked)
+                    continue
+                if meta[M_TYPE] != block.type:
+                    continue  # waits for the other type: stays parked
             before = engine.last_lsn
             try:
-                reply = waiter.block.serve(ctx, key)
+                reply = block.serve(ctx, key)
             except (CommandError, MemdError) as exc:  # WRONGTYPE destination; the WAL refusing a write
                 reply = exc if isinstance(exc, CommandError) else CommandError(str(exc))
+            if reply is STAY:
+                continue  # a stream reader with nothing new for it
             self._finish(waiter, reply, engine.last_lsn != before)

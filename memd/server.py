@@ -409,6 +409,9 @@ class Connection(PushOutput, asyncio.Protocol):
             end += 1
         if end == i:
             return i
+        wake = self.server.engine.wake_keys
+        if wake and any(cmds[k][1] in wake for k in range(i, end)):
+            return i  # a blocked client waits on one of its keys: one by one, each served after it (XADD)
         assert cmd.run is not None
         self.ctx.last_cmd = name  # (CLIENT LIST's cmd=, as execute() sets it)
         replies = cmd.run(self.ctx, [argv[1:] for argv in cmds[i:end]])

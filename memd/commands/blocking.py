@@ -47,6 +47,16 @@ _NEVER_SECONDS = 1 << 40
 Serve = Callable[[Context, bytes], Any]
 
 
+class _Stay:
+    """The type of :data:`STAY`."""
+
+    def __repr__(self) -> str:
+        return "STAY"
+
+
+STAY = _Stay()  # a stream reader's serve found nothing for it: it stays parked
+
+
 @dataclass(eq=False, slots=True)
 class Block:
     """A blocking command found nothing to pop: what the server needs to park its client.
@@ -55,16 +65,23 @@ class Block:
     ``type``: it pops (one ``engine.apply``, one WAL record) and returns the reply. It may
     raise a CommandError (BLMOVE whose destination has become another type), which is then
     the client's reply: it is unblocked either way, as in Redis.
+
+    A stream reader (``type`` T_STREAM, :mod:`memd.commands.streamblocking`) is asked
+    whenever its key is signalled, whatever the key holds then: its ``serve`` checks for
+    itself and returns :data:`STAY` to stay parked, or a reply (an error included).
     """
 
     keys: tuple[bytes, ...]  # each once, in argument order
-    type: int  # T_LIST or T_ZSET
+    type: int  # T_LIST, T_ZSET or T_STREAM
     timeout: float  # seconds; 0 = forever
     serve: Serve
 
 
 def parse_timeout(raw: bytes) -> float:
     """Redis's ``getTimeoutFromObjectOrReply`` in seconds: ceil to the millisecond; 0 = forever."""
+    if raw.isdigit() and len(raw) < 12:  # whole seconds, what clients send (BLPOP q 0): exact, and 15x cheaper
+        seconds = int(raw)
+        return 0.0 if seconds > _NEVER_SECONDS else float(seconds)
     value = parse_long_double(raw)
     if value is None:
         raise CommandError(NOT_FLOAT)

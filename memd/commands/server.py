@@ -26,17 +26,22 @@ SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication"
             "cluster")
 
 
-def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str, Any]]:
+def info_sections(ctx: Context, *, keyspace: bool = True, only: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """Every INFO figure, by section (also what MEMD.STATS and MEMD.METRICS return).
 
-    ``keyspace=False`` skips the key count, a COUNT over the SQLite table:
-    the metrics, scraped every few seconds on the event loop, do without it.
+    ``keyspace=False`` skips the key count, a COUNT over the SQLite table per database:
+    the metrics, scraped every few seconds on the event loop, do without it. ``only``
+    (section names; empty: all) skips the costly figures of the other sections too (the
+    key counts, the providers' sections): ``INFO clients``, which clients poll (a queue
+    waiting for its workers to block), costs microseconds, not a millisecond of the loop.
     """
+    if only:
+        keyspace = keyspace and "keyspace" in only
     engine = ctx.engine
-    stats = engine.stats()
-    mem = _PROCESS.memory_info()
-    rss = mem.rss
-    peak = max(rss, _peak_rss())
+    memory = not only or "memory" in only
+    stats = engine.stats() if memory or "persistence" in only else {"buffer_bytes": 0}
+    rss = _PROCESS.memory_info().rss if memory else 0
+    peak = max(rss, _peak_rss()) if memory else 0
     counts = [engine.keyspace_of(db).dbsize() for db in range(engine.databases)] if keyspace else []
     server = ctx.server
     errors: Mapping[str, int] = {}
@@ -67,7 +72,7 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
                    "mem_allocator": "libc",
                    "memd_buffer_bytes": stats["buffer_bytes"],
                    # semantic recall: vectors in memory (indexes and buffer), and their limit (0: none)
-                   "memd_vector_bytes": engine.memories.vector_bytes(),
+                   "memd_vector_bytes": engine.memories.vector_bytes() if memory else 0,
                    "memd_vector_max_bytes": engine.memories.vector_max_bytes},
         "persistence": {
             "loading": 0, "aof_enabled": 1, "rdb_bgsave_in_progress": 0, "aof_rewrite_in_progress": 0,
@@ -93,7 +98,8 @@ def info_sections(ctx: Context, *, keyspace: bool = True) -> dict[str, dict[str,
         "cluster": {"cluster_enabled": 0},
     }
     for section, provider in providers:  # maintenance, watchdog, reload
-        sections.setdefault(section, {}).update(provider())
+        if not only or section in only:
+            sections.setdefault(section, {}).update(provider())
     return sections
 
 
@@ -126,8 +132,7 @@ def info(ctx: Context, args: list[bytes]) -> Any:
     wanted = [a.decode(errors="replace").lower() for a in args]
     if any(w in ("all", "everything", "default") for w in wanted):
         wanted = []
-    # the key counts cost O(buffered keys) on the event loop (DBSIZE's merge): only when shown
-    text = _render(info_sections(ctx, keyspace=not wanted or "keyspace" in wanted), wanted)
+    text = _render(info_sections(ctx, only=wanted), wanted)
     return Verbatim(text) if ctx.protocol == 3 else text.encode()
 
 

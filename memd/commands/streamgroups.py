@@ -12,10 +12,11 @@ from typing import Any
 
 from memd.commands import Context, command
 from memd.commands.commandtable import subcommand
-from memd.commands.streams import OK, end_bound, parse_read, read_reply, start_bound, would_block
+from memd.commands.streamblocking import block_group, delivered_reply
+from memd.commands.streams import OK, end_bound, may_park, parse_read, read_reply, start_bound
 from memd.commands.strings import SYNTAX, ll
 from memd.engine.streamcodec import INVALID_ENTRIES_READ, MAX_ID, MIN_ID, StreamId, format_id, parse_id, strict_id
-from memd.engine.streamgroups import Delivered, Group
+from memd.engine.streamgroups import Group
 from memd.engine.streams import StreamEdit
 from memd.errors import CommandError
 from memd.resp import NullArray, SimpleString
@@ -31,10 +32,6 @@ def _nogroup(key: bytes, group: bytes, tail: str = "") -> CommandError:
 
 def apply_edits(ctx: Context, edits: list[StreamEdit]) -> None:
     ctx.keyspace.apply_stream_edits(edits)
-
-
-def _delivered_reply(items: list[Delivered]) -> list[Any]:
-    return [[format_id(sid), NullArray if fields is None else fields] for sid, fields in items]
 
 
 def group_of(ctx: Context, key: bytes, group: bytes, tail: str = "") -> tuple[StreamEdit, Group]:
@@ -153,7 +150,7 @@ def strict_or_plain(raw: bytes) -> StreamId:
 
 @command("xreadgroup", -7, write=True)
 def xreadgroup(ctx: Context, args: list[bytes]) -> object:
-    count, block, noack, streams, gname, consumer = parse_read(args, True)
+    count, timeout, noack, streams, gname, consumer = parse_read(ctx, args, True)
     assert gname is not None and consumer is not None
     ks = ctx.keyspace
     nkeys = (len(args) - streams) // 2
@@ -190,10 +187,12 @@ def xreadgroup(ctx: Context, args: list[bytes]) -> object:
         else:
             g.see(consumer, now)
             items = ks.deliver_history(g, consumer, after, count, now)
-        served.append((key, _delivered_reply(items)))
+        served.append((key, delivered_reply(items)))
     apply_edits(ctx, list(edits.values()))
     if not served:
-        return would_block(ctx, block, "XREADGROUP")
+        if may_park(ctx, timeout):  # (only ">" can find nothing: an id always serves its history)
+            return block_group(keys, gname, consumer, count, noack, timeout)
+        return NullArray
     return read_reply(ctx, served)
 
 

@@ -9,9 +9,10 @@ documents:
 - ``MAXLEN ~`` / ``MINID ~`` trim exactly to the bound (at most LIMIT entries, 100 x
   100 when LIMIT is absent, as Redis's default), where Redis removes only whole radix
   tree nodes and so keeps more. ``~`` promises "at least" the bound; memd keeps exactly it.
-- XREAD BLOCK serves what is there at once, as Redis does; when it would have to wait
-  it answers an error (outside MULTI; inside, a null reply as Redis gives), because
-  blocking commands are not built yet.
+
+XREAD BLOCK serves what is there at once, as Redis does; when it has to wait, the client is
+parked (:mod:`memd.commands.streamblocking`); inside MULTI it answers a null array at once,
+and in a script BLOCK is refused, as in Redis.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from memd.commands import Context, batched, command, wrong_arity
+from memd.commands.blocking import may_block
 from memd.commands.commandtable import subcommand
 from memd.commands.strings import SYNTAX, ll
 from memd.engine.streamcodec import (
@@ -39,7 +41,7 @@ from memd.resp import NullArray, PairMap, SimpleString
 
 APPROX_LIMIT = 100 * 100  # Redis's LIMIT for ~ without one: 100 x stream-node-max-entries
 OK = SimpleString("OK")
-BLOCK_UNSUPPORTED = "{} BLOCK would wait for new entries: blocking commands are not supported by memd yet"
+NO_BLOCK = -1  # parse_read's timeout when BLOCK was not given
 
 
 def start_bound(raw: bytes) -> StreamId:
@@ -251,10 +253,12 @@ def xsetid(ctx: Context, args: list[bytes]) -> object:
 
 # ---- XREAD --------------------------------------------------------------------------------------
 
-def parse_read(args: list[bytes], group: bool) -> tuple[int, bool, bool, int, bytes | None, bytes | None]:
-    """XREAD / XREADGROUP options: (count, block given, noack, index of the first key, group, consumer)."""
+def parse_read(ctx: Context, args: list[bytes], group: bool
+               ) -> tuple[int, int, bool, int, bytes | None, bytes | None]:
+    """XREAD / XREADGROUP options: (count, BLOCK's milliseconds or NO_BLOCK, noack, index of the first
+    key, group, consumer)."""
     count = 0
-    block = False
+    timeout = NO_BLOCK
     noack = False
     streams = -1
     gname: bytes | None = None
@@ -265,11 +269,13 @@ def parse_read(args: list[bytes], group: bool) -> tuple[int, bool, bool, int, by
         more = n - 1 - i
         opt = args[i].lower()
         if opt == b"block" and more:
+            if _in_script(ctx):
+                name = "xreadgroup" if group else "xread"
+                raise CommandError(f"{name} command is not allowed with BLOCK option from scripts")
             i += 1
             timeout = ll(args[i], "timeout is not an integer or out of range")
             if timeout < 0:
                 raise CommandError("timeout is negative")
-            block = True
         elif opt == b"count" and more:
             i += 1
             count = max(0, ll(args[i]))
@@ -295,7 +301,15 @@ def parse_read(args: list[bytes], group: bool) -> tuple[int, bool, bool, int, by
         raise CommandError(SYNTAX)
     if group and gname is None:
         raise CommandError("Missing GROUP option for XREADGROUP")
-    return count, block, noack, streams, gname, consumer
+    return count, timeout, noack, streams, gname, consumer
+
+
+def _in_script(ctx: Context) -> bool:
+    """Whether ``ctx`` runs a script's commands (Redis refuses BLOCK there, not only ignores it)."""
+    if ctx.may_block or ctx.multi is not None:
+        return False
+    from memd.commands.scripting import scripting  # (here: the scripting module imports the command table)
+    return scripting(ctx).script_ctx is ctx
 
 
 def read_reply(ctx: Context, served: list[tuple[bytes, list[Any]]]) -> object:
@@ -307,16 +321,15 @@ def read_reply(ctx: Context, served: list[tuple[bytes, list[Any]]]) -> object:
     return [[key, entries] for key, entries in served]
 
 
-def would_block(ctx: Context, block: bool, name: str = "XREAD") -> object:
-    """Nothing to serve: nil without BLOCK or inside MULTI (Redis never blocks there); else an error."""
-    if block and ctx.multi is None:
-        raise CommandError(BLOCK_UNSUPPORTED.format(name))
-    return NullArray
+def may_park(ctx: Context, timeout: int) -> bool:
+    """Whether a reader that found nothing parks: BLOCK given, outside MULTI (where Redis answers a
+    null array at once, as after a timeout)."""
+    return timeout != NO_BLOCK and may_block(ctx)
 
 
 @command("xread", -4)
 def xread(ctx: Context, args: list[bytes]) -> object:
-    count, block, _, streams, _, _ = parse_read(args, False)
+    count, timeout, _, streams, _, _ = parse_read(ctx, args, False)
     nkeys = (len(args) - streams) // 2
     keys = args[streams:streams + nkeys]
     ks = ctx.keyspace
@@ -341,7 +354,10 @@ def xread(ctx: Context, args: list[bytes]) -> object:
         if entries:
             served.append((key, entries_reply(entries)))
     if not served:
-        return would_block(ctx, block)
+        if may_park(ctx, timeout):
+            from memd.commands.streamblocking import block_read  # (it imports this module)
+            return block_read(keys, after, count, timeout)
+        return NullArray
     return read_reply(ctx, served)
 
 
@@ -376,5 +392,4 @@ _XINFO_HELP = (
     "    Prints this help.",
 )
 
-__all__ = ["end_bound", "entries_reply", "parse_read", "read_reply", "start_bound",
-           "would_block"]
+__all__ = ["NO_BLOCK", "end_bound", "entries_reply", "may_park", "parse_read", "read_reply", "start_bound"]

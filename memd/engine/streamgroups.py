@@ -139,6 +139,7 @@ class StreamGroupsMixin:
 
     def destroy_group(self: Keyspace, g: Group) -> None:
         edit = g.edit
+        edit.wakes = True  # its blocked consumers get NOGROUP
         edit.put(group_sub(g.name), None)
         for n in list(g.pel()):
             g.drop_nack(n.id)

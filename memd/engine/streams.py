@@ -62,7 +62,8 @@ class Trim(NamedTuple):
 class StreamEdit:
     """One command's changes to one stream; its reads see its own writes."""
 
-    __slots__ = ("ks", "key", "meta", "changes", "length", "_state", "head", "stored_gone", "added", "added_from")
+    __slots__ = ("ks", "key", "meta", "changes", "length", "_state", "head", "stored_gone", "added", "added_from",
+                 "wakes")
 
     def __init__(self, ks: Keyspace, key: bytes, meta: Meta | None) -> None:
         self.ks = ks
@@ -78,6 +79,9 @@ class StreamEdit:
         self.stored_gone = False
         self.added: list[bytes] = []
         self.added_from = 0
+        # whether applying it wakes the key's blocked readers (an entry added, a group destroyed: where Redis
+        # signals the key ready); the engine cannot tell those from other stream updates by the op
+        self.wakes = False
 
     @property
     def state(self) -> StreamState:
@@ -109,6 +113,8 @@ class StreamEdit:
 
     def apply(self) -> None:
         self.ks._apply([self.op()])  # (the keyspace's apply: in its database)
+        if self.wakes:
+            self.ks.engine.signal_key(self.key)
 
     def walk(self, lo: bytes, hi: bytes) -> Generator[tuple[bytes, Any], None, None]:
         """Live rows in ``[lo, hi)`` in sub order as this edit sees them: the stored ones (lazily)
@@ -147,6 +153,9 @@ class StreamsMixin:
         ops = [e.op() for e in edits if e.changes]
         if ops:
             self._apply(ops)
+            for e in edits:
+                if e.wakes:
+                    self.engine.signal_key(e.key)
 
     def _stream_order(self: Keyspace) -> StreamOrder:
         order: StreamOrder | None = getattr(self, "_stream_order_cache", None)
@@ -281,6 +290,7 @@ class StreamsMixin:
         sub = entry_sub(sid)
         changes[sub] = pack_fields(pairs)
         edit.added.append(sub)
+        edit.wakes = True
         edit.length += 1
         state.last = sid
         state.entries_added += 1

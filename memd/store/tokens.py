@@ -193,4 +193,12 @@ def index_entry(value: str) -> tuple[str, str, str]:
     except ValueError:
         return value, "", field_tokens(value)
     fields = _fields(doc, value)
-    return fields, _text(doc), field_tokens(fields)
+    tokens = _repeated_field_tokens(fields) if len(fields) <= REPEATED_FIELDS_MAX else field_tokens(fields)
+    return fields, _text(doc), tokens
+
+
+# A FILTER view is a few short members, and memories of one kind share most of them (kind, topic,
+# stars...): the flush takes their tokens from this cache (~0.2 µs) instead of parsing the view and
+# hashing its members again (~3 µs per memory, under the GIL). Pure, so equal to field_tokens.
+REPEATED_FIELDS_MAX = 256
+_repeated_field_tokens = functools.lru_cache(maxsize=8192)(field_tokens)

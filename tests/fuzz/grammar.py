@@ -230,6 +230,8 @@ def allowed(argv: list[bytes]) -> bool:
         return False
     if len(argv) > 1 and argv[1].lower() in EXCLUDED_SUB.get(name, ()):
         return False
+    if name in (b"xread", b"xreadgroup") and any(a.lower() == b"block" for a in argv[1:]):
+        return False  # BLOCK 0 waits for ever, as a blocking pop does
     if name not in COMMANDS or name in NO_KEYS:
         return True  # unknown commands only get an error
     args = argv[1:]

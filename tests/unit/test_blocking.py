@@ -76,11 +76,17 @@ async def test_engine_marks_waited_keys_that_gain_list_or_zset_elements(tmp_path
         run(ctx, "RPUSH k a")  # nobody waits: no mark (and no cost)
         assert not engine.ready_keys
         engine.wake_keys.update({b"k": 1, b"z": 1, b"s": 1})
-        run(ctx, "SET s x")
+        run(ctx, "SET other x")
         run(ctx, "RPUSH other a")
         assert not engine.ready_keys and not calls
-        run(ctx, "LPOP k")  # emptied: not ready
-        assert not engine.ready_keys
+        run(ctx, "SET s x")  # a waited-on key overwritten (a stream's blocked consumers get an error)
+        assert list(engine.ready_keys) == [b"s"] and calls == [1]
+        engine.ready_keys.clear()
+        calls.clear()
+        run(ctx, "LPOP k")  # emptied: deleted, so marked (a waiter looks and finds nothing to pop)
+        assert list(engine.ready_keys) == [b"k"]
+        engine.ready_keys.clear()
+        calls.clear()
         with engine.batch():  # a transaction's writes are marked as they are applied, in order
             run(ctx, "ZADD z 1 m")
             run(ctx, "RPUSH k b")
