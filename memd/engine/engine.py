@@ -59,6 +59,7 @@ from memd.engine.records import (
     T_ZSET, Op)
 from memd.engine.wal import WAL, RecoveryReport
 from memd.errors import CommandError, DataDirLockedError, DurabilityError, OverloadError, StoreDamagedError, StoreError
+from memd.release import release_gradually
 from memd.store.base import Store
 from memd.store.schema import MigrationProgress
 from memd.store.sqlite import SqliteStore
@@ -679,6 +680,9 @@ class Engine:
         if self._tg is not None:
             self._tg.start_soon(self._maintain_keyfilter)  # (returns at once unless the filter has worn)
         log.info("flush_done rows=%d lsn=%d seconds=%.3f", rows, table.max_lsn, self.last_flush_seconds)
+        # nothing reads the flushed table any more: free its entries a slice at a time in a worker
+        # thread, not in one deallocation on the event loop when the last reference goes (memd.release)
+        await anyio.to_thread.run_sync(release_gradually, [t.entries for t in table.dbs])
 
     async def _maintain_keyfilter(self) -> None:
         try:

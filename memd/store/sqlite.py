@@ -35,6 +35,7 @@ from memd.store import csqlite, search, statements
 from memd.store.base import Cond, HistoryRow, KeyRow, MemRow, Scope, SearchRow
 from memd.store.filters import json_eq, json_text, member_text
 from memd.store.keyfilter import KeyFilter
+from memd.release import release_gradually
 from memd.store.readcache import MISSING, ReadCache, sorted_elems
 from memd.store.rows import flush_rows
 from memd.store.schema import BUSY_TIMEOUT_MS, MigrationProgress, connect, migrate, register_functions
@@ -53,6 +54,7 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 READER_CACHE_KIB = 64 * 1024
 READER_MMAP_BYTES = 256 << 20  # file-backed pages count in RSS: keep the watchdog's view bounded
 RANDOM_KEY_LEVELS = 256  # random_key's deepest descent (a balanced one needs ~log2(keys))
+BULK_ROWS = 16_384  # rows per memd._sqlite.executemany call (see _transaction)
 LOAD_BATCH = 10_000  # memories per VectorIndex.replace_many while loading: bounds the temporary copies
 SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more would only queue for the cores
 
@@ -488,7 +490,11 @@ class SqliteStore(ZsetIndex):
                 if not rows:
                     continue
                 if self._bulk is not None and len(rows) > 1:
-                    csqlite.ext.executemany(writer, self._bulk, sql, rows)  # the GIL released for the batch
+                    # the GIL released for each batch; reading a batch's values into C holds it, so
+                    # batches are bounded (1,000,000 rows at once held it ~100 ms: the loop stalled)
+                    for i in range(0, len(rows), BULK_ROWS):
+                        csqlite.ext.executemany(writer, self._bulk, sql, rows if len(rows) <= BULK_ROWS
+                                                else rows[i:i + BULK_ROWS])
                 else:
                     writer.executemany(sql, rows)
             writer.execute("COMMIT")
@@ -515,6 +521,7 @@ class SqliteStore(ZsetIndex):
                 self.keyfilter.committed(created)
             self.readcache.apply_flush(rows)  # after the commit, before the engine drops the frozen layer
             self._apply_vectors(table)
+            release_gradually(rows)  # (FlushRows: its lists; `created` the key filter may still read)
 
         await self._in_writer(work)
         self.flushed_lsn = table.max_lsn
