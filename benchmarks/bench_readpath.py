@@ -51,8 +51,9 @@ buffer_max_bytes = "16GiB"
 """
 
 
-def start(kind: str, cleanup: Cleanup) -> tuple[subprocess.Popen[bytes], str, str]:
-    """A fresh server in its own temp dir: ``redis``, ``cached`` (memd, default config) or ``buffered``."""
+def start(kind: str, cleanup: Cleanup, cache_bytes: int | None = None) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A fresh server in its own temp dir: ``redis``, ``cached`` (memd, default flush limits; its read
+    cache at ``cache_bytes``, default: memd's) or ``buffered``."""
     d = cleanup.mkdtemp(f"rp-{kind[0]}-")
     sock = os.path.join(d, "s.sock")
     log = os.path.join(d, "server.log")
@@ -63,10 +64,13 @@ def start(kind: str, cleanup: Cleanup) -> tuple[subprocess.Popen[bytes], str, st
     else:
         cmd = [sys.executable, "-m", "memd", "serve", "--socket", sock, "--data-dir", os.path.join(d, "data"),
                "--fsync", "everysec"]
-        if kind == "buffered":
+        text = BUFFERED_CONFIG if kind == "buffered" else ""
+        if cache_bytes is not None:
+            text += f"[cache]\nmax_bytes = {cache_bytes}\n"
+        if text:
             config = os.path.join(d, "memd.toml")
             with open(config, "w") as f:
-                f.write(BUFFERED_CONFIG)
+                f.write(text)
             cmd += ["--config", config]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
@@ -139,9 +143,10 @@ def benchmark(sock_path: str, args: list[str], timeout: float) -> list[dict[str,
     return rows
 
 
-def run_server(kind: str, n: int, keys: int, timeout: float, cleanup: Cleanup) -> dict[str, dict[str, float]]:
+def run_server(kind: str, n: int, keys: int, timeout: float, cleanup: Cleanup,
+               cache_bytes: int | None = None) -> dict[str, dict[str, float]]:
     """Every phase against one fresh server; {phase: {rps, p99, max, lag_max, lag_p99}}."""
-    proc, sock, d = start(kind, cleanup)
+    proc, sock, d = start(kind, cleanup, cache_bytes)
     results: dict[str, dict[str, float]] = {}
     memd = kind != "redis"
     phases: list[tuple[str, list[str]]] = [
@@ -171,7 +176,10 @@ def run_server(kind: str, n: int, keys: int, timeout: float, cleanup: Cleanup) -
             stats = info(sock)
             print(f"  {kind:<8} buffer {int(stats.get('memd_buffer_bytes', 0)) / 1e6:,.0f} MB, "
                   f"flushes {stats.get('memd_flush_count', '?')}, rss {int(stats.get('used_memory_rss', 0)) / 1e6:,.0f} MB, "
-                  f"longest GC pause {stats.get('memd_gc_pause_max_ms', '?')} ms", flush=True)
+                  f"longest GC pause {stats.get('memd_gc_pause_max_ms', '?')} ms, read cache "
+                  f"{int(stats.get('memd_readcache_bytes', 0)) / 1e6:,.0f} MB of "
+                  f"{int(stats.get('memd_readcache_limit_bytes', 0)) / 1e6:,.0f}, hit rate "
+                  f"{stats.get('memd_readcache_hit_rate', '?')}", flush=True)
             notable = [line.strip() for line in open(os.path.join(d, "server.log"), errors="replace")
                        if any(w in line for w in ("gc_slow", "watchdog_", "flush_done", "slow"))]
             for line in notable[-12:]:
@@ -196,6 +204,8 @@ def main() -> int:
     ap.add_argument("--memd", action="append", choices=("cached", "buffered"),
                     help="memd configuration(s) to run (repeatable; default: cached and buffered)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per redis-benchmark run")
+    ap.add_argument("--cache-bytes", type=int, default=None,
+                    help="the cached memd's [cache] max_bytes (default: memd's own default)")
     args = ap.parse_args()
     for exe in (REDIS_SERVER, REDIS_BENCHMARK):
         if not os.access(exe, os.X_OK):
@@ -211,7 +221,8 @@ def main() -> int:
     started = time.monotonic()
     try:
         for kind in kinds:
-            results[kind] = run_server(kind, args.n, args.keys, args.timeout, cleanup)
+            results[kind] = run_server(kind, args.n, args.keys, args.timeout, cleanup,
+                                       args.cache_bytes if kind == "cached" else None)
     except (KeyboardInterrupt, Interrupted) as e:
         print(f"\ninterrupted ({e.__class__.__name__} {e}); cleaning up", file=sys.stderr)
         return 130

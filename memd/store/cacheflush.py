@@ -46,11 +46,14 @@ class FlushUpdates:
     def apply_flush(self, rows: FlushRows) -> None:
         """Bring the cache to what a flush just committed; keep new rows while the fill budget lasts.
 
-        The budget is the small FIFO's share: rows beyond it would only push each other out of it.
+        The budget is the room the cache has left, and at least the small FIFO's share: rows
+        beyond that would only push each other out of the small FIFO (S3-FIFO evicts only once
+        the cache is full, so while it has room a flush fills it: a working set that fits is
+        cached by the flush that wrote it, not by a miss each).
         """
         if self.limit <= 0:
             return
-        budget = [int(self.limit * SMALL_SHARE)]
+        budget = [max(int(self.limit * SMALL_SHARE), self.limit - self.bytes)]
         for (db,) in rows.wipe_keys:
             with self.lock:
                 self.epoch += 1
