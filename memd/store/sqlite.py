@@ -460,6 +460,7 @@ class SqliteStore(ZsetIndex):
             groups = list(zip(statements.FLUSH, rows))
             try:
                 self._transaction(writer, [*groups, (statements.SET_FLUSHED_LSN, [(table.max_lsn,)])])
+                table.committed = True  # (a retry of this flush must archive and unindex every memory)
             finally:
                 self.keyfilter.committed(created)
             self._apply_vectors(table)
