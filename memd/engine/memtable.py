@@ -243,6 +243,15 @@ class Memtable:
                     self.bytes += size
                     table._sorted = None
                 entries[key] = entry
+            elif code == OP_MEM_PUT:  # bulk ingest: thousands per record
+                _, ns, key, value, version, created, updated, exp, ttl = op[:9]
+                vectors = op[9] if len(op) > 9 else ()
+                ident = (ns, key)
+                if not vectors and ident not in self.mem:  # _mem_replace inlined: nothing to carry over
+                    self.mem[ident] = MemEntry(value, version, created, updated, exp, ttl, vectors)
+                    self.bytes += len(ns) + len(key) + len(value)  # (MemEntry.size without vectors or history)
+                else:
+                    self._mem_replace(ident, MemEntry(value, version, created, updated, exp, ttl, vectors))
             elif code == OP_UPDATE:
                 self._update(table, op).atime = now
             elif code == OP_DEL:
@@ -261,10 +270,6 @@ class Memtable:
                 m = self.dbmap
                 m[op[1]], m[op[2]] = m[op[2]], m[op[1]]
                 self.swapped = list(m)
-            elif code == OP_MEM_PUT:
-                _, ns, key, value, version, created, updated, exp, ttl = op[:9]
-                vectors = op[9] if len(op) > 9 else ()
-                self._mem_replace((ns, key), MemEntry(value, version, created, updated, exp, ttl, vectors))
             elif code == OP_MEM_DEL:
                 _, ns, key, version, at = op
                 self._mem_replace((ns, key), MemEntry(None, version, 0, at, None))
