@@ -69,6 +69,7 @@ class Result:
 
     seconds: float
     latencies_ns: list[int] = field(default_factory=list)
+    cache_hit_rate: float | None = None  # the daemon's read cache over the run (INFO, before and after); None: unknown
 
     @property
     def requests(self) -> int:
@@ -194,11 +195,34 @@ async def _run(plan: Plan, console: Console) -> Result:
             await _prefill(conns[0], plan, b"x" * plan.value_size)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         # drawn only on a terminal: into a pipe or a log file rich would write a bare frame (or blank line)
+        before = await _cache_counts(conns[0])
         with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-            return await _measure(plan, conns, value, progress)
+            result = await _measure(plan, conns, value, progress)
+        result.cache_hit_rate = hit_rate(before, await _cache_counts(conns[0]))
+        return result
     finally:
         for c in conns:
             await c.disconnect()
+
+
+async def _cache_counts(conn: UnixDomainSocketConnection) -> tuple[int, int] | None:
+    """The daemon's read cache hits and misses so far (INFO persistence), None if it shows none."""
+    await conn.send_command("INFO", "persistence")
+    text = await conn.read_response()
+    fields = dict(line.split(":", 1) for line in (text.decode() if isinstance(text, bytes) else str(text)).splitlines()
+                  if ":" in line)
+    try:
+        return int(fields["memd_readcache_hits"]), int(fields["memd_readcache_misses"])
+    except (KeyError, ValueError):
+        return None
+
+
+def hit_rate(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Hits over lookups between two readings of the counters (None: unknown, or no lookups)."""
+    if before is None or after is None:
+        return None
+    hits, looked = after[0] - before[0], after[0] + after[1] - before[0] - before[1]
+    return hits / looked if looked > 0 else None
 
 
 def run(plan: Plan, progress_console: Console | None = None) -> Result:
@@ -220,4 +244,6 @@ def report(plan: Plan, result: Result) -> list[str]:
     ]
     lines += [f"latency p{p:g}: {percentile(lat, p) / 1e6:.3f} ms" for p in PERCENTILES]
     lines.append(f"latency max: {lat[-1] / 1e6:.3f} ms")
+    if result.cache_hit_rate is not None:
+        lines.append(f"read cache hit rate: {result.cache_hit_rate:.1%} (the daemon's INFO, over the run)")
     return lines

@@ -67,6 +67,7 @@ DEFAULT_MEMORY_MAX_VALUE_BYTES = 1 * MiB
 DEFAULT_MEMORY_HISTORY_VERSIONS = 10
 DEFAULT_MEMORY_VECTOR_MAX_BYTES = 1 * GiB  # ~650,000 vectors of 384 dimensions (float32 plus the ANN's copy)
 DEFAULT_MEMORY_HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600.0
+DEFAULT_CACHE_MAX_BYTES = 64 * MiB  # the read cache of stored rows (memd.store.readcache); 0 = off
 DEFAULT_METRICS_TEXTFILE = ""  # "" = no textfile (MEMD.METRICS still works)
 DEFAULT_METRICS_SCHEDULE = "every 15s"
 FSYNC_POLICIES = ("always", "everysec", "no")
@@ -445,6 +446,13 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The read cache of stored rows: what a read of a key no longer buffered costs (0 bytes: off)."""
+
+    max_bytes: int = _opt(DEFAULT_CACHE_MAX_BYTES, "size")
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """Prometheus metrics for node_exporter's textfile collector (memd opens no network port)."""
 
@@ -465,6 +473,7 @@ class Config:
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
@@ -480,6 +489,7 @@ RELOADABLE: frozenset[str] = frozenset(
     + [f"compaction.{k}" for k in _SECTIONS["compaction"]]
     + [f"backup.{k}" for k in _SECTIONS["backup"]]
     + [f"watchdog.{k}" for k in _SECTIONS["watchdog"]]
+    + [f"cache.{k}" for k in _SECTIONS["cache"]]
     + [f"metrics.{k}" for k in _SECTIONS["metrics"]]
     + ["log.level", "storage.fsync", "server.allow_uids", "server.allow_gids", "server.password"]
     + [f"server.{k}" for k in ("max_clients", "max_bulk_bytes", "max_args",

@@ -25,8 +25,8 @@ from typing import Any
 
 import anyio
 
-from memd import __version__, config as config_mod, systemd
-from memd.commands import Context
+from memd import __version__, config as config_mod, gcpolicy, systemd
+from memd.commands import Context, commandtable
 from memd.commands.server import metrics_text
 from memd.config import Config
 from memd.engine.engine import DB_NAME, Engine
@@ -45,8 +45,13 @@ log = logging.getLogger("memd.daemon")
 # full collection re-walks all of them. 1M pipelined SETs in-process (the buffer growing to 630,000
 # keys): 7 full collections and 2.4 s of GC under the defaults; 1 and 1.2 s with these. Young
 # collections stay small (2,000 objects: ~1 ms pauses; 50,000 gave 20-40 ms pauses and a worse
-# p99); the memory watchdog still collects in full when memory grows.
+# p99). What survives a generation-1 collection is frozen at once (memd.gcpolicy).
 GC_THRESHOLDS = (2_000, 10, 50)
+# How long a thread running Python keeps the GIL while another waits for it (Python's default: 5 ms).
+# The event loop gives the GIL up at every SQLite read and socket write; while a flush thread runs
+# Python (building rows, the key filter), each of those hand-offs cost the loop up to 5 ms to get it
+# back: 16 pipelined GETs of stored keys waited up to 80 ms. 1 ms bounds that wait to 1 ms.
+SWITCH_INTERVAL = 0.001
 
 
 def freeze_long_lived() -> None:
@@ -149,11 +154,13 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
                       write_timeout=cfg.backpressure.write_timeout_seconds,
                       recovery_progress=_recovery_progress, migration_progress=_migration_progress,
                       databases=s.databases) as engine:
+        engine.store.configure_readcache(cfg.cache.max_bytes)
         freeze_long_lived()  # what recovery loaded
         engine.after_flush.append(freeze_long_lived)
         configure_memories(engine.memories, cfg.memory)
         server = Server(engine, s.socket, socket_mode=s.socket_mode, socket_group=group)
         configure_server(server, cfg, group)
+        commandtable.table()  # built now, not on the loop at the first COMMAND (~150 ms on a busy box)
         server.config_view = lambda: config_mod.to_dict(live.cfg)
         server.lua_time_limit_ms = cfg.server.lua_time_limit_ms
         server.shutdown_requested = stop
@@ -167,7 +174,7 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
             ("persistence", lambda: _backup_age(live))]
         reloader = Reloader(live.config_path, live.overrides, lambda: live.cfg,
                             functools.partial(_apply, live, engine, server, maintenance, watchdog, group))
-        server.info_providers.append(("server", reloader.status))
+        server.info_providers += [("server", reloader.status), ("stats", gcpolicy.POLICY.status)]
         async with anyio.create_task_group() as tg:
             await tg.start(maintenance.run)
             await tg.start(reloader.run)
@@ -281,6 +288,8 @@ def _apply(live: Live, engine: Engine, server: Server, maintenance: Maintenance,
     maintenance.reschedule("compact", cfg.compaction.schedule)
     maintenance.reschedule("backup", cfg.backup.schedule)
     watchdog.configure(cfg.watchdog)
+    if "cache.max_bytes" in changed:
+        engine.store.configure_readcache(cfg.cache.max_bytes)
     maintenance.reschedule("watchdog", _every(cfg.watchdog.sample_seconds))
     maintenance.reschedule("metrics", _metrics_schedule(cfg))
 
@@ -320,6 +329,8 @@ async def _watch_signals(stop: asyncio.Event, live: Live) -> None:
 def serve(cfg: Config, config_path: str | None = None, overrides: Mapping[str, object] | None = None) -> int:
     setup_logging(cfg.log.level)
     gc.set_threshold(*GC_THRESHOLDS)
+    gcpolicy.POLICY.install()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     options: dict[str, Any] = {}
     try:
         import uvloop  # noqa: F401, PLC0415 - optional speed-up

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memd.blocking import Blocking, Waiter
-from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, arity_ok, load_all
+from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, load_all
 from memd.commands.blocking import Block
 from memd.commands.connection import execute, release_watches
 from memd.commands.scripting import allowed_while_busy, busy_error
@@ -48,6 +48,7 @@ from memd.engine.engine import Engine
 from memd.errors import CommandError, DurabilityError, MemdError, OverloadError, ProtocolError
 from memd.pubsub import PubSub, Subscriptions
 from memd.pushes import PushOutput
+from memd.readrun import READ_COMMANDS, serve_reads
 from memd.resp import Frames, ReplyEncoder, RequestParser
 
 log = logging.getLogger("memd.server")
@@ -179,6 +180,14 @@ class Connection(PushOutput, asyncio.Protocol):
         self.pushes = bytearray()
         self.server.connections.discard(self)
         self.server.idle.set()
+        # no reference cycle outlives the connection: reference counting frees it, also once the
+        # cyclic GC no longer walks it (memd.gcpolicy freezes what lives through young collections)
+        self.subscriptions.sink = _closed_sink
+        if getattr(self.transport, "_read_ready_cb", None) is not None:
+            # asyncio's socket transport keeps a bound method of itself (its read callback), a cycle
+            # that outlives the connection; nothing reads any more once the connection is lost
+            self.transport._read_ready_cb = None  # type: ignore[union-attr]
+        self.transport = None
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -268,6 +277,10 @@ class Connection(PushOutput, asyncio.Protocol):
                 if sets:
                     self._apply_sets(sets)  # before anything else runs: it may read those keys
                     sets, run_bytes = [], 0
+                if argv[0].lower() in READ_COMMANDS and self._read_ok():  # a run of GET / MGET (memd.readrun)
+                    run_end = self._read_run(cmds, i, out)
+                    if run_end > i:
+                        continue
                 if len(argv) >= run_min and argv[0].lower() in runs and self._run_ok():
                     run_end = self._run_of(cmds, i, out, writes)
                     if run_end > i:
@@ -357,6 +370,26 @@ class Connection(PushOutput, asyncio.Protocol):
             return False
         return True
 
+    def _read_ok(self) -> bool:
+        """Whether a run of reads may be answered here by memd.readrun: nothing the per-command
+        path checks before a GET would answer it otherwise. A transaction queues it, CLIENT REPLY
+        OFF / SKIP drops its reply, CLIENT PAUSE ALL holds it (WRITE does not), a RESP2 subscriber
+        is refused, an unauthenticated client is refused, a script past its limit gets -BUSY."""
+        ctx, server = self.ctx, self.server
+        return ctx.multi is None and ctx.authenticated and ctx.reply == "on" and server.script is None \
+            and not (server.pause_until and server.pause_all) and not (ctx.protocol == 2 and self._subscribed())
+
+    def _read_run(self, cmds: list[list[bytes]], i: int, out: bytearray) -> int:
+        """Answer the run of GET / MGET at ``cmds[i]`` (memd.readrun); return where it ended."""
+        ctx = self.ctx
+        end, wrongtype, name = serve_reads(ctx.keyspace, ctx.protocol, cmds, i, out, RUN_MAX_BYTES)
+        if end > i:
+            ctx.last_cmd = name
+            self.server.stats_commands += end - i
+            if wrongtype:
+                self.server.count_error("WRONGTYPE", wrongtype)
+        return end
+
     def _run_of(self, cmds: list[list[bytes]], i: int, out: bytearray, writes: list[tuple[int, int]]) -> int:
         """Answer the run of calls of ``cmds[i]``'s command that starts at ``i`` with its run handler
         (see memd.commands.batched); return where the run ended (``i``: no run here).
@@ -365,12 +398,17 @@ class Connection(PushOutput, asyncio.Protocol):
         it) or RUN_MAX_BYTES of arguments (the next run checks the buffer's cap again). The
         caller has checked what _run_ok checks, which no call in the run can change.
         """
-        name = cmds[i][0].lower()
+        first = cmds[i][0]
+        name = first.lower()
         cmd = COMMANDS[name]
+        arity, n = cmd.arity, len(cmds)
         end, size = i, 0
-        while end < len(cmds) and size < RUN_MAX_BYTES:
+        while end < n and size < RUN_MAX_BYTES:
             argv = cmds[end]
-            if argv[0].lower() != name or not arity_ok(cmd, len(argv) - 1):
+            if argv[0] != first and argv[0].lower() != name:
+                break
+            k = len(argv)  # (arity_ok, inline: every call of a run)
+            if k != arity if arity >= 0 else k < -arity:
                 break
             size += sum(map(len, argv))
             end += 1
@@ -384,14 +422,19 @@ class Connection(PushOutput, asyncio.Protocol):
         replies = cmd.run(self.ctx, [argv[1:] for argv in cmds[i:end]])
         encoder = self.encoder
         encoder.protocol = self.ctx.protocol
+        written = 0
         for reply in replies:
             start = len(out)
-            encoder.encode_into(out, reply)
-            if isinstance(reply, CommandError):
-                self.server.count_error(reply.prefix)
+            if type(reply) is bytes:  # (a bulk reply, inline: XADD's ids)
+                out += b"$%d\r\n%b\r\n" % (len(reply), reply)
             else:
-                writes.append((start, len(out)))
-                self.server.stats_writes += 1
+                encoder.encode_into(out, reply)
+                if isinstance(reply, CommandError):
+                    self.server.count_error(reply.prefix)
+                    continue
+            writes.append((start, len(out)))
+            written += 1
+        self.server.stats_writes += written
         self.server.stats_commands += end - i
         return end
 
@@ -596,6 +639,10 @@ class Connection(PushOutput, asyncio.Protocol):
             self.parked = None
         if self.transport is not None:
             self.transport.close()
+
+
+def _closed_sink(resp2: bytes, resp3: bytes) -> None:
+    """Where a closed connection's pub/sub frames go (nowhere): its Subscriptions no longer points back at it."""
 
 
 @dataclass(slots=True)

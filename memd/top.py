@@ -97,6 +97,18 @@ def _diff(stats: Mapping[str, Any], a: str, b: str) -> float | None:
     return None if x is None or y is None else max(0.0, x - y)
 
 
+def _hit_rate(prev: Sample | None, cur: Sample) -> str:
+    """The read cache's hits over its lookups between the two samples (since the start without a previous one)."""
+    hits, misses = _num(cur.stats, "memd_readcache_hits"), _num(cur.stats, "memd_readcache_misses")
+    if hits is None or misses is None:
+        return NA
+    if prev is not None:
+        h0, m0 = _num(prev.stats, "memd_readcache_hits"), _num(prev.stats, "memd_readcache_misses")
+        if h0 is not None and m0 is not None and h0 <= hits and m0 <= misses:
+            hits, misses = hits - h0, misses - m0
+    return NA if hits + misses == 0 else f"{hits / (hits + misses):.1%}"
+
+
 def _error_suffix(stats: Mapping[str, Any], key: str) -> str:
     text = str(stats.get(key) or "")
     return f"  [bold red]{text}[/]" if text else ""
@@ -128,6 +140,9 @@ def figures(cur: Sample, prev: Sample | None) -> list[Row]:
                                           f"{_count(_num(s, 'memd_flush_count'))}"
                                           + _error_suffix(s, "memd_flush_error")),
         ("memory", "RSS", human_bytes(_num(s, "used_memory_rss"))),
+        ("memory", "read cache hit rate / bytes / rows", f"{_hit_rate(prev, cur)} / "
+                                                        f"{human_bytes(_num(s, 'memd_readcache_bytes'))} / "
+                                                        f"{_count(_num(s, 'memd_readcache_entries'))}"),
         ("memory", "watchdog", f"[{colour}]{watchdog}[/]" if colour else watchdog),
         ("backup", "last backup age", human_age(_num(s, "memd_last_backup_age_seconds"))),
         ("clients", "connected / max", f"{_count(_num(s, 'connected_clients'))} / "

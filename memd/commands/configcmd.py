@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from memd import gcpolicy
 from memd.commands import Context
 from memd.commands.commandtable import declare_subcommands, subcommand
 from memd.commands.keys import glob_match
@@ -106,6 +107,7 @@ def config_command(ctx: Context, args: list[bytes]) -> Any:
         if ctx.server is not None:
             ctx.server.reset_stats()
         ctx.engine.loop_lag.reset()
+        gcpolicy.POLICY.reset()
         return OK
     if sub == b"rewrite":
         raise CommandError("memd's configuration is a TOML file (memd --config PATH; `memd config show` prints "

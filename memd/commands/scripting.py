@@ -9,41 +9,42 @@ context of the script's own (the caller's database, the protocol
 EVALSHA_RO or a ``no-writes`` shebang.
 
 Where a script runs. First on the event loop itself, inside the batch, with
-the kill hook also watching a budget (INLINE_BUDGET, 5 ms): most scripts
-(locks, rate limiters, INCR+EXPIRE) end in microseconds, and a thread hop
-would cost more than the script. A run past the budget that has written
-nothing is stopped and run again from the start in the scripting worker
-thread (memd.scripting.worker): nothing it did is visible, no other command
-ran in between. Such a script (and one that wrote, then ran past the budget)
-is remembered and runs in the worker from then on. In the worker, the loop
-waits in place for a couple of milliseconds, then the script is escalated:
-the server holds every other client's commands (``Server.script``), answers
-them ``-BUSY`` once the script has run past ``lua-time-limit``, and lets
-SCRIPT KILL through. The engine is held meanwhile (``Engine.hold``): no flush
-freezes the memtable the script writes. What is not as in Redis: a script
-whose first run writes within 5 ms and then runs on keeps the loop (other
-clients wait rather than get -BUSY; it is unkillable in Redis too) until it
-ends; its later runs are in the worker. Inside MULTI/EXEC (already one
-synchronous step in one batch) and without a server (unit tests) the script
-runs on the calling thread to its end. A script's reply, like any write's,
-waits for the durability the fsync policy promises.
+a budget (INLINE_BUDGET, 5 ms): most scripts (locks, rate limiters,
+INCR+EXPIRE) end in microseconds, and a thread hop would cost more than the
+script. Scripts run in a Lua coroutine; past the budget, whether it has written
+or not, the count hook pauses it (memd.scripting.pause) and the scripting
+worker thread (memd.scripting.worker) goes on with it from where it is, inside
+the same batch: no other command ran in between. A script that passes the
+budget three times in a row runs in the worker from the start. In the worker,
+the loop waits in place for a couple of milliseconds, then the script is
+escalated: the server holds every other client's commands
+(``Server.script``), answers them ``-BUSY`` once the script has run past
+``lua-time-limit``, and lets SCRIPT KILL through (``-UNKILLABLE`` once it
+wrote; SHUTDOWN NOSAVE stops the daemon). The engine is held meanwhile
+(``Engine.hold``): no flush freezes the memtable the script writes. What is
+not as in Redis: Lua 5.1 cannot yield across a C call, so a script looping
+inside a ``pcall`` (or a metamethod) when its budget runs out pauses only once
+back in its own frames; until then it keeps the loop. Inside MULTI/EXEC
+(already one synchronous step in one batch) and without a server (unit
+tests) the script runs on the calling thread to its end. A script's reply,
+like any write's, waits for the durability the fsync policy promises.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, arity_ok, command, parse_int
+from memd.commands import COMMANDS, NO_REPLY, Context, Deferred, command, parse_int
 from memd.commands.commandtable import DATA_FILE, declare_subcommands, subcommand, table
 from memd.errors import CommandError, DurabilityError
 from memd.resp import SimpleString
 from memd.scripting.convert import error_text
-from memd.scripting.runtime import Invocation, LuaState, Migrate, Script
+from memd.scripting.runtime import Invocation, LuaState, Script
 from memd.scripting.worker import INLINE_SECONDS, Job, Worker
 
 if TYPE_CHECKING:
@@ -157,8 +158,9 @@ def _known(name: bytes) -> bool:
     return name.lower() in COMMANDS
 
 
-_noscript: frozenset[bytes] | None = None
-_noscript_for = 0  # the size of the command table _noscript was built from
+_noscript: frozenset[bytes] = frozenset()
+_noscript_containers: frozenset[bytes] = frozenset()  # commands with a noscript subcommand (script, client...)
+_noscript_for = -1  # the size of the command table _noscript was built from
 # commands that act on the server's connections or the WAL's settings, which belong to the event
 # loop's thread: refused to a script running in the worker thread (on the loop they run as usual)
 _LOOP_ONLY = frozenset({b"client", b"config", b"publish", b"spublish"})
@@ -168,8 +170,8 @@ _MAY_REPLICATE = frozenset({b"publish", b"spublish"})
 
 def _noscript_names() -> frozenset[bytes]:
     """Commands Redis (or memd's own table) flags ``noscript``, and subcommands (``script|flush``)."""
-    global _noscript, _noscript_for
-    if _noscript is None or _noscript_for != len(COMMANDS):  # (again if a module registered more since)
+    global _noscript, _noscript_containers, _noscript_for
+    if _noscript_for != len(COMMANDS):  # (again if a module registered more since)
         _noscript_for = len(COMMANDS)
         names = {name.encode() for name, meta in table().items() if "noscript" in meta.flags}
         with open(DATA_FILE) as f:
@@ -179,6 +181,7 @@ def _noscript_names() -> frozenset[bytes]:
                     if any(flag.get("+") == "noscript" for flag in sub[2]["~"]):
                         names.add(sub[0].encode())
         _noscript = frozenset(names)
+        _noscript_containers = frozenset(name.partition(b"|")[0] for name in names if b"|" in name)
     return _noscript
 
 
@@ -188,16 +191,17 @@ def dispatch(invocation: Invocation, argv: list[bytes]) -> tuple[Any, bool]:
     cmd = COMMANDS.get(name)
     if cmd is None:
         return b"Unknown Redis command called from script", True
-    if not arity_ok(cmd, len(argv) - 1):
+    n = len(argv)  # (arity_ok, inline: every redis.call's path)
+    if n != cmd.arity if cmd.arity >= 0 else n < -cmd.arity:
         return b"Wrong number of args calling Redis command from script", True
-    noscript = _noscript_names()
-    if name in noscript or (len(argv) > 1 and name + b"|" + argv[1].lower() in noscript):
+    noscript = _noscript if _noscript_for == len(COMMANDS) else _noscript_names()
+    if name in noscript or (n > 1 and name in _noscript_containers and name + b"|" + argv[1].lower() in noscript):
         return b"This Redis command is not allowed from script", True
     if invocation.in_worker and name in _LOOP_ONLY:
         return b"This Redis command is not allowed from script", True
-    ctx = invocation.ctx
     if invocation.read_only and name in _MAY_REPLICATE:
         return b"Write commands are not allowed from read-only scripts.", True
+    ctx = invocation.ctx
     if cmd.write:
         if invocation.read_only:
             return b"Write commands are not allowed from read-only scripts.", True
@@ -211,7 +215,7 @@ def dispatch(invocation: Invocation, argv: list[bytes]) -> tuple[Any, bool]:
         reply = cmd.handler(ctx, argv[1:])
     except CommandError as exc:
         return exc, False
-    if isinstance(reply, Deferred) or reply is NO_REPLY:
+    if reply is NO_REPLY or isinstance(reply, Deferred):
         return b"This Redis command is not allowed from script", True
     return reply, False
 
@@ -276,39 +280,45 @@ def _execute(ctx: Context, state: Scripting, script: Script, invocation: Invocat
             return lua.run(invocation, script, keys, argv)
         finally:
             engine.end_batch()
-    if script.sha not in state.long_running:
-        # on the event loop first (no thread hop: most scripts take microseconds); past INLINE_BUDGET
-        # a run that has written nothing stops and runs again from the start in the worker
-        invocation.budget_at = invocation.started + INLINE_BUDGET
+    if script.sha in state.long_running:  # known to run long: in the worker from the start
         engine.begin_batch()
-        try:
-            reply = lua.run(invocation, script, keys, argv)
-        except Migrate:
-            pass
-        else:
-            if time.monotonic() >= invocation.budget_at:  # it wrote, then ran long (or the process stalled)
-                state.overran(script.sha, time.monotonic() - invocation.started)
-            elif state.strikes:
-                state.strikes.pop(script.sha, None)  # only overruns in a row count
-            return reply
-        finally:
-            engine.end_batch()
-        log.info("script_to_worker sha=%s ms=%.1f (past the event loop's budget, nothing written: run again "
-                 "in the worker thread)", script.sha.decode(), (time.monotonic() - invocation.started) * 1000)
-        state.overran(script.sha, time.monotonic() - invocation.started)
-        invocation = dataclasses.replace(invocation, resp=2, budget_at=0.0, migrate=False,
-                                         started=time.monotonic())
-        invocation.ctx.protocol = 2
-    return _in_worker(ctx, server, state, script, invocation, keys, argv)
+        return _in_worker(ctx, server, state, invocation, lambda: lua.start(invocation, script, keys, argv))
+    # on the event loop first (no thread hop: most scripts take microseconds); past INLINE_BUDGET the
+    # script pauses, written or not, and goes on in the worker thread from where it is
+    invocation.budget_at = invocation.started + INLINE_BUDGET
+    engine.begin_batch()
+    try:
+        done, reply = lua.start(invocation, script, keys, argv)
+    except BaseException:
+        engine.end_batch()
+        raise
+    if done:
+        engine.end_batch()
+        if state.strikes:
+            state.strikes.pop(script.sha, None)  # only overruns in a row count
+        return reply
+    seconds = time.monotonic() - invocation.started
+    log.info("script_to_worker sha=%s ms=%.1f dirty=%s (past the event loop's budget: it goes on in the worker "
+             "thread)", script.sha.decode(), seconds * 1000, invocation.dirty)
+    state.overran(script.sha, seconds)
+    return _in_worker(ctx, server, state, invocation, lambda: lua.resume(invocation))
 
 
-def _in_worker(ctx: Context, server: Any, state: Scripting, script: Script, invocation: Invocation,
-               keys: list[bytes], argv: list[bytes]) -> Any:
-    """Run the script in the worker thread; past a few milliseconds free the loop (see the module doc)."""
+def _in_worker(ctx: Context, server: Any, state: Scripting, invocation: Invocation,
+               step: Callable[[], tuple[bool, Any]]) -> Any:
+    """Run (or go on with) the script in the worker thread, inside the batch the caller began; past a few
+    milliseconds free the loop (see the module doc)."""
     engine = ctx.engine
     invocation.in_worker = True
-    engine.begin_batch()
-    job = Job(lambda: state.lua.run(invocation, script, keys, argv))
+    lua = state.lua
+
+    def to_the_end() -> Any:
+        done, reply = step()
+        while not done:  # (no budget in the worker: only a pause asked before it got here)
+            done, reply = lua.resume(invocation)
+        return reply
+
+    job = Job(to_the_end)
     state.worker.submit(job)
     try:
         finished = job.wait_inline(INLINE_SECONDS)
@@ -379,14 +389,29 @@ def kill(state: Scripting) -> Any:
     return OK
 
 
+def stop_script(ctx: Context, nosave: bool) -> None:
+    """SHUTDOWN while a script runs past its limit: Redis answers -BUSY unless NOSAVE; with it the script
+    is stopped, and one that wrote is abandoned (Engine.abandon: none of its writes survive the exit)."""
+    running = scripting(ctx).running
+    if running is None:
+        return
+    if not nosave:
+        raise busy_error()
+    invocation = running.invocation
+    if invocation.dirty:
+        log.warning("script_abandoned sha=%s (SHUTDOWN NOSAVE: its writes are dropped)", invocation.sha.decode())
+        ctx.engine.abandon()
+    invocation.killed = True
+
+
 def busy_error() -> CommandError:
     return CommandError(BUSY, prefix="BUSY")
 
 
 def allowed_while_busy(argv: list[bytes]) -> bool:
-    """What a client may run while a script is past its limit: SCRIPT KILL and the connection-level
-    commands Redis flags allow_busy (none of which touches the engine)."""
+    """What a client may run while a script is past its limit: SCRIPT KILL, SHUTDOWN (see stop_script)
+    and the connection-level commands Redis flags allow_busy (none of which touches the engine)."""
     name = argv[0].lower()
     if name == b"script":
         return len(argv) == 2 and argv[1].lower() == b"kill"
-    return name in (b"auth", b"hello", b"multi", b"discard", b"quit", b"reset", b"unwatch")
+    return name in (b"auth", b"hello", b"multi", b"discard", b"quit", b"reset", b"unwatch", b"shutdown")

@@ -15,6 +15,7 @@ import psutil
 from memd import __version__, metrics
 from memd.commands import NO_REPLY, CommandError, Context, Deferred, command, parse_int
 from memd.commands.configcmd import config_command
+from memd.commands.scripting import stop_script
 from memd.commands.serverview import InfoProvider
 from memd.pubsub import PubSub
 from memd.resp import SimpleString, Verbatim
@@ -234,6 +235,8 @@ def shutdown(ctx: Context, args: list[bytes]) -> Any:
     server = ctx.server
     if server is None or server.shutdown_requested is None:
         raise CommandError("shutdown is not available here")
+    if getattr(server, "script", None) is not None:  # a script past lua-time-limit (memd.commands.scripting)
+        stop_script(ctx, b"nosave" in opts)
     server.shutdown_requested.set()
 
     async def never() -> Any:

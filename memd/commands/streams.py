@@ -159,19 +159,27 @@ def xadd_run(ctx: Context, calls: list[list[bytes]]) -> list[Any]:
     ks = ctx.keyspace
     edits: dict[bytes, StreamEdit] = {}
     replies: list[Any] = []
+    append = replies.append
     for args in calls:
         try:
+            key = args[0]
+            if len(args) == 4 and args[1] == b"*":  # XADD key * field value: no options, an id from the clock
+                edit = edits.get(key)
+                if edit is None:
+                    edit = edits[key] = ks.stream_edit(key, ks.stream_meta(key))
+                append(b"%d-%d" % ks.xadd_auto_into(edit, args[2:]))  # (format_id, inline)
+                continue
             trim, nomkstream, want, seq_given, fields = _xadd_args(args)
-            edit = edits.get(args[0])
+            edit = edits.get(key)
             if edit is None:
-                m = ks.stream_meta(args[0])
+                m = ks.stream_meta(key)
                 if m is None and nomkstream:
-                    replies.append(None)
+                    append(None)
                     continue
-                edit = edits[args[0]] = ks.stream_edit(args[0], m)
-            replies.append(format_id(ks.xadd_into(edit, fields, want, seq_given, trim)))
+                edit = edits[key] = ks.stream_edit(key, m)
+            append(format_id(ks.xadd_into(edit, fields, want, seq_given, trim)))
         except CommandError as exc:
-            replies.append(exc)
+            append(exc)
     ks.apply_stream_edits(list(edits.values()))
     return replies
 

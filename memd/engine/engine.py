@@ -58,7 +58,8 @@ from memd.engine.records import (
     DEFAULT_DATABASES, OP_DEL, OP_FLUSHALL, OP_FLUSHDB, OP_SELECT, OP_SET, OP_SWAPDB, OP_UPDATE, T_LIST, T_STREAM,
     T_ZSET, Op)
 from memd.engine.wal import WAL, RecoveryReport
-from memd.errors import DataDirLockedError, DurabilityError, OverloadError, StoreDamagedError, StoreError
+from memd.errors import CommandError, DataDirLockedError, DurabilityError, OverloadError, StoreDamagedError, StoreError
+from memd.release import release_gradually
 from memd.store.base import Store
 from memd.store.schema import MigrationProgress
 from memd.store.sqlite import SqliteStore
@@ -150,6 +151,7 @@ class Engine:
                        compress_min=wal_compress_min, fileops=fileops)
         self.store: Store = store if store is not None else SqliteStore(os.path.join(data_dir, DB_NAME),
                                                                         migration_progress)
+        self.store.readcache.now_ms = self.now_ms  # the cache judges expiry by the keyspace's clock
         # Redis database number (SELECT) -> the physical one its data is kept under; SWAPDB swaps two
         # entries (see OP_SWAPDB). Shared with every memtable, which applies the swaps.
         self.dbmap: list[int] = list(range(databases))
@@ -164,6 +166,7 @@ class Engine:
         self.recovery_report = RecoveryReport()
         self.flush_error: str | None = None
         self.write_refusal: str | None = None  # the memory watchdog's -OOM text while it refuses writes
+        self.abandoned = False  # SHUTDOWN NOSAVE stopped a script that wrote (see abandon)
         self.flush_count = 0
         self.last_flush_seconds = 0.0
         self.last_flush_rows = 0
@@ -528,7 +531,7 @@ class Engine:
     def end_batch(self) -> None:
         """Log what the batch applied as ONE WAL record (on the loop thread: the WAL is the loop's)."""
         ops, self._batch = self._batch, None
-        if ops:
+        if ops and not self.abandoned:
             lsn = self.last_lsn + 1
             self.wal.append(lsn, ops)
             self.last_lsn = lsn  # the memtable already saw the ops under this LSN
@@ -545,6 +548,14 @@ class Engine:
         if self._held is None:
             self._held = anyio.Event()
 
+    def abandon(self) -> None:
+        """SHUTDOWN NOSAVE while a script that wrote runs in its thread (Redis's way out of a script
+        SCRIPT KILL may not stop): the batch under way is never logged, the buffer that holds its writes
+        never reaches SQLite (the final flush writes only a table frozen before), and writes are refused
+        from now on, so that nothing builds on what the script left. The synced WAL is then all that
+        survives of the buffer, as after a crash: every committed write, and none of the script's."""
+        self.abandoned = True
+
     def release(self) -> None:
         held, self._held = self._held, None
         if held is not None:
@@ -559,6 +570,8 @@ class Engine:
         self.wal.check_writable()
         if self.write_refusal is not None:
             raise OverloadError(self.write_refusal)
+        if self.abandoned:
+            raise CommandError("memd is shutting down (SHUTDOWN NOSAVE)")
 
     async def admit(self) -> None:
         """Backpressure: wait (bounded) while the buffer is over its cap.
@@ -667,6 +680,9 @@ class Engine:
         if self._tg is not None:
             self._tg.start_soon(self._maintain_keyfilter)  # (returns at once unless the filter has worn)
         log.info("flush_done rows=%d lsn=%d seconds=%.3f", rows, table.max_lsn, self.last_flush_seconds)
+        # nothing reads the flushed table any more: free its entries a slice at a time in a worker
+        # thread, not in one deallocation on the event loop when the last reference goes (memd.release)
+        await anyio.to_thread.run_sync(release_gradually, [t.entries for t in table.dbs])
 
     async def _maintain_keyfilter(self) -> None:
         try:
@@ -717,7 +733,7 @@ class Engine:
         async with self._flush_lock:
             if self.frozen is not None:
                 await self._flush_frozen(self.frozen)
-            if self.active.records:
+            if self.active.records and not self.abandoned:
                 await self._unheld()  # never freeze the table a script in its thread is writing
                 await self._flush_frozen(self._freeze())
             await self.wal.drop_through(self.store.flushed_lsn)
@@ -768,6 +784,7 @@ class Engine:
             "recovered_records": self.recovery_report.records,
             "recovery_seconds": round(self.recovery_report.seconds, 3),
             **self.store.keyfilter_stats(),
+            **self.store.readcache.stats(),
         }
 
 

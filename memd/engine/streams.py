@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, Meta
 from memd.engine.memtable import DELETED
+from memd.engine import streamcodec
 from memd.engine.records import OP_UPDATE, T_STREAM, Op
 from memd.engine.streamorder import StreamOrder
 from memd.engine.streamcodec import (
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
 
 Entry = tuple[StreamId, list[bytes]]  # an entry's id and its fields and values, alternating
 _ENTRIES_END = prefix_end(P_ENTRY)
+_U64 = 2**64 - 1
+_pack_id = streamcodec._ID.pack  # (the codec's id and length layouts, for xadd_auto_into's inline packing)
+_pack_len = streamcodec._LEN.pack
 
 
 class Trim(NamedTuple):
@@ -297,6 +301,38 @@ class StreamsMixin:
         changes[P_STATE] = b""  # (edit.touch_state(), inline: a pipelined run's hot path)
         if trim is not None:
             self._trim(edit, trim)
+        return sid
+
+    def xadd_auto_into(self: Keyspace, edit: StreamEdit, pairs: list[bytes]) -> StreamId:
+        """``xadd_into(edit, pairs, None, True, None)`` (XADD key * field value...: an id from the clock,
+        no trim), without its branches: the form a pipelined run of XADDs is made of."""
+        state = edit._state
+        if state is None:
+            state = edit.state
+        last = state.last
+        now = self.engine.now_ms()
+        if now > last[0]:
+            sid: StreamId = (now, 0)
+        elif last[1] < _U64:
+            sid = (last[0], last[1] + 1)
+        elif last[0] < _U64:
+            sid = (last[0] + 1, 0)
+        else:
+            raise CommandError("The stream has exhausted the last possible ID, unable to add more items")
+        sub = P_ENTRY + _pack_id(*sid)  # (entry_sub and pack_fields' one-field case, inline)
+        if len(pairs) == 2:
+            f, v = pairs
+            value = _pack_len(len(f)) + f + _pack_len(len(v)) + v
+        else:
+            value = pack_fields(pairs)
+        changes = edit.changes
+        changes[sub] = value
+        edit.added.append(sub)
+        edit.wakes = True
+        edit.length += 1
+        state.last = sid
+        state.entries_added += 1
+        changes[P_STATE] = b""  # (edit.touch_state(), inline)
         return sid
 
     def xtrim(self: Keyspace, key: bytes, trim: Trim) -> int:

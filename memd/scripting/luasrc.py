@@ -162,7 +162,8 @@ env.load = safe_load
 env.string = guard(string)
 env.math = guard(math)
 env.table = guard(table)
-env.coroutine = guard(coroutine)
+local coroutine_api = lib(coroutine)
+env.coroutine = guard(coroutine_api)
 env.redis = guard(redis)
 env.cjson = guard(cjson)
 env.cmsgpack = guard(cmsgpack)
@@ -214,17 +215,95 @@ local function kill_hook()
   end
 end
 
--- running one script: returns true, value or false, error table ------------------------------------
-local function run(f, keys, argv)
+-- running scripts: in a coroutine, so that a script past its time on the event loop can pause (memd's
+-- count hook yields it, see memd.scripting.runtime) and go on in another thread. One coroutine runs
+-- script after script; an error, a kill or a script's own yield ends it and the next run makes another.
+local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
+local DONE = {}           -- what the coroutine yields when a script returned
+local runner              -- the coroutine scripts run in
+local function body(f)
+  while true do
+    local r = f()         -- (one value: Redis's lua_pcall asks for one result)
+    f = co_yield(DONE, r)
+  end
+end
+
+-- error_handler's work, done on the stack a failed script leaves in its (dead) coroutine: level 0 is
+-- the function that raised
+local function error_of(co, err)
+  local level, i = 0, dbg.getinfo(co, 0, 'nSl')
+  if i and i.what == 'C' then level = 1; i = dbg.getinfo(co, 1, 'nSl') end
+  while i and i.source ~= '@user_script' do
+    level = level + 1
+    i = dbg.getinfo(co, level, 'nSl')
+  end
+  if type(err) == 'userdata' then
+    local where = ''
+    if i and level == 1 then where = 'user_script:' .. tostring(i.currentline) .. ': ' end
+    err = py_unwrap(err, where)
+  end
+  if type(err) ~= 'table' then
+    err = {err = 'ERR ' .. tostring(err)}
+  end
+  if i then
+    err.source = i.source
+    err.line = i.currentline
+  end
+  return err
+end
+
+-- what one resume came to: true, value (returned); false, error table (raised); nil (paused)
+local function outcome(ok, tag, value)
+  if ok then
+    if tag == DONE then return true, value end
+    return nil, false
+  end
+  local co = runner
+  runner = nil
+  return false, error_of(co, tag)
+end
+
+-- a new coroutine for scripts: its address (memd installs its own count hook on it) after setting the
+-- Lua kill hook on it, which memd's hook hands over to when SCRIPT KILL comes
+local function new_runner()
+  runner = co_create(body)
+  dbg.sethook(runner, kill_hook, '', 100000)
+  return tostring(runner)
+end
+
+-- start(f, numkeys, keys..., args...): KEYS and ARGV are built here (cheaper than two tables from
+-- Python); start(f, keys, argv) for many (a C call takes a few thousand arguments at most)
+local function start(f, n, ...)
+  local keys, argv
+  if type(n) == 'table' then
+    keys, argv = n, ...
+  else
+    keys, argv = {}, {}
+    for i = 1, n do keys[i] = (select(i, ...)) end
+    for i = n + 1, select('#', ...) do argv[i - n] = (select(i, ...)) end
+  end
   rawset(env, 'KEYS', keys)
   rawset(env, 'ARGV', argv)
-  dbg.sethook(kill_hook, '', 100000)
-  local ok, result = xpcall(f, error_handler)
-  dbg.sethook()
-  if not ok and type(result) ~= 'table' then
-    result = {err = 'ERR ' .. tostring(result)}
-  end
-  return ok, result
+  return outcome(co_resume(runner, f))
+end
+
+local function resume()
+  return outcome(co_resume(runner))
+end
+
+-- a script that yielded on its own (coroutine.yield outside a coroutine of its own): Redis's error
+local function yielded()
+  local co = runner
+  runner = nil
+  return false, error_of(co, 'attempt to yield across metamethod/C-call boundary')
+end
+
+-- coroutine.running() outside a script's own coroutines is nil, as in Redis
+local co_running = coroutine.running
+coroutine_api.running = function()
+  local co = co_running()
+  if co == runner then return nil end
+  return co
 end
 
 local function compile(body, name)
@@ -238,5 +317,5 @@ for _, name in next, {'os', 'io', 'package', 'require', 'module', 'dofile', 'loa
                       'getfenv', 'setfenv', 'python'} do
   G[name] = nil
 end
-return run, compile
+return new_runner, start, resume, yielded, compile
 """

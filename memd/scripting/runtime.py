@@ -7,12 +7,14 @@ does is not decided here: the state calls ``dispatch(invocation, argv)``,
 given by the command layer (:mod:`memd.commands.scripting`), which runs the
 command through memd's command table and returns ``(reply, failed)``.
 
-Kill: every 100000 Lua instructions a hook asks :meth:`LuaState._kill_check`
-whether SCRIPT KILL flagged the invocation (Redis's ``luaMaskCountHook``), or
-whether a run on the event loop that has written nothing is past its budget
-(it then stops and :class:`Migrate` tells the caller to run it again elsewhere);
-the flag is a plain attribute another thread may set. Lua runs with the GIL
-released (lupa), so a script in a worker thread leaves the event loop free.
+Scripts run in a Lua coroutine. Every 100000 Lua instructions a count hook
+(:mod:`memd.scripting.pause`) looks at the invocation: past ``budget_at`` (a
+run on the event loop that went on too long, written or not) it pauses the
+script, and :meth:`LuaState.resume` goes on with it in the worker thread;
+flagged by SCRIPT KILL (a plain attribute another thread may set), it hands
+over to the Lua kill hook, which raises on every line (Redis's
+``luaMaskCountHook``). Lua runs with the GIL released (lupa), so a script in
+the worker thread leaves the event loop free.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ from lupa import lua51  # type: ignore[import-untyped]
 from memd.errors import CommandError
 from memd.resp import ErrorReply
 from memd.scripting import bitlib, cjsonlib, msgpack, structlib
-from memd.scripting.convert import ToLua, error_reply, from_lua, redis_error_text
+from memd.scripting.convert import ToLua, error_reply, error_text, from_lua, redis_error_text
 from memd.scripting.luasrc import BOOTSTRAP
+from memd.scripting.pause import Pauser
 
 log = logging.getLogger("memd.script")
 REDIS_VERSION = b"7.0.15"
 REDIS_VERSION_NUM = 0x07000F
 SHEBANG_FLAGS = ("no-writes", "allow-oom", "allow-stale", "no-cluster", "allow-cross-slot-keys")
+MANY_ARGS = 64  # more keys and arguments than this go to Lua as two tables (see luasrc's start)
 _LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.INFO, logging.WARNING)  # redis.LOG_DEBUG .. LOG_WARNING
 
 
@@ -50,7 +54,7 @@ class Script:
     flags: frozenset[str] | None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Invocation:
     """One run of a script: what ``redis.call`` needs and what SCRIPT KILL looks at."""
 
@@ -62,8 +66,7 @@ class Invocation:
     dirty: bool = False  # a write command ran: SCRIPT KILL answers UNKILLABLE
     killed: bool = False
     kill_seen: bool = False
-    budget_at: float = 0.0  # run on the event loop: past this monotonic time, a run that wrote nothing stops
-    migrate: bool = False  # ... and did stop: it is run again from the start in the worker thread
+    budget_at: float = 0.0  # run on the event loop: past this monotonic time it pauses (memd.scripting.pause)
     in_worker: bool = False  # running in the worker thread: commands that belong to the loop are refused
     started: float = field(default_factory=time.monotonic)
 
@@ -110,6 +113,7 @@ class LuaState:
         self.current: Invocation | None = None
         self.scripts: dict[bytes, Script] = {}
         self._rng = random.Random(0)
+        self.pauser = Pauser(lambda: self.current)
         self._open()
 
     def _open(self) -> None:
@@ -123,20 +127,21 @@ class LuaState:
         api = _raising(table_error=True)
         libs = _raising(table_error=False)
         py = lua.table_from({
-            b"call": self._call_raising, b"pcall": self._pcall, b"unwrap": self._unwrap,
-            b"kill_check": self._kill_check, b"sha1hex": api(self._sha1hex), b"log": api(self._log),
+            b"call": self._call_raising, b"pcall": _contained(self._pcall),
+            b"unwrap": _contained(self._unwrap), b"kill_check": _contained(self._kill_check), b"sha1hex": api(self._sha1hex), b"log": api(self._log),
             b"setresp": api(self._setresp), b"set_repl": api(self._set_repl),
             b"acl_check_cmd": api(self._acl_check_cmd),
-            b"error_table": self._error_table, b"version": REDIS_VERSION, b"version_num": REDIS_VERSION_NUM,
+            b"error_table": _contained(self._error_table), b"version": REDIS_VERSION, b"version_num": REDIS_VERSION_NUM,
             b"cjson": lua.table_from({b"decode": libs(decode)}),
-            b"cjson_encode": _cjson_encode(lua.execute(cjsonlib.ENCODE, null)), b"cjson_null": null,
+            b"cjson_encode": _contained(_cjson_encode(lua.execute(cjsonlib.ENCODE, null))), b"cjson_null": null,
             b"cmsgpack": lua.table_from({b"pack": libs(msgpack.pack), **{
                 k.encode(): libs(v) for k, v in msgpack.make_unpackers(lua.table).items()}}),
             b"bit": lua.table_from({k.encode(): libs(_bit(k, f)) for k, f in bitlib.FUNCTIONS.items()}),
             b"struct": lua.table_from({k.encode(): libs(f) for k, f in structlib.FUNCTIONS.items()}),
             b"random": libs(self._random), b"randomseed": libs(self._randomseed),
         })
-        self._run, self._compile = lua.execute(BOOTSTRAP, py)
+        self._new_runner, self._start, self._resume, self._yielded, self._compile = lua.execute(BOOTSTRAP, py)
+        self._runner: int | None = None  # the address of the coroutine scripts run in (None: make one)
 
     # ---- the script cache ---------------------------------------------------------------------
 
@@ -168,17 +173,53 @@ class LuaState:
 
     def run(self, invocation: Invocation, script: Script, keys: list[bytes], args: list[bytes]) -> Any:
         """Run ``script`` to completion (or its kill) and return its reply."""
-        lua = self.lua
+        invocation.budget_at = 0.0
+        done, reply = self.start(invocation, script, keys, args)
+        assert done  # (without a budget it never pauses)
+        return reply
+
+    def start(self, invocation: Invocation, script: Script, keys: list[bytes],
+              args: list[bytes]) -> tuple[bool, Any]:
+        """Run ``script``: (True, reply) once it ended, or (False, None) when it paused, past
+        ``invocation.budget_at`` (then :meth:`resume` goes on with it, from any thread)."""
+        if self._runner is None:
+            self._runner = self.pauser.install(self._new_runner())
         self.current = invocation
         try:
-            ok, result = self._run(script.function, lua.table_from(keys), lua.table_from(args))
-        finally:
-            self.current = None
-        if invocation.migrate:
-            raise Migrate
-        if ok:
-            return from_lua(result, invocation.resp, self.rawget)
-        return self._error(result, script.sha)
+            if len(keys) + len(args) <= MANY_ARGS:
+                ok, result = self._start(script.function, len(keys), *keys, *args)
+            else:
+                ok, result = self._start(script.function, self.lua.table_from(keys), self.lua.table_from(args))
+        except BaseException:
+            self._end()
+            raise
+        return self._outcome(invocation, ok, result)
+
+    def resume(self, invocation: Invocation) -> tuple[bool, Any]:
+        """Go on with the script :meth:`start` paused (its budget is cleared first, or it pauses again)."""
+        self.current = invocation
+        try:
+            ok, result = self._resume()
+        except BaseException:
+            self._end()
+            raise
+        return self._outcome(invocation, ok, result)
+
+    def _outcome(self, invocation: Invocation, ok: Any, result: Any) -> tuple[bool, Any]:
+        if ok is None:
+            if self.pauser.paused:  # our hook paused it: the caller moves it (the invocation stays current)
+                self.pauser.paused = False
+                return False, None
+            ok, result = self._yielded()  # its own coroutine.yield, outside a coroutine of its own
+        self._end()
+        if not ok:
+            self._runner = None  # (the coroutine died with the script)
+            return True, self._error(result, invocation.sha)
+        return True, from_lua(result, invocation.resp, self.rawget)
+
+    def _end(self) -> None:
+        self.current = None
+        self.pauser.paused = False
 
     def _error(self, result: Any, sha: bytes) -> Any:
         """The reply for a script that raised: Redis's "-<err> script: <sha>, on <source>:<line>."."""
@@ -195,33 +236,47 @@ class LuaState:
     # ---- the redis.* API (called from Lua) -------------------------------------------------------
 
     def _call_raising(self, *args: Any) -> Any:
-        """redis.call: an error reply raises (as a Python exception the error handler unwraps)."""
-        value, failed = self._call(*args)
-        if failed:
-            raise ScriptRaise(value)
-        return value
+        """redis.call: an error reply raises (as a Python exception the error handler unwraps).
+
+        The exception carries the error's text, never a Lua object, and no traceback (see _contained,
+        inlined here: this is every redis.call's path)."""
+        try:
+            value, failed = self._call(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised, stripped (as _contained does)
+            error: BaseException = exc
+            error.__traceback__ = error.__context__ = error.__cause__ = None
+        else:
+            if not failed:
+                return value
+            error = ScriptRaise(value)
+        del args
+        raise error
 
     def _pcall(self, *args: Any) -> Any:
         """redis.pcall: an error reply is returned as its error table."""
-        return self._call(*args)[0]
+        value, failed = self._call(*args)
+        if failed:
+            return self.to_lua.error_table(value)
+        return value
 
     def _unwrap(self, exc: Any, where: bytes) -> Any:
         """What a Python exception raised into Lua stands for: an error table, or a library's message."""
         if isinstance(exc, ScriptRaise):
-            return self.to_lua.error_table(exc.value) if isinstance(exc.value, bytes) else exc.value
+            return self.to_lua.error_table(exc.value)
         if isinstance(exc, LibError):
             return where + exc.message
         log.error("script_internal_error error=%r", exc)
         return self._error_table(b"internal error: " + str(exc).encode(errors="replace"))
 
     def _call(self, *args: Any) -> tuple[Any, bool]:
+        """(the reply as a Lua value, False), or (an error's text, "CODE message", True)."""
         invocation = self.current
         if invocation is None:
-            return self._error_table(b"redis.call/pcall can only be called inside a script invocation"), True
-        if invocation.killed or invocation.migrate:  # (a pcall that caught the kill on this very line)
-            return self._error_table(b"Script killed by user with SCRIPT KILL..."), True
+            return redis_error_text(b"redis.call/pcall can only be called inside a script invocation"), True
+        if invocation.killed:  # (a pcall that caught the kill on this very line)
+            return redis_error_text(b"Script killed by user with SCRIPT KILL..."), True
         if not args:
-            return self._error_table(b"Please specify at least one argument for this redis lib call"), True
+            return redis_error_text(b"Please specify at least one argument for this redis lib call"), True
         argv: list[bytes] = []
         for a in args:
             t = type(a)
@@ -230,23 +285,25 @@ class LuaState:
             elif t is int or t is float:
                 argv.append(b"%.17g" % a)
             else:
-                return self._error_table(b"Lua redis lib command arguments must be strings or integers"), True
+                return redis_error_text(b"Lua redis lib command arguments must be strings or integers"), True
         try:
             reply, failed = self.dispatch(invocation, argv)
         except Exception as exc:  # noqa: BLE001 - a bug in a command must not unwind through Lua
             log.exception("script_command_failed command=%r", argv[0][:64])
-            return self._error_table(b"internal error: " + str(exc).encode(errors="replace")), True
+            return redis_error_text(b"internal error: " + str(exc).encode(errors="replace")), True
         if failed:
-            return self._error_table(reply), True
-        if type(reply) is int or type(reply) is bytes:  # the common replies: no conversion, no error
+            return redis_error_text(reply), True
+        t = type(reply)
+        if t is int or t is bytes:  # the common replies: no conversion, no error
             return reply, False
+        if isinstance(reply, CommandError):
+            return error_text(reply), True
+        if t is ErrorReply:
+            return redis_error_text(b"-" + reply.removeprefix("-").encode()), True
         try:
-            value = self.to_lua.convert(reply, invocation.resp)
+            return self.to_lua.convert(reply, invocation.resp), False
         except TypeError as exc:
-            return self._error_table(b"internal error: " + str(exc).encode()), True
-        if isinstance(reply, (CommandError, ErrorReply)):
-            return value, True
-        return value, False
+            return redis_error_text(b"internal error: " + str(exc).encode()), True
 
     def _error_table(self, text: bytes) -> Any:
         """An error table from a message, "-CODE rest" or plain (then code ERR): Redis's luaPushErrorBuff."""
@@ -256,9 +313,6 @@ class LuaState:
         invocation = self.current
         if invocation is None:
             return False
-        if invocation.budget_at and not invocation.dirty and time.monotonic() >= invocation.budget_at:
-            invocation.migrate = True  # over its time on the event loop, nothing written: rerun in the worker
-            return True
         if invocation.killed:
             if not invocation.kill_seen:
                 invocation.kill_seen = True
@@ -339,10 +393,6 @@ class LuaState:
         return None, 0
 
 
-class Migrate(Exception):
-    """A run on the event loop went past its budget before writing anything: run it again in the worker."""
-
-
 class ScriptRaise(Exception):
     """Raised through Lua: ``value`` is the error (an error table), as Redis's luaError raises it."""
 
@@ -366,12 +416,33 @@ def _raising(*, table_error: bool) -> Callable[[Callable[..., tuple[Any, ...]]],
         def call(*args: Any) -> Any:
             result = fn(*args)
             if result[0] is not None:
+                del args
                 if table_error:
                     raise ScriptRaise(result[0])
                 raise LibError(result[0])
             return result[2:2 + result[1]]
-        return call
+        return _contained(call)
     return adapt
+
+
+def _contained(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as Lua calls it: an exception leaves it with no traceback and no chained exception.
+
+    Lupa binds a Lua object made or received while a coroutine runs to that coroutine's
+    ``lua_State``, and releases it through that state. An exception raised into Lua is held by
+    Lua (a userdata) until Lua's collector frees it, possibly in the same cycle as the dead
+    coroutine of a failed script: the frames of its traceback (their locals: arguments, error
+    tables) must not keep such objects alive that long. The errors memd raises carry bytes.
+    """
+    def call(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised, stripped
+            error = exc
+            error.__traceback__ = error.__context__ = error.__cause__ = None
+        del args
+        raise error
+    return call
 
 
 def _cjson_encode(encode: Any) -> Callable[..., Any]:

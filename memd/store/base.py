@@ -25,9 +25,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from memd.engine.memtable import IndexSpec, Memtable
+
+if TYPE_CHECKING:
+    from memd.store.readcache import ReadCache
 
 # type, value, expires_at, count, lo, hi
 KeyRow = tuple[int, bytes | None, int | None, int, int, int]
@@ -57,6 +60,9 @@ class Store(Protocol):
     """What the engine needs of the store that holds flushed data."""
 
     flushed_lsn: int  # the highest LSN durably in the store: WAL records at or below it may be deleted
+    # stored rows kept in memory (memd.store.readcache): the store fills and invalidates it, nobody else;
+    # the memory watchdog sheds it (shed/unshed) and INFO reads its stats()
+    readcache: ReadCache
 
     async def open(self) -> None:
         """Create or migrate the schema and load ``flushed_lsn``; raise StoreError if unusable."""
@@ -163,6 +169,9 @@ class Store(Protocol):
 
     def keyfilter_stats(self) -> dict[str, int | float]:
         """The key filter's figures for INFO."""
+
+    def configure_readcache(self, max_bytes: int) -> None:
+        """Bound the read cache to ``max_bytes`` (0: off), at once (config reload)."""
 
     # ---- compaction (the caller holds the engine's flush lock) ----
     def expired_keys(self, now_ms: int, limit: int) -> list[tuple[int, bytes]]:

@@ -6,6 +6,7 @@ is sorted by key (SQLite's B-trees take rows 25-35% faster in key order than at 
 
 from __future__ import annotations
 
+import heapq
 import json
 import operator
 from collections.abc import Collection
@@ -18,6 +19,7 @@ from memd.store.tokens import index_entry, ns_tokens
 
 Row = tuple[Any, ...]
 _KEY = operator.itemgetter(1)
+SORT_RUN = 4096  # rows sorted in one C call (the GIL held throughout): see sorted_by_key
 
 
 class FlushRows(NamedTuple):
@@ -147,5 +149,21 @@ def _key_rows(db: int, entries: dict[bytes, Entry], deletes: list[Row], upserts:
             else:
                 el.append((db, k, sub, v, None))
     for rows, out in ((d, deletes), (u, upserts), (m, metas), (el, elems), (ed, elem_deletes), (t, trims)):
-        rows.sort(key=_KEY)  # in key order: SQLite's B-trees take them 25-35% faster than at random
-        out.extend(rows)
+        out.extend(sorted_by_key(rows))  # in key order: SQLite's B-trees take them 25-35% faster than at random
+
+
+def sorted_by_key(rows: list[Row]) -> list[Row]:
+    """``rows`` sorted by their key (second field), without holding the GIL for long.
+
+    A flush runs in a worker thread so that the event loop goes on meanwhile, but one
+    ``list.sort`` is one C call that keeps the GIL for its whole length: 280,000 rows in
+    random key order (a buffer filled by random writes) took 0.28 s, 1,000,000 took 2.3 s,
+    and the loop stalled as long. So runs of :data:`SORT_RUN` rows are sorted (~6 ms each
+    on a busy 2-core VM) and merged by ``heapq.merge``, Python code between whose steps the
+    interpreter hands the GIL over as usual: ~1.6x the CPU of one sort, no stall.
+    """
+    if len(rows) <= SORT_RUN:
+        rows.sort(key=_KEY)
+        return rows
+    runs = [sorted(rows[i:i + SORT_RUN], key=_KEY) for i in range(0, len(rows), SORT_RUN)]
+    return list(heapq.merge(*runs, key=_KEY))

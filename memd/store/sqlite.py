@@ -35,6 +35,8 @@ from memd.store import csqlite, search, statements
 from memd.store.base import Cond, HistoryRow, KeyRow, MemRow, Scope, SearchRow
 from memd.store.filters import json_eq, json_text, member_text
 from memd.store.keyfilter import KeyFilter
+from memd.release import release_gradually
+from memd.store.readcache import MISSING, ReadCache, sorted_elems
 from memd.store.rows import flush_rows
 from memd.store.schema import BUSY_TIMEOUT_MS, MigrationProgress, connect, migrate, register_functions
 from memd.store.sqlitefile import connect_ro
@@ -52,6 +54,7 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 READER_CACHE_KIB = 64 * 1024
 READER_MMAP_BYTES = 256 << 20  # file-backed pages count in RSS: keep the watchdog's view bounded
 RANDOM_KEY_LEVELS = 256  # random_key's deepest descent (a balanced one needs ~log2(keys))
+BULK_ROWS = 16_384  # rows per memd._sqlite.executemany call (see _transaction)
 LOAD_BATCH = 10_000  # memories per VectorIndex.replace_many while loading: bounds the temporary copies
 SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more would only queue for the cores
 
@@ -77,6 +80,10 @@ class SqliteStore(ZsetIndex):
         self._zfences: dict[tuple[int, bytes], tuple[Any, Fences]] = {}  # (db, key) -> (flushed LSN, fences)
         self.keyfilter = KeyFilter()  # the keys stored: a read of one not stored skips SQLite (built by maintain_keyfilter)
         self._keyfilter_building = False
+        # stored rows already read or just flushed (memd.store.readcache); ``_cached`` is False while it is
+        # disabled and inside a snapshot, where reads must see SQLite's one commit, not the cache's view
+        self.readcache = ReadCache()
+        self._cached = self.readcache.enabled
 
     async def open(self) -> None:
         try:
@@ -252,30 +259,64 @@ class SqliteStore(ZsetIndex):
         # the snapshot is taken now, not at the first read inside: a read the key filter answers
         # without SQLite must not come before it (a flush commits its keys after adding them there)
         reader.execute("SELECT value FROM meta WHERE name = 'flushed_lsn'").fetchone()
+        self._cached = False  # the cache may be ahead of this commit (or behind it): see memd.store.readcache
         try:
             yield
         finally:
+            self._cached = self.readcache.enabled
             reader.execute("COMMIT")
 
     def get_key(self, db: int, key: bytes) -> KeyRow | None:
+        cache = self.readcache
+        if self._cached:
+            ckey = (db, key)
+            row = cache.row(ckey, 2)
+            if row is not None:
+                return row  # type: ignore[return-value]
         keyfilter = self.keyfilter
         if not keyfilter.might_hold(db, key):
             return None
+        epoch = cache.epoch
         row = self.reader.execute(
             "SELECT type, value, expires_at, count, lo, hi FROM keys WHERE db = ? AND key = ?", (db, key)).fetchone()
         if row is None:
             keyfilter.missed()
+        elif self._cached:
+            cache.fill(ckey, row, epoch, 2)
         return row  # type: ignore[no-any-return]
 
     def get_elem(self, db: int, key: bytes, sub: bytes) -> Any:
+        cache = self.readcache
+        if self._cached:
+            v = cache.elem((db, key), sub)
+            if v is not MISSING:
+                return v
+        epoch = cache.epoch
         row = self.reader.execute("SELECT value, score FROM elems WHERE db = ? AND key = ? AND sub = ?",
                                   (db, key, sub)).fetchone()
-        if row is None:
-            return None
-        return row[0] if row[1] is None else row[1]
+        v = None if row is None else row[0] if row[1] is None else row[1]
+        if self._cached:
+            cache.fill_elem((db, key), sub, v, epoch)
+        return v
 
     def iter_elems(self, db: int, key: bytes, sub_from: bytes | None = None, sub_to: bytes | None = None,
                    rev: bool = False) -> Iterator[tuple[bytes, Any]]:
+        if self._cached:
+            cache = self.readcache
+            ckey = (db, key)
+            elems = cache.all_elems(ckey)
+            if elems is not None:
+                return sorted_elems(elems, sub_from, sub_to, rev)
+            if sub_from is None and sub_to is None and cache.wants_elems(ckey):  # a small collection read whole
+                epoch = cache.epoch
+                items = [(sub, value if score is None else score) for sub, value, score in self.reader.execute(
+                    "SELECT sub, value, score FROM elems WHERE db = ? AND key = ? ORDER BY sub", (db, key))]
+                cache.fill_elems(ckey, items, epoch)
+                return _yield_all(items[::-1] if rev else items)
+        return self._iter_elems(db, key, sub_from, sub_to, rev)
+
+    def _iter_elems(self, db: int, key: bytes, sub_from: bytes | None, sub_to: bytes | None,
+                    rev: bool) -> Iterator[tuple[bytes, Any]]:
         order = "DESC" if rev else ""
         if sub_from is None:
             cur = self.reader.execute(
@@ -355,9 +396,18 @@ class SqliteStore(ZsetIndex):
             return lo if rng.random() < 0.5 else hi
 
     def get_mem(self, ns: str, key: str) -> MemRow | None:
-        return self.reader.execute(  # type: ignore[no-any-return]
+        cache = self.readcache
+        if self._cached:
+            row = cache.row((ns, key), 4)
+            if row is not None:
+                return row  # type: ignore[return-value]
+        epoch = cache.epoch
+        row = self.reader.execute(
             "SELECT value, version, created_at, updated_at, expires_at, ttl FROM mem_items WHERE ns = ? AND key = ?",
             (ns, key)).fetchone()
+        if row is not None and self._cached:
+            cache.fill((ns, key), row, epoch, 4)
+        return row  # type: ignore[no-any-return]
 
     def mem_heads(self, idents: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[MemRow | None, int]]:
         heads: dict[tuple[str, str], tuple[MemRow | None, int]] = {}
@@ -440,7 +490,11 @@ class SqliteStore(ZsetIndex):
                 if not rows:
                     continue
                 if self._bulk is not None and len(rows) > 1:
-                    csqlite.ext.executemany(writer, self._bulk, sql, rows)  # the GIL released for the batch
+                    # the GIL released for each batch; reading a batch's values into C holds it, so
+                    # batches are bounded (1,000,000 rows at once held it ~100 ms: the loop stalled)
+                    for i in range(0, len(rows), BULK_ROWS):
+                        csqlite.ext.executemany(writer, self._bulk, sql, rows if len(rows) <= BULK_ROWS
+                                                else rows[i:i + BULK_ROWS])
                 else:
                     writer.executemany(sql, rows)
             writer.execute("COMMIT")
@@ -461,9 +515,14 @@ class SqliteStore(ZsetIndex):
             try:
                 self._transaction(writer, [*groups, (statements.SET_FLUSHED_LSN, [(table.max_lsn,)])])
                 table.committed = True  # (a retry of this flush must archive and unindex every memory)
+            except BaseException:
+                self.readcache.clear()  # (the rows did not change; but what a failure left is not worth a doubt)
+                raise
             finally:
                 self.keyfilter.committed(created)
+            self.readcache.apply_flush(rows)  # after the commit, before the engine drops the frozen layer
             self._apply_vectors(table)
+            release_gradually(rows)  # (FlushRows: its lists; `created` the key filter may still read)
 
         await self._in_writer(work)
         self.flushed_lsn = table.max_lsn
@@ -489,8 +548,20 @@ class SqliteStore(ZsetIndex):
         return self.keyfilter.stats()
 
     async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        """One statement on the writer connection (tests, repairs by hand)."""
-        return await self._in_writer(lambda writer: writer.execute(sql, params).fetchall())
+        """One statement on the writer connection (tests, repairs by hand); it may change any row: the
+        read cache is emptied after it."""
+        def work(writer: sqlite3.Connection) -> list[Any]:
+            try:
+                return writer.execute(sql, params).fetchall()
+            finally:
+                self.readcache.clear()
+        return await self._in_writer(work)
+
+    def configure_readcache(self, max_bytes: int) -> None:
+        """A new bound for the read cache (0: off); takes effect at once."""
+        self.readcache.resize(max_bytes)
+        if self._reader is None or not self._reader.in_transaction:  # (a snapshot restores it at its end)
+            self._cached = self.readcache.enabled
 
     # ---- compaction (the caller holds the engine's flush lock: no flush interleaves) ----------
 
@@ -515,7 +586,10 @@ class SqliteStore(ZsetIndex):
                           (statements.DELETE_VECTORS, list(expired) if self._specs else [])]
 
         def work(writer: sqlite3.Connection) -> None:
-            self._transaction(writer, groups)
+            try:
+                self._transaction(writer, groups)
+            finally:
+                self.readcache.invalidate([*keys, *expired])  # after the commit (or its failure)
             self._replace_vectors([(ns, key, None, ()) for ns, key in expired])
         if any(rows for _, rows in groups):
             await self._in_writer(work)
@@ -562,7 +636,10 @@ class SqliteStore(ZsetIndex):
         return free
 
     def shrink_memory(self) -> None:
-        """Drop the event loop's reader's page cache (it refills from the file as reads need it)."""
+        """Drop the event loop's reader's page cache (it refills from the file as reads need it).
+
+        The read cache is not emptied here: the memory watchdog sheds it first, by its own bytes.
+        """
         try:
             self.reader.execute("PRAGMA shrink_memory")
         except sqlite3.Error as exc:
@@ -592,3 +669,8 @@ class SqliteStore(ZsetIndex):
         finally:
             dst.close()
             src.close()
+
+
+def _yield_all(items: list[tuple[bytes, Any]]) -> Iterator[tuple[bytes, Any]]:
+    """A list as a generator (callers of ``iter_elems`` may ``close()`` it)."""
+    yield from items

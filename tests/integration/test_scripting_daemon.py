@@ -97,21 +97,36 @@ def test_held_command_sees_the_whole_script(daemon: Daemon) -> None:
               b"while i < 3000000 do i = i + 1 end redis.call('set', 'b', '2') return i")
     assert other.call(b"CONFIG", b"SET", b"lua-time-limit", b"20000") == b"+OK\r\n"
     runner.send(b"EVAL", script, b"0")
-    time.sleep(0.02)
+    wait_log(daemon, "script_to_worker", 1)  # it runs (and has passed its budget on the loop)
     assert other.call(b"MGET", b"a", b"b") == b"*2\r\n$1\r\n1\r\n$1\r\n2\r\n"
     assert runner.reply() == b":3000000\r\n"
     runner.close()
     other.close()
 
 
+def wait_log(daemon: Daemon, text: str, count: int) -> None:
+    """Until the daemon's log holds ``text`` ``count`` times (what it logs is flushed line by line)."""
+    deadline = time.monotonic() + 20
+    while daemon.log().count(text) < count:
+        assert time.monotonic() < deadline, f"no {text!r} in the log"
+        time.sleep(0.002)
+
+
+def wait_busy(conn: Raw) -> None:
+    """Until the server answers -BUSY (a PING sent before the limit is held, then answered -BUSY)."""
+    deadline = time.monotonic() + 20
+    while conn.call(b"PING") != BUSY:
+        assert time.monotonic() < deadline, "the script never passed its limit"
+        time.sleep(0.005)
+
+
 def test_script_that_wrote_is_unkillable(daemon: Daemon) -> None:
     runner, other = Raw(daemon.socket), Raw(daemon.socket)
     assert other.call(b"CONFIG", b"SET", b"lua-time-limit", b"100") == b"+OK\r\n"
-    # a first stretch without writes: the run on the event loop passes its 5 ms budget and moves to
-    # the worker, where it writes, then keeps running past the limit
-    runner.send(b"EVAL", b"local i = 0 while i < 3000000 do i = i + 1 end redis.call('set', 'w', '1') "
-                b"while i < 60000000 do i = i + 1 end return redis.call('get', 'w')", b"0")
-    time.sleep(0.3)
+    # it writes first: whenever SCRIPT KILL gets through (once the limit passed), the script has written
+    runner.send(b"EVAL", b"redis.call('set', 'w', '1') local i = 0 while i < 30000000 do i = i + 1 end "
+                b"return redis.call('get', 'w')", b"0")
+    wait_busy(other)
     assert other.call(b"SCRIPT", b"KILL") == (
         b"-UNKILLABLE Sorry the script already executed write commands against the dataset. You can either "
         b"wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.\r\n")
@@ -122,11 +137,72 @@ def test_script_that_wrote_is_unkillable(daemon: Daemon) -> None:
     other.close()
 
 
+def test_script_that_wrote_then_runs_long_leaves_the_event_loop(daemon: Daemon) -> None:
+    """A script that writes at once, on the event loop, then runs for a second: past its budget on the
+    loop it goes on in the worker thread, so other clients get -BUSY once lua-time-limit passed (not
+    their answer a second later) and each of their round trips stays short."""
+    runner, other = Raw(daemon.socket), Raw(daemon.socket)
+    assert other.call(b"CONFIG", b"SET", b"lua-time-limit", b"100") == b"+OK\r\n"
+    body = (b"redis.call('set', 'w', '1') local t0 = redis.call('time') local i = 0 "
+            b"while true do i = i + 1 if i % 20000 == 0 then local t = redis.call('time') "
+            b"if (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) >= 1000000 then break end end end "
+            b"return redis.call('incr', 'w')")
+    t0 = time.monotonic()
+    runner.send(b"EVAL", body, b"0")
+    wait_log(daemon, "script_to_worker", 1)  # it runs, has written, and left the event loop
+    assert other.call(b"PING") == BUSY  # held until the limit, then -BUSY
+    first = time.monotonic() - t0
+    assert first < 0.8, first  # long before the script ends
+    worst = 0.0
+    busy = 0
+    while True:
+        t = time.monotonic()
+        answer = other.call(b"PING")
+        worst = max(worst, time.monotonic() - t)
+        if answer != BUSY:
+            assert answer == b"+PONG\r\n"
+            break
+        busy += 1
+        if busy == 5:
+            assert other.call(b"SCRIPT", b"KILL").startswith(b"-UNKILLABLE ")
+        time.sleep(0.01)
+    assert busy >= 10, busy
+    assert worst < 0.25, worst  # the event loop answers while the script runs
+    assert runner.reply() == b":2\r\n"
+    assert time.monotonic() - t0 >= 1.0
+    assert other.call(b"GET", b"w") == b"$1\r\n2\r\n"
+    assert "script_to_worker" in daemon.log() and "dirty=True" in daemon.log()
+    runner.close()
+    other.close()
+
+
+def test_shutdown_nosave_stops_a_script_that_wrote(daemon: Daemon) -> None:
+    """Redis's way out of an unkillable script: SHUTDOWN answers -BUSY, SHUTDOWN NOSAVE stops the daemon,
+    and none of the script's writes survive (its batch was never logged); what came before it does."""
+    runner, other = Raw(daemon.socket), Raw(daemon.socket)
+    assert other.call(b"CONFIG", b"SET", b"lua-time-limit", b"100") == b"+OK\r\n"
+    assert other.call(b"SET", b"before", b"1") == b"+OK\r\n"
+    runner.send(b"EVAL", b"redis.call('set', 'w', '1') redis.call('incr', 'before') while true do end", b"0")
+    wait_busy(other)
+    assert other.call(b"SCRIPT", b"KILL").startswith(b"-UNKILLABLE ")
+    assert other.call(b"SHUTDOWN") == BUSY
+    other.send(b"SHUTDOWN", b"NOSAVE")
+    assert other.f.readline() == b""  # the connection closes without a reply, as in Redis
+    assert daemon.stop(timeout=30) == 0  # (it has exited by itself: no signal needed)
+    assert "script_abandoned" in daemon.log()
+    daemon.start()
+    r = redis.Redis(unix_socket_path=daemon.socket)
+    assert r.get("before") == b"1" and r.get("w") is None
+    r.close()
+    runner.close()
+    other.close()
+
+
 def test_busy_inside_multi_fails_the_transaction(daemon: Daemon) -> None:
     runner, other = Raw(daemon.socket), Raw(daemon.socket)
     assert other.call(b"CONFIG", b"SET", b"lua-time-limit", b"100") == b"+OK\r\n"
     runner.send(b"EVAL", LOOP, b"0")
-    time.sleep(0.3)
+    wait_busy(other)
     assert other.call(b"MULTI") == b"+OK\r\n"
     assert other.call(b"SET", b"x", b"1") == BUSY
     killer = Raw(daemon.socket)

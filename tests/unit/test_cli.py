@@ -336,6 +336,21 @@ def test_top_rates_and_figures() -> None:
     assert "up 1h 02m" in top.title(STATS, "/x") and "/tmp/m.sock" in top.title(STATS, "/x")
 
 
+def test_top_read_cache_hit_rate_over_the_interval() -> None:
+    cache = {"memd_readcache_hits": 900, "memd_readcache_misses": 100, "memd_readcache_bytes": 2 * 2**20,
+             "memd_readcache_entries": 5000}
+    prev = top.Sample({**STATS, **cache}, 1.0)
+    cur = top.Sample({**STATS, **cache, "memd_readcache_hits": 1890, "memd_readcache_misses": 110}, 2.0)
+    assert _rows(cur, prev)["read cache hit rate / bytes / rows"] == "99.0% / 2.0 MiB / 5,000"
+    assert _rows(prev, None)["read cache hit rate / bytes / rows"] == "90.0% / 2.0 MiB / 5,000"  # since the start
+    assert _rows(top.Sample(STATS, 1.0), None)["read cache hit rate / bytes / rows"].startswith(top.NA)
+
+
+def test_bench_hit_rate_between_two_readings() -> None:
+    assert bench.hit_rate((10, 5), (100, 15)) == 0.9
+    assert bench.hit_rate(None, (1, 1)) is None and bench.hit_rate((1, 1), (1, 1)) is None
+
+
 def test_top_without_history_or_fields() -> None:
     rows = _rows(top.Sample({"memd_last_backup_age_seconds": -1}, 1.0), None)
     assert rows["writes/s (WAL records)"] == top.NA and rows["RSS"] == top.NA

@@ -274,7 +274,7 @@ def test_to_dict() -> None:
     assert d["server.allow_uids"] == "1 2" and d["server.allow_gids"] == ""
     assert d["flush.max_age_seconds"] == "0.5" and d["backpressure.write_timeout_seconds"] == "5"
     assert all(isinstance(v, str) for v in d.values())
-    assert len(d) == 45
+    assert len(d) == 46
     assert d["server.pubsub_output_hard_bytes"] == str(32 << 20) and d["server.pubsub_output_soft_seconds"] == "60"
     assert d["memory.history_versions"] == "10" and d["memory.max_value_bytes"] == str(1 << 20)
 

@@ -253,9 +253,10 @@ async def test_failed_flush_is_retried_when_no_write_follows(tmp_path: Path) -> 
             while engine.flush_failures < 1:
                 await anyio.sleep(0.05)
             await disarm()
-            while engine.store.flushed_lsn < engine.last_lsn:
+            # the engine clears flush_error just after the store's LSN moves (one worker-thread call later)
+            while engine.store.flushed_lsn < engine.last_lsn or engine.flush_error is not None:
                 await anyio.sleep(0.05)
-        assert engine.flush_error is None
+        assert engine.flush_error is None and engine.store.flushed_lsn == engine.last_lsn
 
 
 # ---- 5. (engine level) the oldest WAL segment missing ---------------------------------------

@@ -330,7 +330,7 @@ async def test_configure_applies_new_limits_at_the_next_sample(
 
 async def test_status_has_the_info_figures_before_any_sample(engine: Engine, dog: Watchdog) -> None:
     assert dog.status() == {
-        "state": "ok", "rss_bytes": 50 * MiB, "vector_bytes": 0, "soft_limit_bytes": SOFT, "hard_limit_bytes": HARD,
+        "state": "ok", "rss_bytes": 50 * MiB, "vector_bytes": 0, "cache_shed_bytes": 0, "soft_limit_bytes": SOFT, "hard_limit_bytes": HARD,
         "available_bytes": 1000 * MiB, "episodes": 0, "refusals": 0, "samples": 0, "sample_seconds": 1.0,
     }
 
@@ -423,3 +423,26 @@ async def test_status_counts_the_vectors_in_memory(engine: Engine, dog: Watchdog
     assert dog.status()["vector_bytes"] == 16
     await engine.flush()
     assert dog.status()["vector_bytes"] >= 16
+
+
+async def test_sheds_the_read_cache_first_by_its_own_bytes_and_restores_it_when_calm(
+        engine: Engine, dog: Watchdog, proc: FakeProcess) -> None:
+    ks = engine.keyspace
+    for i in range(3000):
+        ks.set(b"key:%d" % i, b"x" * 400)
+    await engine.flush()  # the flush fills the cache with what it wrote
+    for i in range(3000):
+        assert ks.get(b"key:%d" % i) == b"x" * 400
+    cache = engine.store.readcache
+    before = cache.bytes
+    assert before > 1 << 20
+    proc.rss = SOFT + MiB  # (RSS does not move: the watchdog judges shedding by the cache's own bytes)
+    assert (await dog.sample())["state"] == "soft"
+    assert cache.bytes <= before // 2 and cache.limit <= before // 2
+    assert dog.status()["cache_shed_bytes"] == before - cache.bytes
+    await dog.sample()
+    assert cache.bytes <= before // 4  # halved again at each sample above the soft limit
+    assert ks.get(b"key:1") == b"x" * 400  # reads go on (from SQLite)
+    proc.rss = SOFT - MiB
+    assert (await dog.sample())["state"] == "ok"
+    assert cache.limit == cache.max_bytes  # the configured bound again
