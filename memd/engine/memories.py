@@ -178,8 +178,11 @@ class Memories:
             heads[ident] = (row, 0 if row is None else row[1])
             if row is None:
                 unbuffered.append(ident)
+        unstored: set[tuple[str, str]] = set()
         if unbuffered:
-            heads.update(self.engine.store.mem_heads(unbuffered))
+            stored = self.engine.store.mem_heads(unbuffered)
+            heads.update(stored)
+            unstored.update(ident for ident, head in stored.items() if head == (None, 0))
         results: list[int | ValueError] = []
         ops = []
         new_vector_bytes = 0
@@ -205,7 +208,21 @@ class Memories:
             heads[ident] = ((value, version, created, now, expires, ttl_ms), version)
             results.append(version)
         self.engine.apply(ops)
+        if unstored and ops:
+            self._mark_unstored(unstored)
         return results
+
+    def _mark_unstored(self, idents: set[tuple[str, str]]) -> None:
+        """Tell the flush that these items, just written, have nothing in the store (MemEntry.unstored).
+
+        Only from the read that numbered their versions: the store had no row of them and no
+        buffer layer held them, so nothing but this layer's own flush can store them.
+        """
+        mem = self.engine.layers()[0].mem  # (apply wrote to the active layer; a freeze comes later)
+        for ident in idents:
+            m = mem.get(ident)
+            if m is not None:
+                m.unstored = True
 
     def delete(self, ns: str, key: str) -> bool:
         now = self.now_ms()

@@ -105,10 +105,17 @@ class MemEntry:
     version an older layer (or SQLite) holds: ``(at_ms, deleted)``. The flush
     turns both into ``mem_history`` rows, so history is exact however many
     versions one memtable collapses.
+
+    ``unstored``: the store held no row of the item (current or archived) and no older
+    layer held it when this memtable first wrote it (``Memories.put_many`` knows it from
+    the read that numbers versions). Nothing can write the item to the store before this
+    memtable's flush does, since layers flush oldest first, so that flush skips archiving
+    and unindexing it (two statements that would find nothing). False when not known
+    (replay, deletes, TTL refreshes): the flush then looks.
     """
 
     __slots__ = ("value", "version", "created_at", "updated_at", "expires_at", "ttl", "history", "ended_below",
-                 "vectors")
+                 "vectors", "unstored")
 
     def __init__(self, value: str | None, version: int, created_at: int, updated_at: int,
                  expires_at: int | None, ttl: int | None = None, vectors: Vectors | None = ()) -> None:
@@ -121,6 +128,7 @@ class MemEntry:
         self.ttl = ttl
         self.history: list[tuple[int, str, int, int, int, bool]] | None = None
         self.ended_below: tuple[int, bool] = (updated_at, value is None)
+        self.unstored = False
 
     def size(self, ident: tuple[str, str]) -> int:
         n = len(ident[0]) + len(ident[1]) + len(self.value or "")
@@ -170,7 +178,7 @@ class Memtable:
     """
 
     __slots__ = ("dbs", "dbmap", "swapped", "mem", "indexes", "index_drops", "vector_bytes", "bytes", "records",
-                 "writes", "first_lsn", "max_lsn", "created", "frozen", "clock")
+                 "writes", "first_lsn", "max_lsn", "created", "frozen", "clock", "committed")
 
     def __init__(self, dbmap: list[int] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock  # what an entry's access time is read from (the engine's clock): once per record
@@ -190,6 +198,9 @@ class Memtable:
         self.max_lsn = 0
         self.created = time.monotonic()
         self.frozen = False
+        # set by the store once a flush of this memtable has committed: should that flush be run
+        # again (a failure after the commit), the store holds its memories and ``unstored`` is stale
+        self.committed = False
 
     def __len__(self) -> int:
         return sum(len(t.entries) for t in self.dbs) + len(self.mem)
@@ -232,6 +243,15 @@ class Memtable:
                     self.bytes += size
                     table._sorted = None
                 entries[key] = entry
+            elif code == OP_MEM_PUT:  # bulk ingest: thousands per record
+                _, ns, key, value, version, created, updated, exp, ttl = op[:9]
+                vectors = op[9] if len(op) > 9 else ()
+                ident = (ns, key)
+                if not vectors and ident not in self.mem:  # _mem_replace inlined: nothing to carry over
+                    self.mem[ident] = MemEntry(value, version, created, updated, exp, ttl, vectors)
+                    self.bytes += len(ns) + len(key) + len(value)  # (MemEntry.size without vectors or history)
+                else:
+                    self._mem_replace(ident, MemEntry(value, version, created, updated, exp, ttl, vectors))
             elif code == OP_UPDATE:
                 self._update(table, op).atime = now
             elif code == OP_DEL:
@@ -250,10 +270,6 @@ class Memtable:
                 m = self.dbmap
                 m[op[1]], m[op[2]] = m[op[2]], m[op[1]]
                 self.swapped = list(m)
-            elif code == OP_MEM_PUT:
-                _, ns, key, value, version, created, updated, exp, ttl = op[:9]
-                vectors = op[9] if len(op) > 9 else ()
-                self._mem_replace((ns, key), MemEntry(value, version, created, updated, exp, ttl, vectors))
             elif code == OP_MEM_DEL:
                 _, ns, key, version, at = op
                 self._mem_replace((ns, key), MemEntry(None, version, 0, at, None))
@@ -296,6 +312,7 @@ class Memtable:
             self.vector_bytes -= _blob_bytes(old.vectors)
             item.ended_below = old.ended_below
             item.history = old.history
+            item.unstored = old.unstored  # (the store still has nothing of it: this layer has not flushed)
             if old.value is not None and (item.value is None or item.version > old.version):
                 # the old version ends here (a TTL refresh re-logs the same version: no end)
                 ended = item.updated_at if old.expires_at is None else min(old.expires_at, item.updated_at)

@@ -101,6 +101,11 @@ SEGMENT_HEADER_SIZE = _SEG.size + 4  # 24
 Op = tuple[Any, ...]
 _PACK = msgpack.Packer(use_bin_type=True).pack  # one Packer for all: packb() builds one per call
 _unpackb = msgpack.unpackb
+# lz4's acceleration: records are compressed on the event loop, where a bulk MEM.PUT run of
+# ~1 KB JSON values paid 2.8 µs a value at the default (1) to save 42% of its WAL bytes, and the
+# write those bytes would have cost is ~0.1 µs a KB. At 12 it costs ~1.3 µs and still saves ~26%
+# (2026-12-07). The block format is the same at any acceleration: old segments replay as before.
+LZ4_ACCELERATION = 12
 
 
 class Record(NamedTuple):
@@ -120,7 +125,8 @@ def encode_payload(ops: list[Op] | tuple[Op, ...], compress_min: int) -> tuple[b
     """msgpack the ops; lz4 them when large enough and it actually helps."""
     raw: bytes = _PACK(ops)
     if compress_min and len(raw) >= compress_min:
-        packed: bytes = lz4.block.compress(raw, store_size=True)
+        packed: bytes = lz4.block.compress(raw, store_size=True, mode="fast",
+                                          acceleration=LZ4_ACCELERATION)
         if len(packed) < len(raw):
             return packed, FLAG_LZ4
     return raw, 0

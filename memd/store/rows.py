@@ -42,7 +42,7 @@ class FlushRows(NamedTuple):
     elem_deletes: list[Row]  # (db, key, sub): elements removed
     trims: list[Row]  # (db, key, lo_sub, hi_sub): list elements outside [lo, hi) removed
     archives: list[Row]  # (ns, key, ended_at, deleted, version, ends_deleted): stored versions this flush ends
-    unindex: list[Row]  # (ns, key, ns_tokens): every memory whose index entry may change
+    unindex: list[Row]  # (ns, key, ns_tokens): every memory whose index entry may change (not those unstored)
     history: list[Row]  # (ns, key, version, value, created_at, updated_at, superseded_at, deleted)
     mems: list[Row]  # (ns, key, value, version, created_at, updated_at, expires_at, ttl, fields)
     index: list[Row]  # (ns, key, ns_tokens, text, field_tokens): live memories to index
@@ -82,13 +82,15 @@ def flush_rows(table: Memtable, vector_prefixes: Collection[str] = ()) -> FlushR
     vector_deletes: list[Row] = []
     vectors: list[Row] = []
     indexed = (*vector_prefixes, *table.indexes)
+    trust_unstored = not table.committed
     for ident, m in table.mem.items():
-        at, deleted = m.ended_below
-        archives.append((*ident, at, deleted, m.version, m.value is None))
+        tokens = ns_tokens(ident[0])
+        if not (m.unstored and trust_unstored):  # (new to the store: no row to archive or unindex)
+            at, deleted = m.ended_below
+            archives.append((*ident, at, deleted, m.version, m.value is None))
+            idents.append((*ident, tokens))
         if m.history:
             history.extend((*ident, *h) for h in m.history)
-        tokens = ns_tokens(ident[0])
-        idents.append((*ident, tokens))
         if m.value is None:
             mems.append((*ident, None, m.version, m.created_at, m.updated_at, m.expires_at, m.ttl, None))
         else:

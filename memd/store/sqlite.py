@@ -416,8 +416,8 @@ class SqliteStore(ZsetIndex):
             chunk = idents[i:i + step]
             size = 1 << (len(chunk) - 1).bit_length()  # a power of two: a few cached plans for every run
             chunk += [chunk[-1]] * (size - len(chunk))
-            for row in self.reader.execute(_heads_sql(size), [part for ident in chunk for part in ident]):
-                heads[(row[0], row[1])] = (None if row[3] is None else row[2:8], max(row[3] or 0, row[8] or 0))
+            for row in self.reader.execute(_heads_sql(size), list(itertools.chain.from_iterable(chunk))):
+                heads[(row[0], row[1])] = (None if row[3] is None else row[2:8], row[8])
         return heads
 
     def mem_history(self, ns: str, key: str, keep: int, since_ms: int, limit: int | None) -> list[HistoryRow]:
@@ -514,6 +514,7 @@ class SqliteStore(ZsetIndex):
             groups = list(zip(statements.FLUSH, rows))
             try:
                 self._transaction(writer, [*groups, (statements.SET_FLUSHED_LSN, [(table.max_lsn,)])])
+                table.committed = True  # (a retry of this flush must archive and unindex every memory)
             except BaseException:
                 self.readcache.clear()  # (the rows did not change; but what a failure left is not worth a doubt)
                 raise
