@@ -23,28 +23,18 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.integration.blockkit import Client, MultiPair
-from tests.integration.daemon import Daemon
 from tests.integration.diffkit import cmd, split_corpus
 from tests.integration.test_differential_handlers import redis_socket  # noqa: F401  (a fixture)
+from tests.integration.test_differential_server import memd_socket  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
 SEEDS = int(os.environ.get("MEMD_DIFF_BLOCKING_SEEDS", "8"))
 STEPS = 60
-
-
-@pytest.fixture(scope="module")
-def memd_socket() -> Iterator[str]:
-    d = Daemon(fsync="everysec").start()
-    try:
-        yield d.socket
-    finally:
-        d.cleanup()
 
 
 CORPUS = r"""

@@ -16,10 +16,10 @@ import pytest
 
 from memd.commands import load_all
 from memd.engine.engine import Engine
-from tests.integration.daemon import Daemon
 from tests.integration.diffkit import cmd, corpus_in_process, corpus_over_daemon, split_corpus, with_engine_pair
 from tests.integration.test_differential_handlers import Pair as HandlerPair
 from tests.integration.test_differential_handlers import redis_socket  # noqa: F401  (a fixture)
+from tests.integration.test_differential_server import memd_socket  # noqa: F401  (a fixture)
 from tests.integration.test_differential_server import Pair as ServerPair
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -284,15 +284,6 @@ async def test_corpus_in_process(redis_socket: str, tmp_path: Path, protocol: in
 
 
 # ---- over a real daemon: the worker thread, pipelines, MULTI/EXEC --------------------------------
-
-@pytest.fixture(scope="module")
-def memd_socket() -> Iterator[str]:
-    d = Daemon(fsync="everysec").start()
-    try:
-        yield d.socket
-    finally:
-        d.cleanup()
-
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
 def pair(request: pytest.FixtureRequest, redis_socket: str, memd_socket: str) -> Iterator[ServerPair]:  # noqa: F811

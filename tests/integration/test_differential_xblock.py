@@ -29,20 +29,12 @@ from tests.integration.blockkit import Client, MultiPair
 from tests.integration.daemon import NO_AUTOFLUSH, Daemon, short_tmpdir
 from tests.integration.diffkit import cmd, split_corpus
 from tests.integration.test_differential_handlers import redis_socket  # noqa: F401  (a fixture)
+from tests.integration.test_differential_server import memd_socket  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
 SEEDS = int(os.environ.get("MEMD_DIFF_XBLOCK_SEEDS", "6"))
 STEPS = 50
-
-
-@pytest.fixture(scope="module")
-def memd_socket() -> Iterator[str]:
-    d = Daemon(fsync="everysec").start()
-    try:
-        yield d.socket
-    finally:
-        d.cleanup()
 
 
 CORPUS = r"""
