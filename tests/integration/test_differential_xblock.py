@@ -17,17 +17,15 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from tests.integration.blockkit import Client, MultiPair
-from tests.integration.daemon import NO_AUTOFLUSH, Daemon, short_tmpdir
+from tests.integration.daemon import Daemon
 from tests.integration.diffkit import cmd, split_corpus
+from tests.integration.test_blocking_crash import connect, daemon, wait_until  # noqa: F401  (daemon: a fixture)
 from tests.integration.test_differential_handlers import redis_socket  # noqa: F401  (a fixture)
 from tests.integration.test_differential_server import memd_socket  # noqa: F401  (a fixture)
 
@@ -358,40 +356,14 @@ def test_xblock_random(redis_socket: str, memd_socket: str, protocol: int) -> No
 CONSUMERS = 3
 
 
-@pytest.fixture
-def crash_daemon() -> Iterator[Daemon]:
-    base = short_tmpdir()
-    conf = os.path.join(base, "memd.toml")
-    with open(conf, "w") as f:
-        f.write(NO_AUTOFLUSH)  # everything after the start is replayed from the WAL
-    d = Daemon(fsync="always", config=conf, base=base)
-    d.args[d.args.index("memd")] = "tests.integration.slow_fsync"  # a wide append-to-fsync window
-    d.start()
-    try:
-        yield d
-    finally:
-        d.cleanup()
-
-
-def _connect(d: Daemon, timeout: float | None = 10) -> redis.Redis:
-    return redis.Redis(unix_socket_path=d.socket, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
-
-
-def _wait_until(check: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)
-
-
-def test_blocked_xreadgroup_delivery_survives_kill9(crash_daemon: Daemon) -> None:
+def test_blocked_xreadgroup_delivery_survives_kill9(daemon: Daemon) -> None:
     """Consumers blocked in XREADGROUP ``>``, entries added, memd killed with SIGKILL meanwhile, three
     times. Every entry a consumer received is pending (or acknowledged) after the restart: a delivery's
     reply is sent only once its PEL row is fsynced. Every acknowledged XADD is in the stream, and
     each of its entries is delivered (in the PEL, acknowledged) or still to be delivered (after the
     group's last id): at least once, never lost."""
-    d = crash_daemon
-    _connect(d).xgroup_create("q", "g", id="$", mkstream=True)
+    d = daemon
+    connect(d).xgroup_create("q", "g", id="$", mkstream=True)
     received: dict[bytes, str] = {}  # entry id -> consumer
     twice: list[bytes] = []  # entries ">" delivered again (never expected)
     acking: set[bytes] = set()  # XACKs sent (the crash may cut one off after it is durable)
@@ -400,7 +372,7 @@ def test_blocked_xreadgroup_delivery_survives_kill9(crash_daemon: Daemon) -> Non
     lock = threading.Lock()
 
     def consume(name: str) -> None:
-        r = _connect(d, timeout=None)
+        r = connect(d, timeout=None)
         try:
             while True:
                 got: Any = r.xreadgroup("g", name, {"q": ">"}, count=1, block=0)
@@ -420,7 +392,7 @@ def test_blocked_xreadgroup_delivery_survives_kill9(crash_daemon: Daemon) -> Non
             return
 
     def produce() -> None:
-        r = _connect(d)
+        r = connect(d)
         try:
             for i in range(100_000):
                 added.append(r.xadd("q", {"n": str(i)}))
@@ -433,11 +405,11 @@ def test_blocked_xreadgroup_delivery_survives_kill9(crash_daemon: Daemon) -> Non
         threads = [threading.Thread(target=consume, args=(f"c{i}",)) for i in range(CONSUMERS)]
         for t in threads:
             t.start()
-        _wait_until(lambda: int(_connect(d).info("clients")["blocked_clients"]) == CONSUMERS)
+        wait_until(lambda: int(connect(d).info("clients")["blocked_clients"]) == CONSUMERS)
         producer = threading.Thread(target=produce)
         producer.start()
         target = len(received) + 40
-        _wait_until(lambda: len(received) >= target)
+        wait_until(lambda: len(received) >= target)
         assert d.proc is not None
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait(10)
@@ -446,7 +418,7 @@ def test_blocked_xreadgroup_delivery_survives_kill9(crash_daemon: Daemon) -> Non
             t.join(20)
             assert not t.is_alive()
 
-    r = _connect(d)
+    r = connect(d)
     stream = {sid for sid, _ in r.xrange("q")}
     pending = {p["message_id"]: p["consumer"] for p in r.xpending_range("q", "g", "-", "+", 1_000_000)}
     last = r.xinfo_groups("q")[0]["last-delivered-id"]
