@@ -29,11 +29,9 @@ import numpy as np
 
 from memd.commands import Context, command
 from memd.commands.lists import _side
-from memd.commands.strings import SYNTAX
-from memd.commands.zsetops import _pairs, range_long
+from memd.commands.zsetops import _pairs, mpop_args, range_long
 from memd.engine.records import T_LIST, T_ZSET
 from memd.errors import CommandError
-from memd.int64 import INT64_MAX
 from memd.longdouble import parse as parse_long_double
 from memd.resp import NullArray
 
@@ -158,30 +156,9 @@ def brpoplpush(ctx: Context, args: list[bytes]) -> Any:
     return _bmove(ctx, args[0], args[1], False, True, parse_timeout(args[2]))
 
 
-def _mpop_args(args: list[bytes], sides: tuple[bytes, bytes]) -> tuple[list[bytes], bool, int]:
-    """``numkeys key... WHERE [COUNT n]`` (after the timeout) as Redis's lmpop/zmpopGenericCommand
-    reads it: (keys, whether the first of ``sides`` was named, count)."""
-    numkeys = range_long(args[0], 1, INT64_MAX, "numkeys should be greater than 0")
-    where = numkeys + 1
-    if where >= len(args):
-        raise CommandError(SYNTAX)
-    side = args[where].lower()
-    if side not in sides:
-        raise CommandError(SYNTAX)
-    count = -1
-    j = where + 1
-    while j < len(args):
-        if count == -1 and args[j].lower() == b"count" and j + 1 < len(args):
-            count = range_long(args[j + 1], 1, INT64_MAX, "count should be greater than 0")
-            j += 2
-        else:
-            raise CommandError(SYNTAX)
-    return args[1:where], side == sides[0], max(count, 1)
-
-
 @command("blmpop", -5, write=True)
 def blmpop(ctx: Context, args: list[bytes]) -> Any:
-    keys, left, count = _mpop_args(args[1:], (b"left", b"right"))
+    keys, left, count = mpop_args(args[1:], (b"left", b"right"))
     timeout = parse_timeout(args[0])
     popped = ctx.keyspace.lmpop(keys, left, count)
     if popped is not None:
@@ -220,7 +197,7 @@ def bzpopmax(ctx: Context, args: list[bytes]) -> Any:
 
 @command("bzmpop", -5, write=True)
 def bzmpop(ctx: Context, args: list[bytes]) -> Any:
-    keys, low, count = _mpop_args(args[1:], (b"min", b"max"))
+    keys, low, count = mpop_args(args[1:], (b"min", b"max"))
     timeout = parse_timeout(args[0])
     ks = ctx.keyspace
     for key in keys:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from memd.commands import Context, command, wrong_arity
 from memd.commands.strings import OK, SYNTAX, ll
+from memd.commands.zsetops import mpop_args
 from memd.errors import CommandError
 from memd.int64 import INT64_MIN
 from memd.resp import NullArray
@@ -181,20 +182,6 @@ def rpoplpush(ctx: Context, args: list[bytes]) -> object:
 
 @command("lmpop", -4, write=True)
 def lmpop(ctx: Context, args: list[bytes]) -> object:
-    numkeys = ll(args[0], "numkeys should be greater than 0")
-    if numkeys < 1:
-        raise CommandError("numkeys should be greater than 0")
-    if numkeys + 1 >= len(args):
-        raise CommandError(SYNTAX)
-    left = _side(args[numkeys + 1])
-    count: int | None = None
-    i = numkeys + 2
-    while i < len(args):
-        if count is not None or args[i].lower() != b"count" or i + 1 >= len(args):
-            raise CommandError(SYNTAX)
-        count = ll(args[i + 1], "count should be greater than 0")
-        if count < 1:
-            raise CommandError("count should be greater than 0")
-        i += 2
-    popped = ctx.keyspace.lmpop(args[1:numkeys + 1], left, 1 if count is None else count)
+    keys, left, count = mpop_args(args, (b"left", b"right"))
+    popped = ctx.keyspace.lmpop(keys, left, count)
     return NullArray if popped is None else [popped[0], popped[1]]

@@ -78,14 +78,16 @@ def zpopmax(ctx: Context, args: list[bytes]) -> object:
     return _zpop(ctx, args, True)
 
 
-@command("zmpop", -4, write=True)
-def zmpop(ctx: Context, args: list[bytes]) -> object:
+def mpop_args(args: list[bytes], sides: tuple[bytes, bytes]) -> tuple[list[bytes], bool, int]:
+    """``numkeys key... WHERE [COUNT n]`` (after the timeout) as Redis's lmpop/zmpopGenericCommand
+    reads it: (keys, whether the first of ``sides`` was named, count). LMPOP, ZMPOP and their
+    blocking forms share it."""
     numkeys = range_long(args[0], 1, INT64_MAX, "numkeys should be greater than 0")
     where = numkeys + 1
     if where >= len(args):
         raise CommandError(SYNTAX)
     side = args[where].lower()
-    if side not in (b"min", b"max"):
+    if side not in sides:
         raise CommandError(SYNTAX)
     count = -1
     j = where + 1
@@ -95,9 +97,16 @@ def zmpop(ctx: Context, args: list[bytes]) -> object:
             j += 2
         else:
             raise CommandError(SYNTAX)
+    return args[1:where], side == sides[0], max(count, 1)
+
+
+
+@command("zmpop", -4, write=True)
+def zmpop(ctx: Context, args: list[bytes]) -> object:
+    keys, low, count = mpop_args(args, (b"min", b"max"))
     ks = ctx.keyspace
-    for key in args[1:where]:
-        items = ks.zpop(key, max(count, 1), side == b"max")  # WRONGTYPE from the first key that exists
+    for key in keys:
+        items = ks.zpop(key, count, not low)  # WRONGTYPE from the first key that exists
         if items is not None:
             return [key, _pairs(ctx, items, True)]
     return NullArray
