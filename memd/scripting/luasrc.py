@@ -175,16 +175,18 @@ local string_mt = getmetatable('')
 string_mt.__index = env.string
 string_mt.__metatable = guard(string_mt)
 
-local function error_handler(err)
-  local level, i = 2, dbg.getinfo(2, 'nSl')
-  if i and i.what == 'C' then level = 3; i = dbg.getinfo(3, 'nSl') end
-  while i and i.source ~= '@user_script' do   -- skip memd's own Lua wrappers (Redis's are C)
+-- a script's error as memd reports it, found on a stack where at(0) is the frame that raised (at(n): n
+-- frames further out): skip memd's own Lua wrappers (Redis's are C) to the script's frame, and say where
+local function describe(err, at)
+  local level, i = 0, at(0)
+  if i and i.what == 'C' then level = 1; i = at(1) end
+  while i and i.source ~= '@user_script' do
     level = level + 1
-    i = dbg.getinfo(level, 'nSl')
+    i = at(level)
   end
   if type(err) == 'userdata' then   -- raised by a Python function called straight from the script
     local where = ''
-    if i and level == 3 then where = 'user_script:' .. tostring(i.currentline) .. ': ' end
+    if i and level == 1 then where = 'user_script:' .. tostring(i.currentline) .. ': ' end
     err = py_unwrap(err, where)
   end
   if type(err) ~= 'table' then
@@ -195,6 +197,17 @@ local function error_handler(err)
     err.line = i.currentline
   end
   return err
+end
+
+local function error_handler(err)
+  -- the raiser is 2 frames out of error_handler, so 4 out of at (at, describe, error_handler, raiser);
+  -- no tail calls here, which would drop those frames
+  local function at(n)
+    local i = dbg.getinfo(n + 4, 'nSl')
+    return i
+  end
+  local e = describe(err, at)
+  return e
 end
 env.__redis__err__handler = error_handler
 setmetatable(env, {__index = function(t, k)
@@ -228,28 +241,10 @@ local function body(f)
   end
 end
 
--- error_handler's work, done on the stack a failed script leaves in its (dead) coroutine: level 0 is
--- the function that raised
+-- describe's work on the stack a failed script leaves in its (dead) coroutine: level 0 is the function
+-- that raised
 local function error_of(co, err)
-  local level, i = 0, dbg.getinfo(co, 0, 'nSl')
-  if i and i.what == 'C' then level = 1; i = dbg.getinfo(co, 1, 'nSl') end
-  while i and i.source ~= '@user_script' do
-    level = level + 1
-    i = dbg.getinfo(co, level, 'nSl')
-  end
-  if type(err) == 'userdata' then
-    local where = ''
-    if i and level == 1 then where = 'user_script:' .. tostring(i.currentline) .. ': ' end
-    err = py_unwrap(err, where)
-  end
-  if type(err) ~= 'table' then
-    err = {err = 'ERR ' .. tostring(err)}
-  end
-  if i then
-    err.source = i.source
-    err.line = i.currentline
-  end
-  return err
+  return describe(err, function(n) return dbg.getinfo(co, n, 'nSl') end)
 end
 
 -- what one resume came to: true, value (returned); false, error table (raised); nil (paused)
