@@ -370,7 +370,9 @@ def test_busy_script(redis_socket: str, memd_socket: str) -> None:  # noqa: F811
             c.call(cmd("SET a 1"))
             assert c.call(cmd("CONFIG SET lua-time-limit 100")) == b"+OK\r\n"
             runner.sock.sendall(pack(cmd("EVAL 'while true do end' 0")))
-            time.sleep(0.4)
+            deadline = time.monotonic() + 10
+            while not c.call(cmd("PING")).startswith(b"-BUSY ") and time.monotonic() < deadline:
+                time.sleep(0.02)  # until the script has run past lua-time-limit
             replies = c.pipeline(lines("GET a\nMGET a\nGET a"))
             assert all(r.startswith(b"-BUSY ") for r in replies), (path, replies)
             assert c.call(cmd("SCRIPT KILL")) == b"+OK\r\n"
