@@ -528,20 +528,19 @@ class SqliteStore(ZsetIndex):
         self.flushed_lsn = table.max_lsn
 
     async def maintain_keyfilter(self) -> None:
-        """Build the key filter if it is not ready or has worn (in a worker thread, on a connection of its own)."""
+        """Build the key filter if it is not ready or has worn (on the loop in steps, on a connection of its own)."""
         if self._keyfilter_building or self.keyfilter.ready and not self.keyfilter.needs_rebuild():
             return
 
-        def build() -> None:
-            conn = connect_ro(self.path)
-            try:
-                self.keyfilter.build(conn)
-            finally:
-                conn.close()
         self._keyfilter_building = True
+        conn = connect_ro(self.path)
+        steps = self.keyfilter.build_steps(conn)
         try:
-            await anyio.to_thread.run_sync(build)
+            for _ in steps:  # (on the loop, in steps: see KeyFilter.build_steps)
+                await anyio.sleep(0)
         finally:
+            steps.close()  # (cancelled: its transaction ends before its connection)
+            conn.close()
             self._keyfilter_building = False
 
     def keyfilter_stats(self) -> dict[str, int | float]:

@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from memd.engine.engine import Engine
-from memd.store.keyfilter import KeyFilter
+from memd.store.keyfilter import BUILD_BATCH, KeyFilter
 from memd.store.schema import migrate
 
 pytestmark = pytest.mark.anyio
@@ -128,3 +128,25 @@ def test_keys_a_build_takes_from_flushes_count_toward_its_capacity(tmp_path: Pat
     assert kf.ready and kf.might_hold(0, b"k4999")
     assert kf.needs_rebuild(), "5,000 keys in a filter sized for none"
     held.conn.close()
+
+
+def test_a_build_runs_in_steps_of_a_batch(tmp_path: Path) -> None:
+    """The engine runs a build on the event loop between its other work: each step takes at most one
+    batch of keys (a build in one step would stall every client for the whole table)."""
+    path = str(tmp_path / "store.sqlite3")
+    migrate(path)
+    writer = sqlite3.connect(path, isolation_level=None)
+    n = 5 * BUILD_BATCH + 3
+    writer.executemany("INSERT INTO keys (db, key, type, value) VALUES (?, ?, 1, x'00')",
+                       [(i % 2, b"k%d" % i) for i in range(n)])
+    kf = KeyFilter()
+    conn = sqlite3.connect(path)
+    steps = 0
+    for _ in kf.build_steps(conn):
+        steps += 1
+        assert not kf.ready  # (swapped in only at the end)
+    assert steps >= n // BUILD_BATCH
+    assert kf.ready and all(kf.might_hold(i % 2, b"k%d" % i) for i in range(n))
+    assert kf.stats()["keyfilter_keys"] == n
+    writer.close()
+    conn.close()
