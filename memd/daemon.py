@@ -48,9 +48,10 @@ log = logging.getLogger("memd.daemon")
 # p99). What survives a generation-1 collection is frozen at once (memd.gcpolicy).
 GC_THRESHOLDS = (2_000, 10, 50)
 # How long a thread running Python keeps the GIL while another waits for it (Python's default: 5 ms).
-# The event loop gives the GIL up at every SQLite read and socket write; while a flush thread runs
-# Python (building rows, the key filter), each of those hand-offs cost the loop up to 5 ms to get it
-# back: 16 pipelined GETs of stored keys waited up to 80 ms. 1 ms bounds that wait to 1 ms.
+# The event loop gives the GIL up at every SQLite read and socket write; while a worker thread runs
+# Python, each of those hand-offs costs the loop up to this long to get it back (at 5 ms, 16 pipelined
+# GETs of stored keys waited up to 80 ms during a flush). The flush's Python now runs on the loop in
+# steps (memd.steps); 1 ms bounds what threads remain.
 SWITCH_INTERVAL = 0.001
 
 

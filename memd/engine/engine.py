@@ -59,7 +59,8 @@ from memd.engine.records import (
     T_ZSET, Op)
 from memd.engine.wal import WAL, RecoveryReport
 from memd.errors import CommandError, DataDirLockedError, DurabilityError, OverloadError, StoreDamagedError, StoreError
-from memd.release import release_gradually
+from memd.release import release_steps
+from memd.steps import run_on_loop
 from memd.store.base import Store
 from memd.store.schema import MigrationProgress
 from memd.store.sqlite import SqliteStore
@@ -663,7 +664,7 @@ class Engine:
         rows = len(table)
         if table.records:
             await self.store.flush(table)
-            await anyio.to_thread.run_sync(self._carry_access_times, table)
+            await run_on_loop(self._carry_access_times(table))
         if self.frozen is table:
             self.frozen = None
             self._refresh_layers()
@@ -680,9 +681,9 @@ class Engine:
         if self._tg is not None:
             self._tg.start_soon(self._maintain_keyfilter)  # (returns at once unless the filter has worn)
         log.info("flush_done rows=%d lsn=%d seconds=%.3f", rows, table.max_lsn, self.last_flush_seconds)
-        # nothing reads the flushed table any more: free its entries a slice at a time in a worker
-        # thread, not in one deallocation on the event loop when the last reference goes (memd.release)
-        await anyio.to_thread.run_sync(release_gradually, [t.entries for t in table.dbs])
+        # nothing reads the flushed table any more: free its entries a slice at a time, not in one
+        # deallocation when the last reference goes (memd.release)
+        await run_on_loop(release_steps([t.entries for t in table.dbs]))
 
     async def _maintain_keyfilter(self) -> None:
         try:
@@ -690,11 +691,11 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - without the filter every read goes to the store: slower, not wrong
             log.warning("key_filter_build_failed error=%r (reads of absent keys go to SQLite meanwhile)", str(exc))
 
-    def _carry_access_times(self, table: Memtable) -> None:
-        """OBJECT IDLETIME: a flushed layer's access times go to the keyspaces' maps (a worker thread)."""
+    def _carry_access_times(self, table: Memtable) -> Iterator[None]:
+        """OBJECT IDLETIME: a flushed layer's access times go to the keyspaces' maps (in steps)."""
         for db, t in enumerate(table.dbs):
             if t.entries:
-                self.keyspaces[db].carry_access_times(t.entries)
+                yield from self.keyspaces[db].carry_access_times(t.entries)
 
     def flush_stalled(self, seconds: float) -> bool:
         """True when flushing has made no progress for ``seconds`` past when it was due (systemd watchdog).

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from memd.engine.collections import M_COUNT, M_EXPIRES_AT, M_HI, M_LO, M_TYPE, Meta
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from memd.engine.keyspace import Keyspace
 
 ACCESS_MAX = 100_000  # keys whose last access time is remembered (about 10 MB at most)
+CARRY_STEP = 4096  # access times carried over from a flushed layer in one step
 RANDOM_TRIES = 100  # random picks before RANDOMKEY walks the keyspace for a live key (as dbRandomKey's tries)
 
 # Redis 7.0's default encoding limits (redis.conf): below them a small encoding, above a big one
@@ -99,13 +101,17 @@ class KeyOpsMixin:
             last = self.access.get(key, self.access_floor)
         return max(0, int(self.engine.clock()) - int(last))
 
-    def carry_access_times(self: Keyspace, entries: dict[bytes, Entry]) -> None:
+    def carry_access_times(self: Keyspace, entries: dict[bytes, Entry]) -> Iterator[None]:
         """A flushed buffer layer's access times into the map (its entries are about to go).
 
-        In a worker thread: one ``dict.update`` (atomic under the GIL), of the
-        ACCESS_MAX entries written or read last.
+        The ACCESS_MAX entries written or read last, in steps for the event loop (memd.steps),
+        gathered first and put in with one ``dict.update``.
         """
-        recent = {k: e.atime for k, e in itertools.islice(reversed(entries.items()), ACCESS_MAX) if e.type != T_NONE}
+        recent: dict[bytes, int] = {}
+        last = itertools.islice(reversed(entries.items()), ACCESS_MAX)
+        while step := list(itertools.islice(last, CARRY_STEP)):
+            recent.update((k, e.atime) for k, e in step if e.type != T_NONE)
+            yield
         self.access.update(recent)
 
     # ---- copying a key ------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """What a committed flush does to the read cache (see :mod:`memd.store.readcache`): a mixin of ReadCache.
 
 Rows come as :class:`memd.store.rows.FlushRows` (store-agnostic), in the order the store wrote
-them; they are applied in chunks of :data:`CHUNK` rows, each under the cache's lock with its epoch
-bumped, so that the event loop's fills wait at most one chunk (they only try the lock: they skip).
+them; they are applied on the event loop in steps of :data:`CHUNK` rows, each under the cache's lock
+with its epoch bumped.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from memd.engine.records import T_STRING
@@ -44,12 +45,18 @@ class FlushUpdates:
         raise NotImplementedError
 
     def apply_flush(self, rows: FlushRows) -> None:
+        """:meth:`apply_flush_steps` run to its end (tests)."""
+        for _ in self.apply_flush_steps(rows):
+            pass
+
+    def apply_flush_steps(self, rows: FlushRows) -> Iterator[None]:
         """Bring the cache to what a flush just committed; keep new rows while the fill budget lasts.
 
-        The budget is the room the cache has left, and at least the small FIFO's share: rows
-        beyond that would only push each other out of the small FIFO (S3-FIFO evicts only once
-        the cache is full, so while it has room a flush fills it: a working set that fits is
-        cached by the flush that wrote it, not by a miss each).
+        In steps of :data:`CHUNK` rows, for the event loop to run between its other work (see
+        memd.steps). The budget is the room the cache has left, and at least the small FIFO's
+        share: rows beyond that would only push each other out of the small FIFO (S3-FIFO evicts
+        only once the cache is full, so while it has room a flush fills it: a working set that
+        fits is cached by the flush that wrote it, not by a miss each).
         """
         if self.limit <= 0:
             return
@@ -59,15 +66,16 @@ class FlushUpdates:
                 self.epoch += 1
                 for key in [k for k in self.map if k[0] == db and k[0].__class__ is int]:
                     self._drop(key)
-        self._chunked(rows.deletes, self._apply_delete, budget)
-        self._chunked(rows.upserts, self._apply_upsert, budget)
-        self._chunked(rows.metas, self._apply_meta, budget)
-        self._chunked(rows.elems, self._apply_elem, budget)
-        self._chunked(rows.elem_deletes, self._apply_elem_delete, budget)
-        self._chunked(rows.trims, self._apply_trim, budget)
-        self._chunked(rows.mems, self._apply_mem, budget)
+            yield
+        yield from self._chunked(rows.deletes, self._apply_delete, budget)
+        yield from self._chunked(rows.upserts, self._apply_upsert, budget)
+        yield from self._chunked(rows.metas, self._apply_meta, budget)
+        yield from self._chunked(rows.elems, self._apply_elem, budget)
+        yield from self._chunked(rows.elem_deletes, self._apply_elem_delete, budget)
+        yield from self._chunked(rows.trims, self._apply_trim, budget)
+        yield from self._chunked(rows.mems, self._apply_mem, budget)
 
-    def _chunked(self, rows: list[tuple[Any, ...]], fn: Any, budget: list[int]) -> None:
+    def _chunked(self, rows: list[tuple[Any, ...]], fn: Any, budget: list[int]) -> Iterator[None]:
         for i in range(0, len(rows), CHUNK):
             with self.lock:
                 self.epoch += 1
@@ -81,6 +89,7 @@ class FlushUpdates:
                     if e.live:
                         self._recost(e)
                 self._evict()
+            yield
 
     def _upserts(self, rows: list[tuple[Any, ...]], budget: list[int], touched: dict[int, Entry]) -> None:
         """:meth:`_apply_upsert` over a chunk, the common case (a string already cached, or a key past the

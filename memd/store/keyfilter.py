@@ -37,6 +37,7 @@ FP_RATE = 0.01  # false positives at capacity
 HEADROOM = 1.5  # capacity over the keys found at a build
 MIN_CAPACITY = 1024
 BUILD_BATCH = 1024  # keys per step of a build on the event loop
+ADD_BATCH = 16_384  # keys a flush adds in one C call
 
 
 class KeyFilter:
@@ -92,9 +93,10 @@ class KeyFilter:
                 if f is None:
                     f = self._filters[db] = Bloom(MIN_CAPACITY, FP_RATE)
                     self._capacity[db] = MIN_CAPACITY
-                batch = list(map(_second, group))
-                f.update(batch)
-                self._added[db] = self._added.get(db, 0) + len(batch)
+                keys_of_db = map(_second, group)
+                while batch := list(itertools.islice(keys_of_db, ADD_BATCH)):  # (each call holds the GIL: bounded)
+                    f.update(batch)
+                    self._added[db] = self._added.get(db, 0) + len(batch)
 
     def committed(self, keys: list[tuple[int, bytes]]) -> None:
         """The keys :meth:`add` took are committed now (or their flush failed): a build running may have read
@@ -111,7 +113,7 @@ class KeyFilter:
         for _ in self.build_steps(conn):
             pass
 
-    def build_steps(self, conn: sqlite3.Connection) -> Iterator[None]:
+    def build_steps(self, conn: sqlite3.Connection, counts: dict[int, int] | None = None) -> Iterator[None]:
         """:meth:`build` in steps of :data:`BUILD_BATCH` keys (~1-2 ms each), for the event loop to run between its
         other work: one read transaction on ``conn`` across them.
 
@@ -120,7 +122,10 @@ class KeyFilter:
         timeout claims it back, so every call cost the loop up to a millisecond, and the build itself
         (4.9 s for 1,000,000 keys, a Python call per key) starved: it had not finished after 40 s of
         redis-benchmark. Here a batch's keys go into the filter in one C call (``Bloom.update`` over
-        the rows fetched): 0.7 s for 1,000,000 keys, steps of at most 1.7 ms.
+        the rows fetched): 0.7 s for 1,000,000 keys, steps of at most 1.7 ms. ``counts``: the keys per
+        database (:func:`count_keys`), to size the filters, counted beforehand off the loop (one
+        statement over the whole table: 30-100 ms); a flush committing meanwhile only makes it a
+        little off. None: counted here, in the build's snapshot.
         """
         t0 = time.perf_counter()
         with self._lock:
@@ -128,7 +133,8 @@ class KeyFilter:
         try:
             conn.execute("BEGIN")
             try:
-                counts = dict(conn.execute("SELECT db, count(*) FROM keys GROUP BY db").fetchall())
+                if counts is None:
+                    counts = count_keys(conn)
                 filters = {db: Bloom(max(MIN_CAPACITY, int(n * HEADROOM)), FP_RATE) for db, n in counts.items()}
                 for db, f in filters.items():
                     cur = conn.execute("SELECT key FROM keys WHERE db = ?", (db,))
@@ -182,4 +188,9 @@ class KeyFilter:
                 "keyfilter_build_seconds": round(self.build_seconds, 3), "keyfilter_builds": self.builds}
 
 
-__all__ = ["FP_RATE", "HEADROOM", "KeyFilter"]
+def count_keys(conn: sqlite3.Connection) -> dict[int, int]:
+    """The keys stored, by database (a filter's size)."""
+    return dict(conn.execute("SELECT db, count(*) FROM keys GROUP BY db").fetchall())
+
+
+__all__ = ["FP_RATE", "HEADROOM", "KeyFilter", "count_keys"]

@@ -33,13 +33,14 @@ of or behind.
 before asking SQLite, and its fill is accepted only if the epoch has not moved. Every writer bumps
 the epoch after its commit, under :attr:`lock`, in the same locked section that updates the rows.
 So a read of the row before a commit either fills before that section (which then overwrites or
-drops it) or is refused after it. A fill from the loop only *tries* the lock: if the flush's
-thread holds it, the fill is skipped (a lost fill, never a stall).
+drops it) or is refused after it. A fill from the loop only *tries* the lock: if a writer's
+thread (purge, a statement by hand) holds it, the fill is skipped (a lost fill, never a stall).
 
 **Threads.** Hits are lock-free: a dict lookup and a counter bump under the GIL; entries are
 updated in place by attribute assignment, which a reader sees whole, old or new. Every change of
-the queues and the map happens under :attr:`lock`. The flush's updates run in its worker thread
-in chunks of :data:`CHUNK` rows, the lock released between chunks.
+the queues and the map happens under :attr:`lock`. The flush's updates run on the event loop
+after its commit, in steps of :data:`CHUNK` rows (memd.steps), while the frozen layer still
+answers for every key they touch.
 
 **Eviction: S3-FIFO** (Yang et al., SOSP 2023), which resists scans: a new entry enters a small
 FIFO (:data:`SMALL_SHARE` of the bytes); a hit only bumps its frequency (capped at 3). When the small

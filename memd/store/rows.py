@@ -7,9 +7,10 @@ is sorted by key (SQLite's B-trees take rows 25-35% faster in key order than at 
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import operator
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any, NamedTuple
 
 from memd.engine.memtable import DELETED, Entry, Memtable, under
@@ -19,7 +20,10 @@ from memd.store.tokens import index_entry, ns_tokens
 
 Row = tuple[Any, ...]
 _KEY = operator.itemgetter(1)
-SORT_RUN = 4096  # rows sorted in one C call (the GIL held throughout): see sorted_by_key
+SORT_RUN = 2048  # rows sorted in one step (one C call): see sorted_by_key
+MERGE_STEP = 2048  # sorted rows merged in one step
+KEY_STEP = 1024  # buffered keys turned into rows in one step (~1.5 ms)
+MEM_STEP = 128  # memories turned into rows (and their index entries) in one step
 
 
 class FlushRows(NamedTuple):
@@ -53,37 +57,42 @@ class FlushRows(NamedTuple):
     vectors: list[Row]  # (ns, key, path, blob): the vectors of the versions written
 
 
-def flush_rows(table: Memtable, vector_prefixes: Collection[str] = ()) -> FlushRows:
-    """Every row a flush writes, by kind, built in ONE pass over a frozen memtable.
+def empty_rows() -> FlushRows:
+    """A FlushRows of empty lists, for :func:`flush_row_steps` to fill."""
+    return FlushRows(*([] for _ in FlushRows._fields))
 
-    Pure, so it runs in a worker thread off the event loop (the table is immutable once
-    frozen) and any store can write these rows with its own statements.
-    ``vector_prefixes``: the prefixes of the vector indexes the store holds; a memory
-    written without vectors outside them (and this table's) has no stored vectors to
-    delete, and gets no statement for them.
+
+def flush_rows(table: Memtable, vector_prefixes: Collection[str] = ()) -> FlushRows:
+    """Every row a flush writes, by kind (:func:`flush_row_steps` run to its end)."""
+    rows = empty_rows()
+    for _ in flush_row_steps(table, rows, vector_prefixes):
+        pass
+    return rows
+
+
+def flush_row_steps(table: Memtable, out: FlushRows, vector_prefixes: Collection[str] = ()) -> Iterator[None]:
+    """Fill ``out`` (from :func:`empty_rows`) with every row a flush writes, by kind, in ONE pass over a
+    frozen memtable, yielding about every millisecond of work.
+
+    Pure, and in steps so that the event loop can run it between its other work (the table
+    is immutable once frozen; see memd.steps for why not a worker thread), and any store can
+    write these rows with its own statements. ``vector_prefixes``: the prefixes of the vector
+    indexes the store holds; a memory written without vectors outside them (and this
+    table's) has no stored vectors to delete, and gets no statement for them.
     """
-    wipes: list[Row] = []
-    deletes: list[Row] = []
-    upserts: list[Row] = []
-    metas: list[Row] = []
-    elems: list[Row] = []
-    elem_deletes: list[Row] = []
-    trims: list[Row] = []
     for db, table_db in enumerate(table.dbs):  # database by database: each list comes out in (db, key) order
         if table_db.flushall:
-            wipes.append((db,))
+            out.wipe_elems.append((db,))
+            out.wipe_keys.append((db,))
         if table_db.entries:
-            _key_rows(db, table_db.entries, deletes, upserts, metas, elems, elem_deletes, trims)
-    archives: list[Row] = []
-    history: list[Row] = []
-    idents: list[Row] = []
-    mems: list[Row] = []
-    live: list[Row] = []
-    vector_deletes: list[Row] = []
-    vectors: list[Row] = []
+            yield from _key_rows(db, table_db.entries, out)
+    archives, history, idents, mems = out.archives, out.history, out.unindex, out.mems
+    live, vector_deletes, vectors = out.index, out.vector_deletes, out.vectors
     indexed = (*vector_prefixes, *table.indexes)
     trust_unstored = not table.committed
-    for ident, m in table.mem.items():
+    for i, (ident, m) in enumerate(table.mem.items()):
+        if i % MEM_STEP == MEM_STEP - 1:
+            yield
         tokens = ns_tokens(ident[0])
         if not (m.unstored and trust_unstored):  # (new to the store: no row to archive or unindex)
             at, deleted = m.ended_below
@@ -103,23 +112,24 @@ def flush_rows(table: Memtable, vector_prefixes: Collection[str] = ()) -> FlushR
             if m.value is not None:
                 vectors.extend((*ident, path, blob) for path, blob in m.vectors)
     drops = [(prefix,) for prefix in sorted(table.index_drops)]
-    puts = [(prefix, *spec) for prefix, spec in sorted(table.indexes.items()) if spec is not None]
-    dbmap = [] if table.swapped is None else [(json.dumps(table.swapped),)]
-    return FlushRows(wipes, wipes, dbmap, deletes, upserts, metas, elems, elem_deletes, trims, archives, idents,
-                     history, mems, live,
-                     drops, drops, puts, vector_deletes, vectors)
+    out.vector_drops.extend(drops)
+    out.index_drops.extend(drops)
+    out.index_puts.extend((prefix, *spec) for prefix, spec in sorted(table.indexes.items()) if spec is not None)
+    if table.swapped is not None:
+        out.dbmap.append((json.dumps(table.swapped),))
 
 
-def _key_rows(db: int, entries: dict[bytes, Entry], deletes: list[Row], upserts: list[Row], metas: list[Row],
-              elems: list[Row], elem_deletes: list[Row], trims: list[Row]) -> None:
-    """One database's key and element rows, appended to the lists in key order."""
+def _key_rows(db: int, entries: dict[bytes, Entry], out: FlushRows) -> Iterator[None]:
+    """One database's key and element rows, appended to ``out``'s lists in key order, in steps."""
     d: list[Row] = []
     u: list[Row] = []
     m: list[Row] = []
     el: list[Row] = []
     ed: list[Row] = []
     t: list[Row] = []
-    for k, e in entries.items():  # (memory order: looking each key up in key order took 2x longer)
+    for i, (k, e) in enumerate(entries.items()):  # (memory order: looking each key up in key order took 2x longer)
+        if i % KEY_STEP == KEY_STEP - 1:
+            yield
         type_ = e.type
         if type_ == T_STRING and e.reset:  # most rows: a string written whole (its count/lo/hi are 0)
             u.append((db, k, T_STRING, e.value, e.expires_at, 0, 0, 0, 1))
@@ -148,22 +158,31 @@ def _key_rows(db: int, entries: dict[bytes, Entry], deletes: list[Row], upserts:
                 el.append((db, k, sub, None, v))
             else:
                 el.append((db, k, sub, v, None))
-    for rows, out in ((d, deletes), (u, upserts), (m, metas), (el, elems), (ed, elem_deletes), (t, trims)):
-        out.extend(sorted_by_key(rows))  # in key order: SQLite's B-trees take them 25-35% faster than at random
+    for rows, dest in ((d, out.deletes), (u, out.upserts), (m, out.metas), (el, out.elems), (ed, out.elem_deletes),
+                       (t, out.trims)):
+        yield from sorted_by_key(rows, dest)  # in key order: SQLite's B-trees take them 25-35% faster than at random
 
 
-def sorted_by_key(rows: list[Row]) -> list[Row]:
-    """``rows`` sorted by their key (second field), without holding the GIL for long.
+def sorted_by_key(rows: list[Row], out: list[Row]) -> Iterator[None]:
+    """Append ``rows`` to ``out`` sorted by their key (second field), in steps.
 
-    A flush runs in a worker thread so that the event loop goes on meanwhile, but one
-    ``list.sort`` is one C call that keeps the GIL for its whole length: 280,000 rows in
-    random key order (a buffer filled by random writes) took 0.28 s, 1,000,000 took 2.3 s,
-    and the loop stalled as long. So runs of :data:`SORT_RUN` rows are sorted (~6 ms each
-    on a busy 2-core VM) and merged by ``heapq.merge``, Python code between whose steps the
-    interpreter hands the GIL over as usual: ~1.6x the CPU of one sort, no stall.
+    One ``list.sort`` is one C call: 280,000 rows in random key order (a buffer filled by
+    random writes) took 0.28 s, 1,000,000 took 2.3 s. So runs of :data:`SORT_RUN` rows are
+    sorted, a step each, and merged by ``heapq.merge`` :data:`MERGE_STEP` rows a step:
+    ~1.6x the CPU of one sort, no step longer than a couple of milliseconds.
     """
     if len(rows) <= SORT_RUN:
         rows.sort(key=_KEY)
-        return rows
-    runs = [sorted(rows[i:i + SORT_RUN], key=_KEY) for i in range(0, len(rows), SORT_RUN)]
-    return list(heapq.merge(*runs, key=_KEY))
+        out.extend(rows)
+        return
+    runs = []
+    for i in range(0, len(rows), SORT_RUN):
+        runs.append(sorted(rows[i:i + SORT_RUN], key=_KEY))
+        yield
+    merged = heapq.merge(*runs, key=_KEY)
+    while True:
+        before = len(out)
+        out.extend(itertools.islice(merged, MERGE_STEP))
+        if len(out) - before < MERGE_STEP:
+            return
+        yield

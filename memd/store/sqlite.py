@@ -20,6 +20,7 @@ import json
 import functools
 import itertools
 import logging
+import operator
 import os
 import random
 import sqlite3
@@ -34,15 +35,16 @@ from memd.errors import CommandError, StoreDamagedError, StoreError
 from memd.store import csqlite, search, statements
 from memd.store.base import Cond, HistoryRow, KeyRow, MemRow, Scope, SearchRow
 from memd.store.filters import json_eq, json_text, member_text
-from memd.store.keyfilter import KeyFilter
-from memd.release import release_gradually
+from memd.store.keyfilter import KeyFilter, count_keys
+from memd.release import release_steps
 from memd.store.readcache import MISSING, ReadCache, sorted_elems
-from memd.store.rows import flush_rows
+from memd.store.rows import empty_rows, flush_row_steps
 from memd.store.schema import BUSY_TIMEOUT_MS, MigrationProgress, connect, migrate, register_functions
 from memd.store.sqlitefile import connect_ro
 from memd.store.tokens import ns_tokens
 from memd.store.vectors import VectorIndex
 from memd.store.zindex import Fences, ZsetIndex
+from memd.steps import run_on_loop
 
 T = TypeVar("T")
 _heads_sql = functools.lru_cache(maxsize=None)(statements.mem_heads)
@@ -55,6 +57,8 @@ READER_CACHE_KIB = 64 * 1024
 READER_MMAP_BYTES = 256 << 20  # file-backed pages count in RSS: keep the watchdog's view bounded
 RANDOM_KEY_LEVELS = 256  # random_key's deepest descent (a balanced one needs ~log2(keys))
 BULK_ROWS = 16_384  # rows per memd._sqlite.executemany call (see _transaction)
+_PAIRS_STEP = 8192  # (db, key) pairs taken from the upserts in one step of a flush
+_DB_KEY = operator.itemgetter(0, 1)
 LOAD_BATCH = 10_000  # memories per VectorIndex.replace_many while loading: bounds the temporary copies
 SEARCH_THREADS = 2  # concurrent slow reads (searches) off the event loop; more would only queue for the cores
 
@@ -504,14 +508,21 @@ class SqliteStore(ZsetIndex):
             raise
 
     async def flush(self, table: Memtable) -> None:
+        """Write a frozen memtable: its rows built on the loop in steps, written in the writer's thread,
+        then the read cache brought up to date on the loop in steps (see memd.steps for why the Python
+        parts are not in the thread)."""
         assert table.frozen
+        with anyio.CancelScope(shield=True):  # (a cancelled caller waits for the flush: it is whole or not at all)
+            await self._flush(table)
+
+    async def _flush(self, table: Memtable) -> None:
+        rows = empty_rows()
+        await run_on_loop(flush_row_steps(table, rows, tuple(self._specs)))
+        created = await run_on_loop(_key_pairs(rows.upserts))
+        groups = list(zip(statements.FLUSH, rows))
 
         def work(writer: sqlite3.Connection) -> None:
-            # the rows are built in the same thread call (the frozen table is immutable): one hop
-            rows = flush_rows(table, self._specs)
-            created = [(r[0], r[1]) for r in rows.upserts]
             self.keyfilter.add(created)  # before the commit: never a false negative
-            groups = list(zip(statements.FLUSH, rows))
             try:
                 self._transaction(writer, [*groups, (statements.SET_FLUSHED_LSN, [(table.max_lsn,)])])
                 table.committed = True  # (a retry of this flush must archive and unindex every memory)
@@ -520,27 +531,27 @@ class SqliteStore(ZsetIndex):
                 raise
             finally:
                 self.keyfilter.committed(created)
-            self.readcache.apply_flush(rows)  # after the commit, before the engine drops the frozen layer
             self._apply_vectors(table)
-            release_gradually(rows)  # (FlushRows: its lists; `created` the key filter may still read)
 
         await self._in_writer(work)
+        # after the commit, before the engine drops the frozen layer (which answers for these keys meanwhile)
+        await run_on_loop(self.readcache.apply_flush_steps(rows))
         self.flushed_lsn = table.max_lsn
+        await run_on_loop(release_steps(rows))  # (FlushRows: its lists)
 
     async def maintain_keyfilter(self) -> None:
         """Build the key filter if it is not ready or has worn (on the loop in steps, on a connection of its own)."""
         if self._keyfilter_building or self.keyfilter.ready and not self.keyfilter.needs_rebuild():
             return
-
         self._keyfilter_building = True
-        conn = connect_ro(self.path)
-        steps = self.keyfilter.build_steps(conn)
         try:
-            for _ in steps:  # (on the loop, in steps: see KeyFilter.build_steps)
-                await anyio.sleep(0)
+            counts = await anyio.to_thread.run_sync(_count_keys, self.path)  # (SQLite steps without the GIL)
+            conn = connect_ro(self.path)
+            try:
+                await run_on_loop(self.keyfilter.build_steps(conn, counts))  # (see KeyFilter.build_steps)
+            finally:
+                conn.close()
         finally:
-            steps.close()  # (cancelled: its transaction ends before its connection)
-            conn.close()
             self._keyfilter_building = False
 
     def keyfilter_stats(self) -> dict[str, int | float]:
@@ -668,6 +679,23 @@ class SqliteStore(ZsetIndex):
         finally:
             dst.close()
             src.close()
+
+
+def _count_keys(path: str) -> dict[int, int]:
+    conn = connect_ro(path)
+    try:
+        return count_keys(conn)
+    finally:
+        conn.close()
+
+
+def _key_pairs(upserts: list[tuple[Any, ...]]) -> Iterator[None]:
+    """The (db, key) of each upserted row, for the key filter, in steps (a C call per slice); returns them."""
+    pairs: list[tuple[int, bytes]] = []
+    for i in range(0, len(upserts), _PAIRS_STEP):
+        pairs.extend(map(_DB_KEY, upserts[i:i + _PAIRS_STEP]))
+        yield
+    return pairs
 
 
 def _yield_all(items: list[tuple[bytes, Any]]) -> Iterator[tuple[bytes, Any]]:

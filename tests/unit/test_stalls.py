@@ -24,9 +24,9 @@ import pytest
 import memd.server as server_mod
 from memd.engine.engine import Engine
 from memd.gcpolicy import GcPolicy
-from memd.release import CHUNK, release_gradually
+from memd.release import CHUNK, release_steps
 from memd.server import Connection, Server
-from memd.store.rows import SORT_RUN, sorted_by_key
+from memd.store.rows import MERGE_STEP, SORT_RUN, sorted_by_key
 from tests.fake_transport import FakeTransport
 
 
@@ -35,15 +35,22 @@ def test_sorted_by_key_is_one_stable_sort(n: int) -> None:
     rng = random.Random(n)
     # few distinct keys: many ties (a collection's element rows share their key), which must keep their order
     rows = [(0, b"k%d" % rng.randrange(max(n // 3, 1)), i) for i in range(n)]
-    assert sorted_by_key(list(rows)) == sorted(rows, key=operator.itemgetter(1))
+    out: list[tuple[int, bytes, int]] = [(9, b"before", -1)]
+    steps = sum(1 for _ in sorted_by_key(list(rows), out))
+    assert out == [(9, b"before", -1), *sorted(rows, key=operator.itemgetter(1))]
+    if n > SORT_RUN:  # a step per run sorted and per MERGE_STEP rows merged: none holds the loop for long
+        assert steps >= n // SORT_RUN + n // MERGE_STEP - 1
 
 
-def test_release_gradually_empties_lists_and_dicts() -> None:
+def test_release_steps_empty_lists_and_dicts_a_chunk_at_a_time() -> None:
     big_list = list(range(3 * CHUNK + 5))
     big_dict = {i: str(i) for i in range(2 * CHUNK + 1)}
     shared = [1, 2]
-    release_gradually([big_list, big_dict, shared, shared, []])
+    steps = 0
+    for _ in release_steps([big_list, big_dict, shared, shared, []]):
+        steps += 1
     assert big_list == [] and big_dict == {} and shared == []
+    assert steps == 4 + 3 + 1  # (each step frees at most CHUNK elements)
 
 
 @pytest.fixture
