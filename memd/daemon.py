@@ -182,6 +182,7 @@ async def _serve(live: Live, stop: asyncio.Event) -> None:
             live.request_reload = reloader.request
             await server.start(activated)
             tg.start_soon(_run_once, maintenance, "vectors")  # the ANN of a loaded index, without waiting 10 s
+            tg.start_soon(gcpolicy.POLICY.pace_young_collections)  # (small pauses, see there)
             systemd.notify("READY=1", f"STATUS=ready: socket={server.socket_path} fsync={engine.fsync_policy}")
             interval = systemd.watchdog_interval()
             if interval is not None:  # WatchdogSec=: ping only while the loop runs and the flush progresses

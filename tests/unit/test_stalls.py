@@ -146,3 +146,35 @@ async def test_a_closed_socket_connection_leaves_no_cycle(tmp_path: Path) -> Non
                     gc.enable()
         finally:
             await server.close()
+
+
+class Item:
+    """A tracked object with no cycles, as a buffer entry is."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+def churn(old: list[Item], n: int) -> None:
+    """Replace ``n`` of ``old``'s objects by new ones: tens of thousands of new objects, net allocations ~0."""
+    for i in range(n):
+        old[i] = Item(i)
+
+
+@pytest.mark.anyio
+async def test_young_collections_come_on_a_clock(policy: GcPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects that replace freed ones do not move the collector's count: without the pacer they pile up
+    in generation 0 (the collection that finally comes walks them all); with it they are collected."""
+    old = [Item(i) for i in range(30_000)]
+    gc.collect()
+    gc.freeze()
+    churn(old, 30_000)
+    assert len(gc.get_objects(0)) >= 25_000, "the pile this test is about: new objects the count does not see"
+    monkeypatch.setattr("memd.gcpolicy.YOUNG_INTERVAL", 0.01)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(policy.pace_young_collections)
+        churn(old, 30_000)
+        await anyio.sleep(0.1)
+        assert len(gc.get_objects(0)) < 5_000
+        tg.cancel_scope.cancel()
+    assert policy.collections >= 2
