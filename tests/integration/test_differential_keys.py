@@ -708,15 +708,16 @@ async def test_idletime_tracks_access(tmp_path: Path) -> None:
         await engine.flush()  # the buffer's access times go into the map with its keys
         now[0] += 2
         assert side.call(cmd("OBJECT IDLETIME h")) == b":9\r\n"
-        # past the cap, the half inserted first is forgotten: those read as idle since the floor
+        # past the cap, the FORGET_STEP inserted first are forgotten: those read as idle since the floor
         ks = engine.keyspace
         ks.access.clear()
         ks.access_floor = now[0]
         for j in range(memd.engine.keyops.ACCESS_MAX + 1):
             ks.access[b"x%d" % j] = now[0]
         now[0] += 3
-        assert side.call(cmd("GET s")) == b"$1\r\nv\r\n"  # a read from SQLite: recorded, the map halved
-        assert len(ks.access) <= memd.engine.keyops.ACCESS_MAX // 2 + 2
+        assert side.call(cmd("GET s")) == b"$1\r\nv\r\n"  # a read from SQLite: recorded, the oldest forgotten
+        assert len(ks.access) <= memd.engine.keyops.ACCESS_MAX - memd.engine.keyops.FORGET_STEP + 2
+        assert b"x0" not in ks.access and b"x%d" % memd.engine.keyops.ACCESS_MAX in ks.access
         side.call(cmd("SET fresh v"))
         now[0] += 4
         assert side.call(cmd("OBJECT IDLETIME h")) == b":4\r\n"  # a lower bound: since the floor (the halving)
