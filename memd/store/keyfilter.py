@@ -38,6 +38,7 @@ HEADROOM = 1.5  # capacity over the keys found at a build
 MIN_CAPACITY = 1024
 BUILD_BATCH = 1024  # keys per step of a build on the event loop
 ADD_BATCH = 16_384  # keys a flush adds in one C call
+SWAP_MAX = 4096  # keys a build may still have to add when it swaps its filters in (under the lock)
 
 
 class KeyFilter:
@@ -88,15 +89,8 @@ class KeyFilter:
             self._inflight.append(keys)
             if self._pending is not None:
                 self._pending.extend(keys)
-            for db, group in itertools.groupby(keys, key=_first):  # (C calls only: no Python per key)
-                f = self._filters.get(db)
-                if f is None:
-                    f = self._filters[db] = Bloom(MIN_CAPACITY, FP_RATE)
-                    self._capacity[db] = MIN_CAPACITY
-                keys_of_db = map(_second, group)
-                while batch := list(itertools.islice(keys_of_db, ADD_BATCH)):  # (each call holds the GIL: bounded)
-                    f.update(batch)
-                    self._added[db] = self._added.get(db, 0) + len(batch)
+            for _ in _add_pairs(self._filters, self._capacity, self._added, keys):  # (C calls, each bounded)
+                pass
 
     def committed(self, keys: list[tuple[int, bytes]]) -> None:
         """The keys :meth:`add` took are committed now (or their flush failed): a build running may have read
@@ -147,23 +141,43 @@ class KeyFilter:
             with self._lock:
                 self._pending = None
             raise
-        with self._lock:
-            pending, self._pending = self._pending or [], None
-            capacity = {db: max(MIN_CAPACITY, int(counts.get(db, 0) * HEADROOM)) for db in filters}
-            added = dict(counts)
-            for db, key in [*pending, *(k for keys in self._inflight for k in keys)]:
-                if db not in filters:
-                    filters[db] = Bloom(MIN_CAPACITY, FP_RATE)
-                    capacity[db] = MIN_CAPACITY
-                filters[db].add(key)
-                added[db] = added.get(db, 0) + 1  # (counted: past its capacity, the filter is rebuilt)
-            self._filters, self._capacity, self._added = filters, capacity, added
-            self.rejected = self.maybes = self.false = 0
-            self.ready = True
+        # the keys flushes added meanwhile (and those of flushes still in flight), in steps too: a flush
+        # of 500,000 keys during the build made this one step of 250 ms; the last round, under the lock
+        # with the swap, is small
+        capacity = {db: max(MIN_CAPACITY, int(counts.get(db, 0) * HEADROOM)) for db in filters}
+        added = dict(counts)
+        taken: list[list[tuple[int, bytes]]] = []  # in-flight lists already added (by identity)
+        try:
+            yield from self._catch_up(filters, capacity, added, taken)
+        except BaseException:
+            with self._lock:
+                self._pending = None
+            raise
         self.builds += 1
         self.build_seconds = time.perf_counter() - t0
         log.info("key_filter_built keys=%d databases=%d bytes=%d seconds=%.3f", sum(counts.values()), len(filters),
                  self.bytes(), self.build_seconds)
+
+    def _catch_up(self, filters: dict[int, Bloom], capacity: dict[int, int], added: dict[int, int],
+                  taken: list[list[tuple[int, bytes]]]) -> Iterator[None]:
+        """Add what flushes added during a build, in steps, until little is left; then that, and the swap,
+        under the lock (``taken``: the in-flight lists added already, by identity)."""
+        while True:
+            with self._lock:
+                pending, self._pending = self._pending or [], []
+                fresh = [keys for keys in self._inflight if not any(keys is t for t in taken)]
+                if len(pending) + sum(map(len, fresh)) <= SWAP_MAX:
+                    self._pending = None
+                    for keys in (pending, *fresh):
+                        for _ in _add_pairs(filters, capacity, added, keys):
+                            pass
+                    self._filters, self._capacity, self._added = filters, capacity, added
+                    self.rejected = self.maybes = self.false = 0
+                    self.ready = True
+                    return
+            for keys in (pending, *fresh):
+                yield from _add_pairs(filters, capacity, added, keys)
+            taken += fresh
 
     def needs_rebuild(self) -> bool:
         """Past its capacity in some database, or erring on more than twice FP_RATE of the absent keys asked."""
@@ -186,6 +200,22 @@ class KeyFilter:
                 "keyfilter_false_positive_rate": round(self.false / max(1, self.rejected + self.false), 4),
                 "keyfilter_reads_saved": self.rejected,
                 "keyfilter_build_seconds": round(self.build_seconds, 3), "keyfilter_builds": self.builds}
+
+
+def _add_pairs(filters: dict[int, Bloom], capacity: dict[int, int], added: dict[int, int],
+               keys: list[tuple[int, bytes]]) -> Iterator[None]:
+    """Add (db, key) pairs to ``filters`` (a filter made for a database they bring), :data:`ADD_BATCH`
+    keys per C call and per step; ``added`` counts them (past its capacity, a filter is rebuilt)."""
+    for i in range(0, len(keys), ADD_BATCH):
+        for db, group in itertools.groupby(keys[i:i + ADD_BATCH], key=_first):
+            f = filters.get(db)
+            if f is None:
+                f = filters[db] = Bloom(MIN_CAPACITY, FP_RATE)
+                capacity[db] = MIN_CAPACITY
+            batch = list(map(_second, group))
+            f.update(batch)
+            added[db] = added.get(db, 0) + len(batch)
+        yield
 
 
 def count_keys(conn: sqlite3.Connection) -> dict[int, int]:

@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from memd.engine.engine import Engine
-from memd.store.keyfilter import BUILD_BATCH, KeyFilter
+from memd.store.keyfilter import ADD_BATCH, BUILD_BATCH, SWAP_MAX, KeyFilter
 from memd.store.schema import migrate
 
 pytestmark = pytest.mark.anyio
@@ -137,8 +137,10 @@ def test_a_build_runs_in_steps_of_a_batch(tmp_path: Path) -> None:
     migrate(path)
     writer = sqlite3.connect(path, isolation_level=None)
     n = 5 * BUILD_BATCH + 3
-    writer.executemany("INSERT INTO keys (db, key, type, value) VALUES (?, ?, 1, x'00')",
-                       [(i % 2, b"k%d" % i) for i in range(n)])
+    with writer:
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO keys (db, key, type, value) VALUES (?, ?, 1, x'00')",
+                           [(i % 2, b"k%d" % i) for i in range(n)])
     kf = KeyFilter()
     conn = sqlite3.connect(path)
     steps = 0
@@ -148,5 +150,36 @@ def test_a_build_runs_in_steps_of_a_batch(tmp_path: Path) -> None:
     assert steps >= n // BUILD_BATCH
     assert kf.ready and all(kf.might_hold(i % 2, b"k%d" % i) for i in range(n))
     assert kf.stats()["keyfilter_keys"] == n
+    writer.close()
+    conn.close()
+
+
+def test_a_build_takes_what_a_big_flush_added_meanwhile_in_steps(tmp_path: Path) -> None:
+    """Keys flushes add during a build are added to its filters in steps too (a flush of 500,000 keys
+    made one step of 250 ms), and none is missing when they are swapped in."""
+    path = str(tmp_path / "store.sqlite3")
+    migrate(path)
+    writer = sqlite3.connect(path, isolation_level=None)
+    with writer:
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO keys (db, key, type, value) VALUES (0, ?, 1, x'00')",
+                           [(b"old%d" % i,) for i in range(3 * BUILD_BATCH)])
+    kf = KeyFilter()
+    conn = sqlite3.connect(path)
+    steps = kf.build_steps(conn)
+    next(steps)  # the snapshot is read: what flushes add now reaches the build only through the filter
+    inflight = [(0, b"inflight%d" % i) for i in range(3 * SWAP_MAX)]
+    kf.add(inflight)  # a flush still in flight when the build swaps
+    flushed = [(1, b"new%d" % i) for i in range(5 * ADD_BATCH)]
+    kf.add(flushed)
+    with writer:  # (one transaction)
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO keys (db, key, type, value) VALUES (?, ?, 1, x'00')", flushed)
+    kf.committed(flushed)
+    rest = sum(1 for _ in steps)
+    assert kf.ready
+    assert rest >= 2 + 5, "the scan's last steps, then a step per batch of the flushes' keys"
+    assert all(kf.might_hold(db, key) for db, key in [*flushed, *inflight])
+    assert all(kf.might_hold(0, b"old%d" % i) for i in range(3 * BUILD_BATCH))
     writer.close()
     conn.close()
