@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench_memory as bm  # noqa: E402
-from benchutil import Cleanup, wait_ready  # noqa: E402
+from benchutil import Cleanup, timed_steps, wait_ready  # noqa: E402
 
 import memd.store.sqlite as sqlite_store  # noqa: E402
 from memd.engine.engine import Engine  # noqa: E402
@@ -99,17 +99,8 @@ async def in_process(c: bm.Corpus, depth: int) -> None:
     build = sqlite_store.flush_row_steps
 
     def rows(*args: Any) -> Any:  # (the flush's steps on the loop, each timed)
-        steps = build(*args)
         name = "rows built in Python (flush_row_steps)"
-        while True:
-            t0 = time.thread_time()
-            try:
-                next(steps)
-            except StopIteration:
-                return
-            finally:
-                spent[name] = spent.get(name, 0.0) + time.thread_time() - t0
-            yield
+        return timed_steps(build(*args), lambda s: spent.__setitem__(name, spent.get(name, 0.0) + s))
 
     sqlite_store.SqliteStore._transaction = timed  # type: ignore[method-assign]
     sqlite_store.flush_row_steps = rows  # type: ignore[assignment]

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import memd.server as server_mod  # noqa: E402
 from benchmarks.bench_loop import CONNECTIONS, PIPELINE, feed, frame  # noqa: E402
+from benchmarks.benchutil import timed_steps  # noqa: E402
 from memd.engine.engine import Engine  # noqa: E402
 from memd.server import Connection, Server  # noqa: E402
 from tests.fake_transport import FakeTransport  # noqa: E402
@@ -172,16 +173,7 @@ async def flush_cost(keys: int) -> None:
             apply = cache.apply_flush_steps
 
             def timed(rows: Any) -> Any:  # (its steps on the loop, each timed)
-                steps = apply(rows)
-                while True:
-                    t0 = time.thread_time()
-                    try:
-                        next(steps)
-                    except StopIteration:
-                        return
-                    finally:
-                        spent[0] += time.thread_time() - t0
-                    yield
+                return timed_steps(apply(rows), lambda s: spent.__setitem__(0, spent[0] + s))
             cache.apply_flush_steps = timed  # type: ignore[method-assign]
             print(f"A flush of {keys:,} overwritten keys and {keys:,} new ones (200-byte values)")
             for mode, n in (("on", 0), ("off", 1), ("on", 2)):

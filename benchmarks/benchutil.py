@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 STOP_GRACE = 300.0  # seconds for a server to exit after SIGTERM (memd flushes its buffer to SQLite)
@@ -141,3 +142,17 @@ def machine_line() -> str:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else ncpu
     return (f"machine: {ncpu} CPUs ({usable} usable), {cpu_model()}; {platform.system()} {platform.release()}; "
             f"Python {platform.python_version()}")
+
+
+def timed_steps(steps: Iterator[None], spent: Callable[[float], None]) -> Iterator[None]:
+    """``steps`` (a generator the daemon runs on its loop a step at a time), each step's thread CPU
+    time passed to ``spent``: what a flush's step costs the loop."""
+    while True:
+        t0 = time.thread_time()
+        try:
+            next(steps)
+        except StopIteration:
+            return
+        finally:
+            spent(time.thread_time() - t0)
+        yield
