@@ -15,27 +15,26 @@ runs it a slice at a time (:func:`run_on_loop`); worker threads keep what releas
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
-from typing import TypeVar
+from collections.abc import Generator, Iterator
+from typing import Any, TypeVar, overload
 
 import anyio
 
 T = TypeVar("T")
-Steps = Generator[None, None, T]
 SLICE = 0.002  # seconds of steps the loop runs before it serves again
 
 
-def run_all(steps: Steps[T]) -> T:
-    """All of ``steps`` at once (tests, code already off the loop); their result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+@overload
+async def run_on_loop(steps: Generator[None, None, T]) -> T: ...  # type: ignore[overload-overlap]
 
 
-async def run_on_loop(steps: Steps[T]) -> T:
-    """``steps`` on the event loop, :data:`SLICE` at a time with the loop serving in between; their result.
+@overload
+async def run_on_loop(steps: Iterator[None]) -> None: ...
+
+
+async def run_on_loop(steps: Iterator[None]) -> Any:
+    """``steps`` on the event loop, :data:`SLICE` at a time with the loop serving in between; their result
+    (a generator's return value).
 
     Cancelled between steps, the generator is closed (its ``finally`` blocks run).
     """
@@ -46,10 +45,12 @@ async def run_on_loop(steps: Steps[T]) -> T:
                 try:
                     next(steps)
                 except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+                    return done.value
             await anyio.sleep(0)
     finally:
-        steps.close()
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()
 
 
-__all__ = ["SLICE", "Steps", "run_all", "run_on_loop"]
+__all__ = ["SLICE", "run_on_loop"]

@@ -25,7 +25,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -689,7 +689,7 @@ def _count_keys(path: str) -> dict[int, int]:
         conn.close()
 
 
-def _key_pairs(upserts: list[tuple[Any, ...]]) -> Iterator[None]:
+def _key_pairs(upserts: list[tuple[Any, ...]]) -> Generator[None, None, list[tuple[int, bytes]]]:
     """The (db, key) of each upserted row, for the key filter, in steps (a C call per slice); returns them."""
     pairs: list[tuple[int, bytes]] = []
     for i in range(0, len(upserts), _PAIRS_STEP):
