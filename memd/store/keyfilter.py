@@ -118,8 +118,10 @@ class KeyFilter:
         redis-benchmark. Here a batch's keys go into the filter in one C call (``Bloom.update`` over
         the rows fetched): 0.7 s for 1,000,000 keys, steps of at most 1.7 ms. ``counts``: the keys per
         database (:func:`count_keys`), to size the filters, counted beforehand off the loop (one
-        statement over the whole table: 30-100 ms); a flush committing meanwhile only makes it a
-        little off. None: counted here, in the build's snapshot.
+        statement over the whole table: 30-100 ms); a flush committing meanwhile only makes them a
+        little off, or misses a database: the scan covers every database in the snapshot whatever the
+        counts say (a filter is sized from them, and rebuilt if the keys found overfill it). None:
+        counted here, in the build's snapshot.
         """
         t0 = time.perf_counter()
         with self._lock:
@@ -130,11 +132,19 @@ class KeyFilter:
                 if counts is None:
                     counts = count_keys(conn)
                 filters = {db: Bloom(max(MIN_CAPACITY, int(n * HEADROOM)), FP_RATE) for db, n in counts.items()}
-                for db, f in filters.items():
-                    cur = conn.execute("SELECT key FROM keys WHERE db = ?", (db,))
-                    while rows := cur.fetchmany(BUILD_BATCH):
-                        f.update(map(_first, rows))
-                        yield
+                # every database the snapshot holds, not only those counted (a flush may have committed keys
+                # of a new one in between): one filled from nothing starts small, and is rebuilt once full
+                found: dict[int, int] = {}
+                cur = conn.execute("SELECT db, key FROM keys")
+                while rows := cur.fetchmany(BUILD_BATCH):
+                    for db, group in itertools.groupby(rows, key=_first):
+                        f = filters.get(db)
+                        if f is None:
+                            f = filters[db] = Bloom(MIN_CAPACITY, FP_RATE)
+                        batch = list(map(_second, group))
+                        f.update(batch)
+                        found[db] = found.get(db, 0) + len(batch)
+                    yield
             finally:
                 conn.execute("COMMIT")
         except BaseException:
@@ -145,7 +155,7 @@ class KeyFilter:
         # of 500,000 keys during the build made this one step of 250 ms; the last round, under the lock
         # with the swap, is small
         capacity = {db: max(MIN_CAPACITY, int(counts.get(db, 0) * HEADROOM)) for db in filters}
-        added = dict(counts)
+        added = found  # (past its capacity, a filter is rebuilt: a database the counts missed, at once)
         taken: list[list[tuple[int, bytes]]] = []  # in-flight lists already added (by identity)
         try:
             yield from self._catch_up(filters, capacity, added, taken)
@@ -155,7 +165,7 @@ class KeyFilter:
             raise
         self.builds += 1
         self.build_seconds = time.perf_counter() - t0
-        log.info("key_filter_built keys=%d databases=%d bytes=%d seconds=%.3f", sum(counts.values()), len(filters),
+        log.info("key_filter_built keys=%d databases=%d bytes=%d seconds=%.3f", sum(found.values()), len(filters),
                  self.bytes(), self.build_seconds)
 
     def _catch_up(self, filters: dict[int, Bloom], capacity: dict[int, int], added: dict[int, int],

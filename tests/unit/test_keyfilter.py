@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from memd.engine.engine import Engine
-from memd.store.keyfilter import ADD_BATCH, BUILD_BATCH, SWAP_MAX, KeyFilter
+from memd.store.keyfilter import ADD_BATCH, BUILD_BATCH, MIN_CAPACITY, SWAP_MAX, KeyFilter, count_keys
 from memd.store.schema import migrate
 
 pytestmark = pytest.mark.anyio
@@ -181,5 +181,27 @@ def test_a_build_takes_what_a_big_flush_added_meanwhile_in_steps(tmp_path: Path)
     assert rest >= 2 + 5, "the scan's last steps, then a step per batch of the flushes' keys"
     assert all(kf.might_hold(db, key) for db, key in [*flushed, *inflight])
     assert all(kf.might_hold(0, b"old%d" % i) for i in range(3 * BUILD_BATCH))
+    writer.close()
+    conn.close()
+
+
+def test_a_build_covers_databases_its_counts_missed(tmp_path: Path) -> None:
+    """The keys are counted before the build's snapshot (off the loop): a flush committing a new database
+    in between must still be in the filters swapped in (DBSIZE double-counted its keys when it was not)."""
+    path = str(tmp_path / "store.sqlite3")
+    migrate(path)
+    writer = sqlite3.connect(path, isolation_level=None)
+    counts = count_keys(writer)  # {}: nothing stored yet
+    with writer:
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO keys (db, key, type, value) VALUES (?, ?, 1, x'00')",
+                           [(3, b"k%d" % i) for i in range(2 * MIN_CAPACITY)] + [(0, b"zero")])
+    kf = KeyFilter()
+    conn = sqlite3.connect(path)
+    for _ in kf.build_steps(conn, counts):
+        pass
+    assert kf.ready
+    assert kf.might_hold(0, b"zero") and all(kf.might_hold(3, b"k%d" % i) for i in range(2 * MIN_CAPACITY))
+    assert kf.needs_rebuild(), "a filter sized for none holding 2,048 keys"
     writer.close()
     conn.close()
