@@ -31,9 +31,9 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from typing import Any
 
 import anyio
-from typing import Any
 
 log = logging.getLogger("memd.gc")
 

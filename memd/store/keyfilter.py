@@ -131,20 +131,14 @@ class KeyFilter:
             try:
                 if counts is None:
                     counts = count_keys(conn)
-                filters = {db: Bloom(max(MIN_CAPACITY, int(n * HEADROOM)), FP_RATE) for db, n in counts.items()}
+                capacity = {db: max(MIN_CAPACITY, int(n * HEADROOM)) for db, n in counts.items()}
+                filters = {db: Bloom(cap, FP_RATE) for db, cap in capacity.items()}
                 # every database the snapshot holds, not only those counted (a flush may have committed keys
                 # of a new one in between): one filled from nothing starts small, and is rebuilt once full
                 found: dict[int, int] = {}
                 cur = conn.execute("SELECT db, key FROM keys")
-                while rows := cur.fetchmany(BUILD_BATCH):
-                    for db, group in itertools.groupby(rows, key=_first):
-                        f = filters.get(db)
-                        if f is None:
-                            f = filters[db] = Bloom(MIN_CAPACITY, FP_RATE)
-                        batch = list(map(_second, group))
-                        f.update(batch)
-                        found[db] = found.get(db, 0) + len(batch)
-                    yield
+                while rows := cur.fetchmany(BUILD_BATCH):  # (fewer than ADD_BATCH: one step a batch)
+                    yield from _add_pairs(filters, capacity, found, rows)
             finally:
                 conn.execute("COMMIT")
         except BaseException:
@@ -154,11 +148,9 @@ class KeyFilter:
         # the keys flushes added meanwhile (and those of flushes still in flight), in steps too: a flush
         # of 500,000 keys during the build made this one step of 250 ms; the last round, under the lock
         # with the swap, is small
-        capacity = {db: max(MIN_CAPACITY, int(counts.get(db, 0) * HEADROOM)) for db in filters}
-        added = found  # (past its capacity, a filter is rebuilt: a database the counts missed, at once)
         taken: list[list[tuple[int, bytes]]] = []  # in-flight lists already added (by identity)
-        try:
-            yield from self._catch_up(filters, capacity, added, taken)
+        try:  # (the keys found, not the counts, decide a rebuild: a database the counts missed, at once)
+            yield from self._catch_up(filters, capacity, found, taken)
         except BaseException:
             with self._lock:
                 self._pending = None
