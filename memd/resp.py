@@ -6,17 +6,17 @@ got to :class:`RequestParser`, takes every complete command from
 :class:`ReplyEncoder` made in one ``transport.write``.
 
 Why this parser: a pure-Python parser (``bytes.find`` and index arithmetic
-over one buffer, a dict that parses and validates common lengths) costs
-2.0 µs per pipelined ``SET key:000000000001 xxx`` on the dev box (2 vCPU EPYC,
-CPython 3.11.7; ``python benchmarks/bench_resp.py``, best of 60 runs of 100
-commands per read); bare ``hiredis.Reader`` costs 0.19 µs but checks no
-limit (it waits for a declared 1 GB bulk; ``maxbuf`` only tunes compaction),
-accepts what Redis rejects (nested arrays, ``:1``, RESP3 types, any 2 bytes
-after bulk data) and cannot read inline commands. So both: hiredis parses
-batches of plain RESP arrays, and the guards of :class:`RequestParser` keep
-its result exact: 0.74 µs per SET (GET: 0.61 vs 1.47 in pure Python; a SET
-stream cut mid-frame by 4000-byte reads: 0.85 vs 2.16). Batches under 128
-bytes (one unpipelined command) go to Python, which is faster there (2.6 µs).
+over one buffer, a dict that parses and validates common lengths) is the
+reference for every rule and error, and costs 1.4-2.6 µs per pipelined
+command. Plain RESP arrays, what clients send, go to a small reader in C
+(memd._resp) that takes only frames exact by construction and stops where
+Python must read on: 0.12-0.19 µs per command in pipelines of 16 (GET, SET
+of 200 bytes, XADD, EVALSHA, MEM.PUT of 1 KB), 0.6-1.3 µs for one command
+alone (2026-12-08, at the commit that added memd/_resp.c; in-process ``timeit`` of
+``feed`` + ``commands``). Before it, hiredis's reply parser did this under
+a guard (pack the commands back, compare with the bytes read: it accepts
+what Redis refuses and checks no limit), 0.57-0.87 µs per command, most of
+it the guard.
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any, Final
 
-import hiredis
-
 from memd.errors import CommandError, ProtocolError
 from memd.int64 import parse_int64
+
+try:
+    from memd._resp import split as _split
+except ImportError:  # not built (no C compiler at install): Python parses everything
+    _split = None
 
 __all__ = [
     "OK", "PONG", "QUEUED", "NULL_BULK", "NULL_ARRAY", "NULL3", "EMPTY_ARRAY",
@@ -46,8 +49,6 @@ _INLINE_SPECIAL: Final = re.compile(rb"[\"'\x00\x0b\x0c]")
 _ESCAPES: Final[dict[int, int]] = {110: 10, 114: 13, 116: 9, 98: 8, 97: 7}  # n r t b a
 _HEXBYTE: Final = re.compile(rb"[0-9a-fA-F]{2}")
 _BLANK: Final = b" \t\n\r\x0b\x0c"  # C isspace()
-_NEED: Final = object()  # hiredis "incomplete" marker (its default, False, is also a RESP3 value)
-_FAST_MIN: Final = 128  # shorter batches (with no partial frame) are cheaper in Python
 _FAST_TAIL: Final = 4096  # partial frames larger than this are left to the Python engine
 _MAX_HEADER: Final = 21  # longest valid '*'/'$' line without CRLF: the type byte and "-9223372036854775808"
 
@@ -112,16 +113,17 @@ class RequestParser:
     skipped, and the 2 bytes after bulk data are not checked.
 
     Two engines, one behaviour. ``_parse`` (Python) is the reference. While
-    the stream is plain RESP arrays, batches go to ``hiredis.Reader`` (C)
-    instead, under three guards: its commands are kept only if packing them
-    back (``hiredis.pack_command``) reproduces the consumed bytes exactly; a
-    batch is only given to it if too short to hold a whole over-limit frame;
-    and the partial frame it keeps is parsed by ``_parse`` at once (limits,
-    errors). Otherwise the batch is re-parsed in Python from the last frame
-    boundary. ``accelerate=False`` keeps to Python (tests, benchmarks).
+    the stream is at a frame boundary, batches go to ``memd._resp.split``
+    (C) instead: it reads the complete ``*<n>`` arrays of ``$<len>`` bulk
+    strings with canonical lengths within the limits, and stops at anything
+    else. What it stops at, and a frame cut short, ``_parse`` reads at
+    once (limits, errors, inline commands); a partial frame over
+    ``_FAST_TAIL`` bytes stays with Python until it is complete. Without
+    the extension (no C compiler at install) Python parses everything.
+    ``accelerate=False`` keeps to Python (tests, benchmarks).
     """
 
-    __slots__ = ("_max_bulk", "_max_args", "_max_line", "_fast_max", "_accelerate", "_reader",
+    __slots__ = ("_max_bulk", "_max_args", "_max_line", "_accelerate", "_fast_on",
                  "_buf", "_pos", "_chunks", "_avail", "_need", "_want_line", "_ready",
                  "_args", "_left", "_held", "_error")
 
@@ -130,12 +132,10 @@ class RequestParser:
         self._max_bulk = max_bulk_bytes
         self._max_args = max_args
         self._max_line = max_inline_bytes
-        # A batch no longer than this cannot hold a *complete* over-limit frame.
-        self._fast_max = min(max_bulk_bytes, 6 * max_args + 9)
-        self._accelerate = accelerate
-        self._reader: hiredis.Reader | None = None  # set while hiredis parses (fast mode)
+        self._accelerate = accelerate and _split is not None
+        self._fast_on = False  # batches go to memd._resp (fast mode); set by _settle
         self._buf = b""  # unparsed bytes start at _pos; in fast mode _pos is 0 and _buf
-        self._pos = 0  # is the partial frame hiredis holds
+        self._pos = 0  # is a partial frame, parsed again whole with the next bytes
         self._chunks: list[bytes] = []
         self._avail = 0  # len(_buf) - _pos + sum(len(_chunks))
         self._need = 1  # unparsed bytes needed before parsing can progress...
@@ -179,68 +179,51 @@ class RequestParser:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         out: list[list[bytes]] = []
         try:
-            if self._reader is None or (not self._buf and len(data) < _FAST_MIN) or not self._fast(data, out):
+            if self._fast_on:
+                self._fast(data, out)
+            else:
                 if self._pos < len(self._buf):  # an incomplete frame's bytes + new bytes
                     data = b"".join((memoryview(self._buf)[self._pos:], data))
                 self._parse(data, out)
                 self._settle()
         except ProtocolError as exc:
             self._error = exc
-            self._reader = None
+            self._fast_on = False
             self._buf, self._pos, self._avail, self._args, self._held = b"", 0, 0, None, 0
             if not out:
                 raise
         return out
 
-    def _fast(self, data: bytes, out: list[list[bytes]]) -> bool:
-        """Parse a batch with hiredis (guards: see class doc); False: Python must do it."""
-        reader, tail = self._reader, self._buf
-        assert reader is not None
-        if len(tail) + len(data) > self._fast_max or (not tail and data[0] != 42):
-            self._reader = None
-            return False
-        reader.feed(data)
+    def _fast(self, data: bytes, out: list[list[bytes]]) -> None:
+        """Parse a batch with memd._resp (see class doc); Python reads on where it stops."""
+        tail = self._buf
         stream = tail + data if tail else data
-        try:
-            cmds = list(iter(reader.gets, _NEED))
-            packed = b"".join(map(hiredis.pack_command, map(tuple, cmds)))
-        except (hiredis.HiredisError, MemoryError, TypeError):
-            packed = None
-        if packed is None or not stream.startswith(packed):
-            self._reader = None
-            return False
-        if [] in cmds:
-            cmds = [c for c in cmds if c]
-        out += cmds
-        rest = stream[len(packed):]
+        assert _split is not None
+        pos, _ = _split(stream, 0, self._max_args, self._max_bulk, out)
+        rest = stream[pos:] if pos else stream
         self._buf, self._avail = rest, len(rest)
-        if rest:  # hiredis holds a partial frame: Python checks its headers now
+        if rest:  # a frame C does not take, or one cut short: Python reads it now (limits, errors)
             self._parse(rest, out)
             if self._pos or self._args is not None or len(rest) > _FAST_TAIL or rest[0] != 42:
-                self._reader = None  # Python's state is the truth from here on
+                self._fast_on = False  # Python's state is the truth until _settle hands the stream back
             else:
                 self._need, self._want_line = 1, False
-        return True
 
     def _settle(self) -> None:
-        """After a Python parse: hand the stream back to hiredis at a frame boundary."""
+        """After a Python parse: hand the stream back to C at a frame boundary."""
         if (not self._accelerate or self._args is not None or len(self._buf) - self._pos > _FAST_TAIL
                 or self._buf[self._pos:self._pos + 1] not in (b"", b"*")):
-            self._reader = None
+            self._fast_on = False
             return
-        tail = self._buf[self._pos:]
-        if self._reader is None:  # a reader kept here is clean: it holds no partial frame
-            self._reader = hiredis.Reader(notEnoughData=_NEED)
-        if tail:
-            self._reader.feed(tail)
-        self._buf, self._pos = tail, 0
+        self._fast_on = True
+        self._buf, self._pos = self._buf[self._pos:], 0
         self._need, self._want_line = 1, False
 
     def _parse(self, buf: bytes, out: list[list[bytes]]) -> None:
         """Parse complete commands from ``buf`` into ``out``; keep the partial tail.
 
         A partial frame under ``_FAST_TAIL`` bytes is rewound to its first
-        byte (cheap to re-parse, and hiredis can take it over); a bigger one
+        byte (cheap to re-parse, and C can take it over); a bigger one
         keeps its finished arguments so huge arrays are parsed only once.
         """
         find, small, n = buf.find, _SMALL, len(buf)

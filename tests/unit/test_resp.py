@@ -1,6 +1,6 @@
 """Tests for memd.resp: the sans-IO request parser and reply encoder.
 
-Every parser test runs against both engines (hiredis-accelerated and pure
+Every parser test runs against both engines (memd._resp, in C, and pure
 Python), and a differential property test checks that they agree call by call
 on arbitrary byte streams, including garbage.
 """
@@ -45,14 +45,14 @@ def parse_error(parser: RequestParser, data: bytes) -> str:
     return str(info.value)
 
 
-@pytest.fixture(params=[True, False], ids=["hiredis", "python"])
+@pytest.fixture(params=[True, False], ids=["c", "python"])
 def make(request: pytest.FixtureRequest) -> Parser:
     def factory(max_bulk_bytes: int = 512 * MB, max_args: int = MB, max_inline_bytes: int = 64 * 1024) -> RequestParser:
         return RequestParser(max_bulk_bytes, max_args, max_inline_bytes, accelerate=request.param)
     return factory
 
 
-# A pipeline long enough (> 128 bytes) that the accelerated engine uses hiredis for it.
+# A pipeline of several commands, some with CR/LF and RESP syntax inside their values.
 PIPELINE = [
     [b"SET", b"key:1", b"value"],
     [b"GET", b"key:1"],
@@ -145,7 +145,7 @@ def test_bytes_after_bulk_data_are_not_checked_like_redis(make: Parser) -> None:
     parser = make()
     parser.feed(b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n")
     assert parser.commands() == [[b"PING"], [b"PING"]]
-    # What follows such bytes is read as Redis reads it, not as hiredis would.
+    # What follows such bytes is read as Redis reads it, not as a reply parser would.
     parser.feed(PIPELINE_BYTES + b"*1\r\n$1\r\naXY~1\r\n$1\r\na\r\n" + PIPELINE_BYTES + b"*2\r\n$1\r\naXY+OK\r\n")
     assert parser.commands() == PIPELINE + [[b"a"], [b"~1"], [b"$1"], [b"a"]] + PIPELINE
     assert parse_error(parser, b"") == "Protocol error: expected '$', got '+'"
@@ -213,7 +213,7 @@ def test_inline_and_resp_mixed_in_one_pipeline(make: Parser) -> None:
 ])
 def test_malformed_frames_raise_redis_messages(make: Parser, data: bytes, message: str) -> None:
     assert parse_error(make(), data) == message
-    for cut in range(len(data) + 1):  # after a pipeline (a hiredis batch), split anywhere
+    for cut in range(len(data) + 1):  # after a pipeline (a batch the C engine reads), split anywhere
         parser, got = make(), []
         with pytest.raises(ProtocolError) as info:
             for chunk in (PIPELINE_BYTES + data[:cut], data[cut:], b""):
@@ -244,7 +244,7 @@ def test_huge_bulk_rejected_as_soon_as_its_header_is_seen(make: Parser) -> None:
     parser = make(max_bulk_bytes=512 * MB)
     header = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1073741824\r\n"  # 1 GB declared, nothing of it sent
     assert parse_error(parser, header) == "Protocol error: invalid bulk length"
-    # Same after a pipeline long enough to be parsed by hiredis in the fast engine.
+    # Same after a pipeline long enough to be read by the C engine.
     parser = make(max_bulk_bytes=512 * MB)
     parser.feed(PIPELINE_BYTES + header)
     assert parser.commands() == PIPELINE
@@ -321,7 +321,8 @@ def test_property_random_commands_survive_random_chunking(
 
 
 # Pieces that exercise every branch: valid frames, inline lines, RESP3 type
-# bytes hiredis would accept, bad lengths, over-limit headers, raw garbage.
+# bytes (which a reply parser would accept), bad and non-canonical lengths,
+# over-limit headers, raw garbage.
 piece = st.one_of(
     command.map(lambda c: pack(*c)),
     st.sampled_from([
@@ -333,6 +334,10 @@ piece = st.one_of(
         b"*1\r\n$" + b"9" * 30 + b"\r\n", b"AAAA" * 40, b"$0\r\n\r\n", b"=4\r\ntxt:\r\n", b"%0\r\n", b"~0\r\n",
         b">0\r\n", b"+\r\n", b"(\r\n", b"*1\r\n*0\r\n", b"*1\r\n%0\r\n", b"*1\r\n_\r\n", b"*1\r\n#t\r\n",
         b"*1\r\n,1\r\n", b"*1\r\n-e\r\n", b"!1\r\nx\r\n", b"*3\r\n", b"*1\r\n$1\r\naXY", b"~1\r\n$1\r\na\r\n",
+        b"*01\r\n$1\r\na\r\n", b"*+1\r\n$1\r\na\r\n", b"* 1\r\n$1\r\na\r\n", b"*1\r\n$+1\r\na\r\n", b"*1\r\n$ 1\r\na\r\n",
+        b"*1\rX\r\n$1\r\na\r\n", b"*1\r\n$1\rX\r\na\r\n", b"*1\r\n$-0\r\n\r\n", b"*-0\r\n", b"*1\r\n$00\r\n\r\n",
+        b"*1\r\n$" + b"0" * 19 + b"1\r\na\r\n", b"*" + b"1" * 19 + b"\r\n", b"*200\r\n", b"*201\r\n", b"*1\r\n$1000\r\n",
+        b"*1\r\n$1001\r\n", b"*1\n$1\r\na\r\n", b"*1\r\n$1\na\r\n",
     ]),
     st.binary(max_size=20),
 )
@@ -463,3 +468,45 @@ def test_bad_values_are_refused() -> None:
         ReplyEncoder(4)
     with pytest.raises(ValueError, match="3 characters"):
         Verbatim("x", fmt="markdown")
+
+
+# ---------------------------------------------------------------- the C engine itself
+
+
+def test_c_engine_is_built_and_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """memd._resp is built wherever the tests run (a C compiler and Python's headers; scripts/test installs
+    them): without it every test above would test Python twice."""
+    import memd.resp
+    from memd import _resp
+    calls: list[int] = []
+
+    def counting(*args: object) -> object:
+        calls.append(1)
+        return _resp.split(*args)
+    monkeypatch.setattr(memd.resp, "_split", counting)
+    parser = RequestParser(512 * MB, MB, 64 * 1024)
+    assert feed_all(parser, [PIPELINE_BYTES, PIPELINE_BYTES]) == PIPELINE + PIPELINE
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("data, pos, taken, stopped", [
+    (pack(b"GET", b"k") + pack(b"PING"), 0, [[b"GET", b"k"], [b"PING"]], False),
+    (pack(b"GET", b"k") + pack(b"PING")[:-3], 0, [[b"GET", b"k"]], False),  # cut: the rest needs bytes
+    (pack(b"GET", b"k") + b"PING\r\n", 0, [[b"GET", b"k"]], True),  # inline: Python's
+    (b"*0\r\n" + pack(b"PING"), 0, [], True),  # skipped by Redis: Python's
+    (b"*3\r\n", 0, [], True),  # over max_args (2 here): Python raises
+    (b"*1\r\n$5\r\n", 0, [], True),  # over max_bulk (4 here)
+    (b"*1\r\n$01\r\nx\r\n", 0, [], True),  # not canonical
+    (b"*1\r\n$12345", 0, [], False),  # a header cut short
+    (b"*1\r\n$" + b"1" * 25, 0, [], True),  # too long to be canonical, CR or not
+    (b"xx" + pack(b"A"), 2, [[b"A"]], False),
+    (b"*1\r\n$1\r\naXY", 0, [[b"a"]], False),  # the 2 bytes after bulk data are not checked, as by Redis
+])
+def test_c_split_takes_plain_frames_and_stops_where_python_must_read(
+        data: bytes, pos: int, taken: list[list[bytes]], stopped: bool) -> None:
+    from memd import _resp
+    out: list[list[bytes]] = []
+    end, stop = _resp.split(data, pos, 2, 4, out)
+    assert out == taken
+    assert stop is stopped
+    assert end == pos + len(b"".join(pack(*c) for c in taken))
