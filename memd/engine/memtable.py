@@ -23,10 +23,19 @@ Rules that make reads simple (see :mod:`memd.engine.keyspace`):
 
 Apply is pure and total: it never reads SQLite, so the very same function
 runs live and during WAL replay.
+
+``bytes`` (what ``buffer_max_bytes`` and ``flush.max_bytes`` bound) counts what the
+buffer really costs in Python, not only its keys' and values' bytes: each entry
+object, its map slot, and the headers of the bytes and str objects it holds
+(:data:`ENTRY_COST`, :data:`ELEM_COST`, :data:`MEM_COST`; checked against
+tracemalloc in tests/unit/test_memtable_bytes.py). Counting data bytes alone
+understated a buffer of 200-byte values 2x, and one of small values up to 15x,
+so its bound did not bound memory.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -131,7 +140,7 @@ class MemEntry:
         self.unstored = False
 
     def size(self, ident: tuple[str, str]) -> int:
-        n = len(ident[0]) + len(ident[1]) + len(self.value or "")
+        n = MEM_COST + len(ident[0]) + len(ident[1]) + len(self.value or "")
         if self.vectors:
             n += sum(len(path) + len(blob) for path, blob in self.vectors)
         if self.history:
@@ -143,8 +152,26 @@ def _blob_bytes(vectors: Vectors | None) -> int:
     return sum(len(blob) for _, blob in vectors) if vectors else 0
 
 
+_BYTES_HEAD = sys.getsizeof(b"")  # a bytes object beyond its data (33 on 64-bit CPython)
+_STR_HEAD = sys.getsizeof("")  # an ASCII str beyond its characters (49)
+_SLOT = 48  # a dict item's share of its table: an 8-byte index and a 24-byte entry, at two-thirds load
+_FLOAT = sys.getsizeof(0.0)  # a sorted set's score
+# an entry: the object, its slot in the table's map, its key's header; a string's value header on top
+ENTRY_COST = sys.getsizeof(Entry(T_NONE, True)) + _SLOT + _BYTES_HEAD
+# an element of a collection: its slot in the entry's dict, its member's header (the value: below)
+ELEM_COST = _SLOT + _BYTES_HEAD
+
+
 def _elem_size(sub: bytes, value: Any) -> int:
-    return len(sub) + (len(value) if isinstance(value, bytes) else 8)
+    if isinstance(value, bytes):
+        return ELEM_COST + len(sub) + _BYTES_HEAD + len(value)
+    return ELEM_COST + len(sub) + (0 if value is DELETED else _FLOAT)
+
+
+# a memory: the object, its slot in the map, its (ns, key) tuple, the headers of its three strs
+# (ns, key, JSON value), and its two timestamps (ints past the small-int cache)
+MEM_COST = (sys.getsizeof(MemEntry(None, 0, 0, 0, None)) + _SLOT + sys.getsizeof(("", "")) + 3 * _STR_HEAD
+            + 2 * sys.getsizeof(1 << 40))
 
 
 class DbTable:
@@ -235,7 +262,7 @@ class Memtable:
                 _, key, value, exp = op
                 entry = Entry(T_STRING, True, value, exp)
                 entry.atime = now
-                entry.size = size = len(key) + len(value)
+                entry.size = size = ENTRY_COST + len(key) + _BYTES_HEAD + len(value)
                 old = entries.get(key)
                 if old is not None:
                     self.bytes += size - old.size
@@ -249,14 +276,14 @@ class Memtable:
                 ident = (ns, key)
                 if not vectors and ident not in self.mem:  # _mem_replace inlined: nothing to carry over
                     self.mem[ident] = MemEntry(value, version, created, updated, exp, ttl, vectors)
-                    self.bytes += len(ns) + len(key) + len(value)  # (MemEntry.size without vectors or history)
+                    self.bytes += MEM_COST + len(ns) + len(key) + len(value)  # (MemEntry.size: no vectors, history)
                 else:
                     self._mem_replace(ident, MemEntry(value, version, created, updated, exp, ttl, vectors))
             elif code == OP_UPDATE:
                 self._update(table, op).atime = now
             elif code == OP_DEL:
                 entry = Entry(T_NONE, True)
-                entry.size = len(op[1])
+                entry.size = ENTRY_COST + len(op[1])
                 self._replace(table, op[1], entry)
             elif code == OP_SELECT:
                 table = self._table(op[1])
@@ -330,7 +357,7 @@ class Memtable:
         entry = table.entries.get(key)
         if create or entry is None or entry.type != type_:
             fresh = Entry(type_, bool(create))
-            fresh.size = len(key)
+            fresh.size = ENTRY_COST + len(key)
             self._replace(table, key, fresh)
             entry = fresh
         entry.expires_at = exp
