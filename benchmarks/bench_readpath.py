@@ -54,9 +54,10 @@ buffer_max_bytes = "16GiB"
 """
 
 
-def start(kind: str, cleanup: Cleanup, cache_bytes: int | None = None) -> tuple[subprocess.Popen[bytes], str, str]:
+def start(kind: str, cleanup: Cleanup, cache_bytes: int | None = None,
+          extra_config: str = "") -> tuple[subprocess.Popen[bytes], str, str]:
     """A fresh server in its own temp dir: ``redis``, ``cached`` (memd, default flush limits; its read
-    cache at ``cache_bytes``, default: memd's) or ``buffered``."""
+    cache at ``cache_bytes``, default: memd's) or ``buffered``; memd with ``extra_config`` (TOML) too."""
     d = cleanup.mkdtemp(f"rp-{kind[0]}-")
     sock = os.path.join(d, "s.sock")
     log = os.path.join(d, "server.log")
@@ -67,7 +68,7 @@ def start(kind: str, cleanup: Cleanup, cache_bytes: int | None = None) -> tuple[
     else:
         cmd = [sys.executable, "-m", "memd", "serve", "--socket", sock, "--data-dir", os.path.join(d, "data"),
                "--fsync", "everysec"]
-        text = BUFFERED_CONFIG if kind == "buffered" else ""
+        text = (BUFFERED_CONFIG if kind == "buffered" else "") + extra_config
         if cache_bytes is not None:
             text += f"[cache]\nmax_bytes = {cache_bytes}\n"
         if text:

@@ -53,8 +53,12 @@ log = logging.getLogger("memd.store")
 Groups = list[tuple[str, list[tuple[Any, ...]]]]
 
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
-READER_CACHE_KIB = 64 * 1024
-READER_MMAP_BYTES = 256 << 20  # file-backed pages count in RSS: keep the watchdog's view bounded
+# The reader's page cache: anonymous memory, outside [cache] max_bytes and the buffer's bound. No
+# mmap: the pages of a mapped database count in RSS (up to the map's size), which the watchdog and
+# the RSS bound with a full read cache (benchmarks/bench_cacherss.py) judge memd by. Measured on a
+# 1M-key, 257 MB table, random point reads (2026-12-08): 64 MiB cache + 256 MiB map 9.4-9.8 us,
+# 64 MiB cache alone 11.7-12.3, 32 MiB 12.3-12.9; the read cache answers hot keys before either.
+READER_CACHE_KIB = 32 * 1024
 RANDOM_KEY_LEVELS = 256  # random_key's deepest descent (a balanced one needs ~log2(keys))
 BULK_ROWS = 16_384  # rows per memd._sqlite.executemany call (see _transaction)
 _PAIRS_STEP = 8192  # (db, key) pairs taken from the upserts in one step of a flush
@@ -235,10 +239,8 @@ class SqliteStore(ZsetIndex):
     def _open_reader(self) -> sqlite3.Connection:
         reader = connect(self.path)
         reader.execute("PRAGMA query_only = 1")
-        # point reads run on the event loop: keep hot pages in memory and skip read() syscalls
-        # (measured: 12.4 -> 8.5 us per point read of a 180k-key table)
+        # point reads run on the event loop: keep hot pages in memory (see READER_CACHE_KIB)
         reader.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
-        reader.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
         reader.create_function("memd_json_eq", 2, json_eq, deterministic=True)
         reader.create_function("memd_json_text", 1, json_text, deterministic=True)
         reader.create_function("memd_member_text", 2, member_text, deterministic=True)
