@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import sys
-import time
 
-from bench_readpath import VALUE, call, info, preload, start
+from bench_readpath import VALUE, call, info, pipelined, preload, start
 from benchutil import Cleanup, Interrupted, machine_line, memd_build, raise_interrupted, tail
 
 MIB = 1 << 20
@@ -36,23 +34,8 @@ MIB = 1 << 20
 
 def read_all(sock_path: str, keys: int) -> float:
     """GET every key of the range, 1,000 per write; each reply must be the SET pass's value."""
-    reply = b"$%d\r\n%b\r\n" % (len(VALUE), VALUE)
-    t0 = time.monotonic()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(120)
-        s.connect(sock_path)
-        for first in range(0, keys, 1000):
-            batch = range(first, min(first + 1000, keys))
-            s.sendall(b"".join(b"*2\r\n$3\r\nGET\r\n$16\r\nkey:%012d\r\n" % k for k in batch))
-            want, got = len(reply) * len(batch), bytearray()
-            while len(got) < want:
-                chunk = s.recv(want - len(got))
-                if not chunk:
-                    raise RuntimeError("the server closed the connection during the GET pass")
-                got += chunk
-            if got != reply * len(batch):
-                raise RuntimeError(f"unexpected replies in the GET pass: {bytes(got[:200])!r}")
-    return time.monotonic() - t0
+    return pipelined(sock_path, keys, lambda k: b"*2\r\n$3\r\nGET\r\n$16\r\nkey:%012d\r\n" % k,
+                     b"$%d\r\n%b\r\n" % (len(VALUE), VALUE), "GET pass")
 
 
 def rss_parts(pid: int) -> str:

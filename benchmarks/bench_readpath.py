@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 # (benchutil and bench_server: this folder, which is on sys.path when a script here runs)
 from bench_server import REDIS_BENCHMARK, REDIS_SERVER, START_DEADLINE
@@ -108,25 +109,31 @@ def info(sock_path: str) -> dict[str, str]:
     return fields
 
 
-def preload(sock_path: str, keys: int) -> float:
-    """SET every key of the range, 1,000 commands per write; returns the seconds it took."""
+def pipelined(sock_path: str, keys: int, request: Callable[[int], bytes], reply: bytes, what: str) -> float:
+    """Send ``request(k)`` for every key of the range, 1,000 per write, and check that each reply is
+    ``reply``; returns the seconds it took (``what`` names the pass in errors)."""
     t0 = time.monotonic()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(120)
         s.connect(sock_path)
         for first in range(0, keys, 1000):
             batch = range(first, min(first + 1000, keys))
-            s.sendall(b"".join(b"*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$200\r\n%b\r\n" % (k, VALUE)
-                               for k in batch))
-            want, got = 5 * len(batch), b""
+            s.sendall(b"".join(map(request, batch)))
+            want, got = len(reply) * len(batch), bytearray()
             while len(got) < want:
                 chunk = s.recv(want - len(got))
                 if not chunk:
-                    raise RuntimeError("the server closed the connection during the SET pass")
+                    raise RuntimeError(f"the server closed the connection during the {what}")
                 got += chunk
-            if got != b"+OK\r\n" * len(batch):
-                raise RuntimeError(f"unexpected replies in the SET pass: {got[:200]!r}")
+            if got != reply * len(batch):
+                raise RuntimeError(f"unexpected replies in the {what}: {bytes(got[:200])!r}")
     return time.monotonic() - t0
+
+
+def preload(sock_path: str, keys: int) -> float:
+    """SET every key of the range, 1,000 commands per write; returns the seconds it took."""
+    return pipelined(sock_path, keys, lambda k: b"*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$200\r\n%b\r\n" % (k, VALUE),
+                     b"+OK\r\n", "SET pass")
 
 
 def benchmark(sock_path: str, args: list[str], timeout: float) -> list[dict[str, float | str]]:
