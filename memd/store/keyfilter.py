@@ -81,16 +81,32 @@ class KeyFilter:
         if self.ready:
             self.false += 1
 
-    # ---- writes (the flush's thread) -------------------------------------------------------
+    # ---- writes (a flush, on the event loop) ------------------------------------------------
 
     def add(self, keys: list[tuple[int, bytes]]) -> None:
-        """Keys about to be committed to SQLite (call before the commit, then :meth:`committed`)."""
+        """Keys about to be committed to SQLite, in one go (tests; a flush runs :meth:`add_steps`)."""
+        for _ in self.add_steps(keys):
+            pass
+
+    def add_steps(self, keys: list[tuple[int, bytes]]) -> Iterator[None]:
+        """Keys about to be committed to SQLite (run it to the end before the commit, then call
+        :meth:`committed`), :data:`ADD_BATCH` keys a step, for the event loop.
+
+        Why not in the flush's thread, next to its transaction: there, the batches' Python (a list
+        per database, a C call each) held the GIL while the loop waited for it at each of its system
+        calls: loop stalls of 32-38 ms under redis-benchmark were caught in this very call. Each
+        step reads the filters in force, under the lock: a build that swaps its filters in between
+        has added every in-flight list already (see :meth:`_catch_up`), so no key is missed either side.
+        """
         with self._lock:
             self._inflight.append(keys)
             if self._pending is not None:
                 self._pending.extend(keys)
-            for _ in _add_pairs(self._filters, self._capacity, self._added, keys):  # (C calls, each bounded)
-                pass
+        for i in range(0, len(keys), ADD_BATCH):
+            with self._lock:
+                for _ in _add_pairs(self._filters, self._capacity, self._added, keys[i:i + ADD_BATCH]):
+                    pass  # (one step: ADD_BATCH keys)
+            yield
 
     def committed(self, keys: list[tuple[int, bytes]]) -> None:
         """The keys :meth:`add` took are committed now (or their flush failed): a build running may have read

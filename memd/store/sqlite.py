@@ -524,18 +524,19 @@ class SqliteStore(ZsetIndex):
         groups = list(zip(statements.FLUSH, rows))
 
         def work(writer: sqlite3.Connection) -> None:
-            self.keyfilter.add(created)  # before the commit: never a false negative
             try:
                 self._transaction(writer, [*groups, (statements.SET_FLUSHED_LSN, [(table.max_lsn,)])])
                 table.committed = True  # (a retry of this flush must archive and unindex every memory)
             except BaseException:
                 self.readcache.clear()  # (the rows did not change; but what a failure left is not worth a doubt)
                 raise
-            finally:
-                self.keyfilter.committed(created)
             self._apply_vectors(table)
 
-        await self._in_writer(work)
+        await run_on_loop(self.keyfilter.add_steps(created))  # before the commit: never a false negative
+        try:
+            await self._in_writer(work)
+        finally:
+            self.keyfilter.committed(created)
         # after the commit, before the engine drops the frozen layer (which answers for these keys meanwhile)
         await run_on_loop(self.readcache.apply_flush_steps(rows))
         self.flushed_lsn = table.max_lsn

@@ -205,3 +205,21 @@ def test_a_build_covers_databases_its_counts_missed(tmp_path: Path) -> None:
     assert kf.needs_rebuild(), "a filter sized for none holding 2,048 keys"
     writer.close()
     conn.close()
+
+
+def test_a_flush_adds_its_keys_in_steps_and_a_swap_between_them_loses_none(tmp_path: Path) -> None:
+    """add_steps (a flush's keys, on the event loop): a step per ADD_BATCH keys, and a whole build swapping
+    its filters in between two steps (the keys not committed yet: its snapshot has none) keeps every key."""
+    path = str(tmp_path / "store.sqlite3")
+    migrate(path)
+    conn = sqlite3.connect(path)
+    kf = KeyFilter()
+    kf.build(conn)
+    keys = [(i % 3, b"flushed:%d" % i) for i in range(2 * ADD_BATCH + 100)]
+    steps = kf.add_steps(keys)
+    next(steps)  # the first batch is in the filters in force...
+    kf.build(conn)  # ...which a build replaces, from a snapshot without these keys
+    assert sum(1 for _ in steps) == 2  # (three steps in all)
+    kf.committed(keys)
+    assert all(kf.might_hold(db, key) for db, key in keys)
+    conn.close()
