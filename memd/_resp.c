@@ -65,15 +65,18 @@ static int header(const char *s, Py_ssize_t n, Py_ssize_t p, char type, long lon
 static PyObject *split(PyObject *self, PyObject *args)
 {
     PyObject *buf, *out, *cmd = NULL;
-    Py_ssize_t pos, max_args, max_bulk;
+    Py_ssize_t pos;
+    long long max_args, max_bulk;
     const char *s;
     Py_ssize_t n;
     int stopped = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!nnnO!", &PyBytes_Type, &buf, &pos, &max_args, &max_bulk, &PyList_Type, &out))
+    if (!PyArg_ParseTuple(args, "O!nLLO!", &PyBytes_Type, &buf, &pos, &max_args, &max_bulk, &PyList_Type, &out))
         return NULL;
     s = PyBytes_AS_STRING(buf);
     n = PyBytes_GET_SIZE(buf);
+    if (max_bulk > PY_SSIZE_T_MAX - 2)
+        max_bulk = PY_SSIZE_T_MAX - 2; /* (p + size + 2 stays in range) */
     if (pos < 0 || pos > n) {
         PyErr_SetString(PyExc_ValueError, "pos out of range");
         return NULL;
@@ -86,6 +89,8 @@ static PyObject *split(PyObject *self, PyObject *args)
             stopped = h != 0; /* a header it does not take, or "*0" / over max_args: Python's */
             break;
         }
+        if ((n - p) / 6 < count)
+            break; /* cut short: each argument takes 6 bytes at least ("$0\r\n\r\n"); allocate nothing yet */
         cmd = PyList_New((Py_ssize_t)count);
         if (cmd == NULL)
             return NULL;

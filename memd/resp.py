@@ -49,6 +49,7 @@ _INLINE_SPECIAL: Final = re.compile(rb"[\"'\x00\x0b\x0c]")
 _ESCAPES: Final[dict[int, int]] = {110: 10, 114: 13, 116: 9, 98: 8, 97: 7}  # n r t b a
 _HEXBYTE: Final = re.compile(rb"[0-9a-fA-F]{2}")
 _BLANK: Final = b" \t\n\r\x0b\x0c"  # C isspace()
+_C_LIMIT: Final = 10**18  # the lengths memd._resp reads: 18 digits at most
 _FAST_TAIL: Final = 4096  # partial frames larger than this are left to the Python engine
 _MAX_HEADER: Final = 21  # longest valid '*'/'$' line without CRLF: the type byte and "-9223372036854775808"
 
@@ -123,7 +124,7 @@ class RequestParser:
     ``accelerate=False`` keeps to Python (tests, benchmarks).
     """
 
-    __slots__ = ("_max_bulk", "_max_args", "_max_line", "_accelerate", "_fast_on",
+    __slots__ = ("_max_bulk", "_max_args", "_max_line", "_c_bulk", "_c_args", "_accelerate", "_fast_on",
                  "_buf", "_pos", "_chunks", "_avail", "_need", "_want_line", "_ready",
                  "_args", "_left", "_held", "_error")
 
@@ -132,6 +133,9 @@ class RequestParser:
         self._max_bulk = max_bulk_bytes
         self._max_args = max_args
         self._max_line = max_inline_bytes
+        # C takes lengths under 10^18 only (18 digits: canonical() in memd/_resp.c), so a higher limit
+        # (the config sets none) means the same to it, and stays within its C long long
+        self._c_bulk, self._c_args = min(max_bulk_bytes, _C_LIMIT), min(max_args, _C_LIMIT)
         self._accelerate = accelerate and _split is not None
         self._fast_on = False  # batches go to memd._resp (fast mode); set by _settle
         self._buf = b""  # unparsed bytes start at _pos; in fast mode _pos is 0 and _buf
@@ -199,15 +203,16 @@ class RequestParser:
         tail = self._buf
         stream = tail + data if tail else data
         assert _split is not None
-        pos, _ = _split(stream, 0, self._max_args, self._max_bulk, out)
+        pos, _ = _split(stream, 0, self._c_args, self._c_bulk, out)
         rest = stream[pos:] if pos else stream
         self._buf, self._avail = rest, len(rest)
         if rest:  # a frame C does not take, or one cut short: Python reads it now (limits, errors)
             self._parse(rest, out)
             if self._pos or self._args is not None or len(rest) > _FAST_TAIL or rest[0] != 42:
                 self._fast_on = False  # Python's state is the truth until _settle hands the stream back
-            else:
-                self._need, self._want_line = 1, False
+            # (else a cut frame, rewound: _parse's _need / _want_line say when it can be complete)
+        else:
+            self._need, self._want_line = 1, False  # (what an earlier cut frame needed is read)
 
     def _settle(self) -> None:
         """After a Python parse: hand the stream back to C at a frame boundary."""
@@ -216,8 +221,7 @@ class RequestParser:
             self._fast_on = False
             return
         self._fast_on = True
-        self._buf, self._pos = self._buf[self._pos:], 0
-        self._need, self._want_line = 1, False
+        self._buf, self._pos = self._buf[self._pos:], 0  # (_need is relative to _pos: unchanged)
 
     def _parse(self, buf: bytes, out: list[list[bytes]]) -> None:
         """Parse complete commands from ``buf`` into ``out``; keep the partial tail.

@@ -495,7 +495,8 @@ def test_c_engine_is_built_and_used(monkeypatch: pytest.MonkeyPatch) -> None:
     (pack(b"GET", b"k") + b"PING\r\n", 0, [[b"GET", b"k"]], True),  # inline: Python's
     (b"*0\r\n" + pack(b"PING"), 0, [], True),  # skipped by Redis: Python's
     (b"*3\r\n", 0, [], True),  # over max_args (2 here): Python raises
-    (b"*1\r\n$5\r\n", 0, [], True),  # over max_bulk (4 here)
+    (b"*1\r\n$5\r\nhello\r\n", 0, [], True),  # over max_bulk (4 here)
+    (b"*2\r\n$1\r\na\r\n", 0, [], False),  # too short to hold 2 arguments: cut short, nothing allocated
     (b"*1\r\n$01\r\nx\r\n", 0, [], True),  # not canonical
     (b"*1\r\n$12345", 0, [], False),  # a header cut short
     (b"*1\r\n$" + b"1" * 25, 0, [], True),  # too long to be canonical, CR or not
@@ -510,3 +511,23 @@ def test_c_split_takes_plain_frames_and_stops_where_python_must_read(
     assert out == taken
     assert stop is stopped
     assert end == pos + len(b"".join(pack(*c) for c in taken))
+
+
+def test_c_split_allocates_nothing_for_a_frame_that_has_not_arrived() -> None:
+    """A header declaring a million arguments, then one: no list of a million slots per feed (8 MB)."""
+    import tracemalloc
+
+    from memd import _resp
+    tracemalloc.start()
+    try:
+        out: list[list[bytes]] = []
+        assert _resp.split(b"*1048576\r\n$1\r\na\r\n", 0, MB, 100, out) == (0, False)
+        assert tracemalloc.get_traced_memory()[1] < 64 * 1024
+    finally:
+        tracemalloc.stop()
+
+
+def test_limits_beyond_what_c_reads_are_the_same_as_no_limit() -> None:
+    """The config sets no maximum: limits of 2^63 and more still parse (in C: lengths under 10^18)."""
+    parser = RequestParser(2**63, 2**64, 64 * 1024)
+    assert feed_all(parser, [PIPELINE_BYTES, pack(b"SET", b"k", b"v" * 5000)]) == PIPELINE + [[b"SET", b"k", b"v" * 5000]]
