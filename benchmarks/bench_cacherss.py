@@ -39,9 +39,9 @@ def read_all(sock_path: str, keys: int) -> float:
 
 
 def rss_parts(pid: int) -> str:
-    """RssAnon (the Python heap, SQLite's page cache) and RssFile (mapped files: SQLite's mmap of the
-    database, libraries) from /proc: RSS counts both, and only the first is memory the OS cannot
-    take back without writing it somewhere."""
+    """RssAnon (the Python heap, SQLite's page cache) and RssFile (mapped files: libraries, and a
+    database SQLite maps, which memd's reader no longer does) from /proc: RSS counts both, and only
+    the first is memory the OS cannot take back without writing it somewhere."""
     fields = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -267,7 +267,8 @@ local function new_runner()
 end
 
 -- start(f, numkeys, keys..., args...): KEYS and ARGV are built here (cheaper than two tables from
--- Python; one {...} split in two: half the cost of a select() per value); start(f, keys, argv) for many (a C call takes a few thousand arguments at most)
+-- Python; one {...} split in two: half the cost of a select() per value); start(f, keys, argv) for
+-- many (a C call takes a few thousand arguments at most)
 local function start(f, n, ...)
   local keys, argv
   if type(n) == 'table' then
